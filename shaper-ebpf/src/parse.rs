@@ -1,0 +1,123 @@
+//! Frame parser: Ethernet, up to two VLAN tags (802.1Q, 802.1ad), IPv4 with options, IPv6.
+//! Every read goes through [`bytes_at`], which checks it against `data_end` next to the read.
+use aya_ebpf::programs::XdpContext;
+
+const ETH_HLEN: usize = 14;
+const VLAN_HLEN: usize = 4;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const IPV4_MIN_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+/// Tags parsed before giving up on a frame (QinQ is two).
+const MAX_VLAN_TAGS: usize = 2;
+
+/// What the parser found. `len` is the IP length the bucket charges.
+pub enum Parsed {
+    NonIp {
+        vlan: bool,
+    },
+    Malformed {
+        vlan: bool,
+    },
+    V4 {
+        src: [u8; 4],
+        dst: [u8; 4],
+        len: u64,
+        vlan: bool,
+    },
+    V6 {
+        src: [u8; 16],
+        dst: [u8; 16],
+        len: u64,
+        vlan: bool,
+    },
+}
+
+/// `N` bytes at `offset`, or `None` if the frame is shorter.
+#[inline(always)]
+fn bytes_at<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<[u8; N]> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + N > end {
+        return None;
+    }
+    // SAFETY: the range [start+offset, start+offset+N) was just checked against data_end.
+    Some(unsafe { core::ptr::read_unaligned((start + offset) as *const [u8; N]) })
+}
+
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Parsed {
+    let Some(eth) = bytes_at::<ETH_HLEN>(ctx, 0) else {
+        return Parsed::Malformed { vlan: false };
+    };
+    let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
+    let mut offset = ETH_HLEN;
+    let mut vlan = false;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        let Some(tag) = bytes_at::<VLAN_HLEN>(ctx, offset) else {
+            return Parsed::Malformed { vlan: true };
+        };
+        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
+        offset += VLAN_HLEN;
+        vlan = true;
+    }
+    let avail = (ctx.data_end() - ctx.data()) - offset;
+    match ethertype {
+        ETH_P_IPV4 => parse_v4(ctx, offset, avail, vlan),
+        ETH_P_IPV6 => parse_v6(ctx, offset, avail, vlan),
+        // ARP, LLDP, a third VLAN tag, anything else: not ours to shape.
+        _ => Parsed::NonIp { vlan },
+    }
+}
+
+#[inline(always)]
+fn parse_v4(ctx: &XdpContext, offset: usize, avail: usize, vlan: bool) -> Parsed {
+    let Some(h) = bytes_at::<IPV4_MIN_HLEN>(ctx, offset) else {
+        return Parsed::Malformed { vlan };
+    };
+    let ihl = ((h[0] & 0x0f) as usize) * 4;
+    let total = u16::from_be_bytes([h[2], h[3]]) as usize;
+    // Options are not read, but they must be there: the header must fit in the packet, and the
+    // packet in the frame (the tail may be Ethernet padding).
+    if h[0] >> 4 != 4 || ihl < IPV4_MIN_HLEN || total < ihl || total > avail {
+        return Parsed::Malformed { vlan };
+    }
+    Parsed::V4 {
+        src: [h[12], h[13], h[14], h[15]],
+        dst: [h[16], h[17], h[18], h[19]],
+        len: total as u64,
+        vlan,
+    }
+}
+
+#[inline(always)]
+fn parse_v6(ctx: &XdpContext, offset: usize, avail: usize, vlan: bool) -> Parsed {
+    let Some(h) = bytes_at::<IPV6_HLEN>(ctx, offset) else {
+        return Parsed::Malformed { vlan };
+    };
+    let payload = u16::from_be_bytes([h[4], h[5]]) as usize;
+    // Payload length 0 is a jumbogram (hop-by-hop option); charge what the frame carries.
+    let total = if payload == 0 {
+        avail
+    } else {
+        IPV6_HLEN + payload
+    };
+    if h[0] >> 4 != 6 || total > avail {
+        return Parsed::Malformed { vlan };
+    }
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&h[8..24]);
+    dst.copy_from_slice(&h[24..40]);
+    Parsed::V6 {
+        src,
+        dst,
+        len: total as u64,
+        vlan,
+    }
+}

@@ -1,0 +1,177 @@
+//! `shaper demo`: the main job on an embedded default. Builds a lab (two network namespaces
+//! joined by a veth pair), runs the shaper with the example config's three tenants on the
+//! receiving veth, offers each tenant UDP at twice its rate, prints what each offered, got and
+//! lost, and tears everything down, also on Ctrl-C.
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use aya::maps::Map;
+
+use crate::cli::{DemoArgs, RunArgs};
+use crate::collect;
+use crate::config::{Config, EXAMPLE};
+use crate::datapath::{self, AttachMode, TENANT_COUNTERS};
+use crate::netns::Lab;
+use crate::traffic::{self, Flood};
+use crate::units::human_bits;
+
+/// Offered load as a multiple of each tenant's rate.
+const OVERLOAD: u64 = 2;
+const PAYLOAD: usize = 1400;
+
+pub async fn execute(args: &DemoArgs) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "the demo builds network namespaces and loads XDP: run it as root (sudo shaper demo)"
+        );
+    }
+    let cfg = Config::parse(EXAMPLE)?;
+    println!(
+        "building the lab: namespaces joined by a veth pair, tenants {}",
+        names(&cfg)
+    );
+    let lab = Lab::new(&["10.10.1", "10.10.2", "10.10.3"], &["2001:db8:1:"])
+        .context("building the lab")?;
+    let run_args = RunArgs {
+        iface: lab.dut_if.clone(),
+        config: "(embedded example)".into(),
+        xdp_mode: AttachMode::Native,
+        max_tenants: shaper_common::DEFAULT_MAX_TENANTS,
+        netns: Some(lab.dut.name.clone()),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (quit_tx, quit_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = {
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            let ready = move || {
+                let _ = ready_tx.send(());
+            };
+            super::run::serve(&cfg, &run_args, ready, async {
+                let _ = quit_rx.await;
+            })
+            .await
+        })
+    };
+    // Ctrl-C stops the traffic early; everything below still runs, so the lab is torn down.
+    let ctrlc = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: stopping traffic and tearing the lab down");
+                stop.store(true, Ordering::Relaxed);
+            }
+        })
+    };
+    let outcome = async {
+        if ready_rx.await.is_err() {
+            // The agent failed before attaching: its error is reported below.
+            return Ok(None);
+        }
+        println!(
+            "shaper attached (native XDP) to {} in {}; offering each tenant {}x its rate for {} s...",
+            lab.dut_if, lab.dut.name, OVERLOAD, args.seconds
+        );
+        let floods: Vec<Flood> = cfg
+            .tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Flood {
+                netns: lab.src.name.clone(),
+                dst: SocketAddr::new(IpAddr::from([10, 10, 1 + i as u8, 1]), 9000),
+                rate_bits: Some(t.rate.bits_per_sec() * OVERLOAD),
+                payload: PAYLOAD,
+                duration: Duration::from_secs(args.seconds),
+                cpu: None,
+            })
+            .collect();
+        let dut_ns = lab.dut.name.clone();
+        let stop2 = stop.clone();
+        let flows = tokio::task::spawn_blocking(move || traffic::run_flows(&dut_ns, &floods, &stop2).map(|r| (r, floods)))
+            .await
+            .context("traffic thread")??;
+        let counters = collect::read_tenant_counters(
+            &Map::PerCpuArray(datapath::open_pinned(&datapath::pin_dir(&lab.dut_if), TENANT_COUNTERS)?),
+            cfg.tenants.len() as u32,
+        )?;
+        anyhow::Ok(Some((flows, counters)))
+    }
+    .await;
+    let _ = quit_tx.send(());
+    let agent_result = agent.await.context("agent task")?;
+    ctrlc.abort();
+    drop(lab);
+    println!("lab torn down");
+    agent_result?;
+    if let Some(((flows, floods), counters)) = outcome? {
+        print!("{}", report(&cfg, &flows, &floods, &counters));
+    }
+    Ok(())
+}
+
+fn names(cfg: &Config) -> String {
+    cfg.tenants
+        .iter()
+        .map(|t| {
+            format!(
+                "{} ({} {})",
+                t.name,
+                crate::config::tier_str(t.tier),
+                t.rate
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn report(
+    cfg: &Config,
+    flows: &traffic::FlowsResult,
+    floods: &[Flood],
+    counters: &[shaper_common::TenantCounters],
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\nper tenant, IP bits per second (received = measured by the receiving socket):"
+    );
+    let _ = writeln!(
+        s,
+        "{:<10} {:<8} {:>12} {:>14} {:>14} {:>7} {:>9} {:>14} {:>14}",
+        "tenant",
+        "tier",
+        "rate",
+        "offered",
+        "received",
+        "lost",
+        "rcv/rate",
+        "shaper passed",
+        "shaper dropped"
+    );
+    for ((t, f), c) in cfg.tenants.iter().zip(floods).zip(counters) {
+        let offered = flows.offered_bps(f.dst);
+        let got = flows.received_bps(f.dst);
+        let sent = flows.sent_bytes(f.dst).max(1) as f64;
+        let lost = 1.0 - flows.received_bytes(f.dst) as f64 / sent;
+        let _ = writeln!(
+            s,
+            "{:<10} {:<8} {:>12} {:>14} {:>14} {:>6.1}% {:>8.1}% {:>11} pk {:>11} pk",
+            t.name,
+            crate::config::tier_str(t.tier),
+            human_bits(t.rate.bits_per_sec() as f64),
+            human_bits(offered),
+            human_bits(got),
+            lost * 100.0,
+            got / t.rate.bits_per_sec() as f64 * 100.0,
+            c.packets[shaper_common::OUTCOME_PASSED],
+            c.packets[shaper_common::OUTCOME_DROPPED],
+        );
+    }
+    s
+}

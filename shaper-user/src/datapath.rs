@@ -1,0 +1,575 @@
+//! Loader: loads the XDP program, sizes its maps, writes the config into them, attaches it
+//! and pins the maps. The only module that knows map names.
+use std::error::Error as _;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, Map, MapData};
+use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
+use aya::{Ebpf, EbpfLoader};
+use shaper_common::{
+    CONFIG_MAGIC, CONFIG_VERSION, COST_SHIFT, GlobalConfig, MATCH_DST, MATCH_SRC,
+    MAX_TENANTS_LIMIT, TENANT_ACTIVE, TenantConfig, UNMATCHED_DROP, UNMATCHED_PASS,
+};
+
+use crate::config::{Config, MatchDir, Prefix, Unmatched};
+use crate::netns::NetNsEnter;
+
+/// The XDP program, built from shaper-ebpf by build.rs.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shaper"));
+
+pub const PROGRAM: &str = "shaper";
+pub const GLOBAL_CONFIG: &str = "GLOBAL_CONFIG";
+pub const TENANT_BY_PREFIX_V4: &str = "TENANT_BY_PREFIX_V4";
+pub const TENANT_BY_PREFIX_V6: &str = "TENANT_BY_PREFIX_V6";
+pub const TENANT_CONFIG: &str = "TENANT_CONFIG";
+pub const TENANT_STATE: &str = "TENANT_STATE";
+pub const TENANT_COUNTERS: &str = "TENANT_COUNTERS";
+pub const GLOBAL_COUNTERS: &str = "GLOBAL_COUNTERS";
+/// Every map the agent pins, so `shaper stats` and later runs can find them.
+pub const PINNED_MAPS: &[&str] = &[
+    GLOBAL_CONFIG,
+    TENANT_BY_PREFIX_V4,
+    TENANT_BY_PREFIX_V6,
+    TENANT_CONFIG,
+    TENANT_STATE,
+    TENANT_COUNTERS,
+    GLOBAL_COUNTERS,
+];
+
+/// Where pins live: `/sys/fs/bpf/shaper/IF/`.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/shaper";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error(
+        "permission denied loading the BPF program: run as root (sudo) or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"
+    )]
+    NoPermission,
+    #[error("interface '{0}' not found: check the name with `ip -br link`")]
+    UnknownInterface(String),
+    #[error(
+        "interface '{0}' already has an XDP program attached: remove it (`ip link set dev {0} xdp off`) or stop the shaper that owns it"
+    )]
+    AlreadyAttached(String),
+    #[error("cannot attach XDP to '{iface}' in {mode} mode: {reason}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        reason: String,
+    },
+    #[error(
+        "config has {tenants} tenants but the program is loaded for at most {max}: pass --max-tenants {tenants} or more (up to {MAX_TENANTS_LIMIT})"
+    )]
+    TooManyTenants { tenants: usize, max: u32 },
+    #[error("--max-tenants {0} is outside 1..={MAX_TENANTS_LIMIT}")]
+    BadMaxTenants(u32),
+    #[error("map {map} is full writing {what}: raise --max-tenants")]
+    MapFull { map: &'static str, what: String },
+    #[error(
+        "the pinned maps at {0} belong to a different shaper version: stop it, then remove the directory"
+    )]
+    VersionMismatch(PathBuf),
+    #[error(
+        "{0} already exists: another shaper runs on this interface (or one crashed): stop it, or remove the directory with `rm -r {0}`"
+    )]
+    PinsExist(PathBuf),
+    #[error(
+        "bpffs is not mounted at /sys/fs/bpf and mounting it failed ({0}): run `mount -t bpf bpf /sys/fs/bpf`"
+    )]
+    NoBpffs(io::Error),
+    #[error("no shaper maps pinned at {0}: is `shaper run` running on this interface?")]
+    NotPinned(PathBuf),
+    #[error("cannot enter network namespace '{name}': {source}")]
+    NetNs { name: String, source: io::Error },
+    #[error("loading the BPF program failed: {0}")]
+    Load(String),
+    #[error("BPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("pinning {path}: {reason}")]
+    Pin { path: PathBuf, reason: String },
+}
+
+/// The first OS error code anywhere in an error's source chain.
+pub(crate) fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(code) = e
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+        {
+            return Some(code);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+fn is_permission(code: Option<i32>) -> bool {
+    matches!(code, Some(libc::EPERM | libc::EACCES))
+}
+
+/// How to attach: `auto` tries native first and falls back to generic (skb) mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum AttachMode {
+    #[default]
+    Auto,
+    Native,
+    Skb,
+}
+
+/// Per-tenant parameters as the datapath wants them: GCRA cost and depth in nanoseconds.
+pub fn tenant_config(rate_bits: u64, burst_bytes: u64) -> TenantConfig {
+    // ns per byte << COST_SHIFT = 8e9 / rate_bits << COST_SHIFT, in 128 bits to keep precision.
+    let cost_fp = ((8_000_000_000u128 << COST_SHIFT) / rate_bits.max(1) as u128) as u64;
+    let burst_ns = ((burst_bytes as u128 * cost_fp as u128) >> COST_SHIFT) as u64;
+    TenantConfig {
+        cost_fp,
+        burst_ns,
+        rate_bytes: rate_bits / 8,
+        flags: TENANT_ACTIVE,
+        _pad: 0,
+    }
+}
+
+pub fn global_config(cfg: &Config) -> GlobalConfig {
+    GlobalConfig {
+        magic: CONFIG_MAGIC,
+        version: CONFIG_VERSION,
+        match_dir: match cfg.link.match_dir {
+            MatchDir::Dst => MATCH_DST,
+            MatchDir::Src => MATCH_SRC,
+        },
+        unmatched: match cfg.link.unmatched {
+            Unmatched::Pass => UNMATCHED_PASS,
+            Unmatched::Drop => UNMATCHED_DROP,
+        },
+    }
+}
+
+/// A loaded (not necessarily attached) shaper program and its maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+    max_tenants: u32,
+    link: Option<XdpLinkId>,
+    pins: Option<PathBuf>,
+    logger: Option<DatapathLogger>,
+}
+
+pub type DatapathLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+impl Datapath {
+    /// Loads the program with its per-tenant maps sized for `max_tenants`.
+    pub fn load(max_tenants: u32) -> Result<Datapath, DatapathError> {
+        if max_tenants == 0 || max_tenants > MAX_TENANTS_LIMIT {
+            return Err(DatapathError::BadMaxTenants(max_tenants));
+        }
+        // Prefixes: room for two per tenant on average, in each family.
+        let prefixes = max_tenants.saturating_mul(2);
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(TENANT_CONFIG, max_tenants)
+            .map_max_entries(TENANT_STATE, max_tenants)
+            .map_max_entries(TENANT_COUNTERS, max_tenants)
+            .map_max_entries(TENANT_BY_PREFIX_V4, prefixes)
+            .map_max_entries(TENANT_BY_PREFIX_V6, prefixes);
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| {
+            if is_permission(os_error(&e)) {
+                DatapathError::NoPermission
+            } else {
+                DatapathError::Load(error_chain(&e))
+            }
+        })?;
+        // The datapath logs only rare events (misconfiguration), at debug level. The logger
+        // must outlive loading (it holds the ring buffer's fd); `run` drains it.
+        let logger = aya_log::EbpfLogger::init(&mut ebpf)
+            .map_err(|e| tracing::debug!(cause = %e, "no aya-log from the datapath"))
+            .ok();
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| {
+                DatapathError::Load(format!("program {PROGRAM} missing from the object"))
+            })?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(error_chain(&e)))?;
+        prog.load().map_err(|e| {
+            if is_permission(os_error(&e)) {
+                DatapathError::NoPermission
+            } else {
+                DatapathError::Load(error_chain(&e))
+            }
+        })?;
+        Ok(Datapath {
+            ebpf,
+            max_tenants,
+            link: None,
+            pins: None,
+            logger,
+        })
+    }
+
+    /// Hands the datapath's log reader to the caller, to drain with [`drain_logs`].
+    pub fn take_logger(&mut self) -> Option<DatapathLogger> {
+        self.logger.take()
+    }
+
+    pub fn max_tenants(&self) -> u32 {
+        self.max_tenants
+    }
+
+    /// Writes tenants (ids are config order), their prefixes, then the global config: the
+    /// program treats traffic as unmatched until the global config's magic is there.
+    pub fn apply(&mut self, cfg: &Config) -> Result<(), DatapathError> {
+        if cfg.tenants.len() > self.max_tenants as usize {
+            return Err(DatapathError::TooManyTenants {
+                tenants: cfg.tenants.len(),
+                max: self.max_tenants,
+            });
+        }
+        {
+            let mut tc: Array<&mut MapData, TenantConfig> = self.map_mut(TENANT_CONFIG)?;
+            for (id, t) in cfg.tenants.iter().enumerate() {
+                tc.set(
+                    id as u32,
+                    tenant_config(t.rate.bits_per_sec(), t.burst.bytes()),
+                    0,
+                )
+                .map_err(|source| DatapathError::Map {
+                    map: TENANT_CONFIG,
+                    source,
+                })?;
+            }
+        }
+        for (prefix, id) in cfg.prefixes() {
+            self.insert_prefix(prefix, id as u32)?;
+        }
+        let mut g: Array<&mut MapData, GlobalConfig> = self.map_mut(GLOBAL_CONFIG)?;
+        g.set(0, global_config(cfg), 0)
+            .map_err(|source| DatapathError::Map {
+                map: GLOBAL_CONFIG,
+                source,
+            })
+    }
+
+    fn insert_prefix(&mut self, prefix: Prefix, id: u32) -> Result<(), DatapathError> {
+        let full = |map, source: aya::maps::MapError| {
+            if matches!(
+                os_error(&source),
+                Some(libc::ENOSPC | libc::E2BIG | libc::ENOMEM)
+            ) {
+                DatapathError::MapFull {
+                    map,
+                    what: prefix.to_string(),
+                }
+            } else {
+                DatapathError::Map { map, source }
+            }
+        };
+        match prefix {
+            Prefix::V4(addr, len) => {
+                let mut m: LpmTrie<&mut MapData, [u8; 4], u32> =
+                    self.map_mut(TENANT_BY_PREFIX_V4)?;
+                m.insert(&Key::new(u32::from(len), addr.octets()), id, 0)
+                    .map_err(|e| full(TENANT_BY_PREFIX_V4, e))
+            }
+            Prefix::V6(addr, len) => {
+                let mut m: LpmTrie<&mut MapData, [u8; 16], u32> =
+                    self.map_mut(TENANT_BY_PREFIX_V6)?;
+                m.insert(&Key::new(u32::from(len), addr.octets()), id, 0)
+                    .map_err(|e| full(TENANT_BY_PREFIX_V6, e))
+            }
+        }
+    }
+
+    fn map_mut<'a, T>(&'a mut self, name: &'static str) -> Result<T, DatapathError>
+    where
+        T: TryFrom<&'a mut Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or_else(|| DatapathError::Load(format!("map {name} missing from the object")))?;
+        T::try_from(map).map_err(|source| DatapathError::Map { map: name, source })
+    }
+
+    /// A map by name, for writing outside [`Datapath::apply`] (tests, later stages).
+    pub fn map_raw_mut(&mut self, name: &'static str) -> Result<&mut Map, DatapathError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or_else(|| DatapathError::Load(format!("map {name} missing from the object")))
+    }
+
+    /// A map by name, for reading counters and state.
+    pub fn map(&self, name: &'static str) -> Result<&Map, DatapathError> {
+        self.ebpf
+            .map(name)
+            .ok_or_else(|| DatapathError::Load(format!("map {name} missing from the object")))
+    }
+
+    /// The program, shared, for `BPF_PROG_TEST_RUN` from several threads at once.
+    pub fn program(&self) -> Result<&Xdp, DatapathError> {
+        self.ebpf
+            .program(PROGRAM)
+            .ok_or_else(|| DatapathError::Load(format!("program {PROGRAM} missing")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(error_chain(&e)))
+    }
+
+    /// The program, for `BPF_PROG_TEST_RUN`.
+    pub fn program_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
+        self.ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| DatapathError::Load(format!("program {PROGRAM} missing")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(error_chain(&e)))
+    }
+
+    /// Attaches to `iface` (inside network namespace `netns` if given). Returns the mode used.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+        netns: Option<&str>,
+    ) -> Result<&'static str, DatapathError> {
+        let _ns = netns
+            .map(|name| {
+                NetNsEnter::enter(name).map_err(|source| DatapathError::NetNs {
+                    name: name.into(),
+                    source,
+                })
+            })
+            .transpose()?;
+        let tries: &[(XdpMode, &'static str)] = match mode {
+            AttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "skb")],
+            AttachMode::Native => &[(XdpMode::Driver, "native")],
+            AttachMode::Skb => &[(XdpMode::Skb, "skb")],
+        };
+        let mut last = None;
+        for (xdp_mode, name) in tries {
+            let prog = self.program_mut()?;
+            match prog.attach(iface, *xdp_mode) {
+                Ok(id) => {
+                    self.link = Some(id);
+                    return Ok(name);
+                }
+                Err(aya::programs::ProgramError::UnknownInterface { .. }) => {
+                    return Err(DatapathError::UnknownInterface(iface.into()));
+                }
+                Err(e) => {
+                    let code = os_error(&e);
+                    if matches!(code, Some(libc::EBUSY | libc::EEXIST)) {
+                        return Err(DatapathError::AlreadyAttached(iface.into()));
+                    }
+                    if is_permission(code) {
+                        return Err(DatapathError::NoPermission);
+                    }
+                    last = Some(DatapathError::Attach {
+                        iface: iface.into(),
+                        mode: name,
+                        reason: error_chain(&e),
+                    });
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| DatapathError::UnknownInterface(iface.into())))
+    }
+
+    /// Detaches from the interface, if attached.
+    pub fn detach(&mut self) -> Result<(), DatapathError> {
+        if let Some(id) = self.link.take() {
+            self.program_mut()?
+                .detach(id)
+                .map_err(|e| DatapathError::Load(format!("detach: {}", error_chain(&e))))?;
+        }
+        Ok(())
+    }
+
+    /// Pins every map under `dir` (which must not exist yet). Unpinned on [`Datapath::unpin`]
+    /// or drop.
+    pub fn pin(&mut self, dir: &Path) -> Result<(), DatapathError> {
+        ensure_bpffs()?;
+        if dir.exists() {
+            return Err(DatapathError::PinsExist(dir.to_path_buf()));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| DatapathError::Pin {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        self.pins = Some(dir.to_path_buf());
+        for name in PINNED_MAPS {
+            let path = dir.join(name);
+            self.map(name)?.pin(&path).map_err(|e| DatapathError::Pin {
+                path,
+                reason: error_chain(&e),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Removes the pins (and the directory) made by [`Datapath::pin`].
+    pub fn unpin(&mut self) {
+        if let Some(dir) = self.pins.take() {
+            for name in PINNED_MAPS {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+            let _ = std::fs::remove_dir(&dir);
+            // Remove the parent /sys/fs/bpf/shaper too when this was its last interface.
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        // Links are detached when the program is dropped; pins must be removed by hand.
+        self.unpin();
+    }
+}
+
+/// The directory the maps of `iface` are pinned in.
+pub fn pin_dir(iface: &str) -> PathBuf {
+    Path::new(PIN_ROOT).join(iface)
+}
+
+/// Mounts bpffs on /sys/fs/bpf when it is not mounted, as bpftool does.
+pub fn ensure_bpffs() -> Result<(), DatapathError> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
+    {
+        return Ok(());
+    }
+    let status = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+        .status()
+        .map_err(DatapathError::NoBpffs)?;
+    if !status.success() {
+        return Err(DatapathError::NoBpffs(io::Error::other(format!(
+            "mount exited with {status}"
+        ))));
+    }
+    tracing::info!("mounted bpffs on /sys/fs/bpf");
+    Ok(())
+}
+
+/// Opens a pinned map of the shaper running on `dir`.
+pub fn open_pinned(dir: &Path, name: &str) -> Result<MapData, DatapathError> {
+    let path = dir.join(name);
+    if !path.exists() {
+        return Err(DatapathError::NotPinned(dir.to_path_buf()));
+    }
+    MapData::from_pin(&path).map_err(|e| {
+        if is_permission(os_error(&e)) {
+            DatapathError::NoPermission
+        } else {
+            DatapathError::Pin {
+                path,
+                reason: error_chain(&e),
+            }
+        }
+    })
+}
+
+/// Checks the pinned global config was written by this version of the shaper.
+pub fn check_pinned_version(dir: &Path) -> Result<(), DatapathError> {
+    let map = Map::Array(open_pinned(dir, GLOBAL_CONFIG)?);
+    let arr: Array<&MapData, GlobalConfig> =
+        Array::try_from(&map).map_err(|source| DatapathError::Map {
+            map: GLOBAL_CONFIG,
+            source,
+        })?;
+    let g = arr.get(&0, 0).map_err(|source| DatapathError::Map {
+        map: GLOBAL_CONFIG,
+        source,
+    })?;
+    if g.magic != CONFIG_MAGIC || g.version != CONFIG_VERSION {
+        return Err(DatapathError::VersionMismatch(dir.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// "outer: inner: innermost", since aya's errors keep the useful part in their sources.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let t = e.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = e.source();
+    }
+    s
+}
+
+/// Forwards aya-log records from the datapath to `log` (and so to `tracing`) until the
+/// logger's ring buffer closes.
+pub async fn drain_logs(logger: DatapathLogger) {
+    // SAFETY: the logger owns its ring buffer fd and keeps it open for as long as the AsyncFd
+    // holds the logger; nothing else closes it.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
+    let Ok(mut fd) = registered else {
+        return;
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}
+
+impl DatapathError {
+    /// The OS error inside, if any (for tests and exit codes).
+    pub fn os_code(&self) -> Option<i32> {
+        self.source().and_then(os_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_config_math() {
+        // 10 Mbit/s = 1.25 MB/s = 800 ns per byte.
+        let c = tenant_config(10_000_000, 125_000);
+        assert_eq!(c.cost_fp >> COST_SHIFT, 800);
+        assert_eq!(c.burst_ns, 125_000 * 800);
+        assert_eq!(c.rate_bytes, 1_250_000);
+        assert_eq!(c.flags, TENANT_ACTIVE);
+        // 1 Gbit/s = 8 ns per byte; 400 Gbit/s keeps 0.02 ns/byte within 0.1%.
+        assert_eq!(tenant_config(1_000_000_000, 1500).cost_fp, 8 << COST_SHIFT);
+        let fast =
+            tenant_config(400_000_000_000, 1500).cost_fp as f64 / f64::from(1u32 << COST_SHIFT);
+        assert!((fast - 0.02).abs() / 0.02 < 0.001, "{fast}");
+        // The slowest rate keeps len * cost_fp far below u64 for a 64 KiB packet.
+        let slow = tenant_config(crate::config::MIN_RATE.0, 1500).cost_fp;
+        assert!(slow.checked_mul(70_000).is_some());
+    }
+
+    #[test]
+    fn global_config_follows_link_section() {
+        let mut cfg = Config::parse(crate::config::EXAMPLE).expect("valid");
+        let g = global_config(&cfg);
+        assert_eq!(
+            (g.magic, g.version, g.match_dir, g.unmatched),
+            (CONFIG_MAGIC, CONFIG_VERSION, MATCH_DST, UNMATCHED_PASS)
+        );
+        cfg.link.match_dir = MatchDir::Src;
+        cfg.link.unmatched = Unmatched::Drop;
+        let g = global_config(&cfg);
+        assert_eq!((g.match_dir, g.unmatched), (MATCH_SRC, UNMATCHED_DROP));
+    }
+}

@@ -1,0 +1,12 @@
+//! shaper: a predictive multi-tenant traffic shaper. The library holds every stage of the
+//! agent; `main.rs` only parses arguments and calls into it.
+//!
+//! Data flow: [`config`] -> [`datapath`] (load, write maps, attach, pin) -> [`collect`]
+//! (per-CPU counters summed, rates) -> [`cli`] (run, stats, demo).
+pub mod cli;
+pub mod collect;
+pub mod config;
+pub mod datapath;
+pub mod netns;
+pub mod traffic;
+pub mod units;

@@ -1,0 +1,52 @@
+//! The `shaper` binary: parse arguments, set up logging, call the library, print one line on
+//! error and exit non-zero.
+use std::process::ExitCode;
+
+use clap::Parser;
+use shaper::cli::{Cli, Command, ConfigCommand, config_check, demo, run, stats};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let result = match &cli.command {
+        Command::Config(ConfigCommand::Check { file, json }) => config_check::execute(file, *json),
+        Command::Stats(args) => stats::execute(args),
+        Command::Run(args) => {
+            runtime().and_then(|rt| rt.block_on(run::execute(args, run::signals())))
+        }
+        Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::execute(args))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// The error and its causes on one line, without repeating what the outer message says.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut s = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+    }
+    s
+}
