@@ -37,6 +37,23 @@ fn setns(f: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// True when running as root (needed for BPF, XDP and network namespaces).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True (after printing why) when a test cannot run here because it needs root.
+pub fn skip_unless_root(test: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!(
+        "SKIP {test}: needs root (BPF_PROG_TEST_RUN, XDP, network namespaces); run the README's test command as root"
+    );
+    true
+}
+
 /// Runs a command, failing with its stderr when it exits non-zero.
 pub fn run(program: &str, args: &[&str]) -> io::Result<Output> {
     let out = Command::new(program)

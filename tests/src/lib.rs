@@ -5,17 +5,7 @@ use std::net::IpAddr;
 
 use shaper::config::Prefix;
 
-/// True (after printing why) when the test cannot run here: it needs root for BPF and netns.
-pub fn skip_unless_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return false;
-    }
-    eprintln!(
-        "SKIP {test}: needs root (BPF_PROG_TEST_RUN, XDP, network namespaces); run the README's test command as root"
-    );
-    true
-}
+pub use shaper::netns::skip_unless_root;
 
 pub const ETH_P_IPV4: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;
@@ -208,4 +198,87 @@ pub fn reference_lookup(prefixes: &[(Prefix, usize)], addr: IpAddr) -> Option<us
         .filter(|(p, _)| p.contains(addr))
         .max_by_key(|(p, _)| p.bits())
         .map(|(_, t)| *t)
+}
+
+/// A `shaper run` agent on a thread of its own (with its own runtime), attached to a lab
+/// interface. Stopping it (or dropping it) detaches and unpins, as SIGTERM does.
+pub struct Agent {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Agent {
+    pub fn start(cfg: &shaper::config::Config, iface: &str, netns: &str) -> anyhow::Result<Agent> {
+        let args = shaper::cli::RunArgs {
+            iface: iface.to_string(),
+            config: "(test)".into(),
+            xdp_mode: shaper::datapath::AttachMode::Native,
+            max_tenants: shaper_common::DEFAULT_MAX_TENANTS,
+            netns: Some(netns.to_string()),
+        };
+        let cfg = cfg.clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(shaper::cli::run::serve(
+                &cfg,
+                &args,
+                move || {
+                    let _ = ready_tx.send(());
+                },
+                async {
+                    let _ = stop_rx.await;
+                },
+            ))
+        });
+        let mut agent = Agent {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        };
+        if ready_rx.recv().is_err() {
+            // The agent ended before attaching: return its error.
+            return Err(agent
+                .join()
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("agent exited before attaching")));
+        }
+        Ok(agent)
+    }
+
+    fn join(&mut self) -> anyhow::Result<()> {
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow::anyhow!("agent thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.join()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Err(e) = self.join() {
+            eprintln!("agent: {e}");
+        }
+    }
+}
+
+/// True if `iface` in namespace `ns` has an XDP program attached.
+pub fn xdp_attached(ns: &str, iface: &str) -> bool {
+    shaper::netns::ip(&["-n", ns, "-d", "link", "show", "dev", iface])
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("prog/xdp"))
+        .unwrap_or(false)
 }

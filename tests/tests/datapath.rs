@@ -677,3 +677,45 @@ fn ipv4_dst_offset(f: &[u8]) -> Option<usize> {
         _ => None,
     }
 }
+
+/// The largest load-time size: 1,048,576 tenants, each with a /32, loaded and applied; packets
+/// to the first and the last tenant are classified and counted.
+#[test]
+fn a_million_tenants_load_and_classify() {
+    if skip_unless_root("a_million_tenants_load_and_classify") {
+        return;
+    }
+    let n = shaper_common::MAX_TENANTS_LIMIT;
+    let mut cfg = config("drop", "dst");
+    let template = cfg.tenants[0].clone();
+    cfg.tenants = (0..n)
+        .map(|i| shaper::config::Tenant {
+            name: format!("t{i}"),
+            prefixes: vec![std::net::Ipv4Addr::from(0x0a00_0000 | i).to_string()],
+            ..template.clone()
+        })
+        .collect();
+    cfg.validate()
+        .expect("a million tenants are a valid config");
+    let start = Instant::now();
+    let mut dp = Datapath::load(n).expect("load with a million tenants");
+    dp.apply(&cfg).expect("apply a million tenants");
+    eprintln!("loaded and applied {n} tenants in {:?}", start.elapsed());
+    for id in [0, n - 1] {
+        let f = FrameBuilder {
+            ip_len: 321,
+            ..Default::default()
+        }
+        .v4(SRC4, (0x0a00_0000 | id).to_be_bytes());
+        assert_eq!(run(&mut dp, &f), XDP_PASS);
+        assert_eq!(tenant(&dp, id).bytes[OUTCOME_PASSED], 321, "tenant {id}");
+    }
+    let mut too_many = cfg.clone();
+    too_many.tenants.push(shaper::config::Tenant {
+        name: "one-more".into(),
+        prefixes: vec!["11.0.0.1".into()],
+        ..template
+    });
+    let err = dp.apply(&too_many).expect_err("more than the maximum");
+    assert!(err.to_string().contains("--max-tenants"), "{err}");
+}

@@ -24,8 +24,7 @@ const OVERLOAD: u64 = 2;
 const PAYLOAD: usize = 1400;
 
 pub async fn execute(args: &DemoArgs) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::netns::is_root() {
         bail!(
             "the demo builds network namespaces and loads XDP: run it as root (sudo shaper demo)"
         );

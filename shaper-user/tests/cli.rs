@@ -1,0 +1,328 @@
+//! The `shaper` binary as an operator runs it: exit codes, one-line errors, nothing left
+//! attached or pinned after a failure, and `run` + `stats` + SIGTERM on a lab interface.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use shaper::datapath::{AttachMode, Datapath, pin_dir};
+use shaper::netns::{Lab, skip_unless_root};
+use shaper::traffic::{Flood, Sink, start_flood};
+
+fn shaper() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shaper"))
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tiers.json")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The error is one line, starts with "error:", and contains `what`.
+fn assert_one_line_error(o: &Output, what: &str) {
+    assert!(!o.status.success(), "expected failure, got {:?}", o.status);
+    let e = stderr(o);
+    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "one error line expected: {e}");
+    assert!(lines[0].contains(what), "'{what}' not in: {e}");
+}
+
+fn lab_run(lab: &Lab) -> Command {
+    let mut c = shaper();
+    c.args(["run", "--iface", &lab.dut_if, "--netns", &lab.dut.name]);
+    c
+}
+
+fn xdp_attached(lab: &Lab) -> bool {
+    let o = shaper::netns::ip(&[
+        "-n",
+        &lab.dut.name,
+        "-d",
+        "link",
+        "show",
+        "dev",
+        &lab.dut_if,
+    ])
+    .expect("ip link");
+    String::from_utf8_lossy(&o.stdout).contains("prog/xdp")
+}
+
+fn assert_nothing_left(lab: &Lab) {
+    assert!(!pin_dir(&lab.dut_if).exists(), "pins left behind");
+    assert!(!xdp_attached(lab), "XDP left attached");
+}
+
+#[test]
+fn bad_arguments_exit_nonzero_with_usage() {
+    let o = shaper()
+        .args(["run", "--config", "x.json"])
+        .output()
+        .expect("run shaper");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--iface"), "{}", stderr(&o));
+    let o = shaper()
+        .args([
+            "run",
+            "--iface",
+            "x",
+            "--config",
+            "y",
+            "--xdp-mode",
+            "turbo",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("turbo"));
+}
+
+#[test]
+fn config_check_accepts_the_example_and_names_the_path_of_an_error() {
+    let o = shaper()
+        .args(["config", "check"])
+        .arg(example())
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("acme") && out.contains("globex") && out.contains("initech"),
+        "{out}"
+    );
+
+    let dir = std::env::temp_dir().join(shaper::netns::unique_name("shaper-cli-"));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let bad = dir.join("bad.json");
+    let text = std::fs::read_to_string(example())
+        .expect("example")
+        .replace("\"50mbit\"", "\"50\"");
+    std::fs::write(&bad, text).expect("write");
+    let o = shaper()
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "at tenants[2].rate");
+    let o = shaper()
+        .args(["config", "check", "/nonexistent/tiers.json"])
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "cannot read config");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn unknown_interface() {
+    if skip_unless_root("unknown_interface") {
+        return;
+    }
+    let o = shaper()
+        .args(["run", "--iface", "shpnosuch0", "--config"])
+        .arg(example())
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "interface 'shpnosuch0' not found");
+    assert!(!pin_dir("shpnosuch0").exists());
+}
+
+#[test]
+fn not_root_is_told_to_use_sudo_and_nothing_is_attached() {
+    if skip_unless_root("not_root_is_told_to_use_sudo_and_nothing_is_attached") {
+        return;
+    }
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    // The same command as nobody, without capabilities.
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_shaper"))
+        .args([
+            "run",
+            "--iface",
+            &lab.dut_if,
+            "--netns",
+            &lab.dut.name,
+            "--config",
+        ])
+        .arg(example())
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_one_line_error(&o, "run as root");
+    assert_nothing_left(&lab);
+}
+
+#[test]
+fn xdp_already_attached_by_someone_else() {
+    if skip_unless_root("xdp_already_attached_by_someone_else") {
+        return;
+    }
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let mut other = Datapath::load(16).expect("load");
+    other
+        .attach(&lab.dut_if, AttachMode::Native, Some(&lab.dut.name))
+        .expect("first attach");
+    let o = lab_run(&lab)
+        .arg("--config")
+        .arg(example())
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "already has an XDP program attached");
+    assert!(
+        !pin_dir(&lab.dut_if).exists(),
+        "the failed run left its pins"
+    );
+    assert!(xdp_attached(&lab), "the other program must stay attached");
+    drop(other);
+    assert_nothing_left(&lab);
+}
+
+#[test]
+fn more_tenants_than_the_maximum() {
+    if skip_unless_root("more_tenants_than_the_maximum") {
+        return;
+    }
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let o = lab_run(&lab)
+        .args(["--max-tenants", "2", "--config"])
+        .arg(example())
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "--max-tenants");
+    assert_nothing_left(&lab);
+}
+
+#[test]
+fn invalid_config_changes_nothing() {
+    if skip_unless_root("invalid_config_changes_nothing") {
+        return;
+    }
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let o = lab_run(&lab)
+        .args(["--config", "/nonexistent.json"])
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "cannot read config");
+    assert_nothing_left(&lab);
+}
+
+/// `shaper run` in the background, traffic, `shaper stats --json` from another process, then
+/// SIGTERM: exit 0, detached, unpinned.
+#[test]
+fn run_stats_and_sigterm() {
+    if skip_unless_root("run_stats_and_sigterm") {
+        return;
+    }
+    let lab = Lab::new(&["10.10.1", "10.10.2", "10.10.3"], &[]).expect("lab");
+    let child = lab_run(&lab)
+        .arg("--config")
+        .arg(example())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn shaper run");
+    let mut child = KillOnDrop(child);
+    let pins = pin_dir(&lab.dut_if);
+    let start = Instant::now();
+    while !(pins.join("TENANT_COUNTERS").exists() && xdp_attached(&lab)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "shaper run did not attach"
+        );
+        assert!(
+            child.0.try_wait().expect("wait").is_none(),
+            "shaper run exited early"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Traffic into acme (10.10.1.1) at 400 Mbit/s, twice its 200 Mbit/s.
+    let stop = Arc::new(AtomicBool::new(false));
+    let to: SocketAddr = "10.10.1.1:9000".parse().expect("addr");
+    let sink = Sink::bind(&lab.dut.name, to)
+        .expect("sink")
+        .start(Duration::from_secs(5), stop.clone());
+    let sender = start_flood(
+        Flood {
+            netns: lab.src.name.clone(),
+            dst: to,
+            rate_bits: Some(400_000_000),
+            payload: 1400,
+            duration: Duration::from_secs(2),
+            cpu: None,
+        },
+        stop.clone(),
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let o = shaper()
+        .args([
+            "stats",
+            "--iface",
+            &lab.dut_if,
+            "--json",
+            "--window-ms",
+            "500",
+        ])
+        .output()
+        .expect("stats");
+    let _ = sender.join();
+    stop.store(true, Ordering::Relaxed);
+    let _ = sink.join();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stats JSON");
+    let acme = &v["tenants"][0];
+    assert_eq!(acme["name"], "acme");
+    assert!(
+        acme["passed_packets"].as_u64().unwrap_or(0) > 1000,
+        "{acme}"
+    );
+    assert!(
+        acme["dropped_packets"].as_u64().unwrap_or(0) > 1000,
+        "{acme}"
+    );
+    let passed_bps = acme["passed_bps"].as_f64().unwrap_or(0.0);
+    assert!(
+        (passed_bps - 200e6).abs() < 20e6,
+        "current rate {passed_bps} should be near 200 Mbit/s"
+    );
+    assert_eq!(v["tenants"][1]["passed_packets"], 0);
+
+    // SAFETY: kill with the pid of our own child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = wait_timeout(&mut child.0, Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "shaper run did not exit cleanly on SIGTERM: {status:?}"
+    );
+    assert_nothing_left(&lab);
+}
+
+fn wait_timeout(child: &mut Child, t: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < t {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Kills the child if the test fails before it exits.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
