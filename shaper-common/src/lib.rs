@@ -19,6 +19,13 @@ pub const MAX_TENANTS_LIMIT: u32 = 1 << 20;
 /// Fixed-point shift of [`TenantConfig::cost_fp`]: nanoseconds per byte times 2^16.
 pub const COST_SHIFT: u32 = 16;
 
+/// Load-time clock of the buckets: `bpf_ktime_get_ns`, exact to the nanosecond.
+pub const CLOCK_PRECISE: u8 = 0;
+/// `bpf_ktime_get_coarse_ns`: one jiffy of resolution. The long-term rate stays exact (every
+/// passed byte is charged); what changes is that up to one jiffy's worth of tokens may pass at
+/// once on top of the burst, since "now" lags real time by up to a jiffy.
+pub const CLOCK_COARSE: u8 = 1;
+
 /// Match tenants on the destination address (download shaping on the receiving interface).
 pub const MATCH_DST: u32 = 0;
 /// Match tenants on the source address.
@@ -28,7 +35,19 @@ pub const MATCH_SRC: u32 = 1;
 pub const UNMATCHED_PASS: u32 = 0;
 pub const UNMATCHED_DROP: u32 = 1;
 
+/// Hash probes per packet at most: one per distinct prefix length of a family.
+pub const MAX_PREFIX_PROBES: usize = 4;
+/// [`GlobalConfig::v4_nprobes`] / `v6_nprobes` value meaning "use the LPM trie": the family
+/// has more distinct prefix lengths than [`MAX_PREFIX_PROBES`].
+pub const LOOKUP_LPM: u8 = 0xff;
+
 /// Agent-written, single entry: how the program behaves as a whole.
+///
+/// Classification: since configs never hold overlapping prefixes, an address matches at most
+/// one prefix, so probing an exact-match hash map once per configured prefix length (most
+/// common length first) finds the same tenant as a longest-prefix match, at a cost that does
+/// not grow with the number of tenants (an LPM trie's does). Families with more distinct
+/// lengths than [`MAX_PREFIX_PROBES`] use the trie.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GlobalConfig {
@@ -38,8 +57,33 @@ pub struct GlobalConfig {
     pub match_dir: u32,
     /// [`UNMATCHED_PASS`] or [`UNMATCHED_DROP`].
     pub unmatched: u32,
+    /// Prefix lengths to probe in `TENANT_BY_HASH_V4`, in order.
+    pub v4_probes: [u8; MAX_PREFIX_PROBES],
+    pub v6_probes: [u8; MAX_PREFIX_PROBES],
+    /// How many of `v4_probes` are used, or [`LOOKUP_LPM`].
+    pub v4_nprobes: u8,
+    pub v6_nprobes: u8,
+    pub _pad: [u8; 6],
 }
-const _: () = assert!(size_of::<GlobalConfig>() == 16);
+const _: () = assert!(size_of::<GlobalConfig>() == 32);
+
+/// Key of `TENANT_BY_HASH_V4`: prefix length and the address with host bits cleared.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PrefixKeyV4 {
+    pub len: u32,
+    pub addr: [u8; 4],
+}
+const _: () = assert!(size_of::<PrefixKeyV4>() == 8);
+
+/// Key of `TENANT_BY_HASH_V6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PrefixKeyV6 {
+    pub len: u32,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<PrefixKeyV6>() == 20);
 
 /// [`TenantConfig::flags`]: the entry holds a configured tenant.
 pub const TENANT_ACTIVE: u32 = 1;
@@ -122,4 +166,6 @@ mod pod {
     unsafe impl aya::Pod for TenantState {}
     unsafe impl aya::Pod for TenantCounters {}
     unsafe impl aya::Pod for PacketCount {}
+    unsafe impl aya::Pod for PrefixKeyV4 {}
+    unsafe impl aya::Pod for PrefixKeyV6 {}
 }

@@ -801,6 +801,42 @@ impl Config {
     }
 }
 
+/// A config of `n` tenants for tests and benchmarks: tenant `i` owns 10.0.0.0 + i (a /32) and
+/// 2001:db8:: + i (a /128), at `rate` with `burst`. `n` is at most 2^24.
+pub fn synthetic(n: u32, capacity: Rate, rate: Rate, burst: Size) -> Config {
+    let tenants = (0..n)
+        .map(|i| Tenant {
+            name: format!("t{i}"),
+            tier: TierName::Gold,
+            prefixes: vec![
+                Ipv4Addr::from(0x0a00_0000 | (i & 0x00ff_ffff)).to_string(),
+                Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i)).to_string(),
+            ],
+            rate,
+            burst,
+            ceil: None,
+            mix: None,
+            ecn: false,
+        })
+        .collect();
+    Config {
+        link: Link {
+            capacity,
+            match_dir: MatchDir::Dst,
+            unmatched: Unmatched::Pass,
+        },
+        pools: Pools::default(),
+        tiers: default_tiers(),
+        token_types: TokenTypes::default(),
+        tenants,
+        forecast: Forecast::default(),
+        policy: Policy::default(),
+        events: vec![],
+        api: Api::default(),
+        history: History::default(),
+    }
+}
+
 pub fn tier_str(t: TierName) -> &'static str {
     match t {
         TierName::Bronze => "bronze",

@@ -5,12 +5,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, Map, MapData};
+use aya::maps::{Array, HashMap, Map, MapData};
 use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
 use aya::{Ebpf, EbpfLoader};
 use shaper_common::{
-    CONFIG_MAGIC, CONFIG_VERSION, COST_SHIFT, GlobalConfig, MATCH_DST, MATCH_SRC,
-    MAX_TENANTS_LIMIT, TENANT_ACTIVE, TenantConfig, UNMATCHED_DROP, UNMATCHED_PASS,
+    CLOCK_COARSE, CLOCK_PRECISE, CONFIG_MAGIC, CONFIG_VERSION, COST_SHIFT, GlobalConfig,
+    LOOKUP_LPM, MATCH_DST, MATCH_SRC, MAX_PREFIX_PROBES, MAX_TENANTS_LIMIT, PrefixKeyV4,
+    PrefixKeyV6, TENANT_ACTIVE, TenantConfig, UNMATCHED_DROP, UNMATCHED_PASS,
 };
 
 use crate::config::{Config, MatchDir, Prefix, Unmatched};
@@ -20,9 +21,13 @@ use crate::netns::NetNsEnter;
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shaper"));
 
 pub const PROGRAM: &str = "shaper";
+/// An XDP_PASS program in the same object: the benchmarks' baseline.
+pub const BASELINE_PROGRAM: &str = "xdp_pass";
 pub const GLOBAL_CONFIG: &str = "GLOBAL_CONFIG";
 pub const TENANT_BY_PREFIX_V4: &str = "TENANT_BY_PREFIX_V4";
 pub const TENANT_BY_PREFIX_V6: &str = "TENANT_BY_PREFIX_V6";
+pub const TENANT_BY_HASH_V4: &str = "TENANT_BY_HASH_V4";
+pub const TENANT_BY_HASH_V6: &str = "TENANT_BY_HASH_V6";
 pub const TENANT_CONFIG: &str = "TENANT_CONFIG";
 pub const TENANT_STATE: &str = "TENANT_STATE";
 pub const TENANT_COUNTERS: &str = "TENANT_COUNTERS";
@@ -32,6 +37,8 @@ pub const PINNED_MAPS: &[&str] = &[
     GLOBAL_CONFIG,
     TENANT_BY_PREFIX_V4,
     TENANT_BY_PREFIX_V6,
+    TENANT_BY_HASH_V4,
+    TENANT_BY_HASH_V6,
     TENANT_CONFIG,
     TENANT_STATE,
     TENANT_COUNTERS,
@@ -122,6 +129,16 @@ pub enum AttachMode {
     Skb,
 }
 
+/// The buckets' clock, fixed at load time (see `shaper_common::CLOCK_COARSE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Clock {
+    /// Nanosecond clock: bursts exact to the byte.
+    #[default]
+    Precise,
+    /// Jiffy clock: cheaper per packet; up to one jiffy of extra burst.
+    Coarse,
+}
+
 /// Per-tenant parameters as the datapath wants them: GCRA cost and depth in nanoseconds.
 pub fn tenant_config(rate_bits: u64, burst_bytes: u64) -> TenantConfig {
     // ns per byte << COST_SHIFT = 8e9 / rate_bits << COST_SHIFT, in 128 bits to keep precision.
@@ -136,8 +153,70 @@ pub fn tenant_config(rate_bits: u64, burst_bytes: u64) -> TenantConfig {
     }
 }
 
+/// How one address family is looked up: hash probes for these lengths (most prefixes first),
+/// or the LPM trie when there are more distinct lengths than the probes allow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Hash(Vec<u8>),
+    Lpm,
+}
+
+impl Lookup {
+    /// Chooses the lookup for a family from its prefix lengths.
+    pub fn plan(lengths: impl IntoIterator<Item = u8>) -> Lookup {
+        let mut counts: std::collections::BTreeMap<u8, usize> = std::collections::BTreeMap::new();
+        for l in lengths {
+            *counts.entry(l).or_default() += 1;
+        }
+        if counts.len() > MAX_PREFIX_PROBES {
+            return Lookup::Lpm;
+        }
+        let mut by_count: Vec<(u8, usize)> = counts.into_iter().collect();
+        // Most prefixes first (the likeliest hit), longer first on ties: deterministic.
+        by_count.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+        Lookup::Hash(by_count.into_iter().map(|(l, _)| l).collect())
+    }
+
+    fn encode(&self) -> ([u8; MAX_PREFIX_PROBES], u8) {
+        match self {
+            Lookup::Lpm => ([0; MAX_PREFIX_PROBES], LOOKUP_LPM),
+            Lookup::Hash(lens) => {
+                let mut probes = [0; MAX_PREFIX_PROBES];
+                probes[..lens.len()].copy_from_slice(lens);
+                (probes, lens.len() as u8)
+            }
+        }
+    }
+}
+
+/// The lookup plan of each family for a config: (IPv4, IPv6).
+pub fn lookup_plan(cfg: &Config) -> (Lookup, Lookup) {
+    let prefixes = cfg.prefixes();
+    let v4 = Lookup::plan(
+        prefixes
+            .iter()
+            .filter(|(p, _)| matches!(p, Prefix::V4(..)))
+            .map(|(p, _)| p.bits()),
+    );
+    let v6 = Lookup::plan(
+        prefixes
+            .iter()
+            .filter(|(p, _)| matches!(p, Prefix::V6(..)))
+            .map(|(p, _)| p.bits()),
+    );
+    (v4, v6)
+}
+
 pub fn global_config(cfg: &Config) -> GlobalConfig {
+    let (v4, v6) = lookup_plan(cfg);
+    let (v4_probes, v4_nprobes) = v4.encode();
+    let (v6_probes, v6_nprobes) = v6.encode();
     GlobalConfig {
+        v4_probes,
+        v4_nprobes,
+        v6_probes,
+        v6_nprobes,
+        _pad: [0; 6],
         magic: CONFIG_MAGIC,
         version: CONFIG_VERSION,
         match_dir: match cfg.link.match_dir {
@@ -163,20 +242,32 @@ pub struct Datapath {
 pub type DatapathLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 
 impl Datapath {
-    /// Loads the program with its per-tenant maps sized for `max_tenants`.
+    /// Loads the program with its per-tenant maps sized for `max_tenants`, precise clock.
     pub fn load(max_tenants: u32) -> Result<Datapath, DatapathError> {
+        Self::load_with(max_tenants, Clock::Precise)
+    }
+
+    /// Loads the program with its per-tenant maps sized for `max_tenants` and the given clock.
+    pub fn load_with(max_tenants: u32, clock: Clock) -> Result<Datapath, DatapathError> {
         if max_tenants == 0 || max_tenants > MAX_TENANTS_LIMIT {
             return Err(DatapathError::BadMaxTenants(max_tenants));
         }
         // Prefixes: room for two per tenant on average, in each family.
         let prefixes = max_tenants.saturating_mul(2);
+        let clock_value = match clock {
+            Clock::Precise => CLOCK_PRECISE,
+            Clock::Coarse => CLOCK_COARSE,
+        };
         let mut loader = EbpfLoader::new();
         loader
+            .override_global("CLOCK", &clock_value, true)
             .map_max_entries(TENANT_CONFIG, max_tenants)
             .map_max_entries(TENANT_STATE, max_tenants)
             .map_max_entries(TENANT_COUNTERS, max_tenants)
             .map_max_entries(TENANT_BY_PREFIX_V4, prefixes)
-            .map_max_entries(TENANT_BY_PREFIX_V6, prefixes);
+            .map_max_entries(TENANT_BY_PREFIX_V6, prefixes)
+            .map_max_entries(TENANT_BY_HASH_V4, prefixes)
+            .map_max_entries(TENANT_BY_HASH_V6, prefixes);
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| {
             if is_permission(os_error(&e)) {
                 DatapathError::NoPermission
@@ -244,8 +335,14 @@ impl Datapath {
                 })?;
             }
         }
+        let (v4, v6) = lookup_plan(cfg);
         for (prefix, id) in cfg.prefixes() {
-            self.insert_prefix(prefix, id as u32)?;
+            let lookup = if matches!(prefix, Prefix::V4(..)) {
+                &v4
+            } else {
+                &v6
+            };
+            self.insert_prefix(prefix, id as u32, lookup)?;
         }
         let mut g: Array<&mut MapData, GlobalConfig> = self.map_mut(GLOBAL_CONFIG)?;
         g.set(0, global_config(cfg), 0)
@@ -255,7 +352,13 @@ impl Datapath {
             })
     }
 
-    fn insert_prefix(&mut self, prefix: Prefix, id: u32) -> Result<(), DatapathError> {
+    /// Writes a prefix into the map its family's lookup uses.
+    fn insert_prefix(
+        &mut self,
+        prefix: Prefix,
+        id: u32,
+        lookup: &Lookup,
+    ) -> Result<(), DatapathError> {
         let full = |map, source: aya::maps::MapError| {
             if matches!(
                 os_error(&source),
@@ -269,14 +372,32 @@ impl Datapath {
                 DatapathError::Map { map, source }
             }
         };
-        match prefix {
-            Prefix::V4(addr, len) => {
+        match (prefix, lookup) {
+            (Prefix::V4(addr, len), Lookup::Hash(_)) => {
+                let key = PrefixKeyV4 {
+                    len: u32::from(len),
+                    addr: addr.octets(),
+                };
+                let mut m: HashMap<&mut MapData, PrefixKeyV4, u32> =
+                    self.map_mut(TENANT_BY_HASH_V4)?;
+                m.insert(key, id, 0).map_err(|e| full(TENANT_BY_HASH_V4, e))
+            }
+            (Prefix::V6(addr, len), Lookup::Hash(_)) => {
+                let key = PrefixKeyV6 {
+                    len: u32::from(len),
+                    addr: addr.octets(),
+                };
+                let mut m: HashMap<&mut MapData, PrefixKeyV6, u32> =
+                    self.map_mut(TENANT_BY_HASH_V6)?;
+                m.insert(key, id, 0).map_err(|e| full(TENANT_BY_HASH_V6, e))
+            }
+            (Prefix::V4(addr, len), Lookup::Lpm) => {
                 let mut m: LpmTrie<&mut MapData, [u8; 4], u32> =
                     self.map_mut(TENANT_BY_PREFIX_V4)?;
                 m.insert(&Key::new(u32::from(len), addr.octets()), id, 0)
                     .map_err(|e| full(TENANT_BY_PREFIX_V4, e))
             }
-            Prefix::V6(addr, len) => {
+            (Prefix::V6(addr, len), Lookup::Lpm) => {
                 let mut m: LpmTrie<&mut MapData, [u8; 16], u32> =
                     self.map_mut(TENANT_BY_PREFIX_V6)?;
                 m.insert(&Key::new(u32::from(len), addr.octets()), id, 0)
@@ -308,6 +429,21 @@ impl Datapath {
         self.ebpf
             .map(name)
             .ok_or_else(|| DatapathError::Load(format!("map {name} missing from the object")))
+    }
+
+    /// The XDP_PASS baseline, loaded on first use (benchmarks only).
+    pub fn baseline_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(BASELINE_PROGRAM)
+            .ok_or_else(|| DatapathError::Load(format!("program {BASELINE_PROGRAM} missing")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(error_chain(&e)))?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|e| DatapathError::Load(error_chain(&e)))?;
+        }
+        Ok(prog)
     }
 
     /// The program, shared, for `BPF_PROG_TEST_RUN` from several threads at once.
@@ -557,6 +693,36 @@ mod tests {
         // The slowest rate keeps len * cost_fp far below u64 for a 64 KiB packet.
         let slow = tenant_config(crate::config::MIN_RATE.0, 1500).cost_fp;
         assert!(slow.checked_mul(70_000).is_some());
+    }
+
+    #[test]
+    fn lookup_plan_probes_most_common_lengths_first_or_falls_back_to_lpm() {
+        assert_eq!(
+            Lookup::plan([24, 32, 32, 24, 32]),
+            Lookup::Hash(vec![32, 24])
+        );
+        assert_eq!(
+            Lookup::plan([16, 24]),
+            Lookup::Hash(vec![24, 16]),
+            "ties: longer first"
+        );
+        assert_eq!(Lookup::plan([]), Lookup::Hash(vec![]));
+        assert_eq!(
+            Lookup::plan([8, 16, 24, 32]),
+            Lookup::Hash(vec![32, 24, 16, 8])
+        );
+        assert_eq!(Lookup::plan([8, 16, 20, 24, 32]), Lookup::Lpm);
+        let cfg = Config::parse(crate::config::EXAMPLE).expect("valid");
+        assert_eq!(
+            lookup_plan(&cfg),
+            (Lookup::Hash(vec![24]), Lookup::Hash(vec![48]))
+        );
+        let g = global_config(&cfg);
+        assert_eq!(
+            (g.v4_nprobes, g.v4_probes[0], g.v6_nprobes, g.v6_probes[0]),
+            (1, 24, 1, 48)
+        );
+        assert_eq!(Lookup::Lpm.encode().1, LOOKUP_LPM);
     }
 
     #[test]

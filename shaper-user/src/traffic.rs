@@ -80,13 +80,25 @@ pub fn start_flood(f: Flood, stop: Arc<AtomicBool>) -> JoinHandle<io::Result<Sen
         let pkt_bytes = f.payload as u64 + ip_overhead(f.dst.ip());
         let start = Instant::now();
         let mut sent = Sent::default();
+        // Packets the schedule is ahead of what was sent; a sender that was descheduled does
+        // not catch up with a burst (which a policer would rightly drop) beyond 2 ms' worth.
+        let per_sec = f.rate_bits.map(|r| r as f64 / 8.0 / pkt_bytes as f64);
+        let max_backlog = per_sec.map_or(0, |p| (p * 0.002).ceil() as u64 + 1);
+        let mut skipped = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let elapsed = start.elapsed();
             if elapsed >= f.duration {
                 break;
             }
-            let due = match f.rate_bits {
-                Some(r) => (elapsed.as_secs_f64() * r as f64 / 8.0 / pkt_bytes as f64) as u64 + 1,
+            let due = match per_sec {
+                Some(p) => {
+                    let mut due = (elapsed.as_secs_f64() * p) as u64 + 1 - skipped;
+                    if due > sent.packets + max_backlog {
+                        skipped += due - sent.packets - max_backlog;
+                        due = sent.packets + max_backlog;
+                    }
+                    due
+                }
                 None => sent.packets + 64,
             };
             if sent.packets >= due {

@@ -215,6 +215,7 @@ impl Agent {
             xdp_mode: shaper::datapath::AttachMode::Native,
             max_tenants: shaper_common::DEFAULT_MAX_TENANTS,
             netns: Some(netns.to_string()),
+            clock: shaper::datapath::Clock::Precise,
         };
         let cfg = cfg.clone();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -9,7 +9,11 @@ use aya::maps::{Array, MapData, PerCpuArray};
 use aya::programs::{TestRun, TestRunOptions};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use shaper::config::Config;
-use shaper::datapath::{Datapath, GLOBAL_COUNTERS, TENANT_CONFIG, TENANT_COUNTERS, tenant_config};
+use shaper::datapath::{
+    Clock, Datapath, GLOBAL_COUNTERS, Lookup, TENANT_CONFIG, TENANT_COUNTERS, lookup_plan,
+    tenant_config,
+};
+use shaper::units::{Rate, Size};
 use shaper_common::{
     CLASS_IPV4, CLASS_IPV6, CLASS_MALFORMED, CLASS_NON_IP, CLASS_UNMATCHED_DROPPED,
     CLASS_UNMATCHED_PASSED, CLASS_VLAN, OUTCOME_DROPPED, OUTCOME_PASSED, PacketCount, TenantConfig,
@@ -22,11 +26,17 @@ const XDP_PASS: u32 = 2;
 
 /// alpha and beta have rates far above anything a test sends; gamma is slow, for bucket tests.
 fn config(unmatched: &str, match_dir: &str) -> Config {
+    config_with(unmatched, match_dir, "")
+}
+
+/// `extra_alpha` adds prefixes to alpha, e.g. to give IPv4 more distinct prefix lengths than
+/// the hash probes allow, which moves the family to the LPM trie.
+fn config_with(unmatched: &str, match_dir: &str, extra_alpha: &str) -> Config {
     let text = format!(
         r#"{{
         "link": {{ "capacity": "100gbit", "match": "{match_dir}", "unmatched": "{unmatched}" }},
         "tenants": [
-            {{ "name": "alpha", "tier": "gold", "prefixes": ["10.1.0.0/16", "2001:db8:a::/48"], "rate": "100gbit", "burst": "1000mb" }},
+            {{ "name": "alpha", "tier": "gold", "prefixes": ["10.1.0.0/16", "2001:db8:a::/48"{extra_alpha}], "rate": "100gbit", "burst": "1000mb" }},
             {{ "name": "beta", "tier": "silver", "prefixes": ["10.2.3.4/32", "192.168.0.0/24", "2001:db8:b::1"], "rate": "100gbit", "burst": "1000mb" }},
             {{ "name": "gamma", "tier": "bronze", "prefixes": ["10.3.0.0/24"], "rate": "8kbit", "burst": "10kb" }}
         ]
@@ -425,6 +435,35 @@ fn refill_over_time_matches_the_rate() {
     );
 }
 
+/// The coarse (jiffy) clock keeps the long-term rate: passed bytes are the burst plus rate x
+/// elapsed, within 3% plus one jiffy's worth (HZ is at least 100, so a jiffy is <= 10 ms).
+#[test]
+fn coarse_clock_keeps_the_long_term_rate() {
+    if skip_unless_root("coarse_clock_keeps_the_long_term_rate") {
+        return;
+    }
+    let _timing = TIMING.lock().unwrap_or_else(|e| e.into_inner());
+    let mut dp = Datapath::load_with(64, Clock::Coarse).expect("load with the coarse clock");
+    dp.apply(&config("drop", "dst")).expect("apply");
+    let (rate, burst) = (2_500_000.0, 50_000.0);
+    set_tenant(&mut dp, 2, tenant_config(20_000_000, 50_000));
+    let f = FrameBuilder {
+        ip_len: 1000,
+        ..Default::default()
+    }
+    .v4(SRC4, [10, 3, 0, 1]);
+    let start = Instant::now();
+    hammer(&dp, &f, Duration::from_millis(600));
+    let elapsed = start.elapsed().as_secs_f64();
+    let passed = tenant(&dp, 2).bytes[OUTCOME_PASSED] as f64;
+    let expected = burst + rate * elapsed;
+    let slack = expected * 0.03 + rate * 0.010;
+    assert!(
+        (passed - expected).abs() <= slack,
+        "passed {passed} in {elapsed:.3}s, expected {expected:.0} +- {slack:.0}"
+    );
+}
+
 /// Every CPU spends the same bucket at once: the total passed must still match the rate.
 #[test]
 fn all_cpus_at_once_never_exceed_the_rate() {
@@ -528,15 +567,36 @@ fn rate_change_does_not_reset_the_bucket() {
     );
 }
 
-/// 100,000 random and mutated frames: the program never errors, and every verdict and every
-/// per-tenant count matches the userspace reference parser and classifier.
+/// 100,000 random and mutated frames, classified by hash probes (three IPv4 and two IPv6
+/// prefix lengths): the program never errors, and every verdict and every per-tenant count
+/// matches the userspace reference parser and longest-prefix classifier.
 #[test]
 fn fuzz_verdicts_match_the_reference() {
     if skip_unless_root("fuzz_verdicts_match_the_reference") {
         return;
     }
     let cfg = config("drop", "dst");
-    let mut dp = load(&cfg);
+    assert!(matches!(lookup_plan(&cfg).0, Lookup::Hash(_)));
+    fuzz(&cfg, 100_000, 0x5eed);
+}
+
+/// The same against the LPM trie: IPv4 with more distinct prefix lengths than hash probes.
+#[test]
+fn fuzz_verdicts_match_the_reference_with_the_lpm_trie() {
+    if skip_unless_root("fuzz_verdicts_match_the_reference_with_the_lpm_trie") {
+        return;
+    }
+    let cfg = config_with(
+        "drop",
+        "dst",
+        r#", "10.4.0.0/15", "10.6.0.0/20", "10.7.0.0/27""#,
+    );
+    assert_eq!(lookup_plan(&cfg).0, Lookup::Lpm);
+    fuzz(&cfg, 50_000, 0xfeed);
+}
+
+fn fuzz(cfg: &Config, n: usize, seed: u64) {
+    let mut dp = load(cfg);
     // gamma never conforms (depth 0), so its verdict is DROP whatever the clock does.
     set_tenant(
         &mut dp,
@@ -547,7 +607,7 @@ fn fuzz_verdicts_match_the_reference() {
         },
     );
     let prefixes = cfg.prefixes();
-    let mut rng = StdRng::seed_from_u64(0x5eed);
+    let mut rng = StdRng::seed_from_u64(seed);
     let seeds: Vec<Vec<u8>> = vec![
         FrameBuilder::default().v4(SRC4, [10, 1, 0, 1]),
         FrameBuilder {
@@ -575,7 +635,6 @@ fn fuzz_verdicts_match_the_reference() {
         FrameBuilder::default().arp(),
     ];
     let mut expected = [TenantCounters::default(); 3];
-    let n = 100_000;
     for i in 0..n {
         let mut frame = mutate(&mut rng, &seeds[i % seeds.len()]);
         // The kernel refuses test_run input shorter than an Ethernet header.
@@ -641,7 +700,15 @@ fn mutate(rng: &mut StdRng, seed: &[u8]) -> Vec<u8> {
         }
         5 => {
             // Random destination address inside or near the configured prefixes.
-            let nets: [[u8; 2]; 4] = [[10, 1], [10, 2], [10, 3], [192, 168]];
+            let nets: [[u8; 2]; 7] = [
+                [10, 1],
+                [10, 2],
+                [10, 3],
+                [192, 168],
+                [10, 5],
+                [10, 6],
+                [10, 7],
+            ];
             let net = nets[rng.random_range(0..nets.len())];
             if let Some(off) = ipv4_dst_offset(&f) {
                 f[off..off + 4].copy_from_slice(&[
@@ -686,15 +753,12 @@ fn a_million_tenants_load_and_classify() {
         return;
     }
     let n = shaper_common::MAX_TENANTS_LIMIT;
-    let mut cfg = config("drop", "dst");
-    let template = cfg.tenants[0].clone();
-    cfg.tenants = (0..n)
-        .map(|i| shaper::config::Tenant {
-            name: format!("t{i}"),
-            prefixes: vec![std::net::Ipv4Addr::from(0x0a00_0000 | i).to_string()],
-            ..template.clone()
-        })
-        .collect();
+    let cfg = shaper::config::synthetic(
+        n,
+        Rate(100_000_000_000),
+        Rate(100_000_000_000),
+        Size(1_000_000),
+    );
     cfg.validate()
         .expect("a million tenants are a valid config");
     let start = Instant::now();
@@ -710,12 +774,12 @@ fn a_million_tenants_load_and_classify() {
         assert_eq!(run(&mut dp, &f), XDP_PASS);
         assert_eq!(tenant(&dp, id).bytes[OUTCOME_PASSED], 321, "tenant {id}");
     }
-    let mut too_many = cfg.clone();
-    too_many.tenants.push(shaper::config::Tenant {
-        name: "one-more".into(),
-        prefixes: vec!["11.0.0.1".into()],
-        ..template
-    });
+    let too_many = shaper::config::synthetic(
+        n + 1,
+        Rate(100_000_000_000),
+        Rate(100_000_000_000),
+        Size(1_000_000),
+    );
     let err = dp.apply(&too_many).expect_err("more than the maximum");
     assert!(err.to_string().contains("--max-tenants"), "{err}");
 }

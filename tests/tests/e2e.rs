@@ -242,6 +242,8 @@ fn stopping_the_agent_detaches_and_unpins() {
     if skip_unless_root("stopping_the_agent_detaches_and_unpins") {
         return;
     }
+    // Loading a program takes CPU the rate tests need.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let config = cfg(&[("one", "10.10.1.0/24", "10mbit", "32kb")]);
     let agent = Agent::start(&config, &lab.dut_if, &lab.dut.name).expect("agent");

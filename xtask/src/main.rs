@@ -1,1 +1,156 @@
-fn main() {}
+//! Project tasks. `cargo xtask bench datapath`: per-packet cost of the XDP program through
+//! BPF_PROG_TEST_RUN, as a ratio to an XDP_PASS program loaded from the same object and run
+//! in alternation in the same process (these machines are noisy: only ratios mean much).
+use anyhow::{Context as _, Result};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use clap::{Parser, Subcommand};
+use shaper::config::synthetic;
+use shaper::datapath::{Clock, Datapath};
+use shaper::units::{Rate, Size};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Cost per packet of the shaper vs XDP_PASS, IPv4 and IPv6, for several tenant counts.
+    Datapath {
+        /// Program runs per measurement (one BPF_PROG_TEST_RUN call).
+        #[arg(long, default_value_t = 10_000_000)]
+        repeat: u32,
+        /// Alternating rounds (baseline, shaper); the median ratio is reported.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Tenant counts to load (each tenant has one IPv4 /32 and one IPv6 /128).
+        #[arg(long, value_delimiter = ',', default_values_t = [1u32, 10_000, 1_048_576])]
+        tenants: Vec<u32>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Bench(Bench::Datapath {
+            repeat,
+            rounds,
+            tenants,
+        }) => bench_datapath(repeat, rounds, &tenants),
+    }
+}
+
+/// A 64-byte frame (60 + FCS) to tenant `id`: IPv4/UDP, or IPv6/UDP (the smallest IPv6 frame).
+fn frame(v6: bool, id: u32) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+    if v6 {
+        f.extend_from_slice(&0x86ddu16.to_be_bytes());
+        let mut h = [0u8; 40];
+        h[0] = 0x60;
+        h[4..6].copy_from_slice(&8u16.to_be_bytes());
+        h[6] = 17;
+        h[7] = 64;
+        h[8..24].copy_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+        h[24..40].copy_from_slice(&(0x2001_0db8_u128 << 96 | u128::from(id)).to_be_bytes());
+        f.extend_from_slice(&h);
+        f.extend_from_slice(&[0u8; 8]);
+    } else {
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        let mut h = [0u8; 20];
+        h[0] = 0x45;
+        h[2..4].copy_from_slice(&46u16.to_be_bytes());
+        h[8] = 64;
+        h[9] = 17;
+        h[12..16].copy_from_slice(&[192, 0, 2, 1]);
+        h[16..20].copy_from_slice(&(0x0a00_0000 | id).to_be_bytes());
+        f.extend_from_slice(&h);
+        f.resize(60, 0);
+    }
+    f
+}
+
+fn ns_per_run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<f64> {
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        })
+        .context("BPF_PROG_TEST_RUN (run as root)")?;
+    Ok(r.duration.as_nanos() as f64)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Frames whose costs, subtracted, show where the time goes: a non-IP frame (parse and one
+/// class counter), an IP frame of no tenant (plus config read and classification miss), and
+/// a frame of the last tenant (plus the bucket: clock, compare-and-swap or add, counters).
+fn frames(v6: bool, last: u32) -> [(&'static str, Vec<u8>); 3] {
+    let mut arp = frame(false, 0);
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    // 10.255.255.255 and 2001:db8::ffff:ffff are beyond any synthetic tenant below 2^24.
+    [
+        ("non-IP", arp),
+        ("unmatched", frame(v6, 0x00ff_ffff)),
+        ("tenant", frame(v6, last)),
+    ]
+}
+
+fn bench_datapath(repeat: u32, rounds: usize, tenant_counts: &[u32]) -> Result<()> {
+    println!(
+        "| tenants | clock | family | XDP_PASS ns | non-IP ns | unmatched ns | tenant ns | tenant / XDP_PASS (median of {rounds}, min..max) |"
+    );
+    println!("| ---: | --- | --- | ---: | ---: | ---: | ---: | --- |");
+    for (&n, clock) in tenant_counts
+        .iter()
+        .flat_map(|n| [(n, Clock::Precise), (n, Clock::Coarse)])
+    {
+        // Rates far above what the runs offer: every packet takes the full pass path.
+        let cfg = synthetic(
+            n,
+            Rate(400_000_000_000),
+            Rate(400_000_000_000),
+            Size(1_000_000_000),
+        );
+        let mut dp = Datapath::load_with(n.max(1), clock)?;
+        dp.apply(&cfg)?;
+        dp.baseline_mut()?;
+        for v6 in [false, true] {
+            let fs = frames(v6, n - 1);
+            let mut base = vec![];
+            let mut costs: [Vec<f64>; 3] = Default::default();
+            let mut ratios = vec![];
+            for _ in 0..rounds {
+                let b = ns_per_run(dp.baseline_mut()?, &fs[2].1, repeat)?;
+                base.push(b);
+                for (k, (_, f)) in fs.iter().enumerate() {
+                    costs[k].push(ns_per_run(dp.program()?, f, repeat)?);
+                }
+                ratios.push(costs[2].last().copied().unwrap_or(0.0) / b);
+            }
+            let (lo, hi) = ratios
+                .iter()
+                .fold((f64::MAX, 0f64), |(l, h), r| (l.min(*r), h.max(*r)));
+            let [c0, c1, c2] = costs;
+            println!(
+                "| {n} | {clock:?} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}x ({lo:.2}..{hi:.2}) |",
+                if v6 { "IPv6" } else { "IPv4" },
+                median(base),
+                median(c0),
+                median(c1),
+                median(c2),
+                median(ratios)
+            );
+        }
+    }
+    Ok(())
+}

@@ -42,6 +42,7 @@ pub async fn execute(args: &DemoArgs) -> Result<()> {
         xdp_mode: AttachMode::Native,
         max_tenants: shaper_common::DEFAULT_MAX_TENANTS,
         netns: Some(lab.dut.name.clone()),
+        clock: crate::datapath::Clock::Precise,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

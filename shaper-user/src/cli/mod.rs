@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::datapath::AttachMode;
+use crate::datapath::{AttachMode, Clock};
 
 pub mod config_check;
 pub mod demo;
@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// Attach to IFACE inside this named network namespace (`ip netns`).
     #[arg(long)]
     pub netns: Option<String>,
+    /// Bucket clock: precise (ns, exact bursts) or coarse (jiffies: cheaper per packet, up to
+    /// one jiffy of extra burst; long-term rates stay exact).
+    #[arg(long, value_enum, default_value_t = Clock::Precise)]
+    pub clock: Clock,
 }
 
 #[derive(Debug, clap::Args)]

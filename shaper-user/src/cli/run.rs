@@ -33,7 +33,7 @@ pub async fn serve(
         }
         .into());
     }
-    let mut dp = Datapath::load(args.max_tenants)?;
+    let mut dp = Datapath::load_with(args.max_tenants, args.clock)?;
     if let Some(logger) = dp.take_logger() {
         tokio::spawn(datapath::drain_logs(logger));
     }
@@ -45,7 +45,7 @@ pub async fn serve(
         .with_context(|| format!("cannot write {}", state.display()))?;
     let _state_guard = RemoveOnDrop(state);
     let mode = dp.attach(&args.iface, args.xdp_mode, args.netns.as_deref())?;
-    info!(iface = %args.iface, mode, tenants = table.len(), max_tenants = dp.max_tenants(), "shaper attached");
+    info!(iface = %args.iface, mode, clock = ?args.clock, tenants = table.len(), max_tenants = dp.max_tenants(), "shaper attached");
     ready();
 
     let interval = Duration::from_millis(cfg.forecast.interval_ms);
