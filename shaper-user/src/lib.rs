@@ -7,6 +7,7 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod datapath;
+pub mod forecast;
 pub mod netns;
 pub mod traffic;
 pub mod units;

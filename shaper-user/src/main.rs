@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use shaper::cli::{Cli, Command, ConfigCommand, config_check, demo, run, stats};
+use shaper::cli::{
+    Cli, Command, ConfigCommand, ForecastCommand, config_check, demo, forecast, run, stats,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -21,6 +23,8 @@ fn main() -> ExitCode {
         Command::Run(args) => {
             runtime().and_then(|rt| rt.block_on(run::execute(args, run::signals())))
         }
+        Command::Forecast(ForecastCommand::Eval(args)) => forecast::eval(args),
+        Command::Forecast(ForecastCommand::Gen(args)) => forecast::generate(args),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::execute(args))),
     };
     match result {

@@ -7,6 +7,7 @@ use crate::datapath::{AttachMode, Clock};
 
 pub mod config_check;
 pub mod demo;
+pub mod forecast;
 pub mod run;
 pub mod stats;
 
@@ -35,6 +36,49 @@ pub enum Command {
     Config(ConfigCommand),
     /// Build a namespace lab with three tenants, shape real traffic for ~20 s, report, tear down.
     Demo(DemoArgs),
+    /// Forecasting tools.
+    #[command(subcommand)]
+    Forecast(ForecastCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ForecastCommand {
+    /// Rolling-origin evaluation of every model on a `timestamp,value` CSV series.
+    Eval(ForecastEvalArgs),
+    /// Write a seeded traffic-like series (daily and weekly seasons, trend, bursts) as CSV.
+    Gen(ForecastGenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ForecastEvalArgs {
+    #[arg(long)]
+    pub csv: PathBuf,
+    /// Season in samples (default: one day at the series' interval).
+    #[arg(long)]
+    pub season: Option<usize>,
+    /// Horizon in samples.
+    #[arg(long, default_value_t = 12, value_parser = forecast::parse_horizon)]
+    pub horizon: usize,
+    /// Interval confidence.
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Score only this many evenly spaced origins (the Python comparison uses the same ones).
+    #[arg(long)]
+    pub origins: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ForecastGenArgs {
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 56)]
+    pub days: usize,
+    #[arg(long, default_value_t = 300.0)]
+    pub interval_s: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, clap::Args)]

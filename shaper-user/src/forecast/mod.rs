@@ -1,0 +1,539 @@
+//! Forecast: per-tenant online demand forecasts with calibrated prediction intervals.
+//!
+//! Pure: no I/O, no clock. Feed one sample per interval (offered bytes/s with its unix
+//! timestamp) with [`Forecaster::update`]; ask [`Forecaster::forecast`] for any horizon up to
+//! the configured one. Every model runs on every sample (each O(1)); `auto` forecasts with the
+//! one whose rolling one-step error is lowest. Intervals are split-conformal: empirical
+//! quantiles of the forecaster's own recent out-of-sample residuals, per horizon.
+mod accuracy;
+mod bursts;
+mod conformal;
+pub mod eval;
+mod linalg;
+mod models;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::accuracy::Accuracy;
+use self::accuracy::AccuracyTracker;
+pub use self::bursts::{BurstEvent, BurstTracker, Pattern, Recurrence};
+use self::conformal::ResidualWindow;
+pub use self::models::{Model, ModelKind};
+use crate::config;
+
+/// Longest horizon, in samples, a forecaster keeps intervals for.
+pub const MAX_HORIZON: usize = 64;
+/// Samples above this (bytes/s, 80 Tbit/s) are not traffic but a broken counter.
+pub const MAX_VALUE: f64 = 1e13;
+/// Missing intervals filled with the model's own forecasts at most; longer gaps only move the
+/// seasonal clocks.
+const MAX_IMPUTE: u64 = 2_000;
+/// Rolling one-step error memory of `auto` (EWMA weight of the newest error).
+const ERROR_WEIGHT: f64 = 0.02;
+/// `auto` switches only to a model at least this much better (hysteresis).
+const SWITCH_MARGIN: f64 = 0.97;
+/// Samples before `auto` may switch, and before outliers are clamped.
+const WARMUP: u64 = 64;
+/// An update is clamped to the one-step upper bound plus this many interval widths, so one
+/// enormous sample cannot poison the state; a real level shift still moves it sample by sample.
+const OUTLIER_WIDTHS: f64 = 3.0;
+const SNAPSHOT_EVERY: u64 = 256;
+/// Step of adaptive conformal inference (Gibbs & Candes, 2021): after each scored forecast
+/// the miscoverage level moves by this times (target - observed miss), so coverage holds in
+/// the long run even when bursts and regime changes break exchangeability.
+const ACI_STEP: f64 = 0.005;
+
+/// Horizons with their own residual window: 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64 up to
+/// `horizon`, and `horizon` itself. Spread grows smoothly with the horizon, so the others are
+/// interpolated; this keeps an update's cost near-flat in the horizon.
+pub fn anchor_horizons(horizon: usize) -> Vec<usize> {
+    let mut a: Vec<usize> = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]
+        .into_iter()
+        .filter(|&h| h < horizon)
+        .collect();
+    a.push(horizon.max(1));
+    a
+}
+
+/// Which model forecasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelChoice {
+    Auto,
+    Fixed(ModelKind),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub interval_s: f64,
+    /// Horizon in samples, 1..=[`MAX_HORIZON`].
+    pub horizon: usize,
+    /// Daily season in samples (1 = none).
+    pub season: usize,
+    /// Weekly season in samples, for the multi-seasonal model (1 = none).
+    pub weekly: usize,
+    pub confidence: f64,
+    pub model: ModelChoice,
+    pub alert_mase: f64,
+}
+
+impl Settings {
+    /// From the config's `forecast` section. A daily `season_s` also gives a weekly season.
+    pub fn from_config(f: &config::Forecast) -> Settings {
+        let interval_s = f.interval_ms as f64 / 1000.0;
+        let steps = |secs: u64| ((secs as f64 / interval_s).round() as usize).max(1);
+        Settings {
+            interval_s,
+            horizon: steps(f.horizon_s).clamp(1, MAX_HORIZON),
+            season: steps(f.season_s),
+            weekly: if f.season_s == 86_400 {
+                7 * steps(f.season_s)
+            } else {
+                1
+            },
+            confidence: f.confidence,
+            model: match f.model {
+                config::Model::Auto => ModelChoice::Auto,
+                config::Model::SeasonalNaive => ModelChoice::Fixed(ModelKind::SeasonalNaive),
+                config::Model::Ewma => ModelChoice::Fixed(ModelKind::Ewma),
+                config::Model::Holt => ModelChoice::Fixed(ModelKind::Holt),
+                config::Model::HoltWinters => ModelChoice::Fixed(ModelKind::HoltWinters),
+                config::Model::Mstl => ModelChoice::Fixed(ModelKind::Mstl),
+                config::Model::Ar => ModelChoice::Fixed(ModelKind::Ar),
+            },
+            alert_mase: f.accuracy_alert_mase,
+        }
+    }
+
+    /// The models `auto` chooses among: seasonal ones only when there is a season.
+    pub fn candidates(&self) -> Vec<ModelKind> {
+        let mut k = vec![ModelKind::Ewma, ModelKind::Holt, ModelKind::Ar];
+        if self.season > 1 {
+            k.extend([ModelKind::SeasonalNaive, ModelKind::HoltWinters]);
+        }
+        if self.weekly > self.season && self.season > 1 {
+            k.push(ModelKind::Mstl);
+        }
+        k
+    }
+}
+
+/// A point forecast and its prediction interval, in bytes/s; always `0 <= lo <= mean <= hi`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub mean: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+/// Demand known in advance (config `events`): `rate` bytes/s from `start` for `duration_s`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KnownEvent {
+    pub start: f64,
+    pub duration_s: f64,
+    pub rate: f64,
+}
+
+impl KnownEvent {
+    pub fn from_config(e: &config::Event) -> Option<KnownEvent> {
+        let start = humantime::parse_rfc3339(&e.start).ok()?;
+        let start = start
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64();
+        Some(KnownEvent {
+            start,
+            duration_s: e.duration_s as f64,
+            rate: e.rate.bytes_per_sec() as f64,
+        })
+    }
+
+    fn rate_at(&self, ts: f64) -> f64 {
+        if ts >= self.start && ts < self.start + self.duration_s {
+            self.rate
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What an update did with its sample.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    Accepted,
+    /// Accepted after filling `missing` skipped intervals with the model's own forecasts.
+    Gap {
+        missing: u64,
+    },
+    /// Accepted, but the value was clamped for the state update (enormous outlier).
+    Clamped {
+        used: f64,
+    },
+    /// Not used; the state is unchanged.
+    Rejected(Rejection),
+    /// The state went non-finite and was restored from the last good snapshot.
+    Restored,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    NotFinite,
+    Negative,
+    Absurd,
+    /// Timestamp not after the previous sample's.
+    OutOfOrder,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Accepted => f.write_str("accepted"),
+            Outcome::Gap { missing } => write!(
+                f,
+                "accepted after a gap of {missing} intervals, filled with forecasts"
+            ),
+            Outcome::Clamped { used } => write!(f, "outlier: state updated with {used:.0} instead"),
+            Outcome::Rejected(r) => write!(f, "sample rejected ({r:?}); state unchanged"),
+            Outcome::Restored => f.write_str("state went non-finite; restored the last good state"),
+        }
+    }
+}
+
+/// The per-tenant forecaster: all models, the selection, the intervals, accuracy and bursts.
+/// Serializable, so the agent can save it and warm-start after a restart.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Forecaster {
+    settings: Settings,
+    models: Vec<Model>,
+    /// Rolling one-step absolute error of each model.
+    errors: Vec<f64>,
+    selected: usize,
+    /// Seasonal naive for MASE's scale (whatever the models are).
+    naive: Model,
+    /// Horizons that keep residual windows (see [`anchor_horizons`]); others interpolate.
+    anchors: Vec<usize>,
+    /// Per anchor: recent out-of-sample residuals.
+    windows: Vec<ResidualWindow>,
+    /// Per anchor: the miscoverage level the interval is drawn at (adapted, see ACI_STEP).
+    levels: Vec<f64>,
+    /// `pending[slot * horizon + h - 1]`: the forecast issued at update `slot` for `h` later.
+    pending: Vec<f64>,
+    /// Updates accepted so far (and forecasts issued).
+    n: u64,
+    last_ts: Option<f64>,
+    /// The one-step prediction made for the next sample.
+    next: Option<Prediction>,
+    /// The same from the model alone (no events, no predicted bursts): bursts are detected
+    /// against it, so a predicted recurring burst is still seen when it comes.
+    next_model: Option<(f64, f64)>,
+    accuracy: AccuracyTracker,
+    bursts: BurstTracker,
+    events: Vec<KnownEvent>,
+    good: Option<Box<(Vec<Model>, Model)>>,
+    pub counts: Counts,
+}
+
+/// How many samples took each path, for the agent's logs and the API.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub imputed: u64,
+    pub clamped: u64,
+    pub restored: u64,
+    pub switches: u64,
+}
+
+impl Forecaster {
+    pub fn new(settings: Settings) -> Forecaster {
+        let kinds = match settings.model {
+            ModelChoice::Auto => settings.candidates(),
+            ModelChoice::Fixed(k) => vec![k],
+        };
+        let (season, weekly) = (settings.season.max(1), settings.weekly.max(1));
+        let h = settings.horizon.clamp(1, MAX_HORIZON);
+        Forecaster {
+            models: kinds
+                .iter()
+                .map(|k| Model::new(*k, season, weekly))
+                .collect(),
+            errors: vec![0.0; kinds.len()],
+            selected: 0,
+            naive: Model::new(ModelKind::SeasonalNaive, season, weekly),
+            windows: vec![ResidualWindow::default(); anchor_horizons(h).len()],
+            levels: vec![1.0 - settings.confidence; anchor_horizons(h).len()],
+            anchors: anchor_horizons(h),
+            pending: vec![f64::NAN; h * h],
+            n: 0,
+            last_ts: None,
+            next: None,
+            next_model: None,
+            accuracy: AccuracyTracker::default(),
+            bursts: BurstTracker::default(),
+            events: Vec::new(),
+            good: None,
+            counts: Counts::default(),
+            settings: Settings {
+                horizon: h,
+                ..settings
+            },
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Known demand to add; applies to forecasts issued from the next update on.
+    pub fn set_events(&mut self, events: Vec<KnownEvent>) {
+        self.events = events;
+        if self.n > 0 {
+            self.issue();
+        }
+    }
+
+    /// The model forecasting now.
+    pub fn model(&self) -> ModelKind {
+        self.models[self.selected].kind()
+    }
+
+    pub fn accuracy(&self) -> Accuracy {
+        self.accuracy.accuracy()
+    }
+
+    /// True when the rolling MASE is above the configured alert threshold (with enough samples).
+    pub fn accuracy_alert(&self) -> bool {
+        let a = self.accuracy();
+        a.samples >= 100 && a.mase.is_some_and(|m| m > self.settings.alert_mase)
+    }
+
+    pub fn bursts(&self) -> &BurstTracker {
+        &self.bursts
+    }
+
+    /// Feeds the sample for unix time `ts`: `value` offered bytes/s.
+    pub fn update(&mut self, ts: f64, value: f64) -> Outcome {
+        let reject = |s: &mut Self, r| {
+            s.counts.rejected += 1;
+            Outcome::Rejected(r)
+        };
+        if !value.is_finite() || !ts.is_finite() {
+            return reject(self, Rejection::NotFinite);
+        }
+        if value < 0.0 {
+            return reject(self, Rejection::Negative);
+        }
+        if value > MAX_VALUE {
+            return reject(self, Rejection::Absurd);
+        }
+        let mut outcome = Outcome::Accepted;
+        if let Some(last) = self.last_ts {
+            if ts <= last {
+                return reject(self, Rejection::OutOfOrder);
+            }
+            let steps = ((ts - last) / self.settings.interval_s).round() as u64;
+            if steps > 1 {
+                self.fill_gap(steps - 1);
+                outcome = Outcome::Gap { missing: steps - 1 };
+            }
+        }
+
+        // Score what was forecast for this sample before learning from it.
+        let h_max = self.settings.horizon;
+        let target = 1.0 - self.settings.confidence;
+        for k in 0..self.anchors.len() {
+            let h = self.anchors[k];
+            if self.n >= h as u64 {
+                let slot = ((self.n - h as u64) % h_max as u64) as usize;
+                let f = self.pending[slot * h_max + h - 1];
+                if f.is_finite() {
+                    let r = value - f;
+                    if let Some((lo, hi)) = self.residual_bounds(k) {
+                        let miss = if lo <= r && r <= hi { 0.0 } else { 1.0 };
+                        self.levels[k] =
+                            (self.levels[k] + ACI_STEP * (target - miss)).clamp(target / 20.0, 0.5);
+                    }
+                    self.windows[k].push(r);
+                }
+            }
+        }
+        let naive_abs = (value - self.naive.forecast(1)).abs();
+        let mut used = value;
+        if let Some(p) = self.next {
+            self.accuracy.record(value, p.mean, naive_abs, p.lo, p.hi);
+            if let Some((mean, hi)) = self.next_model {
+                self.bursts
+                    .observe(ts, self.settings.interval_s, value, mean, hi);
+            }
+            if self.n >= WARMUP && self.windows[0].len() >= 32 {
+                // windows[0] is horizon 1: anchors always start at 1.
+                let cap = p.hi + OUTLIER_WIDTHS * (p.hi - p.lo).max(1.0);
+                if value > cap {
+                    used = cap;
+                    outcome = Outcome::Clamped { used };
+                    self.counts.clamped += 1;
+                }
+            }
+        }
+
+        for (m, e) in self.models.iter_mut().zip(self.errors.iter_mut()) {
+            let err = (used - m.forecast(1)).abs();
+            *e = if self.n == 0 {
+                err
+            } else {
+                *e + ERROR_WEIGHT * (err - *e)
+            };
+            m.update(used);
+        }
+        self.naive.update(value);
+        if self.n >= WARMUP {
+            self.select();
+        }
+        if !self.models.iter().all(Model::is_finite) {
+            self.restore();
+            outcome = Outcome::Restored;
+        }
+        self.n += 1;
+        self.last_ts = Some(ts);
+        self.issue();
+        if self.n.is_multiple_of(SNAPSHOT_EVERY) {
+            self.good = Some(Box::new((self.models.clone(), self.naive.clone())));
+        }
+        self.counts.accepted += 1;
+        outcome
+    }
+
+    fn select(&mut self) {
+        let best = (0..self.errors.len())
+            .min_by(|&a, &b| self.errors[a].total_cmp(&self.errors[b]))
+            .unwrap_or(0);
+        if best != self.selected && self.errors[best] < SWITCH_MARGIN * self.errors[self.selected] {
+            self.selected = best;
+            self.counts.switches += 1;
+        }
+    }
+
+    fn restore(&mut self) {
+        self.counts.restored += 1;
+        match self.good.as_deref() {
+            Some((models, naive)) => {
+                self.models = models.clone();
+                self.naive = naive.clone();
+            }
+            None => {
+                let s = self.settings.clone();
+                *self = Forecaster {
+                    counts: self.counts,
+                    ..Forecaster::new(s)
+                };
+            }
+        }
+    }
+
+    /// Fills `missing` skipped intervals with each model's own one-step forecast, so seasonal
+    /// positions stay aligned with time; forecasts pending for the gap are void.
+    fn fill_gap(&mut self, missing: u64) {
+        self.counts.imputed += missing;
+        for _ in 0..missing.min(MAX_IMPUTE) {
+            for m in &mut self.models {
+                let f = m.forecast(1);
+                m.update(f);
+            }
+            let f = self.naive.forecast(1);
+            self.naive.update(f);
+        }
+        self.pending.iter_mut().for_each(|p| *p = f64::NAN);
+        self.next = None;
+        self.next_model = None;
+    }
+
+    /// Issues the forecasts of every horizon from the current state: the selected model's
+    /// point forecast plus known events and predicted recurring bursts. Residuals are scored
+    /// against exactly these, so the intervals are calibrated for what is reported.
+    fn issue(&mut self) {
+        let h_max = self.settings.horizon;
+        let slot = ((self.n - 1) % h_max as u64) as usize;
+        let last = self.last_ts.unwrap_or(0.0);
+        let step = self.settings.interval_s;
+        let live = if self.bursts.patterns().is_empty() {
+            Vec::new()
+        } else {
+            self.bursts.live(last + step, last + h_max as f64 * step)
+        };
+        let row = &mut self.pending[slot * h_max..(slot + 1) * h_max];
+        self.models[self.selected].forecast_into(row);
+        let model1 = row[0].max(0.0);
+        for (h, v) in (1..=h_max).zip(row.iter_mut()) {
+            let ts = last + h as f64 * step;
+            let mut known = 0.0;
+            if !self.events.is_empty() || !live.is_empty() {
+                known = self.events.iter().map(|e| e.rate_at(ts)).sum::<f64>()
+                    + live.iter().map(|p| p.extra_at(ts)).fold(0.0, f64::max);
+            }
+            *v = v.max(0.0) + known;
+        }
+        let p = self.predict(1);
+        self.next = Some(p);
+        self.next_model = Some((model1, model1 + (p.hi - p.mean)));
+    }
+
+    /// The forecast `h` (1..=horizon) intervals after the last sample.
+    pub fn forecast(&self, h: usize) -> Prediction {
+        self.predict(h.clamp(1, self.settings.horizon))
+    }
+
+    /// The residual quantiles of anchor `k` at its adapted level, once there are enough.
+    fn residual_bounds(&self, k: usize) -> Option<(f64, f64)> {
+        let w = &self.windows[k];
+        if w.len() < 20 {
+            return None;
+        }
+        let a = self.levels[k];
+        Some((w.quantile(a / 2.0)?, w.quantile(1.0 - a / 2.0)?))
+    }
+
+    /// Residual bounds for any horizon: its anchor's, or interpolated between the two anchors
+    /// around it.
+    fn bounds_at(&self, h: usize) -> Option<(f64, f64)> {
+        let k = self.anchors.partition_point(|&a| a < h);
+        let at = self.anchors.get(k).copied()?;
+        let upper = self.residual_bounds(k)?;
+        if at == h || k == 0 {
+            return Some(upper);
+        }
+        let lower = self.residual_bounds(k - 1)?;
+        let (a, b) = (self.anchors[k - 1] as f64, at as f64);
+        let w = (h as f64 - a) / (b - a);
+        Some((
+            lower.0 + w * (upper.0 - lower.0),
+            lower.1 + w * (upper.1 - lower.1),
+        ))
+    }
+
+    fn predict(&self, h: usize) -> Prediction {
+        let h_max = self.settings.horizon;
+        let base = if self.n == 0 {
+            0.0
+        } else {
+            let slot = ((self.n - 1) % h_max as u64) as usize;
+            self.pending[slot * h_max + h - 1]
+        };
+        let base = if base.is_finite() { base.max(0.0) } else { 0.0 };
+        let (mut lo, mut hi) = match (self.bounds_at(h), self.residual_bounds(0)) {
+            (Some((l, u)), _) => (base + l, base + u),
+            // Too few residuals at this horizon yet: the one-step spread, widened.
+            (None, Some((l, u))) => {
+                let s = (h as f64).sqrt();
+                (base + l * s, base + u * s)
+            }
+            // Nothing learned yet: an honest, wide interval.
+            (None, None) => (0.0, base * 2.0 + 1.0),
+        };
+        let mean = base;
+        lo = lo.clamp(0.0, mean);
+        hi = hi.max(mean);
+        Prediction { mean, lo, hi }
+    }
+}
+
+#[cfg(test)]
+mod tests;

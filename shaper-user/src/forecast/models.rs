@@ -1,0 +1,597 @@
+//! The point-forecast models. Each is online: `update` is O(1) (AR refits a bounded window
+//! every few updates, so it is O(1) amortized), and `forecast(h)` is O(1) (AR: O(p h)).
+use serde::{Deserialize, Serialize};
+
+use super::linalg::least_squares;
+
+/// Which model, as named in the config and the CLI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    SeasonalNaive,
+    Ewma,
+    Holt,
+    HoltWinters,
+    /// Level, trend, a daily and a weekly additive season (Taylor's double-seasonal
+    /// Holt-Winters): the online counterpart of MSTL's decomposition.
+    Mstl,
+    Ar,
+}
+
+impl ModelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::SeasonalNaive => "seasonal_naive",
+            ModelKind::Ewma => "ewma",
+            ModelKind::Holt => "holt",
+            ModelKind::HoltWinters => "holt_winters",
+            ModelKind::Mstl => "mstl",
+            ModelKind::Ar => "ar",
+        }
+    }
+}
+
+/// Damping of trends: forecasts of traffic should not run off to infinity.
+const PHI: f64 = 0.98;
+
+/// (base + h - 1) mod m without a division when h <= m (horizons are short, seasons long).
+#[inline]
+fn ahead(base: usize, h: usize, m: usize) -> usize {
+    let i = base + h - 1;
+    if h <= m {
+        if i >= m { i - m } else { i }
+    } else {
+        i % m
+    }
+}
+
+/// Sum of PHI^1..=PHI^h.
+fn damped(h: usize) -> f64 {
+    PHI * (1.0 - PHI.powi(h as i32)) / (1.0 - PHI)
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Model {
+    SeasonalNaive(SeasonalNaive),
+    Ewma(Ewma),
+    Holt(Holt),
+    HoltWinters(HoltWinters),
+    Mstl(Mstl),
+    Ar(Ar),
+}
+
+impl Model {
+    /// A fresh model of `kind`; `season` and `weekly` are periods in samples (>= 1).
+    pub fn new(kind: ModelKind, season: usize, weekly: usize) -> Model {
+        match kind {
+            ModelKind::SeasonalNaive => Model::SeasonalNaive(SeasonalNaive::new(season)),
+            ModelKind::Ewma => Model::Ewma(Ewma::new(0.3)),
+            ModelKind::Holt => Model::Holt(Holt::new(0.3, 0.05)),
+            ModelKind::HoltWinters => Model::HoltWinters(HoltWinters::new(season, 0.2, 0.01, 0.25)),
+            ModelKind::Mstl => Model::Mstl(Mstl::new(season, weekly, 0.15, 0.01, 0.2, 0.15)),
+            ModelKind::Ar => Model::Ar(Ar::new(8, 256, 128)),
+        }
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            Model::SeasonalNaive(_) => ModelKind::SeasonalNaive,
+            Model::Ewma(_) => ModelKind::Ewma,
+            Model::Holt(_) => ModelKind::Holt,
+            Model::HoltWinters(_) => ModelKind::HoltWinters,
+            Model::Mstl(_) => ModelKind::Mstl,
+            Model::Ar(_) => ModelKind::Ar,
+        }
+    }
+
+    pub fn update(&mut self, y: f64) {
+        match self {
+            Model::SeasonalNaive(m) => m.update(y),
+            Model::Ewma(m) => m.update(y),
+            Model::Holt(m) => m.update(y),
+            Model::HoltWinters(m) => m.update(y),
+            Model::Mstl(m) => m.update(y),
+            Model::Ar(m) => m.update(y),
+        }
+    }
+
+    /// Point forecast `h` >= 1 steps after the last update.
+    pub fn forecast(&self, h: usize) -> f64 {
+        match self {
+            Model::SeasonalNaive(m) => m.forecast(h),
+            Model::Ewma(m) => m.forecast(h),
+            Model::Holt(m) => m.forecast(h),
+            Model::HoltWinters(m) => m.forecast(h),
+            Model::Mstl(m) => m.forecast(h),
+            Model::Ar(m) => m.forecast(h),
+        }
+    }
+
+    /// Forecasts for horizons 1..=out.len() (AR iterates its recursion once for all of them).
+    pub fn forecast_into(&self, out: &mut [f64]) {
+        match self {
+            Model::Ar(m) => m.path(out),
+            _ => {
+                for (h, v) in out.iter_mut().enumerate() {
+                    *v = self.forecast(h + 1);
+                }
+            }
+        }
+    }
+
+    /// True if the state is finite: its scalars and the seasonal slots the last update wrote
+    /// (the only ones an update can change), so the check is O(1).
+    pub fn is_finite(&self) -> bool {
+        let back = |v: &[f64], pos: usize| v[(pos + v.len() - 1) % v.len()].is_finite();
+        match self {
+            Model::SeasonalNaive(m) => back(&m.hist, m.pos),
+            Model::Ewma(m) => m.level.is_finite(),
+            Model::Holt(m) => m.level.is_finite() && m.trend.is_finite(),
+            Model::HoltWinters(m) => {
+                m.level.is_finite() && m.trend.is_finite() && back(&m.season, m.pos)
+            }
+            Model::Mstl(m) => {
+                m.level.is_finite()
+                    && m.trend.is_finite()
+                    && back(&m.daily, m.pos1)
+                    && back(&m.weekly, m.pos2)
+            }
+            Model::Ar(m) => m.coef.iter().all(|v| v.is_finite()) && back(&m.window, m.pos),
+        }
+    }
+}
+
+/// y(t+h) = y(t+h-k*m): the baseline every other model must beat (MASE's denominator).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SeasonalNaive {
+    hist: Vec<f64>,
+    /// Next slot to overwrite = the oldest value once full.
+    pos: usize,
+    count: usize,
+}
+
+impl SeasonalNaive {
+    pub fn new(season: usize) -> Self {
+        SeasonalNaive {
+            hist: vec![0.0; season.max(1)],
+            pos: 0,
+            count: 0,
+        }
+    }
+    fn update(&mut self, y: f64) {
+        self.hist[self.pos] = y;
+        self.pos = (self.pos + 1) % self.hist.len();
+        self.count += 1;
+    }
+    fn forecast(&self, h: usize) -> f64 {
+        let m = self.hist.len();
+        if self.count == 0 {
+            return 0.0;
+        }
+        if self.count < m {
+            // Less than a season seen: the last value.
+            return self.hist[(self.pos + m - 1) % m];
+        }
+        self.hist[(self.pos + (h - 1) % m) % m]
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Ewma {
+    alpha: f64,
+    level: f64,
+    init: bool,
+}
+
+impl Ewma {
+    pub fn new(alpha: f64) -> Self {
+        Ewma {
+            alpha,
+            level: 0.0,
+            init: false,
+        }
+    }
+    fn update(&mut self, y: f64) {
+        if self.init {
+            self.level += self.alpha * (y - self.level);
+        } else {
+            self.level = y;
+            self.init = true;
+        }
+    }
+    fn forecast(&self, _h: usize) -> f64 {
+        self.level
+    }
+}
+
+/// Level and damped trend.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Holt {
+    alpha: f64,
+    beta: f64,
+    level: f64,
+    trend: f64,
+    n: u64,
+}
+
+impl Holt {
+    pub fn new(alpha: f64, beta: f64) -> Self {
+        Holt {
+            alpha,
+            beta,
+            level: 0.0,
+            trend: 0.0,
+            n: 0,
+        }
+    }
+    fn update(&mut self, y: f64) {
+        match self.n {
+            0 => self.level = y,
+            1 => {
+                self.trend = y - self.level;
+                self.level = y;
+            }
+            _ => {
+                let prev = self.level;
+                self.level = self.alpha * y + (1.0 - self.alpha) * (prev + PHI * self.trend);
+                self.trend = self.beta * (self.level - prev) + (1.0 - self.beta) * PHI * self.trend;
+            }
+        }
+        self.n += 1;
+    }
+    fn forecast(&self, h: usize) -> f64 {
+        self.level + damped(h) * self.trend
+    }
+}
+
+/// Additive Holt-Winters with a damped trend; the first season initialises the profile.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HoltWinters {
+    alpha: f64,
+    beta: f64,
+    gamma: f64,
+    level: f64,
+    trend: f64,
+    season: Vec<f64>,
+    /// Samples seen.
+    t: u64,
+    /// The next sample's seasonal slot, `t % m`, kept without dividing.
+    pos: usize,
+    warm: Vec<f64>,
+}
+
+impl HoltWinters {
+    pub fn new(season: usize, alpha: f64, beta: f64, gamma: f64) -> Self {
+        HoltWinters {
+            alpha,
+            beta,
+            gamma,
+            level: 0.0,
+            trend: 0.0,
+            season: vec![0.0; season.max(1)],
+            t: 0,
+            pos: 0,
+            warm: Vec::new(),
+        }
+    }
+    fn advance(&mut self) {
+        self.t += 1;
+        self.pos = ahead(self.pos, 2, self.season.len());
+    }
+    fn m(&self) -> usize {
+        self.season.len()
+    }
+    fn update(&mut self, y: f64) {
+        let m = self.m();
+        if (self.t as usize) < m {
+            // First season: collect, then level = mean, profile = deviations.
+            self.warm.push(y);
+            self.advance();
+            if self.warm.len() == m {
+                let mean = self.warm.iter().sum::<f64>() / m as f64;
+                self.level = mean;
+                for (s, w) in self.season.iter_mut().zip(&self.warm) {
+                    *s = w - mean;
+                }
+                self.warm = Vec::new();
+            } else {
+                self.level = self.warm.iter().sum::<f64>() / self.warm.len() as f64;
+            }
+            return;
+        }
+        let i = self.pos;
+        let prev = self.level;
+        self.level =
+            self.alpha * (y - self.season[i]) + (1.0 - self.alpha) * (prev + PHI * self.trend);
+        self.trend = self.beta * (self.level - prev) + (1.0 - self.beta) * PHI * self.trend;
+        self.season[i] = self.gamma * (y - self.level) + (1.0 - self.gamma) * self.season[i];
+        self.advance();
+    }
+    fn forecast(&self, h: usize) -> f64 {
+        let m = self.m();
+        if (self.t as usize) < m {
+            return self.level;
+        }
+        self.level + damped(h) * self.trend + self.season[ahead(self.pos, h, m)]
+    }
+}
+
+/// Level, damped trend, a daily and a weekly additive season, each updated on what the
+/// others leave: multi-seasonal decomposition kept online.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Mstl {
+    alpha: f64,
+    beta: f64,
+    g_daily: f64,
+    g_weekly: f64,
+    level: f64,
+    trend: f64,
+    daily: Vec<f64>,
+    weekly: Vec<f64>,
+    t: u64,
+    /// `t % daily.len()` and `t % weekly.len()`, kept without dividing.
+    pos1: usize,
+    pos2: usize,
+    warm: Vec<f64>,
+}
+
+impl Mstl {
+    pub fn new(
+        daily: usize,
+        weekly: usize,
+        alpha: f64,
+        beta: f64,
+        g_daily: f64,
+        g_weekly: f64,
+    ) -> Self {
+        Mstl {
+            alpha,
+            beta,
+            g_daily,
+            g_weekly,
+            level: 0.0,
+            trend: 0.0,
+            daily: vec![0.0; daily.max(1)],
+            weekly: vec![0.0; weekly.max(1)],
+            t: 0,
+            pos1: 0,
+            pos2: 0,
+            warm: Vec::new(),
+        }
+    }
+    fn advance(&mut self) {
+        self.t += 1;
+        self.pos1 = ahead(self.pos1, 2, self.daily.len());
+        self.pos2 = ahead(self.pos2, 2, self.weekly.len());
+    }
+    fn update(&mut self, y: f64) {
+        let m1 = self.daily.len();
+        if (self.t as usize) < m1 {
+            self.warm.push(y);
+            self.advance();
+            let mean = self.warm.iter().sum::<f64>() / self.warm.len() as f64;
+            self.level = mean;
+            if self.warm.len() == m1 {
+                for (s, w) in self.daily.iter_mut().zip(&self.warm) {
+                    *s = w - mean;
+                }
+                self.warm = Vec::new();
+            }
+            return;
+        }
+        let (i1, i2) = (self.pos1, self.pos2);
+        let (s1, s2) = (self.daily[i1], self.weekly[i2]);
+        let prev = self.level;
+        self.level = self.alpha * (y - s1 - s2) + (1.0 - self.alpha) * (prev + PHI * self.trend);
+        self.trend = self.beta * (self.level - prev) + (1.0 - self.beta) * PHI * self.trend;
+        self.daily[i1] = self.g_daily * (y - self.level - s2) + (1.0 - self.g_daily) * s1;
+        self.weekly[i2] = self.g_weekly * (y - self.level - s1) + (1.0 - self.g_weekly) * s2;
+        self.advance();
+    }
+    fn forecast(&self, h: usize) -> f64 {
+        let m1 = self.daily.len();
+        if (self.t as usize) < m1 {
+            return self.level;
+        }
+        self.level
+            + damped(h) * self.trend
+            + self.daily[ahead(self.pos1, h, m1)]
+            + self.weekly[ahead(self.pos2, h, self.weekly.len())]
+    }
+}
+
+/// AR(p) with an intercept, fitted by least squares on a sliding window, refitted every
+/// `refit` samples (O(p^2 W / refit) amortized per update, independent of history length).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Ar {
+    p: usize,
+    window: Vec<f64>,
+    cap: usize,
+    pos: usize,
+    len: usize,
+    refit: usize,
+    since_fit: usize,
+    /// [intercept, phi_1 .. phi_p].
+    coef: Vec<f64>,
+    fitted: bool,
+}
+
+impl Ar {
+    pub fn new(p: usize, window: usize, refit: usize) -> Self {
+        Ar {
+            p,
+            window: vec![0.0; window],
+            cap: window,
+            pos: 0,
+            len: 0,
+            refit,
+            since_fit: 0,
+            coef: vec![0.0; p + 1],
+            fitted: false,
+        }
+    }
+
+    /// The value `k` steps back (0 = latest).
+    fn back(&self, k: usize) -> f64 {
+        self.window[(self.pos + self.cap - 1 - k) % self.cap]
+    }
+
+    fn update(&mut self, y: f64) {
+        self.window[self.pos] = y;
+        self.pos = (self.pos + 1) % self.cap;
+        self.len = (self.len + 1).min(self.cap);
+        self.since_fit += 1;
+        if self.len > 4 * (self.p + 1) && (self.since_fit >= self.refit || !self.fitted) {
+            self.fit();
+        }
+    }
+
+    fn fit(&mut self) {
+        self.since_fit = 0;
+        let rows = self.len - self.p;
+        let cols = self.p + 1;
+        let mut x = ndarray::Array2::<f64>::zeros((rows, cols));
+        let mut y = ndarray::Array1::<f64>::zeros(rows);
+        // Row r predicts the value (rows-1-r) steps back from its lags.
+        for r in 0..rows {
+            let k = rows - 1 - r;
+            y[r] = self.back(k);
+            x[[r, 0]] = 1.0;
+            for j in 1..=self.p {
+                x[[r, j]] = self.back(k + j);
+            }
+        }
+        if let Some(c) = least_squares(&x, &y)
+            && c.iter().all(|v| v.is_finite())
+        {
+            self.coef = c.to_vec();
+            self.fitted = true;
+        }
+    }
+
+    /// The fitted [intercept, phi_1, ...].
+    pub fn coefficients(&self) -> &[f64] {
+        &self.coef
+    }
+
+    fn forecast(&self, h: usize) -> f64 {
+        let mut ahead = [0.0f64; 64];
+        let steps = h.clamp(1, ahead.len());
+        self.path(&mut ahead[..steps]);
+        ahead[steps - 1]
+    }
+
+    /// Forecasts 1..=out.len() steps ahead: lags are observed values, then earlier forecasts.
+    fn path(&self, out: &mut [f64]) {
+        if self.len == 0 || !self.fitted {
+            let last = if self.len == 0 { 0.0 } else { self.back(0) };
+            out.iter_mut().for_each(|v| *v = last);
+            return;
+        }
+        for s in 0..out.len() {
+            let mut v = self.coef[0];
+            for j in 1..=self.p {
+                let lag = if j <= s {
+                    out[s - j]
+                } else {
+                    self.back(j - s - 1)
+                };
+                v += self.coef[j] * lag;
+            }
+            out[s] = v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(m: &mut Model, ys: impl IntoIterator<Item = f64>) {
+        for y in ys {
+            m.update(y);
+        }
+    }
+
+    #[test]
+    fn constant_series_is_forecast_exactly_by_every_model() {
+        for kind in [
+            ModelKind::SeasonalNaive,
+            ModelKind::Ewma,
+            ModelKind::Holt,
+            ModelKind::HoltWinters,
+            ModelKind::Mstl,
+            ModelKind::Ar,
+        ] {
+            let mut m = Model::new(kind, 24, 168);
+            feed(&mut m, std::iter::repeat_n(42.0, 500));
+            for h in [1, 5, 24] {
+                assert!(
+                    (m.forecast(h) - 42.0).abs() < 1e-6,
+                    "{kind:?} h={h}: {}",
+                    m.forecast(h)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn holt_follows_a_linear_trend() {
+        let mut m = Model::new(ModelKind::Holt, 1, 1);
+        feed(&mut m, (0..400).map(|t| 100.0 + 2.0 * t as f64));
+        // Next value is 100 + 2*400 = 900; damping shortens long horizons a little.
+        assert!(
+            (m.forecast(1) - 900.0).abs() / 900.0 < 0.005,
+            "{}",
+            m.forecast(1)
+        );
+        let h10 = 100.0 + 2.0 * 409.0;
+        assert!(
+            (m.forecast(10) - h10).abs() / h10 < 0.01,
+            "{}",
+            m.forecast(10)
+        );
+    }
+
+    #[test]
+    fn seasonal_models_reproduce_a_pure_season() {
+        let season = |t: usize| 50.0 + 10.0 * ((t % 12) as f64 - 5.5);
+        for kind in [ModelKind::SeasonalNaive, ModelKind::HoltWinters] {
+            let mut m = Model::new(kind, 12, 84);
+            feed(&mut m, (0..240).map(season));
+            for h in 1..=24 {
+                assert!(
+                    (m.forecast(h) - season(239 + h)).abs() < 1e-6,
+                    "{kind:?} h={h}"
+                );
+            }
+        }
+        let mut m = Model::new(ModelKind::Mstl, 12, 84);
+        feed(&mut m, (0..2000).map(season));
+        for h in 1..=24 {
+            assert!(
+                (m.forecast(h) - season(1999 + h)).abs() < 0.5,
+                "mstl h={h}: {}",
+                m.forecast(h)
+            );
+        }
+    }
+
+    #[test]
+    fn ar1_coefficient_is_recovered_within_5_percent() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut ar = Ar::new(1, 4096, 4096);
+        let mut y = 0.0;
+        for _ in 0..4096 {
+            // Uniform noise with variance 1/3: any zero-mean noise identifies phi.
+            y = 10.0 + 0.7 * (y - 10.0) + rng.random_range(-1.0..1.0);
+            ar.update(y);
+        }
+        ar.fit();
+        let phi = ar.coefficients()[1];
+        assert!((phi - 0.7).abs() / 0.7 < 0.05, "phi = {phi}");
+        let mean = ar.coefficients()[0] / (1.0 - phi);
+        assert!((mean - 10.0).abs() < 0.5, "mean = {mean}");
+    }
+}
