@@ -143,7 +143,7 @@ impl Sink {
             UdpSocket::bind(addr)?
         };
         // A large receive buffer, so the sink never is the one dropping.
-        let size: libc::c_int = 8 << 20;
+        let size: libc::c_int = 64 << 20;
         // SAFETY: setsockopt with a valid fd and a c_int option value.
         unsafe {
             libc::setsockopt(

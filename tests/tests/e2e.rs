@@ -123,6 +123,11 @@ fn a_flooding_tenant_does_not_take_another_tenants_rate() {
         flooder / 1e6,
         victim / 1e6
     );
+    assert!(
+        r.offered_bps(dst(2)) > 75e6,
+        "the victim's sender was starved: {:.1} Mbit/s",
+        r.offered_bps(dst(2)) / 1e6
+    );
     assert!(within(victim, 50e6, 0.05), "victim got {victim}");
     assert!(within(flooder, 100e6, 0.05), "flooder got {flooder}");
 }

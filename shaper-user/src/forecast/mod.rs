@@ -2,9 +2,11 @@
 //!
 //! Pure: no I/O, no clock. Feed one sample per interval (offered bytes/s with its unix
 //! timestamp) with [`Forecaster::update`]; ask [`Forecaster::forecast`] for any horizon up to
-//! the configured one. Every model runs on every sample (each O(1)); `auto` forecasts with the
-//! one whose rolling one-step error is lowest. Intervals are split-conformal: empirical
-//! quantiles of the forecaster's own recent out-of-sample residuals, per horizon.
+//! the configured one. Every model runs on every sample (each O(1)); `auto` combines them,
+//! weighted by the inverse square of each one's rolling one-step error, so the models that
+//! forecast well lately dominate and the choice shifts as the workload changes. Intervals are
+//! split-conformal: empirical quantiles of the forecaster's own recent out-of-sample
+//! residuals, per horizon.
 mod accuracy;
 mod bursts;
 mod conformal;
@@ -38,6 +40,9 @@ const WARMUP: u64 = 64;
 /// enormous sample cannot poison the state; a real level shift still moves it sample by sample.
 const OUTLIER_WIDTHS: f64 = 3.0;
 const SNAPSHOT_EVERY: u64 = 256;
+/// A pending slot with no forecast (forecasts are never negative). Not NaN: JSON has no NaN,
+/// and the state must survive a save and restore.
+const NO_FORECAST: f64 = -1.0;
 /// Step of adaptive conformal inference (Gibbs & Candes, 2021): after each scored forecast
 /// the miscoverage level moves by this times (target - observed miss), so coverage holds in
 /// the long run even when bursts and regime changes break exchangeability.
@@ -53,6 +58,39 @@ pub fn anchor_horizons(horizon: usize) -> Vec<usize> {
         .collect();
     a.push(horizon.max(1));
     a
+}
+
+/// The point forecasts of every horizon into `out`. One model: its forecasts. Several (`auto`)
+/// after warm-up: the inverse-squared-error weighted mean of all of them, which is steadier
+/// than following whichever model was best lately.
+fn combine(models: &[Model], errors: &[f64], selected: usize, warm: bool, out: &mut [f64]) {
+    if models.len() == 1 || !warm {
+        models[selected].forecast_into(out);
+        return;
+    }
+    let mut tmp = [0.0f64; MAX_HORIZON];
+    let tmp = &mut tmp[..out.len()];
+    out.iter_mut().for_each(|v| *v = 0.0);
+    let best = errors
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min)
+        .max(1e-9);
+    let mut total = 0.0;
+    for (m, e) in models.iter().zip(errors) {
+        // Models with errors over 5x the best weigh under 4% of it: not worth forecasting.
+        if *e > 5.0 * best {
+            continue;
+        }
+        let e = e.max(best * 1e-3);
+        let w = 1.0 / (e * e);
+        m.forecast_into(tmp);
+        for (o, t) in out.iter_mut().zip(tmp.iter()) {
+            *o += w * t;
+        }
+        total += w;
+    }
+    out.iter_mut().for_each(|v| *v /= total);
 }
 
 /// Which model forecasts.
@@ -262,7 +300,7 @@ impl Forecaster {
             windows: vec![ResidualWindow::default(); anchor_horizons(h).len()],
             levels: vec![1.0 - settings.confidence; anchor_horizons(h).len()],
             anchors: anchor_horizons(h),
-            pending: vec![f64::NAN; h * h],
+            pending: vec![NO_FORECAST; h * h],
             n: 0,
             last_ts: None,
             next: None,
@@ -345,7 +383,7 @@ impl Forecaster {
             if self.n >= h as u64 {
                 let slot = ((self.n - h as u64) % h_max as u64) as usize;
                 let f = self.pending[slot * h_max + h - 1];
-                if f.is_finite() {
+                if f >= 0.0 {
                     let r = value - f;
                     if let Some((lo, hi)) = self.residual_bounds(k) {
                         let miss = if lo <= r && r <= hi { 0.0 } else { 1.0 };
@@ -441,7 +479,7 @@ impl Forecaster {
             let f = self.naive.forecast(1);
             self.naive.update(f);
         }
-        self.pending.iter_mut().for_each(|p| *p = f64::NAN);
+        self.pending.iter_mut().for_each(|p| *p = NO_FORECAST);
         self.next = None;
         self.next_model = None;
     }
@@ -460,7 +498,13 @@ impl Forecaster {
             self.bursts.live(last + step, last + h_max as f64 * step)
         };
         let row = &mut self.pending[slot * h_max..(slot + 1) * h_max];
-        self.models[self.selected].forecast_into(row);
+        combine(
+            &self.models,
+            &self.errors,
+            self.selected,
+            self.n >= WARMUP,
+            row,
+        );
         let model1 = row[0].max(0.0);
         for (h, v) in (1..=h_max).zip(row.iter_mut()) {
             let ts = last + h as f64 * step;
@@ -517,7 +561,7 @@ impl Forecaster {
             let slot = ((self.n - 1) % h_max as u64) as usize;
             self.pending[slot * h_max + h - 1]
         };
-        let base = if base.is_finite() { base.max(0.0) } else { 0.0 };
+        let base = base.max(0.0);
         let (mut lo, mut hi) = match (self.bounds_at(h), self.residual_bounds(0)) {
             (Some((l, u)), _) => (base + l, base + u),
             // Too few residuals at this horizon yet: the one-step spread, widened.

@@ -45,6 +45,17 @@ fn ahead(base: usize, h: usize, m: usize) -> usize {
     }
 }
 
+/// level + damped(h) * trend + season(h) for h = 1..=out.len(), the damping accumulated.
+#[inline]
+fn trend_path(level: f64, trend: f64, out: &mut [f64], mut season: impl FnMut(usize) -> f64) {
+    let (mut pow, mut sum) = (1.0, 0.0);
+    for (h, v) in out.iter_mut().enumerate() {
+        pow *= PHI;
+        sum += pow;
+        *v = level + sum * trend + season(h);
+    }
+}
+
 /// Sum of PHI^1..=PHI^h.
 fn damped(h: usize) -> f64 {
     PHI * (1.0 - PHI.powi(h as i32)) / (1.0 - PHI)
@@ -107,10 +118,30 @@ impl Model {
         }
     }
 
-    /// Forecasts for horizons 1..=out.len() (AR iterates its recursion once for all of them).
+    /// Forecasts for horizons 1..=out.len(), sharing the work between horizons: AR iterates
+    /// its recursion once, the trend models accumulate the damping instead of recomputing it.
     pub fn forecast_into(&self, out: &mut [f64]) {
         match self {
             Model::Ar(m) => m.path(out),
+            Model::Ewma(m) => out.iter_mut().for_each(|v| *v = m.level),
+            Model::Holt(m) => trend_path(m.level, m.trend, out, |_| 0.0),
+            Model::HoltWinters(m) if (m.t as usize) >= m.m() => {
+                let mut i = m.pos;
+                trend_path(m.level, m.trend, out, |_| {
+                    let s = m.season[i];
+                    i = if i + 1 == m.season.len() { 0 } else { i + 1 };
+                    s
+                })
+            }
+            Model::Mstl(m) if (m.t as usize) >= m.daily.len() => {
+                let (mut i, mut j) = (m.pos1, m.pos2);
+                trend_path(m.level, m.trend, out, |_| {
+                    let s = m.daily[i] + m.weekly[j];
+                    i = if i + 1 == m.daily.len() { 0 } else { i + 1 };
+                    j = if j + 1 == m.weekly.len() { 0 } else { j + 1 };
+                    s
+                })
+            }
             _ => {
                 for (h, v) in out.iter_mut().enumerate() {
                     *v = self.forecast(h + 1);
