@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::forecast::ModelChoice;
 use crate::units::{Rate, Size};
 
 /// The example config shipped with the project (and embedded for `shaper demo`).
@@ -238,25 +239,14 @@ pub struct Mix {
     pub bronze: f64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Model {
-    Auto,
-    SeasonalNaive,
-    Ewma,
-    Holt,
-    HoltWinters,
-    Mstl,
-    Ar,
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Forecast {
     pub interval_ms: u64,
     pub horizon_s: u64,
     pub season_s: u64,
-    pub model: Model,
+    /// `auto` or one model's name (see `forecast::ModelKind`).
+    pub model: ModelChoice,
     pub confidence: f64,
     pub accuracy_alert_mase: f64,
 }
@@ -267,7 +257,7 @@ impl Default for Forecast {
             interval_ms: 1000,
             horizon_s: 10,
             season_s: 86_400,
-            model: Model::Auto,
+            model: ModelChoice::Auto,
             confidence: 0.95,
             accuracy_alert_mase: 1.5,
         }

@@ -22,10 +22,14 @@ pub fn execute(file: &Path, json: bool) -> Result<()> {
 pub fn describe(cfg: &Config) -> String {
     let mut s = String::new();
     let l = &cfg.link;
+    // The JSON spelling of the enums ("dst", "pass"), as the operator wrote them.
+    let name = |v: serde_json::Value| v.as_str().unwrap_or("?").to_string();
     let _ = writeln!(
         s,
-        "link: {}  match: {:?}  unmatched: {:?}",
-        l.capacity, l.match_dir, l.unmatched
+        "link: {}  match: {}  unmatched: {}",
+        l.capacity,
+        name(serde_json::json!(l.match_dir)),
+        name(serde_json::json!(l.unmatched))
     );
     let total: u64 = cfg.tenants.iter().map(|t| t.rate.bits_per_sec()).sum();
     let _ = writeln!(
@@ -79,7 +83,10 @@ mod tests {
     fn describes_every_tenant_and_its_bucket_depth() {
         let cfg = Config::parse(crate::config::EXAMPLE).expect("valid");
         let d = describe(&cfg);
-        assert!(d.contains("link: 1gbit"), "{d}");
+        assert!(
+            d.contains("link: 1gbit  match: dst  unmatched: pass"),
+            "{d}"
+        );
         assert!(
             d.contains("tenants: 3  (sum of rates 350mbit of 1gbit)"),
             "{d}"

@@ -93,10 +93,12 @@ fn combine(models: &[Model], errors: &[f64], selected: usize, warm: bool, out: &
     out.iter_mut().for_each(|v| *v /= total);
 }
 
-/// Which model forecasts.
+/// Which model forecasts: in the config, `"auto"` or a model's name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ModelChoice {
     Auto,
+    #[serde(untagged)]
     Fixed(ModelKind),
 }
 
@@ -129,15 +131,7 @@ impl Settings {
                 1
             },
             confidence: f.confidence,
-            model: match f.model {
-                config::Model::Auto => ModelChoice::Auto,
-                config::Model::SeasonalNaive => ModelChoice::Fixed(ModelKind::SeasonalNaive),
-                config::Model::Ewma => ModelChoice::Fixed(ModelKind::Ewma),
-                config::Model::Holt => ModelChoice::Fixed(ModelKind::Holt),
-                config::Model::HoltWinters => ModelChoice::Fixed(ModelKind::HoltWinters),
-                config::Model::Mstl => ModelChoice::Fixed(ModelKind::Mstl),
-                config::Model::Ar => ModelChoice::Fixed(ModelKind::Ar),
-            },
+            model: f.model,
             alert_mase: f.accuracy_alert_mase,
         }
     }
