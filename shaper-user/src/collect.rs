@@ -22,18 +22,45 @@ pub struct TenantInfo {
     pub burst_bytes: u64,
 }
 
-pub fn tenant_table(cfg: &Config) -> Vec<TenantInfo> {
+/// The tenants of `cfg` with their ids. A tenant named in `previous` (the table a previous
+/// agent or config applied) keeps its id, so its bucket state and counters carry over; new
+/// tenants take the lowest free ids.
+pub fn tenant_table(cfg: &Config, previous: &[TenantInfo]) -> Vec<TenantInfo> {
+    let old: std::collections::HashMap<&str, u32> =
+        previous.iter().map(|t| (t.name.as_str(), t.id)).collect();
+    let mut used: std::collections::HashSet<u32> = cfg
+        .tenants
+        .iter()
+        .filter_map(|t| old.get(t.name.as_str()).copied())
+        .collect();
+    let mut next = 0u32;
     cfg.tenants
         .iter()
-        .enumerate()
-        .map(|(i, t)| TenantInfo {
-            id: i as u32,
-            name: t.name.clone(),
-            tier: tier_str(t.tier).to_string(),
-            rate_bits: t.rate.bits_per_sec(),
-            burst_bytes: t.burst.bytes(),
+        .map(|t| {
+            let id = match old.get(t.name.as_str()) {
+                Some(id) => *id,
+                None => {
+                    while used.contains(&next) {
+                        next += 1;
+                    }
+                    used.insert(next);
+                    next
+                }
+            };
+            TenantInfo {
+                id,
+                name: t.name.clone(),
+                tier: tier_str(t.tier).to_string(),
+                rate_bits: t.rate.bits_per_sec(),
+                burst_bytes: t.burst.bytes(),
+            }
         })
         .collect()
+}
+
+/// Ids to read counters for: 0..=the largest id in the table.
+pub fn id_span(table: &[TenantInfo]) -> u32 {
+    table.iter().map(|t| t.id + 1).max().unwrap_or(0)
 }
 
 /// Where the tenant table of `iface` lives.
@@ -255,10 +282,28 @@ mod tests {
     }
 
     #[test]
+    fn ids_are_stable_by_name_across_configs() {
+        let mut cfg = Config::parse(crate::config::EXAMPLE).expect("valid");
+        let first = tenant_table(&cfg, &[]);
+        assert_eq!(first.iter().map(|t| t.id).collect::<Vec<_>>(), [0, 1, 2]);
+        // globex leaves, a new tenant arrives first in the list: acme and initech keep 0 and 2,
+        // the newcomer takes the free id 1.
+        let mut newcomer = cfg.tenants[1].clone();
+        newcomer.name = "hooli".into();
+        newcomer.prefixes = vec!["10.10.9.0/24".into()];
+        cfg.tenants.remove(1);
+        cfg.tenants.insert(0, newcomer);
+        let second = tenant_table(&cfg, &first);
+        let ids: Vec<(&str, u32)> = second.iter().map(|t| (t.name.as_str(), t.id)).collect();
+        assert_eq!(ids, [("hooli", 1), ("acme", 0), ("initech", 2)]);
+        assert_eq!(id_span(&second), 3);
+    }
+
+    #[test]
     fn tenant_table_round_trips_through_disk() {
         let dir = std::env::temp_dir().join(crate::netns::unique_name("shaper-test-"));
         let cfg = Config::parse(crate::config::EXAMPLE).expect("valid");
-        let table = tenant_table(&cfg);
+        let table = tenant_table(&cfg, &[]);
         assert_eq!(table[1].name, "globex");
         assert_eq!(table[1].rate_bits, 100_000_000);
         write_tenant_table(&dir, &table).expect("write");

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData};
-use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::xdp::{XdpLink, XdpLinkId};
+use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use shaper_common::{
     CLOCK_COARSE, CLOCK_PRECISE, CONFIG_MAGIC, CONFIG_VERSION, COST_SHIFT, GlobalConfig,
@@ -75,13 +77,21 @@ pub enum DatapathError {
     #[error("map {map} is full writing {what}: raise --max-tenants")]
     MapFull { map: &'static str, what: String },
     #[error(
-        "the pinned maps at {0} belong to a different shaper version: stop it, then remove the directory"
+        "the pinned maps at {0} belong to a different shaper version: remove them with `shaper detach` first"
     )]
     VersionMismatch(PathBuf),
     #[error(
-        "{0} already exists: another shaper runs on this interface (or one crashed): stop it, or remove the directory with `rm -r {0}`"
+        "the maps pinned at {dir} were created for {pinned} tenants, not {asked}: pass --max-tenants {pinned}, or remove them with `shaper detach`"
     )]
-    PinsExist(PathBuf),
+    PinnedSize {
+        dir: PathBuf,
+        pinned: u32,
+        asked: u32,
+    },
+    #[error("cannot use the agent state at {path}: {source}")]
+    State { path: PathBuf, source: io::Error },
+    #[error("another shaper agent runs on '{iface}'{pid}: stop it first (SIGTERM detaches it)")]
+    AnotherAgent { iface: String, pid: String },
     #[error(
         "bpffs is not mounted at /sys/fs/bpf and mounting it failed ({0}): run `mount -t bpf bpf /sys/fs/bpf`"
     )]
@@ -234,10 +244,26 @@ pub fn global_config(cfg: &Config) -> GlobalConfig {
 pub struct Datapath {
     ebpf: Ebpf,
     max_tenants: u32,
-    link: Option<XdpLinkId>,
+    link: Option<Link>,
+    /// Where the maps (and, once attached, the link) are pinned.
     pins: Option<PathBuf>,
+    /// Whether dropping this removes the pins: not for adopted pins until attached, so a run
+    /// that fails while adopting leaves the datapath enforcing as it found it.
+    owns_pins: bool,
+    adopted: bool,
     logger: Option<DatapathLogger>,
 }
+
+/// How the program is attached.
+enum Link {
+    /// Owned by this process (not pinned): detached when dropped.
+    Managed(XdpLinkId),
+    /// A bpf_link pinned at `pins/link`: stays attached if this process dies (fail-static).
+    Pinned(FdLink),
+}
+
+/// The link's pin, beside the maps'.
+pub const LINK_PIN: &str = "link";
 
 pub type DatapathLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 
@@ -249,6 +275,61 @@ impl Datapath {
 
     /// Loads the program with its per-tenant maps sized for `max_tenants` and the given clock.
     pub fn load_with(max_tenants: u32, clock: Clock) -> Result<Datapath, DatapathError> {
+        Self::load_inner(max_tenants, clock, None)
+    }
+
+    /// Loads the program with its maps pinned under `dir`: maps already pinned there (a
+    /// previous agent that was killed, or that is being replaced) are adopted with their
+    /// contents, bucket state and counters; missing ones are created and pinned. Attaching
+    /// then pins the link too, or takes over the pinned one.
+    pub fn open_pinned(
+        max_tenants: u32,
+        clock: Clock,
+        dir: &Path,
+    ) -> Result<Datapath, DatapathError> {
+        ensure_bpffs()?;
+        let adopted = dir.join(TENANT_CONFIG).exists();
+        if adopted {
+            check_pinned_version(dir)?;
+            let map =
+                MapData::from_pin(dir.join(TENANT_CONFIG)).map_err(|e| DatapathError::Pin {
+                    path: dir.join(TENANT_CONFIG),
+                    reason: error_chain(&e),
+                })?;
+            let pinned = map.info().map(|i| i.max_entries()).unwrap_or(0);
+            if pinned != max_tenants {
+                return Err(DatapathError::PinnedSize {
+                    dir: dir.to_path_buf(),
+                    pinned,
+                    asked: max_tenants,
+                });
+            }
+        }
+        std::fs::create_dir_all(dir).map_err(|e| DatapathError::Pin {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let mut dp = Self::load_inner(max_tenants, clock, Some(dir));
+        if let Ok(dp) = &mut dp {
+            dp.pins = Some(dir.to_path_buf());
+            dp.owns_pins = !adopted;
+            dp.adopted = adopted;
+        } else if !adopted {
+            let _ = std::fs::remove_dir(dir);
+        }
+        dp
+    }
+
+    /// True when the maps were adopted from pins rather than created.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    fn load_inner(
+        max_tenants: u32,
+        clock: Clock,
+        pins: Option<&Path>,
+    ) -> Result<Datapath, DatapathError> {
         if max_tenants == 0 || max_tenants > MAX_TENANTS_LIMIT {
             return Err(DatapathError::BadMaxTenants(max_tenants));
         }
@@ -268,6 +349,12 @@ impl Datapath {
             .map_max_entries(TENANT_BY_PREFIX_V6, prefixes)
             .map_max_entries(TENANT_BY_HASH_V4, prefixes)
             .map_max_entries(TENANT_BY_HASH_V6, prefixes);
+        let paths: Vec<(&str, PathBuf)> = pins
+            .map(|d| PINNED_MAPS.iter().map(|n| (*n, d.join(n))).collect())
+            .unwrap_or_default();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| {
             if is_permission(os_error(&e)) {
                 DatapathError::NoPermission
@@ -299,6 +386,8 @@ impl Datapath {
             max_tenants,
             link: None,
             pins: None,
+            owns_pins: false,
+            adopted: false,
             logger,
         })
     }
@@ -312,37 +401,87 @@ impl Datapath {
         self.max_tenants
     }
 
-    /// Writes tenants (ids are config order), their prefixes, then the global config: the
-    /// program treats traffic as unmatched until the global config's magic is there.
+    /// Writes `cfg` with ids in config order (a fresh load).
     pub fn apply(&mut self, cfg: &Config) -> Result<(), DatapathError> {
-        if cfg.tenants.len() > self.max_tenants as usize {
+        self.apply_table(cfg, &crate::collect::tenant_table(cfg, &[]))
+    }
+
+    /// Writes the tenants of `cfg` under the ids of `table` (see `collect::tenant_table`), then
+    /// their prefixes, then the global config; entries a previous config left (adopted maps)
+    /// are removed: tenants no longer configured are deactivated and stale prefixes deleted.
+    /// Only agent-written maps are touched: bucket state and counters carry over.
+    pub fn apply_table(
+        &mut self,
+        cfg: &Config,
+        table: &[crate::collect::TenantInfo],
+    ) -> Result<(), DatapathError> {
+        let span = table.iter().map(|t| t.id + 1).max().unwrap_or(0);
+        if cfg.tenants.len() > self.max_tenants as usize || span > self.max_tenants {
             return Err(DatapathError::TooManyTenants {
                 tenants: cfg.tenants.len(),
                 max: self.max_tenants,
             });
         }
+        let ids: Vec<u32> = table.iter().map(|t| t.id).collect();
         {
+            let (max, adopted) = (self.max_tenants, self.adopted);
             let mut tc: Array<&mut MapData, TenantConfig> = self.map_mut(TENANT_CONFIG)?;
-            for (id, t) in cfg.tenants.iter().enumerate() {
+            let err = |source| DatapathError::Map {
+                map: TENANT_CONFIG,
+                source,
+            };
+            if adopted {
+                let live: std::collections::HashSet<u32> = ids.iter().copied().collect();
+                for id in 0..max {
+                    if !live.contains(&id)
+                        && tc.get(&id, 0).map_err(err)?.flags & TENANT_ACTIVE != 0
+                    {
+                        tc.set(id, TenantConfig::default(), 0).map_err(err)?;
+                    }
+                }
+            }
+            for (t, id) in cfg.tenants.iter().zip(&ids) {
                 tc.set(
-                    id as u32,
+                    *id,
                     tenant_config(t.rate.bits_per_sec(), t.burst.bytes()),
                     0,
                 )
-                .map_err(|source| DatapathError::Map {
-                    map: TENANT_CONFIG,
-                    source,
-                })?;
+                .map_err(err)?;
             }
         }
         let (v4, v6) = lookup_plan(cfg);
-        for (prefix, id) in cfg.prefixes() {
+        let mut want4: std::collections::HashMap<PrefixKeyV4, u32> =
+            std::collections::HashMap::new();
+        let mut want6: std::collections::HashMap<PrefixKeyV6, u32> =
+            std::collections::HashMap::new();
+        for (prefix, i) in cfg.prefixes() {
+            match prefix {
+                Prefix::V4(a, l) => want4.insert(
+                    PrefixKeyV4 {
+                        len: u32::from(l),
+                        addr: a.octets(),
+                    },
+                    ids[i],
+                ),
+                Prefix::V6(a, l) => want6.insert(
+                    PrefixKeyV6 {
+                        len: u32::from(l),
+                        addr: a.octets(),
+                    },
+                    ids[i],
+                ),
+            };
+        }
+        if self.adopted {
+            self.remove_stale_prefixes(&want4, &want6, &v4, &v6)?;
+        }
+        for (prefix, i) in cfg.prefixes() {
             let lookup = if matches!(prefix, Prefix::V4(..)) {
                 &v4
             } else {
                 &v6
             };
-            self.insert_prefix(prefix, id as u32, lookup)?;
+            self.insert_prefix(prefix, ids[i], lookup)?;
         }
         let mut g: Array<&mut MapData, GlobalConfig> = self.map_mut(GLOBAL_CONFIG)?;
         g.set(0, global_config(cfg), 0)
@@ -350,6 +489,75 @@ impl Datapath {
                 map: GLOBAL_CONFIG,
                 source,
             })
+    }
+
+    /// Deletes prefix entries that the new config does not have (or that the family's new
+    /// lookup does not use).
+    fn remove_stale_prefixes(
+        &mut self,
+        want4: &std::collections::HashMap<PrefixKeyV4, u32>,
+        want6: &std::collections::HashMap<PrefixKeyV6, u32>,
+        v4: &Lookup,
+        v6: &Lookup,
+    ) -> Result<(), DatapathError> {
+        let err = |map| move |source| DatapathError::Map { map, source };
+        {
+            let mut m: HashMap<&mut MapData, PrefixKeyV4, u32> = self.map_mut(TENANT_BY_HASH_V4)?;
+            let keys: Vec<PrefixKeyV4> = m
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(err(TENANT_BY_HASH_V4))?;
+            for k in keys
+                .iter()
+                .filter(|k| matches!(v4, Lookup::Lpm) || !want4.contains_key(k))
+            {
+                m.remove(k).map_err(err(TENANT_BY_HASH_V4))?;
+            }
+        }
+        {
+            let mut m: HashMap<&mut MapData, PrefixKeyV6, u32> = self.map_mut(TENANT_BY_HASH_V6)?;
+            let keys: Vec<PrefixKeyV6> = m
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(err(TENANT_BY_HASH_V6))?;
+            for k in keys
+                .iter()
+                .filter(|k| matches!(v6, Lookup::Lpm) || !want6.contains_key(k))
+            {
+                m.remove(k).map_err(err(TENANT_BY_HASH_V6))?;
+            }
+        }
+        {
+            let mut m: LpmTrie<&mut MapData, [u8; 4], u32> = self.map_mut(TENANT_BY_PREFIX_V4)?;
+            let keys: Vec<Key<[u8; 4]>> = m
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(err(TENANT_BY_PREFIX_V4))?;
+            for k in keys.iter().filter(|k| {
+                matches!(v4, Lookup::Hash(_))
+                    || !want4.contains_key(&PrefixKeyV4 {
+                        len: k.prefix_len(),
+                        addr: k.data(),
+                    })
+            }) {
+                m.remove(k).map_err(err(TENANT_BY_PREFIX_V4))?;
+            }
+        }
+        let mut m: LpmTrie<&mut MapData, [u8; 16], u32> = self.map_mut(TENANT_BY_PREFIX_V6)?;
+        let keys: Vec<Key<[u8; 16]>> = m
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(err(TENANT_BY_PREFIX_V6))?;
+        for k in keys.iter().filter(|k| {
+            matches!(v6, Lookup::Hash(_))
+                || !want6.contains_key(&PrefixKeyV6 {
+                    len: k.prefix_len(),
+                    addr: k.data(),
+                })
+        }) {
+            m.remove(k).map_err(err(TENANT_BY_PREFIX_V6))?;
+        }
+        Ok(())
     }
 
     /// Writes a prefix into the map its family's lookup uses.
@@ -484,12 +692,47 @@ impl Datapath {
             AttachMode::Native => &[(XdpMode::Driver, "native")],
             AttachMode::Skb => &[(XdpMode::Skb, "skb")],
         };
+        // A pinned link left by a previous agent: swap our program into it, atomically; the
+        // interface never runs without a shaper.
+        if let Some(link_pin) = self
+            .pins
+            .as_ref()
+            .map(|d| d.join(LINK_PIN))
+            .filter(|p| p.exists())
+        {
+            let pinned = PinnedLink::from_pin(&link_pin).map_err(|e| DatapathError::Pin {
+                path: link_pin.clone(),
+                reason: error_chain(&e),
+            })?;
+            let xdp_link =
+                XdpLink::try_from(FdLink::from(pinned)).map_err(|e| DatapathError::Pin {
+                    path: link_pin.clone(),
+                    reason: error_chain(&e),
+                })?;
+            let prog = self.program_mut()?;
+            let id = prog
+                .attach_to_link(xdp_link)
+                .map_err(|e| DatapathError::Attach {
+                    iface: iface.into(),
+                    mode: "adopted",
+                    reason: error_chain(&e),
+                })?;
+            let fd = FdLink::try_from(
+                prog.take_link(id)
+                    .map_err(|e| DatapathError::Load(error_chain(&e)))?,
+            )
+            .map_err(|e| DatapathError::Load(error_chain(&e)))?;
+            self.link = Some(Link::Pinned(fd));
+            self.owns_pins = true;
+            return Ok("adopted");
+        }
         let mut last = None;
         for (xdp_mode, name) in tries {
             let prog = self.program_mut()?;
             match prog.attach(iface, *xdp_mode) {
                 Ok(id) => {
-                    self.link = Some(id);
+                    self.link = Some(Link::Managed(id));
+                    self.pin_link()?;
                     return Ok(name);
                 }
                 Err(aya::programs::ProgramError::UnknownInterface { .. }) => {
@@ -514,57 +757,82 @@ impl Datapath {
         Err(last.unwrap_or_else(|| DatapathError::UnknownInterface(iface.into())))
     }
 
-    /// Detaches from the interface, if attached.
-    pub fn detach(&mut self) -> Result<(), DatapathError> {
-        if let Some(id) = self.link.take() {
-            self.program_mut()?
-                .detach(id)
-                .map_err(|e| DatapathError::Load(format!("detach: {}", error_chain(&e))))?;
-        }
-        Ok(())
-    }
-
-    /// Pins every map under `dir` (which must not exist yet). Unpinned on [`Datapath::unpin`]
-    /// or drop.
-    pub fn pin(&mut self, dir: &Path) -> Result<(), DatapathError> {
-        ensure_bpffs()?;
-        if dir.exists() {
-            return Err(DatapathError::PinsExist(dir.to_path_buf()));
-        }
-        std::fs::create_dir_all(dir).map_err(|e| DatapathError::Pin {
-            path: dir.to_path_buf(),
-            reason: e.to_string(),
+    /// With pins, pins the link beside the maps, so the program stays attached if the agent
+    /// dies. A netlink attachment (kernels without XDP bpf_link) cannot be pinned: it stays
+    /// managed, and the agent says so.
+    fn pin_link(&mut self) -> Result<(), DatapathError> {
+        let (Some(dir), Some(Link::Managed(id))) = (self.pins.clone(), self.link.take()) else {
+            return Ok(());
+        };
+        let prog = self.program_mut()?;
+        let link = prog
+            .take_link(id)
+            .map_err(|e| DatapathError::Load(error_chain(&e)))?;
+        let fd = match FdLink::try_from(link) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(cause = %e, "XDP attached through netlink: the program detaches if the agent dies");
+                return Ok(());
+            }
+        };
+        let path = dir.join(LINK_PIN);
+        let pinned = fd.pin(&path).map_err(|e| DatapathError::Pin {
+            path,
+            reason: error_chain(&e),
         })?;
-        self.pins = Some(dir.to_path_buf());
-        for name in PINNED_MAPS {
-            let path = dir.join(name);
-            self.map(name)?.pin(&path).map_err(|e| DatapathError::Pin {
-                path,
-                reason: error_chain(&e),
-            })?;
-        }
+        self.link = Some(Link::Pinned(FdLink::from(pinned)));
         Ok(())
     }
 
-    /// Removes the pins (and the directory) made by [`Datapath::pin`].
-    pub fn unpin(&mut self) {
-        if let Some(dir) = self.pins.take() {
-            for name in PINNED_MAPS {
-                let _ = std::fs::remove_file(dir.join(name));
+    /// Detaches from the interface, if attached (a pinned link: its pin is removed and its
+    /// last fd closed).
+    pub fn detach(&mut self) -> Result<(), DatapathError> {
+        match self.link.take() {
+            Some(Link::Managed(id)) => self
+                .program_mut()?
+                .detach(id)
+                .map_err(|e| DatapathError::Load(format!("detach: {}", error_chain(&e)))),
+            Some(Link::Pinned(fd)) => {
+                if let Some(dir) = &self.pins {
+                    let _ = std::fs::remove_file(dir.join(LINK_PIN));
+                }
+                drop(fd);
+                Ok(())
             }
-            let _ = std::fs::remove_dir(&dir);
-            // Remove the parent /sys/fs/bpf/shaper too when this was its last interface.
-            if let Some(parent) = dir.parent() {
-                let _ = std::fs::remove_dir(parent);
-            }
+            None => Ok(()),
         }
+    }
+
+    /// Detaches and removes the pins (and the directory).
+    pub fn unpin(&mut self) {
+        let _ = self.detach();
+        if let Some(dir) = self.pins.take() {
+            remove_pins(&dir);
+        }
+    }
+}
+
+/// Removes the link and map pins of `dir` and the directory (and `/sys/fs/bpf/shaper` when it
+/// was the last interface): removing the link pin detaches a program no process holds.
+pub fn remove_pins(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(LINK_PIN));
+    for name in PINNED_MAPS {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    let _ = std::fs::remove_dir(dir);
+    // Remove the parent /sys/fs/bpf/shaper too when this was its last interface.
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent);
     }
 }
 
 impl Drop for Datapath {
     fn drop(&mut self) {
-        // Links are detached when the program is dropped; pins must be removed by hand.
-        self.unpin();
+        // Managed links are detached when the program is dropped; pins must be removed by
+        // hand, and only when they are ours (see `owns_pins`).
+        if self.owns_pins {
+            self.unpin();
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod collect;
 pub mod config;
 pub mod datapath;
 pub mod forecast;
+pub mod lock;
 pub mod netns;
 pub mod traffic;
 pub mod units;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use shaper::cli::{
-    Cli, Command, ConfigCommand, ForecastCommand, config_check, demo, forecast, run, stats,
+    Cli, Command, ConfigCommand, ForecastCommand, config_check, demo, detach, forecast, run, stats,
 };
 
 fn main() -> ExitCode {
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Config(ConfigCommand::Check { file, json }) => config_check::execute(file, *json),
         Command::Stats(args) => stats::execute(args),
+        Command::Detach { iface } => detach::execute(iface),
         Command::Run(args) => {
             runtime().and_then(|rt| rt.block_on(run::execute(args, run::signals())))
         }

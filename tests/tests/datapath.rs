@@ -395,8 +395,8 @@ fn hammer(dp: &Datapath, frame: &[u8], dur: Duration) {
     }
 }
 
-/// Tests that measure rates against the clock take the CPUs in turn; the bursts they use also
-/// absorb scheduling gaps of other tests of tens of milliseconds.
+/// Tests that measure rates against the clock, and the CPU-heavy ones, take the CPUs in turn;
+/// the bursts of the former also absorb scheduling gaps of tens of milliseconds.
 static TIMING: Mutex<()> = Mutex::new(());
 
 fn dp_program(dp: &Datapath) -> &aya::programs::Xdp {
@@ -571,6 +571,8 @@ fn fuzz_verdicts_match_the_reference() {
     if skip_unless_root("fuzz_verdicts_match_the_reference") {
         return;
     }
+    // CPU-heavy: it must not run beside the tests that measure rates against the clock.
+    let _timing = TIMING.lock().unwrap_or_else(|e| e.into_inner());
     let cfg = config("drop", "dst");
     assert!(matches!(lookup_plan(&cfg).0, Lookup::Hash(_)));
     fuzz(&cfg, 100_000, 0x5eed);
@@ -582,6 +584,8 @@ fn fuzz_verdicts_match_the_reference_with_the_lpm_trie() {
     if skip_unless_root("fuzz_verdicts_match_the_reference_with_the_lpm_trie") {
         return;
     }
+    // CPU-heavy: it must not run beside the tests that measure rates against the clock.
+    let _timing = TIMING.lock().unwrap_or_else(|e| e.into_inner());
     let cfg = config_with(
         "drop",
         "dst",
@@ -748,6 +752,8 @@ fn a_million_tenants_load_and_classify() {
     if skip_unless_root("a_million_tenants_load_and_classify") {
         return;
     }
+    // CPU-heavy: it must not run beside the tests that measure rates against the clock.
+    let _timing = TIMING.lock().unwrap_or_else(|e| e.into_inner());
     let n = shaper_common::MAX_TENANTS_LIMIT;
     let cfg = shaper::config::synthetic(
         n,

@@ -7,6 +7,7 @@ use crate::datapath::{AttachMode, Clock};
 
 pub mod config_check;
 pub mod demo;
+pub mod detach;
 pub mod forecast;
 pub mod run;
 pub mod stats;
@@ -31,6 +32,11 @@ pub enum Command {
     Run(RunArgs),
     /// One snapshot per tenant from the pinned maps: packets, bytes, current rates.
     Stats(StatsArgs),
+    /// Detach a shaper left running without its agent (after a crash) and remove its pins.
+    Detach {
+        #[arg(long)]
+        iface: String,
+    },
     /// Config file commands.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -10,6 +10,7 @@ use crate::cli::RunArgs;
 use crate::collect::{self, Snapshot};
 use crate::config::Config;
 use crate::datapath::{self, Datapath, DatapathError, TENANT_COUNTERS};
+use crate::lock::AgentLock;
 use crate::units::human_bits;
 
 /// `shaper run`: runs until `shutdown` completes. Everything attached or pinned is removed
@@ -33,25 +34,39 @@ pub async fn serve(
         }
         .into());
     }
-    let mut dp = Datapath::load_with(args.max_tenants, args.clock)?;
+    let state = collect::state_dir(&args.iface);
+    let _lock = AgentLock::acquire(&state, &args.iface)?;
+    let mut dp = Datapath::open_pinned(
+        args.max_tenants,
+        args.clock,
+        &datapath::pin_dir(&args.iface),
+    )?;
+    // A fresh run removes what it created if it fails; an adopted datapath keeps enforcing.
+    let mut state_guard = RemoveOnDrop(state.clone(), !dp.adopted());
     if let Some(logger) = dp.take_logger() {
         tokio::spawn(datapath::drain_logs(logger));
     }
-    dp.apply(cfg)?;
-    dp.pin(&datapath::pin_dir(&args.iface))?;
-    let state = collect::state_dir(&args.iface);
-    let table = collect::tenant_table(cfg);
+    let previous = if dp.adopted() {
+        collect::read_tenant_table(&state).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if dp.adopted() {
+        info!(iface = %args.iface, tenants = previous.len(), "adopting the pinned maps of a previous agent: buckets and counters carry over");
+    }
+    let table = collect::tenant_table(cfg, &previous);
+    dp.apply_table(cfg, &table)?;
     collect::write_tenant_table(&state, &table)
         .with_context(|| format!("cannot write {}", state.display()))?;
-    let _state_guard = RemoveOnDrop(state);
     let mode = dp.attach(&args.iface, args.xdp_mode, args.netns.as_deref())?;
+    state_guard.1 = true;
     info!(iface = %args.iface, mode, clock = ?args.clock, tenants = table.len(), max_tenants = dp.max_tenants(), "shaper attached");
     ready();
 
     let interval = Duration::from_millis(cfg.forecast.interval_ms);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let n = table.len() as u32;
+    let n = collect::id_span(&table);
     let mut prev: Option<Snapshot> = None;
     tokio::pin!(shutdown);
     loop {
@@ -96,10 +111,13 @@ pub async fn signals() {
     }
 }
 
-struct RemoveOnDrop(std::path::PathBuf);
+/// Removes the agent's state directory on the way out, when the second field says so.
+struct RemoveOnDrop(std::path::PathBuf, bool);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if self.1 {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
