@@ -24,15 +24,13 @@ pub struct TenantInfo {
 
 /// The tenants of `cfg` with their ids. A tenant named in `previous` (the table a previous
 /// agent or config applied) keeps its id, so its bucket state and counters carry over; new
-/// tenants take the lowest free ids.
+/// tenants take the lowest ids unused by either table (the datapath zeroes their state).
 pub fn tenant_table(cfg: &Config, previous: &[TenantInfo]) -> Vec<TenantInfo> {
     let old: std::collections::HashMap<&str, u32> =
         previous.iter().map(|t| (t.name.as_str(), t.id)).collect();
-    let mut used: std::collections::HashSet<u32> = cfg
-        .tenants
-        .iter()
-        .filter_map(|t| old.get(t.name.as_str()).copied())
-        .collect();
+    // Ids of the previous table are not reused in the same change, even those freed by it:
+    // packets in flight may still be counted to them.
+    let mut used: std::collections::HashSet<u32> = previous.iter().map(|t| t.id).collect();
     let mut next = 0u32;
     cfg.tenants
         .iter()
@@ -286,8 +284,8 @@ mod tests {
         let mut cfg = Config::parse(crate::config::EXAMPLE).expect("valid");
         let first = tenant_table(&cfg, &[]);
         assert_eq!(first.iter().map(|t| t.id).collect::<Vec<_>>(), [0, 1, 2]);
-        // globex leaves, a new tenant arrives first in the list: acme and initech keep 0 and 2,
-        // the newcomer takes the free id 1.
+        // globex leaves, a new tenant arrives first in the list: acme and initech keep 0 and 2;
+        // the newcomer does not take globex's id 1 in the same change, but 3.
         let mut newcomer = cfg.tenants[1].clone();
         newcomer.name = "hooli".into();
         newcomer.prefixes = vec!["10.10.9.0/24".into()];
@@ -295,8 +293,18 @@ mod tests {
         cfg.tenants.insert(0, newcomer);
         let second = tenant_table(&cfg, &first);
         let ids: Vec<(&str, u32)> = second.iter().map(|t| (t.name.as_str(), t.id)).collect();
-        assert_eq!(ids, [("hooli", 1), ("acme", 0), ("initech", 2)]);
-        assert_eq!(id_span(&second), 3);
+        assert_eq!(ids, [("hooli", 3), ("acme", 0), ("initech", 2)]);
+        assert_eq!(id_span(&second), 4);
+        // One change later, id 1 is free again.
+        let mut another = cfg.tenants[0].clone();
+        another.name = "initrode".into();
+        another.prefixes = vec!["10.10.8.0/24".into()];
+        cfg.tenants.push(another);
+        let third = tenant_table(&cfg, &second);
+        assert_eq!(
+            third.last().map(|t| (t.name.as_str(), t.id)),
+            Some(("initrode", 1))
+        );
     }
 
     #[test]

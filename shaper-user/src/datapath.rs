@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, HashMap, Map, MapData};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::{XdpLink, XdpLinkId};
 use aya::programs::{Xdp, XdpMode};
@@ -13,7 +13,8 @@ use aya::{Ebpf, EbpfLoader};
 use shaper_common::{
     CLOCK_COARSE, CLOCK_PRECISE, CONFIG_MAGIC, CONFIG_VERSION, COST_SHIFT, GlobalConfig,
     LOOKUP_LPM, MATCH_DST, MATCH_SRC, MAX_PREFIX_PROBES, MAX_TENANTS_LIMIT, PrefixKeyV4,
-    PrefixKeyV6, TENANT_ACTIVE, TenantConfig, UNMATCHED_DROP, UNMATCHED_PASS,
+    PrefixKeyV6, TENANT_ACTIVE, TenantConfig, TenantCounters, TenantState, UNMATCHED_DROP,
+    UNMATCHED_PASS,
 };
 
 use crate::config::{Config, MatchDir, Prefix, Unmatched};
@@ -251,6 +252,8 @@ pub struct Datapath {
     /// that fails while adopting leaves the datapath enforcing as it found it.
     owns_pins: bool,
     adopted: bool,
+    /// The agent-written maps hold a config (adopted, or applied before).
+    populated: bool,
     logger: Option<DatapathLogger>,
 }
 
@@ -314,6 +317,7 @@ impl Datapath {
             dp.pins = Some(dir.to_path_buf());
             dp.owns_pins = !adopted;
             dp.adopted = adopted;
+            dp.populated = adopted;
         } else if !adopted {
             let _ = std::fs::remove_dir(dir);
         }
@@ -388,6 +392,7 @@ impl Datapath {
             pins: None,
             owns_pins: false,
             adopted: false,
+            populated: false,
             logger,
         })
     }
@@ -403,19 +408,22 @@ impl Datapath {
 
     /// Writes `cfg` with ids in config order (a fresh load).
     pub fn apply(&mut self, cfg: &Config) -> Result<(), DatapathError> {
-        self.apply_table(cfg, &crate::collect::tenant_table(cfg, &[]))
+        self.apply_table(cfg, &crate::collect::tenant_table(cfg, &[]), Some(&[]))
     }
 
     /// Writes the tenants of `cfg` under the ids of `table` (see `collect::tenant_table`), then
-    /// their prefixes, then the global config; entries a previous config left (adopted maps)
-    /// are removed: tenants no longer configured are deactivated and stale prefixes deleted.
-    /// Only agent-written maps are touched: bucket state and counters carry over.
+    /// their prefixes, then the global config. Over maps that already hold a config (adopted,
+    /// or a reload): tenants of `previous` no longer configured are deactivated (`None`: the
+    /// previous table is unknown, every id is checked), stale prefixes are deleted, and ids
+    /// that were inactive get their bucket state and counters zeroed before they go live.
+    /// Tenants that stay keep their bucket state and counters: only agent-written maps change.
     pub fn apply_table(
         &mut self,
         cfg: &Config,
         table: &[crate::collect::TenantInfo],
+        previous: Option<&[crate::collect::TenantInfo]>,
     ) -> Result<(), DatapathError> {
-        let span = table.iter().map(|t| t.id + 1).max().unwrap_or(0);
+        let span = crate::collect::id_span(table);
         if cfg.tenants.len() > self.max_tenants as usize || span > self.max_tenants {
             return Err(DatapathError::TooManyTenants {
                 tenants: cfg.tenants.len(),
@@ -423,30 +431,22 @@ impl Datapath {
             });
         }
         let ids: Vec<u32> = table.iter().map(|t| t.id).collect();
+        let populated = self.populated;
+        if populated {
+            self.retire_and_reset(&ids, previous)?;
+        }
         {
-            let (max, adopted) = (self.max_tenants, self.adopted);
             let mut tc: Array<&mut MapData, TenantConfig> = self.map_mut(TENANT_CONFIG)?;
-            let err = |source| DatapathError::Map {
-                map: TENANT_CONFIG,
-                source,
-            };
-            if adopted {
-                let live: std::collections::HashSet<u32> = ids.iter().copied().collect();
-                for id in 0..max {
-                    if !live.contains(&id)
-                        && tc.get(&id, 0).map_err(err)?.flags & TENANT_ACTIVE != 0
-                    {
-                        tc.set(id, TenantConfig::default(), 0).map_err(err)?;
-                    }
-                }
-            }
             for (t, id) in cfg.tenants.iter().zip(&ids) {
                 tc.set(
                     *id,
                     tenant_config(t.rate.bits_per_sec(), t.burst.bytes()),
                     0,
                 )
-                .map_err(err)?;
+                .map_err(|source| DatapathError::Map {
+                    map: TENANT_CONFIG,
+                    source,
+                })?;
             }
         }
         let (v4, v6) = lookup_plan(cfg);
@@ -472,7 +472,7 @@ impl Datapath {
                 ),
             };
         }
-        if self.adopted {
+        if populated {
             self.remove_stale_prefixes(&want4, &want6, &v4, &v6)?;
         }
         for (prefix, i) in cfg.prefixes() {
@@ -488,7 +488,72 @@ impl Datapath {
             .map_err(|source| DatapathError::Map {
                 map: GLOBAL_CONFIG,
                 source,
-            })
+            })?;
+        self.populated = true;
+        Ok(())
+    }
+
+    /// Deactivates the tenants that leave, and zeroes the bucket state and counters of ids
+    /// about to go live that were inactive (a reused id must not inherit a past tenant's).
+    fn retire_and_reset(
+        &mut self,
+        ids: &[u32],
+        previous: Option<&[crate::collect::TenantInfo]>,
+    ) -> Result<(), DatapathError> {
+        let live: std::collections::HashSet<u32> = ids.iter().copied().collect();
+        let max = self.max_tenants;
+        let cfg_err = |source| DatapathError::Map {
+            map: TENANT_CONFIG,
+            source,
+        };
+        let fresh: Vec<u32> = {
+            let mut tc: Array<&mut MapData, TenantConfig> = self.map_mut(TENANT_CONFIG)?;
+            let leaving: Vec<u32> = match previous {
+                Some(prev) => prev
+                    .iter()
+                    .map(|t| t.id)
+                    .filter(|id| !live.contains(id))
+                    .collect(),
+                None => (0..max).filter(|id| !live.contains(id)).collect(),
+            };
+            for id in leaving {
+                if tc.get(&id, 0).map_err(cfg_err)?.flags & TENANT_ACTIVE != 0 {
+                    tc.set(id, TenantConfig::default(), 0).map_err(cfg_err)?;
+                }
+            }
+            let mut fresh = Vec::new();
+            for id in ids {
+                if tc.get(id, 0).map_err(cfg_err)?.flags & TENANT_ACTIVE == 0 {
+                    fresh.push(*id);
+                }
+            }
+            fresh
+        };
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut st: Array<&mut MapData, TenantState> = self.map_mut(TENANT_STATE)?;
+            for id in &fresh {
+                st.set(*id, TenantState::default(), 0)
+                    .map_err(|source| DatapathError::Map {
+                        map: TENANT_STATE,
+                        source,
+                    })?;
+            }
+        }
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| DatapathError::Load(format!("counting CPUs: {e}")))?;
+        let mut ctr: PerCpuArray<&mut MapData, TenantCounters> = self.map_mut(TENANT_COUNTERS)?;
+        for id in fresh {
+            let zeros = PerCpuValues::try_from(vec![TenantCounters::default(); cpus])
+                .map_err(|e| DatapathError::Load(format!("per-CPU values: {e}")))?;
+            ctr.set(id, zeros, 0).map_err(|source| DatapathError::Map {
+                map: TENANT_COUNTERS,
+                source,
+            })?;
+        }
+        Ok(())
     }
 
     /// Deletes prefix entries that the new config does not have (or that the family's new

@@ -498,3 +498,108 @@ fn detach_removes_what_a_killed_agent_left() {
     assert_one_line_error(&o, "no shaper maps pinned");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// Everything the agent writes, read back from the pins: tenant configs, hash prefixes, the
+/// global config.
+fn agent_maps(
+    lab: &Lab,
+) -> (
+    Vec<shaper_common::TenantConfig>,
+    Vec<(shaper_common::PrefixKeyV4, u32)>,
+    shaper_common::GlobalConfig,
+) {
+    use aya::maps::{Array, HashMap, Map, MapData};
+    let dir = pin_dir(&lab.dut_if);
+    let open = |n| shaper::datapath::open_pinned(&dir, n).expect("pinned map");
+    let tc = Map::Array(open(shaper::datapath::TENANT_CONFIG));
+    let tc: Array<&MapData, shaper_common::TenantConfig> = Array::try_from(&tc).expect("typed");
+    let configs = (0..8).map(|i| tc.get(&i, 0).expect("read")).collect();
+    let h4 = Map::HashMap(open(shaper::datapath::TENANT_BY_HASH_V4));
+    let h4: HashMap<&MapData, shaper_common::PrefixKeyV4, u32> =
+        HashMap::try_from(&h4).expect("typed");
+    let mut prefixes: Vec<_> = h4.iter().map(|r| r.expect("entry")).collect();
+    prefixes.sort_by_key(|(k, _)| (k.addr, k.len));
+    let g = Map::Array(open(shaper::datapath::GLOBAL_CONFIG));
+    let g: Array<&MapData, shaper_common::GlobalConfig> = Array::try_from(&g).expect("typed");
+    (configs, prefixes, g.get(&0, 0).expect("global"))
+}
+
+fn sighup_and_wait(child: &KillOnDrop, log: &Path, marker: &str, count: usize) {
+    // SAFETY: kill with the pid of our own child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGHUP) };
+    let start = Instant::now();
+    while std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches(marker)
+        .count()
+        < count
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no '{marker}' in: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// SIGHUP: every class of bad config leaves the maps byte-for-byte unchanged; a good one adds,
+/// removes and changes tenants while untouched tenants keep their config and bucket.
+#[test]
+fn sighup_reload_is_all_or_nothing() {
+    if skip_unless_root("sighup_reload_is_all_or_nothing") {
+        return;
+    }
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-reload-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let config = tmp.join("tiers.json");
+    let good = std::fs::read_to_string(example()).expect("example");
+    std::fs::write(&config, &good).expect("write");
+    let log = tmp.join("run.log");
+    let agent = start_run(&lab, &config, &log);
+    let before = agent_maps(&lab);
+    assert_eq!(before.0.iter().filter(|c| c.flags != 0).count(), 3);
+    let tat = pinned_tat(&lab);
+    let bad = [
+        "{".to_string(),
+        good.replacen("\"ecn\": true", "\"ecn\": true, \"bogus\": 1", 1),
+        good.replacen("\"10.10.2.0/24\"", "\"10.10.1.128/25\"", 1),
+        good.replacen("\"200mbit\"", "\"2gbit\"", 1),
+        good.replacen("\"globex\"", "\"acme\"", 1),
+        good.replacen("\"128kb\"", "\"0kb\"", 1),
+    ];
+    for (i, text) in bad.iter().enumerate() {
+        assert_ne!(text, &good, "variant {i} must differ");
+        std::fs::write(&config, text).expect("write");
+        sighup_and_wait(&agent, &log, "config reload rejected", i + 1);
+        assert_eq!(agent_maps(&lab), before, "bad config {i} changed the maps");
+    }
+    // Good: globex leaves (its event goes to hooli), initech goes to 80 Mbit/s, hooli arrives.
+    let next = good
+        .replacen("\"50mbit\"", "\"80mbit\"", 1)
+        .replace("\"globex\"", "\"hooli\"")
+        .replacen("\"10.10.2.0/24\"", "\"10.10.9.0/24\"", 1);
+    std::fs::write(&config, next).expect("write");
+    sighup_and_wait(&agent, &log, "config reloaded", 1);
+    let after = agent_maps(&lab);
+    assert_eq!(after.0[0], before.0[0], "acme untouched");
+    assert_eq!(pinned_tat(&lab), tat, "acme's bucket untouched");
+    assert_eq!(after.0[1].flags, 0, "globex (id 1) deactivated");
+    assert_eq!(after.0[2].rate_bytes, 10_000_000, "initech at 80 Mbit/s");
+    assert_eq!(
+        after.0[3].rate_bytes, 12_500_000,
+        "hooli at id 3 with globex's old rate"
+    );
+    let nets: Vec<([u8; 4], u32)> = after.1.iter().map(|(k, v)| (k.addr, *v)).collect();
+    assert_eq!(
+        nets,
+        [
+            ([10, 10, 1, 0], 0),
+            ([10, 10, 3, 0], 2),
+            ([10, 10, 9, 0], 3)
+        ]
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&tmp);
+}

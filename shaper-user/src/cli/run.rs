@@ -4,7 +4,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cli::RunArgs;
 use crate::collect::{self, Snapshot};
@@ -55,7 +55,9 @@ pub async fn serve(
         info!(iface = %args.iface, tenants = previous.len(), "adopting the pinned maps of a previous agent: buckets and counters carry over");
     }
     let table = collect::tenant_table(cfg, &previous);
-    dp.apply_table(cfg, &table)?;
+    // Adopted: the previous agent's table, or, if it is gone, every id is checked.
+    let known = (!previous.is_empty() || !dp.adopted()).then_some(previous.as_slice());
+    dp.apply_table(cfg, &table, known)?;
     collect::write_tenant_table(&state, &table)
         .with_context(|| format!("cannot write {}", state.display()))?;
     let mode = dp.attach(&args.iface, args.xdp_mode, args.netns.as_deref())?;
@@ -66,12 +68,29 @@ pub async fn serve(
     let interval = Duration::from_millis(cfg.forecast.interval_ms);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let n = collect::id_span(&table);
+    let mut table = table;
+    let mut n = collect::id_span(&table);
     let mut prev: Option<Snapshot> = None;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            _ = hangup.recv() => {
+                match reload(&mut dp, &args.config, &table) {
+                    Ok(new) => {
+                        info!(tenants = new.len(), "config reloaded");
+                        if let Err(e) = collect::write_tenant_table(&state, &new) {
+                            warn!(cause = %e, "cannot write the tenant table");
+                        }
+                        table = new;
+                        n = collect::id_span(&table);
+                        prev = None;
+                    }
+                    Err(e) => error!(cause = %crate::datapath::error_chain(e.as_ref()), "config reload rejected; nothing changed"),
+                }
+            }
             _ = ticker.tick() => {
                 let started = Instant::now();
                 let snap = Snapshot { at: started, tenants: collect::read_tenant_counters(dp.map(TENANT_COUNTERS)?, n)? };
@@ -92,6 +111,29 @@ pub async fn serve(
     dp.unpin();
     info!(iface = %args.iface, "shaper detached");
     Ok(())
+}
+
+/// Reloads the config file into the running datapath. A config that does not validate, or that
+/// does not fit the maps, changes nothing; a good one adds, removes and changes tenants, and
+/// the buckets and counters of tenants that stay carry on.
+pub fn reload(
+    dp: &mut Datapath,
+    path: &std::path::Path,
+    current: &[collect::TenantInfo],
+) -> Result<Vec<collect::TenantInfo>> {
+    let cfg = Config::load(path)?;
+    let table = collect::tenant_table(&cfg, current);
+    // Checked before the first write, so a config too big for the maps changes nothing.
+    let span = collect::id_span(&table);
+    if span > dp.max_tenants() {
+        return Err(DatapathError::TooManyTenants {
+            tenants: span as usize,
+            max: dp.max_tenants(),
+        }
+        .into());
+    }
+    dp.apply_table(&cfg, &table, Some(current))?;
+    Ok(table)
 }
 
 /// Resolves on SIGINT or SIGTERM.
