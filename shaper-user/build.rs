@@ -13,6 +13,17 @@ fn main() -> anyhow::Result<()> {
         .to_str()
         .ok_or_else(|| anyhow!("non-UTF-8 path {}", root.display()))?;
     println!("cargo:rerun-if-changed=../shaper-common/src");
+    // `shaper --version` names the commit it was built from.
+    let hash = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=SHAPER_GIT_HASH={hash}");
+    println!("cargo:rerun-if-changed=../.git/HEAD");
+    println!("cargo:rerun-if-changed=../.git/refs/heads");
     aya_build::build_ebpf(
         [Package {
             name: "shaper-ebpf",

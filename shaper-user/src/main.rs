@@ -2,7 +2,7 @@
 //! error and exit non-zero.
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use shaper::cli::{
     Cli, Command, ConfigCommand, ForecastCommand, config_check, demo, detach, forecast, run, stats,
 };
@@ -21,6 +21,18 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file, json }) => config_check::execute(file, *json),
         Command::Stats(args) => stats::execute(args),
         Command::Detach { iface } => detach::execute(iface),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "shaper",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(Into::into),
         Command::Run(args) => {
             runtime().and_then(|rt| rt.block_on(run::execute(args, run::signals())))
         }

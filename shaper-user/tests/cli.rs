@@ -603,3 +603,33 @@ fn sighup_reload_is_all_or_nothing() {
     drop(agent);
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn version_names_the_commit_and_packaging_outputs_are_generated() {
+    let o = shaper().arg("--version").output().expect("run");
+    let v = String::from_utf8_lossy(&o.stdout);
+    let hash = v
+        .trim()
+        .strip_prefix(&format!("shaper {} (", env!("CARGO_PKG_VERSION")))
+        .and_then(|r| r.strip_suffix(')'));
+    assert!(
+        hash.is_some_and(
+            |h| h == "unknown" || (h.len() == 12 && h.chars().all(|c| c.is_ascii_hexdigit()))
+        ),
+        "{v}"
+    );
+    let man = shaper().arg("man").output().expect("run");
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        man.contains(".TH shaper 1") && man.contains("detach"),
+        "{man}"
+    );
+    let bash = shaper()
+        .args(["completions", "bash"])
+        .output()
+        .expect("run");
+    assert!(
+        String::from_utf8_lossy(&bash.stdout).contains("complete -F"),
+        "bash completions"
+    );
+}

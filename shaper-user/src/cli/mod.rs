@@ -15,7 +15,7 @@ pub mod stats;
 #[derive(Debug, Parser)]
 #[command(
     name = "shaper",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SHAPER_GIT_HASH"), ")"),
     about = "Predictive multi-tenant traffic shaper (XDP)"
 )]
 pub struct Cli {
@@ -42,6 +42,10 @@ pub enum Command {
     Config(ConfigCommand),
     /// Build a namespace lab with three tenants, shape real traffic for ~20 s, report, tear down.
     Demo(DemoArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout.
+    Man,
     /// Forecasting tools.
     #[command(subcommand)]
     Forecast(ForecastCommand),
