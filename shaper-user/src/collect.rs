@@ -6,7 +6,9 @@ use std::time::Instant;
 use aya::maps::{Map, MapData, PerCpuArray};
 use serde::{Deserialize, Serialize};
 use shaper_common::{
-    CLASSES, OUTCOME_DROPPED, OUTCOME_PASSED, OUTCOMES, PacketCount, TenantCounters,
+    CLASS_IPV4, CLASS_IPV6, CLASS_MALFORMED, CLASS_NON_IP, CLASS_UNMATCHED_DROPPED,
+    CLASS_UNMATCHED_PASSED, CLASS_VLAN, CLASSES, OUTCOME_DROPPED, OUTCOME_PASSED, OUTCOMES,
+    PacketCount, TenantCounters,
 };
 
 use crate::config::{Config, tier_str};
@@ -132,6 +134,37 @@ pub fn read_class_counters(map: &Map) -> Result<Vec<PacketCount>, DatapathError>
                     map: GLOBAL_COUNTERS,
                     source,
                 })
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClassStats {
+    pub class: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+pub const CLASS_NAMES: &[(u32, &str)] = &[
+    (CLASS_IPV4, "ipv4"),
+    (CLASS_IPV6, "ipv6"),
+    (CLASS_VLAN, "vlan_tagged"),
+    (CLASS_NON_IP, "non_ip"),
+    (CLASS_MALFORMED, "malformed"),
+    (CLASS_UNMATCHED_PASSED, "unmatched_passed"),
+    (CLASS_UNMATCHED_DROPPED, "unmatched_dropped"),
+];
+
+pub fn class_stats(counts: &[PacketCount]) -> Vec<ClassStats> {
+    CLASS_NAMES
+        .iter()
+        .map(|(c, name)| {
+            let pc = counts.get(*c as usize).copied().unwrap_or_default();
+            ClassStats {
+                class: name,
+                packets: pc.packets,
+                bytes: pc.bytes,
+            }
         })
         .collect()
 }

@@ -3,6 +3,7 @@
 //!
 //! Data flow: [`config`] -> [`datapath`] (load, write maps, attach, pin) -> [`collect`]
 //! (per-CPU counters summed, rates) -> [`cli`] (run, stats, demo).
+pub mod api;
 pub mod cli;
 pub mod collect;
 pub mod config;

@@ -633,3 +633,151 @@ fn version_names_the_commit_and_packaging_outputs_are_generated() {
         "bash completions"
     );
 }
+
+/// One HTTP/1.1 request over `stream`; returns (status, body).
+fn http(
+    mut stream: impl std::io::Read + std::io::Write,
+    method: &str,
+    path: &str,
+) -> (u16, String) {
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: shaper\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut resp = String::new();
+    stream.read_to_string(&mut resp).expect("read");
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The API over real sockets against a running agent: stats, health, config, metrics over TCP
+/// and the Unix socket (mode 0600), and POST /v1/reload refusing a bad config with its reason.
+#[test]
+fn api_over_tcp_and_unix_socket() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if skip_unless_root("api_over_tcp_and_unix_socket") {
+        return;
+    }
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-api-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let socket = tmp.join("api.sock");
+    let good = std::fs::read_to_string(example())
+        .expect("example")
+        .replace("127.0.0.1:9464", "127.0.0.1:0")
+        .replace("/run/shaper/shaper.sock", &socket.display().to_string());
+    let config = tmp.join("tiers.json");
+    std::fs::write(&config, &good).expect("write");
+    let log = tmp.join("run.log");
+    let agent = start_run(&lab, &config, &log);
+    let addr_file = shaper::collect::state_dir(&lab.dut_if).join("api.addr");
+    let start = Instant::now();
+    while !addr_file.exists() || !socket.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "API not up: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let addr: SocketAddr = std::fs::read_to_string(&addr_file)
+        .expect("addr")
+        .trim()
+        .parse()
+        .expect("addr");
+    assert!(addr.ip().is_loopback());
+    assert_eq!(
+        std::fs::metadata(&socket)
+            .expect("socket")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    std::thread::sleep(Duration::from_millis(2200)); // two cycles: rates exist
+    let tcp = || std::net::TcpStream::connect(addr).expect("connect");
+    let (code, body) = http(tcp(), "GET", "/v1/stats");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["api"], 1);
+    let names: Vec<&str> = v["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["acme", "globex", "initech"]);
+    let (code, body) = http(
+        std::os::unix::net::UnixStream::connect(&socket).expect("unix"),
+        "GET",
+        "/v1/health",
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert!(v["health"]["cycles"].as_u64().unwrap_or(0) >= 2, "{v}");
+    let (code, body) = http(tcp(), "GET", "/v1/config");
+    assert_eq!((code, body.contains("\"acme\"")), (200, true), "{body}");
+    let (code, metrics) = http(tcp(), "GET", "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("# TYPE shaper_tenant_bytes_total counter"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "shaper_tenant_bytes_total{tenant=\"acme\",tier=\"gold\",outcome=\"passed\"} "
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("shaper_agent_cycle_seconds_count "),
+        "{metrics}"
+    );
+    assert_eq!(
+        http(tcp(), "GET", "/v2/stats").0,
+        404,
+        "unversioned paths do not exist"
+    );
+
+    let before = agent_maps(&lab);
+    std::fs::write(&config, good.replace("\"200mbit\"", "\"5gbit\"")).expect("write");
+    let (code, body) = http(tcp(), "POST", "/v1/reload");
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("tenants[0].rate"),
+        "the reason comes back: {body}"
+    );
+    assert_eq!(
+        agent_maps(&lab),
+        before,
+        "a rejected reload changed the maps"
+    );
+    std::fs::write(&config, good.replace("\"50mbit\"", "\"60mbit\"")).expect("write");
+    let (code, body) = http(tcp(), "POST", "/v1/reload");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        agent_maps(&lab).0[2].rate_bytes,
+        7_500_000,
+        "initech at 60 Mbit/s"
+    );
+    let (_, metrics) = http(tcp(), "GET", "/metrics");
+    assert!(
+        metrics.contains("shaper_reloads_total{result=\"rejected\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("shaper_reloads_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&tmp);
+}

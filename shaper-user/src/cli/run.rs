@@ -1,15 +1,17 @@
 //! `shaper run`: validate, load, write the tenants, pin, attach, then run the agent loop until
 //! shutdown; detach and unpin on the way out, also on errors.
 use std::future::Future;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use tracing::{debug, error, info, warn};
 
+use crate::api;
 use crate::cli::RunArgs;
 use crate::collect::{self, Snapshot};
 use crate::config::Config;
-use crate::datapath::{self, Datapath, DatapathError, TENANT_COUNTERS};
+use crate::datapath::{self, Datapath, DatapathError, GLOBAL_COUNTERS, TENANT_COUNTERS};
 use crate::lock::AgentLock;
 use crate::units::human_bits;
 
@@ -68,49 +70,151 @@ pub async fn serve(
     let interval = Duration::from_millis(cfg.forecast.interval_ms);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut table = table;
-    let mut n = collect::id_span(&table);
-    let mut prev: Option<Snapshot> = None;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<api::ReloadRequest>(4);
+    let shared = api::Shared {
+        snapshot: Arc::new(RwLock::new(api::Snapshot {
+            iface: args.iface.clone(),
+            health: api::Health {
+                version: env!("CARGO_PKG_VERSION").into(),
+                mode: mode.into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        })),
+        config: Arc::new(RwLock::new(cfg.clone())),
+        reload: reload_tx,
+    };
+    let (stop_api, api_stop) = tokio::sync::watch::channel(false);
+    let (tcp, unix) = api::serve(
+        api::router(shared.clone()),
+        cfg.api.listen,
+        &cfg.api.socket,
+        api_stop,
+    )
+    .await;
+    if let Some(addr) = tcp {
+        info!(%addr, socket = ?unix, "API serving /v1/stats, /v1/health, /v1/config, POST /v1/reload, /metrics");
+        let _ = std::fs::write(state.join("api.addr"), addr.to_string());
+    }
+    let mut agent = AgentLoop {
+        dp,
+        table,
+        prev: None,
+        state: state.clone(),
+        config: args.config.clone(),
+        shared,
+        interval,
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             _ = hangup.recv() => {
-                match reload(&mut dp, &args.config, &table) {
-                    Ok(new) => {
-                        info!(tenants = new.len(), "config reloaded");
-                        if let Err(e) = collect::write_tenant_table(&state, &new) {
-                            warn!(cause = %e, "cannot write the tenant table");
-                        }
-                        table = new;
-                        n = collect::id_span(&table);
-                        prev = None;
-                    }
-                    Err(e) => error!(cause = %crate::datapath::error_chain(e.as_ref()), "config reload rejected; nothing changed"),
-                }
+                let _ = agent.reload();
             }
-            _ = ticker.tick() => {
-                let started = Instant::now();
-                let snap = Snapshot { at: started, tenants: collect::read_tenant_counters(dp.map(TENANT_COUNTERS)?, n)? };
-                if let Some(p) = &prev {
-                    for s in collect::tenant_stats(&table, p, &snap) {
-                        debug!(tenant = %s.name, passed = %human_bits(s.passed_bps), offered = %human_bits(s.offered_bps), drop_ratio = s.drop_ratio, "cycle");
-                    }
+            Some(reply) = reload_rx.recv() => {
+                let _ = reply.send(agent.reload());
+            }
+            _ = ticker.tick() => agent.cycle()?,
+        }
+    }
+    let _ = stop_api.send(true);
+    if let Some(path) = unix {
+        let _ = std::fs::remove_file(path);
+    }
+    agent.dp.detach()?;
+    agent.dp.unpin();
+    info!(iface = %args.iface, "shaper detached");
+    Ok(())
+}
+
+/// The agent's state between cycles.
+struct AgentLoop {
+    dp: Datapath,
+    table: Vec<collect::TenantInfo>,
+    prev: Option<Snapshot>,
+    state: std::path::PathBuf,
+    config: std::path::PathBuf,
+    shared: api::Shared,
+    interval: Duration,
+}
+
+impl AgentLoop {
+    /// Collect: counters, rates over the last cycle; published for the API.
+    fn cycle(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let n = collect::id_span(&self.table);
+        let snap = Snapshot {
+            at: started,
+            tenants: collect::read_tenant_counters(self.dp.map(TENANT_COUNTERS)?, n)?,
+        };
+        let classes = collect::read_class_counters(self.dp.map(GLOBAL_COUNTERS)?)?;
+        // Rates need two snapshots: the first cycle (and the first after a reload) only keeps one.
+        let Some(prev) = self.prev.replace(snap.clone()) else {
+            return Ok(());
+        };
+        let tenants = collect::tenant_stats(&self.table, &prev, &snap);
+        for s in &tenants {
+            debug!(tenant = %s.name, passed = %human_bits(s.passed_bps), offered = %human_bits(s.offered_bps), drop_ratio = s.drop_ratio, "cycle");
+        }
+        let took = started.elapsed();
+        let mut out = self
+            .shared
+            .snapshot
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        out.tenants = tenants;
+        out.classes = collect::class_stats(&classes)
+            .into_iter()
+            .map(|c| (c.class.to_string(), c.packets, c.bytes))
+            .collect();
+        out.health.record_cycle(took.as_secs_f64());
+        if took > self.interval {
+            out.health.overruns += 1;
+            warn!(
+                took_ms = took.as_millis() as u64,
+                interval_ms = self.interval.as_millis() as u64,
+                "agent cycle overran its interval"
+            );
+        }
+        Ok(())
+    }
+
+    /// SIGHUP or `POST /v1/reload`: the new table's size, or why nothing changed.
+    fn reload(&mut self) -> Result<usize, String> {
+        let result = reload(&mut self.dp, &self.config, &self.table);
+        let mut snap = self
+            .shared
+            .snapshot
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok((cfg, new)) => {
+                info!(tenants = new.len(), "config reloaded");
+                if let Err(e) = collect::write_tenant_table(&self.state, &new) {
+                    warn!(cause = %e, "cannot write the tenant table");
                 }
-                prev = Some(snap);
-                let took = started.elapsed();
-                if took > interval {
-                    warn!(took_ms = took.as_millis() as u64, interval_ms = interval.as_millis() as u64, "agent cycle overran its interval");
-                }
+                self.table = new;
+                self.prev = None;
+                snap.health.reloads_ok += 1;
+                *self
+                    .shared
+                    .config
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()) = cfg;
+                Ok(self.table.len())
+            }
+            Err(e) => {
+                let why = crate::datapath::error_chain(e.as_ref());
+                error!(cause = %why, "config reload rejected; nothing changed");
+                snap.health.reloads_rejected += 1;
+                snap.health.last_error = Some(why.clone());
+                Err(why)
             }
         }
     }
-    dp.detach()?;
-    dp.unpin();
-    info!(iface = %args.iface, "shaper detached");
-    Ok(())
 }
 
 /// Reloads the config file into the running datapath. A config that does not validate, or that
@@ -120,7 +224,7 @@ pub fn reload(
     dp: &mut Datapath,
     path: &std::path::Path,
     current: &[collect::TenantInfo],
-) -> Result<Vec<collect::TenantInfo>> {
+) -> Result<(Config, Vec<collect::TenantInfo>)> {
     let cfg = Config::load(path)?;
     let table = collect::tenant_table(&cfg, current);
     // Checked before the first write, so a config too big for the maps changes nothing.
@@ -133,7 +237,7 @@ pub fn reload(
         .into());
     }
     dp.apply_table(&cfg, &table, Some(current))?;
-    Ok(table)
+    Ok((cfg, table))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -7,10 +7,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use aya::maps::Map;
 use serde::Serialize;
-use shaper_common::{
-    CLASS_IPV4, CLASS_IPV6, CLASS_MALFORMED, CLASS_NON_IP, CLASS_UNMATCHED_DROPPED,
-    CLASS_UNMATCHED_PASSED, CLASS_VLAN, PacketCount,
-};
 
 use crate::cli::StatsArgs;
 use crate::collect::{self, Snapshot, TenantStats};
@@ -22,25 +18,8 @@ pub struct StatsReport {
     pub iface: String,
     pub window_ms: u64,
     pub tenants: Vec<TenantStats>,
-    pub classes: Vec<ClassStats>,
+    pub classes: Vec<collect::ClassStats>,
 }
-
-#[derive(Debug, Serialize)]
-pub struct ClassStats {
-    pub class: &'static str,
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-const CLASS_NAMES: &[(u32, &str)] = &[
-    (CLASS_IPV4, "ipv4"),
-    (CLASS_IPV6, "ipv6"),
-    (CLASS_VLAN, "vlan_tagged"),
-    (CLASS_NON_IP, "non_ip"),
-    (CLASS_MALFORMED, "malformed"),
-    (CLASS_UNMATCHED_PASSED, "unmatched_passed"),
-    (CLASS_UNMATCHED_DROPPED, "unmatched_dropped"),
-];
 
 pub fn execute(args: &StatsArgs) -> Result<()> {
     let iface = match &args.iface {
@@ -101,22 +80,8 @@ pub fn collect_report(iface: &str, window: Duration) -> Result<StatsReport> {
         iface: iface.to_string(),
         window_ms: window.as_millis() as u64,
         tenants: collect::tenant_stats(&table, &first, &second),
-        classes: class_stats(&class_counts),
+        classes: collect::class_stats(&class_counts),
     })
-}
-
-fn class_stats(counts: &[PacketCount]) -> Vec<ClassStats> {
-    CLASS_NAMES
-        .iter()
-        .map(|(c, name)| {
-            let pc = counts.get(*c as usize).copied().unwrap_or_default();
-            ClassStats {
-                class: name,
-                packets: pc.packets,
-                bytes: pc.bytes,
-            }
-        })
-        .collect()
 }
 
 pub fn render(r: &StatsReport) -> String {
