@@ -12,6 +12,29 @@ const WEEK: f64 = 7.0 * DAY;
 const TOLERANCE_S: f64 = 600.0;
 const MAX_PATTERNS: usize = 32;
 const MAX_RECENT: usize = 64;
+/// Patterns considered at once for one forecast (confirmed ones at the same time of day).
+const MAX_LIVE: usize = 8;
+
+/// The patterns that may add to a window of forecasts.
+pub struct Live<'a> {
+    items: [Option<&'a Pattern>; MAX_LIVE],
+    len: usize,
+}
+
+impl<'a> Live<'a> {
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Extra bytes/s expected at `ts`: the largest pattern's.
+    pub fn extra_at(&self, ts: f64) -> f64 {
+        self.items[..self.len]
+            .iter()
+            .flatten()
+            .map(|p| p.extra_at(ts))
+            .fold(0.0, f64::max)
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BurstEvent {
@@ -57,7 +80,7 @@ impl Pattern {
     /// random bursts that happen to line up once in a while are not predicted, and a pattern
     /// that stops recurring stops being predicted after one miss.
     pub fn confirmed_at(&self, ts: f64) -> bool {
-        let now = (ts / self.recurrence.period()).floor() as i64;
+        let now = period_number(ts, self.recurrence.period());
         match self.periods.as_slice() {
             [.., a, b] => b - a == 1 && now - b <= 1,
             _ => false,
@@ -78,6 +101,13 @@ impl Pattern {
             0.0
         }
     }
+}
+
+/// floor(ts / period): truncation for the (usual) non-negative times, as floor is a libm
+/// call on baseline x86-64 and this runs per forecast.
+fn period_number(ts: f64, period: f64) -> i64 {
+    let q = ts / period;
+    if q >= 0.0 { q as i64 } else { q.floor() as i64 }
 }
 
 /// Signed distance between two offsets on a circle of `period`.
@@ -158,7 +188,7 @@ impl BurstTracker {
     fn learn(&mut self, b: BurstEvent, rec: Recurrence) {
         let period = rec.period();
         let offset = b.start.rem_euclid(period);
-        let number = (b.start / period).floor() as i64;
+        let number = period_number(b.start, period);
         let rate = if b.duration_s > 0.0 {
             b.size / b.duration_s
         } else {
@@ -209,12 +239,25 @@ impl BurstTracker {
     }
 
     /// The patterns that can add to forecasts between `from` and `to` (usually none or one),
-    /// so forecasting every horizon does not walk every pattern each time.
-    pub fn live(&self, from: f64, to: f64) -> Vec<&Pattern> {
-        self.patterns
+    /// so forecasting every horizon does not walk every pattern each time. Without allocating:
+    /// this runs every update.
+    pub fn live(&self, from: f64, to: f64) -> Live<'_> {
+        let mut live = Live {
+            items: [None; MAX_LIVE],
+            len: 0,
+        };
+        for p in self
+            .patterns
             .iter()
             .filter(|p| p.confirmed_at(from) || p.confirmed_at(to))
-            .collect()
+        {
+            if live.len == MAX_LIVE {
+                break;
+            }
+            live.items[live.len] = Some(p);
+            live.len += 1;
+        }
+        live
     }
 
     pub fn recent(&self) -> impl Iterator<Item = &BurstEvent> {

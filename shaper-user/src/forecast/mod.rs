@@ -34,6 +34,8 @@ const MAX_IMPUTE: u64 = 2_000;
 const ERROR_WEIGHT: f64 = 0.02;
 /// `auto` switches only to a model at least this much better (hysteresis).
 const SWITCH_MARGIN: f64 = 0.97;
+/// Share of the full-horizon error in `auto`'s weights (the rest is the one-step error).
+const FAR_WEIGHT: f64 = 0.7;
 /// Samples before `auto` may switch, and before outliers are clamped.
 const WARMUP: u64 = 64;
 /// An update is clamped to the one-step upper bound plus this many interval widths, so one
@@ -63,9 +65,24 @@ pub fn anchor_horizons(horizon: usize) -> Vec<usize> {
 /// The point forecasts of every horizon into `out`. One model: its forecasts. Several (`auto`)
 /// after warm-up: the inverse-squared-error weighted mean of all of them, which is steadier
 /// than following whichever model was best lately.
-fn combine(models: &[Model], errors: &[f64], selected: usize, warm: bool, out: &mut [f64]) {
+fn combine(
+    models: &[Model],
+    errors: &[f64],
+    selected: usize,
+    warm: bool,
+    out: &mut [f64],
+    far: &mut [f64],
+) {
+    let h = out.len();
     if models.len() == 1 || !warm {
         models[selected].forecast_into(out);
+        for (k, (m, f)) in models.iter().zip(far.iter_mut()).enumerate() {
+            *f = if k == selected {
+                out[h - 1]
+            } else {
+                m.forecast(h)
+            };
+        }
         return;
     }
     let mut tmp = [0.0f64; MAX_HORIZON];
@@ -77,14 +94,17 @@ fn combine(models: &[Model], errors: &[f64], selected: usize, warm: bool, out: &
         .fold(f64::INFINITY, f64::min)
         .max(1e-9);
     let mut total = 0.0;
-    for (m, e) in models.iter().zip(errors) {
-        // Models with errors over 5x the best weigh under 4% of it: not worth forecasting.
+    for ((m, e), f) in models.iter().zip(errors).zip(far.iter_mut()) {
+        // Models with errors over 5x the best weigh under 4% of it: not worth forecasting
+        // every horizon (their full-horizon forecast is still kept, to score them).
         if *e > 5.0 * best {
+            *f = m.forecast(h);
             continue;
         }
         let e = e.max(best * 1e-3);
         let w = 1.0 / (e * e);
         m.forecast_into(tmp);
+        *f = tmp[h - 1];
         for (o, t) in out.iter_mut().zip(tmp.iter()) {
             *o += w * t;
         }
@@ -238,6 +258,10 @@ pub struct Forecaster {
     models: Vec<Model>,
     /// Rolling one-step absolute error of each model.
     errors: Vec<f64>,
+    /// Rolling full-horizon absolute error of each model.
+    far_errors: Vec<f64>,
+    /// Per model, its full-horizon forecasts of the last `horizon` updates (a ring).
+    far: Vec<Vec<f64>>,
     selected: usize,
     /// Seasonal naive for MASE's scale (whatever the models are).
     naive: Model,
@@ -289,6 +313,8 @@ impl Forecaster {
                 .map(|k| Model::new(*k, season, weekly))
                 .collect(),
             errors: vec![0.0; kinds.len()],
+            far_errors: vec![0.0; kinds.len()],
+            far: vec![vec![NO_FORECAST; settings.horizon.clamp(1, MAX_HORIZON)]; kinds.len()],
             selected: 0,
             naive: Model::new(ModelKind::SeasonalNaive, season, weekly),
             windows: vec![ResidualWindow::default(); anchor_horizons(h).len()],
@@ -407,13 +433,26 @@ impl Forecaster {
             }
         }
 
-        for (m, e) in self.models.iter_mut().zip(self.errors.iter_mut()) {
+        let slot = (self.n % h_max as u64) as usize;
+        for (k, m) in self.models.iter_mut().enumerate() {
             let err = (used - m.forecast(1)).abs();
+            let e = &mut self.errors[k];
             *e = if self.n == 0 {
                 err
             } else {
                 *e + ERROR_WEIGHT * (err - *e)
             };
+            // The full-horizon forecast made `horizon` updates ago targets this sample.
+            let f = self.far[k][slot];
+            if f >= 0.0 {
+                let err = (used - f).abs();
+                let e = &mut self.far_errors[k];
+                *e = if *e == 0.0 {
+                    err
+                } else {
+                    *e + ERROR_WEIGHT * (err - *e)
+                };
+            }
             m.update(used);
         }
         self.naive.update(value);
@@ -474,6 +513,7 @@ impl Forecaster {
             self.naive.update(f);
         }
         self.pending.iter_mut().for_each(|p| *p = NO_FORECAST);
+        self.far.iter_mut().flatten().for_each(|p| *p = NO_FORECAST);
         self.next = None;
         self.next_model = None;
     }
@@ -486,26 +526,36 @@ impl Forecaster {
         let slot = ((self.n - 1) % h_max as u64) as usize;
         let last = self.last_ts.unwrap_or(0.0);
         let step = self.settings.interval_s;
-        let live = if self.bursts.patterns().is_empty() {
-            Vec::new()
-        } else {
-            self.bursts.live(last + step, last + h_max as f64 * step)
-        };
+        let live = self.bursts.live(last + step, last + h_max as f64 * step);
         let row = &mut self.pending[slot * h_max..(slot + 1) * h_max];
+        let mut blend = [0.0f64; 8];
+        for (k, b) in blend.iter_mut().enumerate().take(self.models.len()) {
+            let far = self.far_errors[k];
+            *b = if far > 0.0 {
+                (1.0 - FAR_WEIGHT) * self.errors[k] + FAR_WEIGHT * far
+            } else {
+                self.errors[k]
+            };
+        }
+        let mut far = [0.0f64; 8];
+        let nm = self.models.len();
         combine(
             &self.models,
-            &self.errors,
+            &blend[..nm],
             self.selected,
             self.n >= WARMUP,
             row,
+            &mut far[..nm],
         );
+        for (ring, f) in self.far.iter_mut().zip(&far[..nm]) {
+            ring[slot] = f.max(0.0);
+        }
         let model1 = row[0].max(0.0);
         for (h, v) in (1..=h_max).zip(row.iter_mut()) {
             let ts = last + h as f64 * step;
             let mut known = 0.0;
             if !self.events.is_empty() || !live.is_empty() {
-                known = self.events.iter().map(|e| e.rate_at(ts)).sum::<f64>()
-                    + live.iter().map(|p| p.extra_at(ts)).fold(0.0, f64::max);
+                known = self.events.iter().map(|e| e.rate_at(ts)).sum::<f64>() + live.extra_at(ts);
             }
             *v = v.max(0.0) + known;
         }
