@@ -11,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # Debian packages: LLVM 22 for bpf-linker, and the tools the tests and demo drive.
 APT_PKGS=(
   llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
-  iproute2 iperf3 netsniff-ng ethtool bpftool procps
+  iproute2 iperf3 netsniff-ng ethtool bpftool procps tmux util-linux
 )
 missing=()
 for p in "${APT_PKGS[@]}"; do

@@ -177,7 +177,7 @@ pub struct Snapshot {
 }
 
 /// One tenant's counters and its rates between two snapshots.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TenantStats {
     pub id: u32,
     pub name: String,

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use shaper::cli::{
     Cli, Command, ConfigCommand, ForecastCommand, config_check, demo, detach, forecast, run, stats,
+    top,
 };
 
 fn main() -> ExitCode {
@@ -21,6 +22,10 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file, json }) => config_check::execute(file, *json),
         Command::Stats(args) => stats::execute(args),
         Command::Detach { iface } => detach::execute(iface),
+        Command::Top { iface, refresh_ms } => top::execute(
+            iface.as_deref(),
+            std::time::Duration::from_millis(*refresh_ms),
+        ),
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,

@@ -11,8 +11,12 @@ use shaper::datapath::{AttachMode, Datapath, pin_dir};
 use shaper::netns::{Lab, skip_unless_root};
 use shaper::traffic::{Flood, Sink, start_flood};
 
-/// Tests that send traffic and check rates run one at a time.
-static TRAFFIC: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Tests that need root run one at a time: labs, program loads and traffic all compete for the
+/// two CPUs that the rate checks depend on.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn shaper() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shaper"))
@@ -124,6 +128,7 @@ fn unknown_interface() {
     if skip_unless_root("unknown_interface") {
         return;
     }
+    let _serial = serial();
     let o = shaper()
         .args(["run", "--iface", "shpnosuch0", "--config"])
         .arg(example())
@@ -138,6 +143,7 @@ fn not_root_is_told_to_use_sudo_and_nothing_is_attached() {
     if skip_unless_root("not_root_is_told_to_use_sudo_and_nothing_is_attached") {
         return;
     }
+    let _serial = serial();
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     // The same command as nobody, without capabilities.
     let o = Command::new("setpriv")
@@ -168,6 +174,7 @@ fn xdp_already_attached_by_someone_else() {
     if skip_unless_root("xdp_already_attached_by_someone_else") {
         return;
     }
+    let _serial = serial();
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let mut other = Datapath::load(16).expect("load");
     other
@@ -193,6 +200,7 @@ fn more_tenants_than_the_maximum() {
     if skip_unless_root("more_tenants_than_the_maximum") {
         return;
     }
+    let _serial = serial();
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let o = lab_run(&lab)
         .args(["--max-tenants", "2", "--config"])
@@ -208,6 +216,7 @@ fn invalid_config_changes_nothing() {
     if skip_unless_root("invalid_config_changes_nothing") {
         return;
     }
+    let _serial = serial();
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let o = lab_run(&lab)
         .args(["--config", "/nonexistent.json"])
@@ -224,7 +233,7 @@ fn run_stats_and_sigterm() {
     if skip_unless_root("run_stats_and_sigterm") {
         return;
     }
-    let _traffic = TRAFFIC.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let lab = Lab::new(&["10.10.1", "10.10.2", "10.10.3"], &[]).expect("lab");
     let child = lab_run(&lab)
         .arg("--config")
@@ -410,7 +419,7 @@ fn killed_agent_fails_static_and_a_restart_adopts_without_reset() {
     if skip_unless_root("killed_agent_fails_static_and_a_restart_adopts_without_reset") {
         return;
     }
-    let _traffic = TRAFFIC.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-crash-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
@@ -469,6 +478,7 @@ fn detach_removes_what_a_killed_agent_left() {
     if skip_unless_root("detach_removes_what_a_killed_agent_left") {
         return;
     }
+    let _serial = serial();
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-detach-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
@@ -550,6 +560,7 @@ fn sighup_reload_is_all_or_nothing() {
     if skip_unless_root("sighup_reload_is_all_or_nothing") {
         return;
     }
+    let _serial = serial();
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-reload-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
@@ -667,6 +678,7 @@ fn api_over_tcp_and_unix_socket() {
     if skip_unless_root("api_over_tcp_and_unix_socket") {
         return;
     }
+    let _serial = serial();
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-api-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
@@ -779,5 +791,120 @@ fn api_over_tcp_and_unix_socket() {
         "{metrics}"
     );
     drop(agent);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// A tmux session killed on drop.
+struct Tmux(String);
+
+impl Tmux {
+    fn start(cmd: &str) -> Tmux {
+        let name = shaper::netns::unique_name("shptop");
+        let ok = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                "150",
+                "-y",
+                "30",
+                cmd,
+            ])
+            .status()
+            .expect("tmux (scripts/setup.sh installs it)");
+        assert!(ok.success(), "tmux new-session");
+        Tmux(name)
+    }
+    fn screen(&self) -> String {
+        let o = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.0])
+            .output()
+            .expect("capture-pane");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    fn wait_for(&self, what: &[&str]) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if what.iter().all(|w| s.contains(w)) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{what:?} not on screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    fn alive(&self) -> bool {
+        Command::new("tmux")
+            .args(["has-session", "-t", &self.0])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `shaper top` in a real terminal: tenants and rates appear, `q` quits; with the agent killed
+/// it falls back to the pinned maps.
+#[test]
+fn top_in_a_real_terminal() {
+    if skip_unless_root("top_in_a_real_terminal") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-top-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let config = tmp.join("tiers.json");
+    let text = std::fs::read_to_string(example())
+        .expect("example")
+        .replace("127.0.0.1:9464", "127.0.0.1:0")
+        .replace(
+            "/run/shaper/shaper.sock",
+            &tmp.join("api.sock").display().to_string(),
+        );
+    std::fs::write(&config, text).expect("write");
+    let mut agent = start_run(&lab, &config, &tmp.join("run.log"));
+    let top = format!(
+        "{} top --iface {} --refresh-ms 300",
+        env!("CARGO_BIN_EXE_shaper"),
+        lab.dut_if
+    );
+    let t = Tmux::start(&top);
+    let screen = t.wait_for(&["acme", "globex", "initech", "source: agent API", "bit/s"]);
+    assert!(screen.contains("200.0 Mbit/s"), "acme's rate:\n{screen}");
+    let _ = Command::new("tmux")
+        .args(["send-keys", "-t", &t.0, "q"])
+        .status();
+    let start = Instant::now();
+    while t.alive() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "q did not quit:\n{}",
+            t.screen()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill9(&mut agent);
+    let t = Tmux::start(&top);
+    t.wait_for(&["acme", "pinned maps (agent down)"]);
+    drop(t);
+    let o = shaper()
+        .args(["detach", "--iface", &lab.dut_if])
+        .output()
+        .expect("detach");
+    assert!(o.status.success(), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -7,6 +7,14 @@ use shaper::config::Prefix;
 
 pub use shaper::netns::skip_unless_root;
 
+/// Tests of one binary that need root run one at a time: loading programs, building labs and
+/// sending traffic all take the CPUs that the rate measurements of the others depend on, and
+/// these machines have two.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub const ETH_P_IPV4: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const ETH_P_ARP: u16 = 0x0806;

@@ -3,17 +3,13 @@
 //! Every lab and agent is an RAII guard: cleaned up even when an assertion fails.
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use shaper::config::Config;
 use shaper::netns::{Lab, in_ns};
 use shaper::traffic::{self, Flood};
-use shaper_tests::{Agent, skip_unless_root, xdp_attached};
-
-/// One traffic test at a time: they measure rates and need both CPUs.
-static SERIAL: Mutex<()> = Mutex::new(());
+use shaper_tests::{Agent, serial, skip_unless_root, xdp_attached};
 
 /// Rates count IP bytes; a sender's offered load is measured the same way.
 fn cfg(tenants: &[(&str, &str, &str, &str)]) -> Config {
@@ -62,7 +58,7 @@ fn udp_rate_is_enforced_within_5_percent() {
     if skip_unless_root("udp_rate_is_enforced_within_5_percent") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let lab = Lab::new(&["10.10.1", "10.10.2", "10.10.3"], &[]).expect("lab");
     let config = cfg(&[
         ("ten", "10.10.1.0/24", "10mbit", "32kb"),
@@ -103,7 +99,7 @@ fn a_flooding_tenant_does_not_take_another_tenants_rate() {
     if skip_unless_root("a_flooding_tenant_does_not_take_another_tenants_rate") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let lab = Lab::new(&["10.10.1", "10.10.2"], &[]).expect("lab");
     let config = cfg(&[
         ("flooder", "10.10.1.0/24", "100mbit", "128kb"),
@@ -138,7 +134,7 @@ fn two_sender_cpus_do_not_exceed_the_rate() {
     if skip_unless_root("two_sender_cpus_do_not_exceed_the_rate") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let config = cfg(&[("shared", "10.10.1.0/24", "200mbit", "128kb")]);
     let _agent = Agent::start(&config, &lab.dut_if, &lab.dut.name).expect("agent");
@@ -173,7 +169,7 @@ fn tcp_reaches_80_percent_of_the_rate() {
     if skip_unless_root("tcp_reaches_80_percent_of_the_rate") {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let config = cfg(&[("tcp", "10.10.1.0/24", "100mbit", "128kb")]);
     let _agent = Agent::start(&config, &lab.dut_if, &lab.dut.name).expect("agent");
@@ -247,8 +243,7 @@ fn stopping_the_agent_detaches_and_unpins() {
     if skip_unless_root("stopping_the_agent_detaches_and_unpins") {
         return;
     }
-    // Loading a program takes CPU the rate tests need.
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let config = cfg(&[("one", "10.10.1.0/24", "10mbit", "32kb")]);
     let agent = Agent::start(&config, &lab.dut_if, &lab.dut.name).expect("agent");

@@ -11,6 +11,7 @@ pub mod detach;
 pub mod forecast;
 pub mod run;
 pub mod stats;
+pub mod top;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +33,15 @@ pub enum Command {
     Run(RunArgs),
     /// One snapshot per tenant from the pinned maps: packets, bytes, current rates.
     Stats(StatsArgs),
+    /// Live terminal view of the tenants (q quits, s sorts, / filters).
+    Top {
+        /// Interface whose shaper to watch; optional when only one runs.
+        #[arg(long)]
+        iface: Option<String>,
+        /// Refresh period in milliseconds.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+        refresh_ms: u64,
+    },
     /// Detach a shaper left running without its agent (after a crash) and remove its pins.
     Detach {
         #[arg(long)]

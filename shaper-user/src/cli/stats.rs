@@ -36,7 +36,7 @@ pub fn execute(args: &StatsArgs) -> Result<()> {
 }
 
 /// The interface of the one running shaper, or an error saying what to pass.
-fn only_running_iface() -> Result<String> {
+pub fn only_running_iface() -> Result<String> {
     let ifaces: Vec<String> = std::fs::read_dir(PIN_ROOT)
         .map(|rd| {
             rd.filter_map(|e| e.ok())

@@ -1,0 +1,238 @@
+//! `shaper top`: a live terminal view of one interface's tenants, refreshed every second:
+//! tier, configured rate, passed and offered rates with a sparkline of the passed rate, drops.
+//! Reads the agent's API (`/run/shaper/IF/api.addr`) and falls back to the pinned maps when
+//! the agent is down. Keys: `q` quits, `s` cycles the sort, `/` filters by name, Esc clears.
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read as _, Write as _};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Paragraph, Row, Table};
+
+use crate::cli::stats::{collect_report, only_running_iface};
+use crate::collect::{self, TenantStats};
+use crate::units::human_bits;
+
+/// Samples of history per tenant (one a refresh).
+const HISTORY: usize = 60;
+const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SortBy {
+    Name,
+    Passed,
+    Offered,
+    Drops,
+}
+
+impl SortBy {
+    fn next(self) -> SortBy {
+        match self {
+            SortBy::Name => SortBy::Passed,
+            SortBy::Passed => SortBy::Offered,
+            SortBy::Offered => SortBy::Drops,
+            SortBy::Drops => SortBy::Name,
+        }
+    }
+}
+
+/// A sparkline of `values` scaled to their maximum, `width` characters, newest on the right.
+pub fn sparkline(values: &VecDeque<f64>, width: usize) -> String {
+    let max = values.iter().copied().fold(0.0, f64::max);
+    let start = values.len().saturating_sub(width);
+    let mut s: String = values
+        .iter()
+        .skip(start)
+        .map(|v| {
+            if max > 0.0 {
+                BARS[((v / max) * 7.0).round().clamp(0.0, 7.0) as usize]
+            } else {
+                BARS[0]
+            }
+        })
+        .collect();
+    while s.chars().count() < width {
+        s.insert(0, ' ');
+    }
+    s
+}
+
+/// Where the rows come from this refresh.
+fn fetch(iface: &str, window: Duration) -> Result<(Vec<TenantStats>, &'static str)> {
+    let addr = std::fs::read_to_string(collect::state_dir(iface).join("api.addr")).ok();
+    if let Some(addr) = addr.and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok())
+        && let Ok(tenants) = from_api(addr)
+    {
+        return Ok((tenants, "agent API"));
+    }
+    Ok((
+        collect_report(iface, window)?.tenants,
+        "pinned maps (agent down)",
+    ))
+}
+
+fn from_api(addr: std::net::SocketAddr) -> Result<Vec<TenantStats>> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        s,
+        "GET /v1/stats HTTP/1.1\r\nHost: shaper\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .context("no HTTP body")?;
+    let v: serde_json::Value = serde_json::from_str(body)?;
+    Ok(serde_json::from_value(v["tenants"].clone())?)
+}
+
+pub fn execute(iface: Option<&str>, refresh: Duration) -> Result<()> {
+    let iface = match iface {
+        Some(i) => i.to_string(),
+        None => only_running_iface()?,
+    };
+    // Fail before taking over the terminal if there is nothing to show.
+    fetch(&iface, Duration::from_millis(100))?;
+    let mut terminal = ratatui::init();
+    let result = run(&mut terminal, &iface, refresh);
+    ratatui::restore();
+    result
+}
+
+fn run(terminal: &mut ratatui::DefaultTerminal, iface: &str, refresh: Duration) -> Result<()> {
+    let mut history: HashMap<String, VecDeque<f64>> = HashMap::new();
+    let (mut sort, mut filter, mut typing) = (SortBy::Passed, String::new(), false);
+    let mut rows: Vec<TenantStats> = Vec::new();
+    let mut source = "";
+    let mut next = Instant::now();
+    loop {
+        if Instant::now() >= next {
+            next = Instant::now() + refresh;
+            let (r, s) = fetch(iface, Duration::from_millis(200))?;
+            source = s;
+            for t in &r {
+                let h = history.entry(t.name.clone()).or_default();
+                if h.len() == HISTORY {
+                    h.pop_front();
+                }
+                h.push_back(t.passed_bps);
+            }
+            rows = r;
+        }
+        let mut shown: Vec<&TenantStats> = rows
+            .iter()
+            .filter(|t| t.name.contains(filter.as_str()))
+            .collect();
+        match sort {
+            SortBy::Name => shown.sort_by(|a, b| a.name.cmp(&b.name)),
+            SortBy::Passed => shown.sort_by(|a, b| b.passed_bps.total_cmp(&a.passed_bps)),
+            SortBy::Offered => shown.sort_by(|a, b| b.offered_bps.total_cmp(&a.offered_bps)),
+            SortBy::Drops => shown.sort_by(|a, b| b.drop_ratio.total_cmp(&a.drop_ratio)),
+        }
+        terminal.draw(|f| {
+            let [head, body, foot] = Layout::vertical([
+                Constraint::Length(1),
+                Constraint::Min(3),
+                Constraint::Length(1),
+            ])
+            .areas(f.area());
+            f.render_widget(
+                Paragraph::new(format!(
+                    "shaper top  iface {iface}  source: {source}  sort: {sort:?}  filter: {filter}"
+                )),
+                head,
+            );
+            let header = Row::new([
+                "tenant",
+                "tier",
+                "rate",
+                "passed/s",
+                "offered/s",
+                "drop%",
+                "passed, last 60 s",
+            ])
+            .style(Style::default().add_modifier(Modifier::BOLD));
+            let table_rows = shown.iter().map(|t| {
+                let spark = history
+                    .get(&t.name)
+                    .map(|h| sparkline(h, 30))
+                    .unwrap_or_default();
+                Row::new([
+                    t.name.clone(),
+                    t.tier.clone(),
+                    human_bits(t.rate_bits as f64),
+                    human_bits(t.passed_bps),
+                    human_bits(t.offered_bps),
+                    format!("{:.1}", t.drop_ratio * 100.0),
+                    spark,
+                ])
+            });
+            let widths = [
+                Constraint::Length(16),
+                Constraint::Length(9),
+                Constraint::Length(13),
+                Constraint::Length(13),
+                Constraint::Length(13),
+                Constraint::Length(6),
+                Constraint::Length(31),
+            ];
+            f.render_widget(
+                Table::new(table_rows, widths)
+                    .header(header)
+                    .block(Block::bordered()),
+                body,
+            );
+            let help = if typing {
+                format!("filter: {filter}_  (Enter to apply, Esc to clear)")
+            } else {
+                "q quit   s sort   / filter   Esc clear filter".to_string()
+            };
+            f.render_widget(Paragraph::new(Line::from(help)), foot);
+        })?;
+        let wait = next
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(200));
+        if event::poll(wait)?
+            && let Event::Key(k) = event::read()?
+            && k.kind == KeyEventKind::Press
+        {
+            match (typing, k.code) {
+                (true, KeyCode::Enter) => typing = false,
+                (true, KeyCode::Esc) => {
+                    typing = false;
+                    filter.clear();
+                }
+                (true, KeyCode::Backspace) => {
+                    filter.pop();
+                }
+                (true, KeyCode::Char(c)) => filter.push(c),
+                (false, KeyCode::Char('q')) => return Ok(()),
+                (false, KeyCode::Char('s')) => sort = sort.next(),
+                (false, KeyCode::Char('/')) => typing = true,
+                (false, KeyCode::Esc) => filter.clear(),
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparkline_scales_to_the_maximum_and_pads_left() {
+        let v: VecDeque<f64> = [0.0, 50.0, 100.0].into_iter().collect();
+        assert_eq!(sparkline(&v, 5), "  ▁▅█");
+        let flat: VecDeque<f64> = [0.0, 0.0].into_iter().collect();
+        assert_eq!(sparkline(&flat, 2), "▁▁");
+        let long: VecDeque<f64> = (0..100).map(f64::from).collect();
+        assert_eq!(sparkline(&long, 10).chars().count(), 10);
+    }
+}
