@@ -54,6 +54,14 @@ pub fn skip_unless_root(test: &str) -> bool {
     true
 }
 
+/// The index of `iface` (inside namespace `netns` if given); 0 when there is no such interface.
+pub fn ifindex(iface: &str, netns: Option<&str>) -> io::Result<u32> {
+    let _ns = netns.map(NetNsEnter::enter).transpose()?;
+    let name = std::ffi::CString::new(iface).map_err(io::Error::other)?;
+    // SAFETY: a valid NUL-terminated name.
+    Ok(unsafe { libc::if_nametoindex(name.as_ptr()) })
+}
+
 /// Runs a command, failing with its stderr when it exits non-zero.
 pub fn run(program: &str, args: &[&str]) -> io::Result<Output> {
     let out = Command::new(program)

@@ -908,3 +908,31 @@ fn top_in_a_real_terminal() {
     assert!(o.status.success(), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// The interface disappears under a running agent: it says so in one line, exits non-zero,
+/// and leaves no pins behind.
+#[test]
+fn interface_disappearing_stops_the_agent_cleanly() {
+    if skip_unless_root("interface_disappearing_stops_the_agent_cleanly") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-gone-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let config = one_tenant_config(&tmp);
+    let log = tmp.join("run.log");
+    let mut agent = start_run(&lab, &config, &log);
+    shaper::netns::ip(&["-n", &lab.dut.name, "link", "del", &lab.dut_if]).expect("delete the veth");
+    let status = wait_timeout(&mut agent.0, Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the agent must exit non-zero: {status:?}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(errors[0].contains("disappeared"), "{text}");
+    assert!(!pin_dir(&lab.dut_if).exists(), "pins left behind");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

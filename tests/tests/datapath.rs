@@ -510,21 +510,27 @@ fn all_cpus_once() -> Result<(), String> {
     .v4(SRC4, [10, 3, 0, 1]);
     let dp = Arc::new(dp);
     let barrier = Arc::new(Barrier::new(cpus));
-    let start = Instant::now();
     let threads: Vec<_> = (0..cpus)
         .map(|cpu| {
             let (dp, barrier, f) = (dp.clone(), barrier.clone(), f.clone());
             std::thread::spawn(move || {
                 pin(cpu);
                 barrier.wait();
+                let start = Instant::now();
                 hammer(&dp, &f, Duration::from_millis(500));
+                (start, Instant::now())
             })
         })
         .collect();
-    for t in threads {
-        t.join().expect("thread");
-    }
-    let elapsed = start.elapsed().as_secs_f64();
+    let spans: Vec<(Instant, Instant)> = threads
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect();
+    // Tokens accrue while any thread sends: from the first start to the last end (thread
+    // creation and joining are not part of the window).
+    let first = spans.iter().map(|s| s.0).min().expect("threads");
+    let last = spans.iter().map(|s| s.1).max().expect("threads");
+    let elapsed = last.duration_since(first).as_secs_f64();
     let arr: PerCpuArray<&MapData, TenantCounters> =
         PerCpuArray::try_from(dp.map(TENANT_COUNTERS).expect("map")).expect("typed");
     let per_cpu = arr.get(&2, 0).expect("read");

@@ -107,6 +107,10 @@ pub async fn serve(
         shared,
         interval,
     };
+    // The interface must stay the one attached to: if it disappears (a veth deleted, a NIC
+    // unplugged), the program went with it and the agent says so and exits.
+    let ifindex = crate::netns::ifindex(&args.iface, args.netns.as_deref()).unwrap_or(0);
+    let mut gone = false;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -117,12 +121,27 @@ pub async fn serve(
             Some(reply) = reload_rx.recv() => {
                 let _ = reply.send(agent.reload());
             }
-            _ = ticker.tick() => agent.cycle()?,
+            _ = ticker.tick() => {
+                if crate::netns::ifindex(&args.iface, args.netns.as_deref()).unwrap_or(0) != ifindex {
+                    gone = true;
+                    break;
+                }
+                agent.cycle()?;
+            }
         }
     }
     let _ = stop_api.send(true);
     if let Some(path) = unix {
         let _ = std::fs::remove_file(path);
+    }
+    if gone {
+        // The kernel detached the program with the interface; remove what is ours.
+        let _ = agent.dp.detach();
+        agent.dp.unpin();
+        anyhow::bail!(
+            "interface '{}' disappeared: the shaper was detached with it; start `shaper run` again when it is back",
+            args.iface
+        );
     }
     agent.dp.detach()?;
     agent.dp.unpin();
