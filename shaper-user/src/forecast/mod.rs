@@ -473,11 +473,25 @@ impl Forecaster {
         outcome
     }
 
+    /// Model `k`'s rolling error as `auto` weighs it: one step and full horizon, blended.
+    fn blended_error(&self, k: usize) -> f64 {
+        let far = self.far_errors[k];
+        if far > 0.0 {
+            (1.0 - FAR_WEIGHT) * self.errors[k] + FAR_WEIGHT * far
+        } else {
+            self.errors[k]
+        }
+    }
+
+    /// The model `auto` leans on most (the largest weight), reported as its current model;
+    /// with hysteresis, so the report does not flicker between near-equal models.
     fn select(&mut self) {
         let best = (0..self.errors.len())
-            .min_by(|&a, &b| self.errors[a].total_cmp(&self.errors[b]))
+            .min_by(|&a, &b| self.blended_error(a).total_cmp(&self.blended_error(b)))
             .unwrap_or(0);
-        if best != self.selected && self.errors[best] < SWITCH_MARGIN * self.errors[self.selected] {
+        if best != self.selected
+            && self.blended_error(best) < SWITCH_MARGIN * self.blended_error(self.selected)
+        {
             self.selected = best;
             self.counts.switches += 1;
         }
@@ -527,16 +541,11 @@ impl Forecaster {
         let last = self.last_ts.unwrap_or(0.0);
         let step = self.settings.interval_s;
         let live = self.bursts.live(last + step, last + h_max as f64 * step);
-        let row = &mut self.pending[slot * h_max..(slot + 1) * h_max];
         let mut blend = [0.0f64; 8];
         for (k, b) in blend.iter_mut().enumerate().take(self.models.len()) {
-            let far = self.far_errors[k];
-            *b = if far > 0.0 {
-                (1.0 - FAR_WEIGHT) * self.errors[k] + FAR_WEIGHT * far
-            } else {
-                self.errors[k]
-            };
+            *b = self.blended_error(k);
         }
+        let row = &mut self.pending[slot * h_max..(slot + 1) * h_max];
         let mut far = [0.0f64; 8];
         let nm = self.models.len();
         combine(
