@@ -242,7 +242,7 @@ fn run_stats_and_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn shaper run");
-    let mut child = KillOnDrop(child);
+    let mut child = KillOnDrop(child, lab.dut_if.clone());
     let pins = pin_dir(&lab.dut_if);
     let start = Instant::now();
     while !(pins.join("TENANT_COUNTERS").exists() && xdp_attached(&lab)) {
@@ -335,14 +335,23 @@ fn wait_timeout(child: &mut Child, t: Duration) -> Option<ExitStatus> {
 }
 
 /// Kills the child if the test fails before it exits.
-struct KillOnDrop(Child);
+/// A `shaper run` child and its interface. On drop (test passed or failed): SIGTERM and a
+/// grace period, SIGKILL if it is still there, then the pins and state it may have left (a
+/// killed agent leaves them on purpose), so no test leaves anything in bpffs or /run.
+struct KillOnDrop(Child, String);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+            // SAFETY: kill with the pid of our own child.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            if wait_timeout(&mut self.0, Duration::from_secs(5)).is_none() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
         }
+        shaper::datapath::remove_pins(&pin_dir(&self.1));
+        let _ = std::fs::remove_dir_all(shaper::collect::state_dir(&self.1));
     }
 }
 
@@ -356,7 +365,7 @@ fn start_run(lab: &Lab, config: &Path, log: &Path) -> KillOnDrop {
         .stderr(err)
         .spawn()
         .expect("spawn");
-    let mut child = KillOnDrop(child);
+    let mut child = KillOnDrop(child, lab.dut_if.clone());
     let start = Instant::now();
     while !std::fs::read_to_string(log)
         .unwrap_or_default()
