@@ -1,0 +1,400 @@
+//! Loader: loads the XDP program, sizes its maps, attaches it. The only module that knows map
+//! names. `write` puts a config into the maps, `pins` keeps maps and link in bpffs so the
+//! datapath outlives its agent, `error` says what went wrong and what to do.
+use std::error::Error as _;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::xdp::{XdpLink, XdpLinkId};
+use aya::programs::{Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+use shaper_common::{
+    CLOCK_COARSE, CLOCK_PRECISE, CONFIG_MAGIC, CONFIG_VERSION, COST_SHIFT, GlobalConfig,
+    LOOKUP_LPM, MATCH_DST, MATCH_SRC, MAX_PREFIX_PROBES, MAX_TENANTS_LIMIT, PrefixKeyV4,
+    PrefixKeyV6, TENANT_ACTIVE, TenantConfig, TenantCounters, TenantState, UNMATCHED_DROP,
+    UNMATCHED_PASS,
+};
+
+use crate::config::{Config, MatchDir, Prefix, Unmatched};
+use crate::netns::NetNsEnter;
+
+mod error;
+mod pins;
+mod write;
+
+use self::error::is_permission;
+pub(crate) use self::error::os_error;
+pub use self::error::{DatapathError, error_chain};
+pub use self::pins::{check_pinned_version, ensure_bpffs, open_pinned, pin_dir, remove_pins};
+pub use self::write::{Lookup, global_config, lookup_plan, tenant_config};
+
+/// The XDP program, built from shaper-ebpf by build.rs.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shaper"));
+
+pub const PROGRAM: &str = "shaper";
+/// An XDP_PASS program in the same object: the benchmarks' baseline.
+pub const BASELINE_PROGRAM: &str = "xdp_pass";
+pub const GLOBAL_CONFIG: &str = "GLOBAL_CONFIG";
+pub const TENANT_BY_PREFIX_V4: &str = "TENANT_BY_PREFIX_V4";
+pub const TENANT_BY_PREFIX_V6: &str = "TENANT_BY_PREFIX_V6";
+pub const TENANT_BY_HASH_V4: &str = "TENANT_BY_HASH_V4";
+pub const TENANT_BY_HASH_V6: &str = "TENANT_BY_HASH_V6";
+pub const TENANT_CONFIG: &str = "TENANT_CONFIG";
+pub const TENANT_STATE: &str = "TENANT_STATE";
+pub const TENANT_COUNTERS: &str = "TENANT_COUNTERS";
+pub const GLOBAL_COUNTERS: &str = "GLOBAL_COUNTERS";
+/// Every map the agent pins, so `shaper stats` and later runs can find them.
+pub const PINNED_MAPS: &[&str] = &[
+    GLOBAL_CONFIG,
+    TENANT_BY_PREFIX_V4,
+    TENANT_BY_PREFIX_V6,
+    TENANT_BY_HASH_V4,
+    TENANT_BY_HASH_V6,
+    TENANT_CONFIG,
+    TENANT_STATE,
+    TENANT_COUNTERS,
+    GLOBAL_COUNTERS,
+];
+
+/// Where pins live: `/sys/fs/bpf/shaper/IF/`.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/shaper";
+
+/// How to attach: `auto` tries native first and falls back to generic (skb) mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum AttachMode {
+    #[default]
+    Auto,
+    Native,
+    Skb,
+}
+
+/// The buckets' clock, fixed at load time (see `shaper_common::CLOCK_COARSE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Clock {
+    /// Nanosecond clock: bursts exact to the byte.
+    #[default]
+    Precise,
+    /// Jiffy clock: cheaper per packet; up to one jiffy of extra burst.
+    Coarse,
+}
+
+/// A loaded (not necessarily attached) shaper program and its maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+    max_tenants: u32,
+    link: Option<Link>,
+    /// Where the maps (and, once attached, the link) are pinned.
+    pins: Option<PathBuf>,
+    /// Whether dropping this removes the pins: not for adopted pins until attached, so a run
+    /// that fails while adopting leaves the datapath enforcing as it found it.
+    owns_pins: bool,
+    adopted: bool,
+    /// The agent-written maps hold a config (adopted, or applied before).
+    populated: bool,
+    logger: Option<DatapathLogger>,
+}
+
+/// How the program is attached.
+enum Link {
+    /// Owned by this process (not pinned): detached when dropped.
+    Managed(XdpLinkId),
+    /// A bpf_link pinned at `pins/link`: stays attached if this process dies (fail-static).
+    Pinned(FdLink),
+}
+
+/// The link's pin, beside the maps'.
+pub const LINK_PIN: &str = "link";
+
+pub type DatapathLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+impl Datapath {
+    /// Loads the program with its per-tenant maps sized for `max_tenants`, precise clock.
+    pub fn load(max_tenants: u32) -> Result<Datapath, DatapathError> {
+        Self::load_with(max_tenants, Clock::Precise)
+    }
+
+    /// Loads the program with its per-tenant maps sized for `max_tenants` and the given clock.
+    pub fn load_with(max_tenants: u32, clock: Clock) -> Result<Datapath, DatapathError> {
+        Self::load_inner(max_tenants, clock, None)
+    }
+
+    fn load_inner(
+        max_tenants: u32,
+        clock: Clock,
+        pins: Option<&Path>,
+    ) -> Result<Datapath, DatapathError> {
+        if max_tenants == 0 || max_tenants > MAX_TENANTS_LIMIT {
+            return Err(DatapathError::BadMaxTenants(max_tenants));
+        }
+        // Prefixes: room for two per tenant on average, in each family.
+        let prefixes = max_tenants.saturating_mul(2);
+        let clock_value = match clock {
+            Clock::Precise => CLOCK_PRECISE,
+            Clock::Coarse => CLOCK_COARSE,
+        };
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global("CLOCK", &clock_value, true)
+            .map_max_entries(TENANT_CONFIG, max_tenants)
+            .map_max_entries(TENANT_STATE, max_tenants)
+            .map_max_entries(TENANT_COUNTERS, max_tenants)
+            .map_max_entries(TENANT_BY_PREFIX_V4, prefixes)
+            .map_max_entries(TENANT_BY_PREFIX_V6, prefixes)
+            .map_max_entries(TENANT_BY_HASH_V4, prefixes)
+            .map_max_entries(TENANT_BY_HASH_V6, prefixes);
+        let paths: Vec<(&str, PathBuf)> = pins
+            .map(|d| PINNED_MAPS.iter().map(|n| (*n, d.join(n))).collect())
+            .unwrap_or_default();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| {
+            if is_permission(os_error(&e)) {
+                DatapathError::NoPermission
+            } else {
+                DatapathError::Load(error_chain(&e))
+            }
+        })?;
+        // The datapath logs only rare events (misconfiguration), at debug level. The logger
+        // must outlive loading (it holds the ring buffer's fd); `run` drains it.
+        let logger = aya_log::EbpfLogger::init(&mut ebpf)
+            .map_err(|e| tracing::debug!(cause = %e, "no aya-log from the datapath"))
+            .ok();
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| {
+                DatapathError::Load(format!("program {PROGRAM} missing from the object"))
+            })?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(error_chain(&e)))?;
+        prog.load().map_err(|e| {
+            if is_permission(os_error(&e)) {
+                DatapathError::NoPermission
+            } else {
+                DatapathError::Load(error_chain(&e))
+            }
+        })?;
+        Ok(Datapath {
+            ebpf,
+            max_tenants,
+            link: None,
+            pins: None,
+            owns_pins: false,
+            adopted: false,
+            populated: false,
+            logger,
+        })
+    }
+
+    /// Hands the datapath's log reader to the caller, to drain with [`drain_logs`].
+    pub fn take_logger(&mut self) -> Option<DatapathLogger> {
+        self.logger.take()
+    }
+
+    pub fn max_tenants(&self) -> u32 {
+        self.max_tenants
+    }
+
+    fn map_mut<'a, T>(&'a mut self, name: &'static str) -> Result<T, DatapathError>
+    where
+        T: TryFrom<&'a mut Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or_else(|| DatapathError::Load(format!("map {name} missing from the object")))?;
+        T::try_from(map).map_err(|source| DatapathError::Map { map: name, source })
+    }
+
+    /// A map by name, for writing outside [`Datapath::apply`] (tests, later stages).
+    pub fn map_raw_mut(&mut self, name: &'static str) -> Result<&mut Map, DatapathError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or_else(|| DatapathError::Load(format!("map {name} missing from the object")))
+    }
+
+    /// A map by name, for reading counters and state.
+    pub fn map(&self, name: &'static str) -> Result<&Map, DatapathError> {
+        self.ebpf
+            .map(name)
+            .ok_or_else(|| DatapathError::Load(format!("map {name} missing from the object")))
+    }
+
+    /// The XDP_PASS baseline, loaded on first use (benchmarks only).
+    pub fn baseline_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(BASELINE_PROGRAM)
+            .ok_or_else(|| DatapathError::Load(format!("program {BASELINE_PROGRAM} missing")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(error_chain(&e)))?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|e| DatapathError::Load(error_chain(&e)))?;
+        }
+        Ok(prog)
+    }
+
+    /// The program, shared, for `BPF_PROG_TEST_RUN` from several threads at once.
+    pub fn program(&self) -> Result<&Xdp, DatapathError> {
+        self.ebpf
+            .program(PROGRAM)
+            .ok_or_else(|| DatapathError::Load(format!("program {PROGRAM} missing")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(error_chain(&e)))
+    }
+
+    /// The program, for `BPF_PROG_TEST_RUN`.
+    pub fn program_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
+        self.ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| DatapathError::Load(format!("program {PROGRAM} missing")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(error_chain(&e)))
+    }
+
+    /// Attaches to `iface` (inside network namespace `netns` if given). Returns the mode used.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+        netns: Option<&str>,
+    ) -> Result<&'static str, DatapathError> {
+        let _ns = netns
+            .map(|name| {
+                NetNsEnter::enter(name).map_err(|source| DatapathError::NetNs {
+                    name: name.into(),
+                    source,
+                })
+            })
+            .transpose()?;
+        let tries: &[(XdpMode, &'static str)] = match mode {
+            AttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "skb")],
+            AttachMode::Native => &[(XdpMode::Driver, "native")],
+            AttachMode::Skb => &[(XdpMode::Skb, "skb")],
+        };
+        // A pinned link left by a previous agent: swap our program into it, atomically; the
+        // interface never runs without a shaper.
+        if let Some(link_pin) = self
+            .pins
+            .as_ref()
+            .map(|d| d.join(LINK_PIN))
+            .filter(|p| p.exists())
+        {
+            let pinned = PinnedLink::from_pin(&link_pin).map_err(|e| DatapathError::Pin {
+                path: link_pin.clone(),
+                reason: error_chain(&e),
+            })?;
+            let xdp_link =
+                XdpLink::try_from(FdLink::from(pinned)).map_err(|e| DatapathError::Pin {
+                    path: link_pin.clone(),
+                    reason: error_chain(&e),
+                })?;
+            let prog = self.program_mut()?;
+            let id = prog
+                .attach_to_link(xdp_link)
+                .map_err(|e| DatapathError::Attach {
+                    iface: iface.into(),
+                    mode: "adopted",
+                    reason: error_chain(&e),
+                })?;
+            let fd = FdLink::try_from(
+                prog.take_link(id)
+                    .map_err(|e| DatapathError::Load(error_chain(&e)))?,
+            )
+            .map_err(|e| DatapathError::Load(error_chain(&e)))?;
+            self.link = Some(Link::Pinned(fd));
+            self.owns_pins = true;
+            return Ok("adopted");
+        }
+        let mut last = None;
+        for (xdp_mode, name) in tries {
+            let prog = self.program_mut()?;
+            match prog.attach(iface, *xdp_mode) {
+                Ok(id) => {
+                    self.link = Some(Link::Managed(id));
+                    self.pin_link()?;
+                    return Ok(name);
+                }
+                Err(aya::programs::ProgramError::UnknownInterface { .. }) => {
+                    return Err(DatapathError::UnknownInterface(iface.into()));
+                }
+                Err(e) => {
+                    let code = os_error(&e);
+                    if matches!(code, Some(libc::EBUSY | libc::EEXIST)) {
+                        return Err(DatapathError::AlreadyAttached(iface.into()));
+                    }
+                    if is_permission(code) {
+                        return Err(DatapathError::NoPermission);
+                    }
+                    last = Some(DatapathError::Attach {
+                        iface: iface.into(),
+                        mode: name,
+                        reason: error_chain(&e),
+                    });
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| DatapathError::UnknownInterface(iface.into())))
+    }
+
+    /// Detaches from the interface, if attached (a pinned link: its pin is removed and its
+    /// last fd closed).
+    pub fn detach(&mut self) -> Result<(), DatapathError> {
+        match self.link.take() {
+            Some(Link::Managed(id)) => self
+                .program_mut()?
+                .detach(id)
+                .map_err(|e| DatapathError::Load(format!("detach: {}", error_chain(&e)))),
+            Some(Link::Pinned(fd)) => {
+                if let Some(dir) = &self.pins {
+                    let _ = std::fs::remove_file(dir.join(LINK_PIN));
+                }
+                drop(fd);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Detaches and removes the pins (and the directory).
+    pub fn unpin(&mut self) {
+        let _ = self.detach();
+        if let Some(dir) = self.pins.take() {
+            remove_pins(&dir);
+        }
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        // Managed links are detached when the program is dropped; pins must be removed by
+        // hand, and only when they are ours (see `owns_pins`).
+        if self.owns_pins {
+            self.unpin();
+        }
+    }
+}
+
+/// Forwards aya-log records from the datapath to `log` (and so to `tracing`) until the
+/// logger's ring buffer closes.
+pub async fn drain_logs(logger: DatapathLogger) {
+    // SAFETY: the logger owns its ring buffer fd and keeps it open for as long as the AsyncFd
+    // holds the logger; nothing else closes it.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
+    let Ok(mut fd) = registered else {
+        return;
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}

@@ -1,0 +1,157 @@
+//! Pinning: maps created pinned (or adopted from pins a killed agent left), the XDP link pinned
+//! beside them so the program outlives its agent, and their removal.
+use super::*;
+
+impl Datapath {
+    /// Loads the program with its maps pinned under `dir`: maps already pinned there (a
+    /// previous agent that was killed, or that is being replaced) are adopted with their
+    /// contents, bucket state and counters; missing ones are created and pinned. Attaching
+    /// then pins the link too, or takes over the pinned one.
+    pub fn open_pinned(
+        max_tenants: u32,
+        clock: Clock,
+        dir: &Path,
+    ) -> Result<Datapath, DatapathError> {
+        ensure_bpffs()?;
+        let adopted = dir.join(TENANT_CONFIG).exists();
+        if adopted {
+            check_pinned_version(dir)?;
+            let map =
+                MapData::from_pin(dir.join(TENANT_CONFIG)).map_err(|e| DatapathError::Pin {
+                    path: dir.join(TENANT_CONFIG),
+                    reason: error_chain(&e),
+                })?;
+            let pinned = map.info().map(|i| i.max_entries()).unwrap_or(0);
+            if pinned != max_tenants {
+                return Err(DatapathError::PinnedSize {
+                    dir: dir.to_path_buf(),
+                    pinned,
+                    asked: max_tenants,
+                });
+            }
+        }
+        std::fs::create_dir_all(dir).map_err(|e| DatapathError::Pin {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let mut dp = Self::load_inner(max_tenants, clock, Some(dir));
+        if let Ok(dp) = &mut dp {
+            dp.pins = Some(dir.to_path_buf());
+            dp.owns_pins = !adopted;
+            dp.adopted = adopted;
+            dp.populated = adopted;
+        } else if !adopted {
+            let _ = std::fs::remove_dir(dir);
+        }
+        dp
+    }
+
+    /// True when the maps were adopted from pins rather than created.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// With pins, pins the link beside the maps, so the program stays attached if the agent
+    /// dies. A netlink attachment (kernels without XDP bpf_link) cannot be pinned: it stays
+    /// managed, and the agent says so.
+    pub(super) fn pin_link(&mut self) -> Result<(), DatapathError> {
+        let (Some(dir), Some(Link::Managed(id))) = (self.pins.clone(), self.link.take()) else {
+            return Ok(());
+        };
+        let prog = self.program_mut()?;
+        let link = prog
+            .take_link(id)
+            .map_err(|e| DatapathError::Load(error_chain(&e)))?;
+        let fd = match FdLink::try_from(link) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(cause = %e, "XDP attached through netlink: the program detaches if the agent dies");
+                return Ok(());
+            }
+        };
+        let path = dir.join(LINK_PIN);
+        let pinned = fd.pin(&path).map_err(|e| DatapathError::Pin {
+            path,
+            reason: error_chain(&e),
+        })?;
+        self.link = Some(Link::Pinned(FdLink::from(pinned)));
+        Ok(())
+    }
+}
+
+/// Removes the link and map pins of `dir` and the directory (and `/sys/fs/bpf/shaper` when it
+/// was the last interface): removing the link pin detaches a program no process holds.
+pub fn remove_pins(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(LINK_PIN));
+    for name in PINNED_MAPS {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    let _ = std::fs::remove_dir(dir);
+    // Remove the parent /sys/fs/bpf/shaper too when this was its last interface.
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+}
+
+/// The directory the maps of `iface` are pinned in.
+pub fn pin_dir(iface: &str) -> PathBuf {
+    Path::new(PIN_ROOT).join(iface)
+}
+
+/// Mounts bpffs on /sys/fs/bpf when it is not mounted, as bpftool does.
+pub fn ensure_bpffs() -> Result<(), DatapathError> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
+    {
+        return Ok(());
+    }
+    let status = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+        .status()
+        .map_err(DatapathError::NoBpffs)?;
+    if !status.success() {
+        return Err(DatapathError::NoBpffs(io::Error::other(format!(
+            "mount exited with {status}"
+        ))));
+    }
+    tracing::info!("mounted bpffs on /sys/fs/bpf");
+    Ok(())
+}
+
+/// Opens a pinned map of the shaper running on `dir`.
+pub fn open_pinned(dir: &Path, name: &str) -> Result<MapData, DatapathError> {
+    let path = dir.join(name);
+    if !path.exists() {
+        return Err(DatapathError::NotPinned(dir.to_path_buf()));
+    }
+    MapData::from_pin(&path).map_err(|e| {
+        if is_permission(os_error(&e)) {
+            DatapathError::NoPermission
+        } else {
+            DatapathError::Pin {
+                path,
+                reason: error_chain(&e),
+            }
+        }
+    })
+}
+
+/// Checks the pinned global config was written by this version of the shaper.
+pub fn check_pinned_version(dir: &Path) -> Result<(), DatapathError> {
+    let map = Map::Array(open_pinned(dir, GLOBAL_CONFIG)?);
+    let arr: Array<&MapData, GlobalConfig> =
+        Array::try_from(&map).map_err(|source| DatapathError::Map {
+            map: GLOBAL_CONFIG,
+            source,
+        })?;
+    let g = arr.get(&0, 0).map_err(|source| DatapathError::Map {
+        map: GLOBAL_CONFIG,
+        source,
+    })?;
+    if g.magic != CONFIG_MAGIC || g.version != CONFIG_VERSION {
+        return Err(DatapathError::VersionMismatch(dir.to_path_buf()));
+    }
+    Ok(())
+}
