@@ -93,6 +93,16 @@ pub fn global_config(cfg: &Config) -> GlobalConfig {
     }
 }
 
+/// Removes the `keys` (collected first: deleting while iterating a map skips entries) for
+/// which `stale` holds.
+fn prune<K>(
+    keys: Vec<K>,
+    stale: impl Fn(&K) -> bool,
+    mut remove: impl FnMut(&K) -> Result<(), aya::maps::MapError>,
+) -> Result<(), aya::maps::MapError> {
+    keys.iter().filter(|k| stale(k)).try_for_each(&mut remove)
+}
+
 impl Datapath {
     /// Writes `cfg` with ids in config order (a fresh load).
     pub fn apply(&mut self, cfg: &Config) -> Result<(), DatapathError> {
@@ -254,62 +264,49 @@ impl Datapath {
         v6: &Lookup,
     ) -> Result<(), DatapathError> {
         let err = |map| move |source| DatapathError::Map { map, source };
-        {
-            let mut m: HashMap<&mut MapData, PrefixKeyV4, u32> = self.map_mut(TENANT_BY_HASH_V4)?;
-            let keys: Vec<PrefixKeyV4> = m
-                .keys()
-                .collect::<Result<_, _>>()
-                .map_err(err(TENANT_BY_HASH_V4))?;
-            for k in keys
-                .iter()
-                .filter(|k| matches!(v4, Lookup::Lpm) || !want4.contains_key(k))
-            {
-                m.remove(k).map_err(err(TENANT_BY_HASH_V4))?;
-            }
-        }
-        {
-            let mut m: HashMap<&mut MapData, PrefixKeyV6, u32> = self.map_mut(TENANT_BY_HASH_V6)?;
-            let keys: Vec<PrefixKeyV6> = m
-                .keys()
-                .collect::<Result<_, _>>()
-                .map_err(err(TENANT_BY_HASH_V6))?;
-            for k in keys
-                .iter()
-                .filter(|k| matches!(v6, Lookup::Lpm) || !want6.contains_key(k))
-            {
-                m.remove(k).map_err(err(TENANT_BY_HASH_V6))?;
-            }
-        }
-        {
-            let mut m: LpmTrie<&mut MapData, [u8; 4], u32> = self.map_mut(TENANT_BY_PREFIX_V4)?;
-            let keys: Vec<Key<[u8; 4]>> = m
-                .keys()
-                .collect::<Result<_, _>>()
-                .map_err(err(TENANT_BY_PREFIX_V4))?;
-            for k in keys.iter().filter(|k| {
-                matches!(v4, Lookup::Hash(_))
-                    || !want4.contains_key(&PrefixKeyV4 {
-                        len: k.prefix_len(),
-                        addr: k.data(),
-                    })
-            }) {
-                m.remove(k).map_err(err(TENANT_BY_PREFIX_V4))?;
-            }
-        }
-        let mut m: LpmTrie<&mut MapData, [u8; 16], u32> = self.map_mut(TENANT_BY_PREFIX_V6)?;
-        let keys: Vec<Key<[u8; 16]>> = m
+        // A hash entry is stale when the family now uses the trie or the prefix left; a trie
+        // entry when the family now uses hash probes or the prefix left.
+        let (lpm4, lpm6) = (matches!(v4, Lookup::Lpm), matches!(v6, Lookup::Lpm));
+        let mut h4: HashMap<&mut MapData, PrefixKeyV4, u32> = self.map_mut(TENANT_BY_HASH_V4)?;
+        let keys = h4
             .keys()
-            .collect::<Result<_, _>>()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err(TENANT_BY_HASH_V4))?;
+        prune(keys, |k| lpm4 || !want4.contains_key(k), |k| h4.remove(k))
+            .map_err(err(TENANT_BY_HASH_V4))?;
+        let mut h6: HashMap<&mut MapData, PrefixKeyV6, u32> = self.map_mut(TENANT_BY_HASH_V6)?;
+        let keys = h6
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err(TENANT_BY_HASH_V6))?;
+        prune(keys, |k| lpm6 || !want6.contains_key(k), |k| h6.remove(k))
+            .map_err(err(TENANT_BY_HASH_V6))?;
+        let mut t4: LpmTrie<&mut MapData, [u8; 4], u32> = self.map_mut(TENANT_BY_PREFIX_V4)?;
+        let keys = t4
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err(TENANT_BY_PREFIX_V4))?;
+        let stale4 = |k: &Key<[u8; 4]>| {
+            !lpm4
+                || !want4.contains_key(&PrefixKeyV4 {
+                    len: k.prefix_len(),
+                    addr: k.data(),
+                })
+        };
+        prune(keys, stale4, |k| t4.remove(k)).map_err(err(TENANT_BY_PREFIX_V4))?;
+        let mut t6: LpmTrie<&mut MapData, [u8; 16], u32> = self.map_mut(TENANT_BY_PREFIX_V6)?;
+        let keys = t6
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
             .map_err(err(TENANT_BY_PREFIX_V6))?;
-        for k in keys.iter().filter(|k| {
-            matches!(v6, Lookup::Hash(_))
+        let stale6 = |k: &Key<[u8; 16]>| {
+            !lpm6
                 || !want6.contains_key(&PrefixKeyV6 {
                     len: k.prefix_len(),
                     addr: k.data(),
                 })
-        }) {
-            m.remove(k).map_err(err(TENANT_BY_PREFIX_V6))?;
-        }
+        };
+        prune(keys, stale6, |k| t6.remove(k)).map_err(err(TENANT_BY_PREFIX_V6))?;
         Ok(())
     }
 
