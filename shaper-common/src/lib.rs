@@ -9,7 +9,7 @@ use core::mem::size_of;
 /// something else, and the program treats a config without it as "not configured yet".
 pub const CONFIG_MAGIC: u32 = 0x5348_5052; // "SHPR"
 /// Bumped whenever a map layout or the meaning of a field changes.
-pub const CONFIG_VERSION: u32 = 1;
+pub const CONFIG_VERSION: u32 = 2;
 
 /// Tenant ids are indexes into the per-tenant arrays, so their count is fixed at load time.
 pub const DEFAULT_MAX_TENANTS: u32 = 65_536;
@@ -87,6 +87,8 @@ const _: () = assert!(size_of::<PrefixKeyV6>() == 20);
 
 /// [`TenantConfig::flags`]: the entry holds a configured tenant.
 pub const TENANT_ACTIVE: u32 = 1;
+/// [`TenantConfig::flags`]: mark ECN-capable packets CE while the bucket is low.
+pub const TENANT_ECN: u32 = 2;
 
 /// Agent-written, one per tenant id. The bucket is a GCRA (virtual scheduling) bucket: the
 /// datapath keeps one word of state per tenant ([`TenantState`]) and only reads this, so a
@@ -100,11 +102,15 @@ pub struct TenantConfig {
     pub burst_ns: u64,
     /// The configured rate in bytes/s, for tools reading the pinned maps.
     pub rate_bytes: u64,
-    /// [`TENANT_ACTIVE`] when the entry is in use.
+    /// With [`TENANT_ECN`]: an ECN-capable packet that leaves less than this much of the
+    /// bucket (as time) is marked CE instead of passing unmarked, so TCP backs off before the
+    /// bucket is empty and packets are dropped.
+    pub mark_ns: u64,
+    /// [`TENANT_ACTIVE`] when the entry is in use, [`TENANT_ECN`] to mark.
     pub flags: u32,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<TenantConfig>() == 32);
+const _: () = assert!(size_of::<TenantConfig>() == 40);
 
 /// Datapath-written, one per tenant id: the theoretical arrival time of the next byte (GCRA).
 /// The bucket is full when `tat <= now`; it holds `(burst_ns - (tat - now)) / cost` bytes.
@@ -118,7 +124,9 @@ const _: () = assert!(size_of::<TenantState>() == 8);
 /// Outcomes counted per tenant: index into [`TenantCounters`] arrays.
 pub const OUTCOME_PASSED: usize = 0;
 pub const OUTCOME_DROPPED: usize = 1;
-pub const OUTCOMES: usize = 2;
+/// Passed, marked CE (ECN).
+pub const OUTCOME_MARKED: usize = 2;
+pub const OUTCOMES: usize = 3;
 
 /// Per-CPU counters of one tenant. Bytes are IP bytes (IPv4 total length, IPv6 header plus
 /// payload length), the same bytes the bucket charges.
@@ -128,7 +136,7 @@ pub struct TenantCounters {
     pub packets: [u64; OUTCOMES],
     pub bytes: [u64; OUTCOMES],
 }
-const _: () = assert!(size_of::<TenantCounters>() == 32);
+const _: () = assert!(size_of::<TenantCounters>() == 48);
 
 /// Classes of packets counted for the whole interface: index into `GLOBAL_COUNTERS`.
 pub const CLASS_IPV4: u32 = 0;

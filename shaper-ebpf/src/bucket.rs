@@ -14,27 +14,29 @@ use shaper_common::COST_SHIFT;
 /// and takes the add path, so two tries suffice for any number of CPUs; four is slack.
 const CAS_TRIES: u32 = 4;
 
-/// Spend `len` bytes; true if the packet conforms. `tat` must point to the tenant's state word.
+/// Spend `len` bytes. `Some(room)` if the packet conforms, with the room (as time) the bucket
+/// has left after it; `None` if it does not. `tat` must point to the tenant's state word.
 ///
 /// # Safety
 /// `tat` must be a valid, 8-byte aligned pointer into a map value.
 #[inline(always)]
-pub unsafe fn spend(tat: *mut u64, now: u64, len: u64, cost_fp: u64, burst_ns: u64) -> bool {
+pub unsafe fn spend(tat: *mut u64, now: u64, len: u64, cost_fp: u64, burst_ns: u64) -> Option<u64> {
     // len < 2^17 and cost_fp < 2^47 for any rate the agent accepts: no overflow.
     let inc = (len * cost_fp) >> COST_SHIFT;
     if inc > burst_ns {
-        return false;
+        return None;
     }
     for _ in 0..CAS_TRIES {
         // SAFETY: caller guarantees `tat` is valid and aligned.
         let cur = unsafe { core::ptr::read_volatile(tat) };
         if cur >= now {
-            if cur - now + inc > burst_ns {
-                return false;
+            let used = cur - now + inc;
+            if used > burst_ns {
+                return None;
             }
             // SAFETY: as above.
             unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(tat, inc) };
-            return true;
+            return Some(burst_ns - used);
         }
         // SAFETY: as above.
         let (_, swapped) = unsafe {
@@ -45,10 +47,10 @@ pub unsafe fn spend(tat: *mut u64, now: u64, len: u64, cost_fp: u64, burst_ns: u
             )
         };
         if swapped {
-            return true;
+            return Some(burst_ns - inc);
         }
     }
     // Lost every race: other CPUs are spending this bucket right now; dropping is the side that
     // never exceeds the rate.
-    false
+    None
 }

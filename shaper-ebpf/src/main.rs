@@ -25,9 +25,9 @@ use aya_log_ebpf::debug;
 use shaper_common::{
     CLASS_IPV4, CLASS_IPV6, CLASS_MALFORMED, CLASS_NON_IP, CLASS_UNMATCHED_DROPPED,
     CLASS_UNMATCHED_PASSED, CLASS_VLAN, CLASSES, CONFIG_MAGIC, DEFAULT_MAX_TENANTS, GlobalConfig,
-    MATCH_SRC, OUTCOME_DROPPED, OUTCOME_PASSED, PacketCount, PrefixKeyV4, PrefixKeyV6,
-    TENANT_ACTIVE, TenantConfig, TenantCounters, TenantState, UNMATCHED_DROP, V4_KEY_BYTES,
-    V6_KEY_BYTES,
+    MATCH_SRC, OUTCOME_DROPPED, OUTCOME_MARKED, OUTCOME_PASSED, PacketCount, PrefixKeyV4,
+    PrefixKeyV6, TENANT_ACTIVE, TENANT_ECN, TenantConfig, TenantCounters, TenantState,
+    UNMATCHED_DROP, V4_KEY_BYTES, V6_KEY_BYTES,
 };
 
 use crate::parse::Parsed;
@@ -98,24 +98,50 @@ pub fn shaper(ctx: XdpContext) -> u32 {
             dst,
             len,
             vlan,
+            l3,
+            ecn,
         } => {
             count_class(CLASS_IPV4, frame_len, vlan);
             let cfg = global_config();
             let addr = if cfg.match_dir == MATCH_SRC { src } else { dst };
             let tenant = classify::v4(&cfg, addr);
-            enforce(&ctx, &cfg, tenant, len, frame_len)
+            enforce(
+                &ctx,
+                &cfg,
+                tenant,
+                len,
+                frame_len,
+                Ecn {
+                    l3,
+                    field: ecn,
+                    v4: true,
+                },
+            )
         }
         Parsed::V6 {
             src,
             dst,
             len,
             vlan,
+            l3,
+            ecn,
         } => {
             count_class(CLASS_IPV6, frame_len, vlan);
             let cfg = global_config();
             let addr = if cfg.match_dir == MATCH_SRC { src } else { dst };
             let tenant = classify::v6(&cfg, addr);
-            enforce(&ctx, &cfg, tenant, len, frame_len)
+            enforce(
+                &ctx,
+                &cfg,
+                tenant,
+                len,
+                frame_len,
+                Ecn {
+                    l3,
+                    field: ecn,
+                    v4: false,
+                },
+            )
         }
     }
 }
@@ -129,6 +155,13 @@ fn global_config() -> GlobalConfig {
     }
 }
 
+/// Where a packet's ECN field is, and its value (0: not ECN-capable).
+struct Ecn {
+    l3: usize,
+    field: u8,
+    v4: bool,
+}
+
 /// Spend `len` bytes of the tenant's bucket and count the outcome.
 #[inline(always)]
 fn enforce(
@@ -137,6 +170,7 @@ fn enforce(
     tenant: Option<u32>,
     len: u64,
     frame_len: u64,
+    ecn: Ecn,
 ) -> u32 {
     let Some(id) = tenant else {
         return unmatched(cfg, frame_len);
@@ -159,11 +193,18 @@ fn enforce(
             aya_ebpf::helpers::bpf_ktime_get_ns()
         }
     };
-    let pass = unsafe { bucket::spend(tat, now, len, tc.cost_fp, tc.burst_ns) };
-    let outcome = if pass {
-        OUTCOME_PASSED
-    } else {
-        OUTCOME_DROPPED
+    // SAFETY: `tat` is valid and aligned (above).
+    let room = unsafe { bucket::spend(tat, now, len, tc.cost_fp, tc.burst_ns) };
+    let pass = room.is_some();
+    let outcome = match room {
+        None => OUTCOME_DROPPED,
+        // Low bucket, ECN-capable packet, tenant asked for it: mark CE rather than let the
+        // bucket run dry and drop.
+        Some(r) if r < tc.mark_ns && tc.flags & TENANT_ECN != 0 && ecn.field != 0 => {
+            mark_ce(ctx, &ecn);
+            OUTCOME_MARKED
+        }
+        Some(_) => OUTCOME_PASSED,
     };
     if let Some(c) = TENANT_COUNTERS.get_ptr_mut(id) {
         // SAFETY: per-CPU value: only this CPU writes it, and preemption is off in XDP.
@@ -176,6 +217,36 @@ fn enforce(
         xdp_action::XDP_PASS
     } else {
         xdp_action::XDP_DROP
+    }
+}
+
+/// Sets the ECN field to CE (11). IPv4's header checksum is updated incrementally (RFC 1624:
+/// HC' = ~(~HC + ~m + m') over the 16-bit word holding the TOS byte); IPv6 has none.
+#[inline(always)]
+fn mark_ce(ctx: &XdpContext, ecn: &Ecn) {
+    let start = ctx.data();
+    if start + ecn.l3 + 12 > ctx.data_end() {
+        return;
+    }
+    let h = (start + ecn.l3) as *mut u8;
+    // SAFETY: the 12 bytes at `h` were just checked against data_end; XDP packet data is
+    // writable.
+    unsafe {
+        if ecn.v4 {
+            let old = u16::from_be_bytes([*h, *h.add(1)]);
+            *h.add(1) |= 0x03;
+            let new = u16::from_be_bytes([*h, *h.add(1)]);
+            let hc = u16::from_be_bytes([*h.add(10), *h.add(11)]);
+            let mut sum = u32::from(!hc) + u32::from(!old) + u32::from(new);
+            sum = (sum & 0xffff) + (sum >> 16);
+            sum = (sum & 0xffff) + (sum >> 16);
+            let csum = !(sum as u16);
+            let b = csum.to_be_bytes();
+            *h.add(10) = b[0];
+            *h.add(11) = b[1];
+        } else {
+            *h.add(1) |= 0x30;
+        }
     }
 }
 

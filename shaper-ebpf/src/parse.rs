@@ -21,17 +21,22 @@ pub enum Parsed {
     Malformed {
         vlan: bool,
     },
+    /// `l3` is the IP header's offset in the frame; `ecn` the packet's ECN field (0: not ECT).
     V4 {
         src: [u8; 4],
         dst: [u8; 4],
         len: u64,
         vlan: bool,
+        l3: usize,
+        ecn: u8,
     },
     V6 {
         src: [u8; 16],
         dst: [u8; 16],
         len: u64,
         vlan: bool,
+        l3: usize,
+        ecn: u8,
     },
 }
 
@@ -92,6 +97,8 @@ fn parse_v4(ctx: &XdpContext, offset: usize, avail: usize, vlan: bool) -> Parsed
         dst: [h[16], h[17], h[18], h[19]],
         len: total as u64,
         vlan,
+        l3: offset,
+        ecn: h[1] & 0x03,
     }
 }
 
@@ -119,5 +126,8 @@ fn parse_v6(ctx: &XdpContext, offset: usize, avail: usize, vlan: bool) -> Parsed
         dst,
         len: total as u64,
         vlan,
+        l3: offset,
+        // Traffic class spans bytes 0-1: its low two bits are bits 4-5 of byte 1.
+        ecn: (h[1] >> 4) & 0x03,
     }
 }

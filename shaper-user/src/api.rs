@@ -178,18 +178,27 @@ pub fn render_metrics(snap: &Snapshot) -> String {
             &format!("{what} per tenant and outcome, as the datapath counted them."),
         );
         for t in &snap.tenants {
+            let bytes = name.contains("bytes");
             for (outcome, v) in [
                 (
                     "passed",
-                    if name.contains("bytes") {
+                    if bytes {
                         t.passed_bytes
                     } else {
                         t.passed_packets
                     },
                 ),
                 (
+                    "marked",
+                    if bytes {
+                        t.marked_bytes
+                    } else {
+                        t.marked_packets
+                    },
+                ),
+                (
                     "dropped",
-                    if name.contains("bytes") {
+                    if bytes {
                         t.dropped_bytes
                     } else {
                         t.dropped_packets
@@ -369,6 +378,8 @@ mod tests {
             passed_bps: 1e6,
             offered_bps: 1.2e6,
             drop_ratio: 1.0 / 6.0,
+            marked_packets: 1,
+            marked_bytes: 1_500,
         }
     }
 

@@ -7,8 +7,8 @@ use aya::maps::{Map, MapData, PerCpuArray};
 use serde::{Deserialize, Serialize};
 use shaper_common::{
     CLASS_IPV4, CLASS_IPV6, CLASS_MALFORMED, CLASS_NON_IP, CLASS_UNMATCHED_DROPPED,
-    CLASS_UNMATCHED_PASSED, CLASS_VLAN, CLASSES, OUTCOME_DROPPED, OUTCOME_PASSED, OUTCOMES,
-    PacketCount, TenantCounters,
+    CLASS_UNMATCHED_PASSED, CLASS_VLAN, CLASSES, OUTCOME_DROPPED, OUTCOME_MARKED, OUTCOME_PASSED,
+    OUTCOMES, PacketCount, TenantCounters,
 };
 
 use crate::config::{Config, tier_str};
@@ -187,9 +187,14 @@ pub struct TenantStats {
     pub passed_bytes: u64,
     pub dropped_packets: u64,
     pub dropped_bytes: u64,
-    /// Passed IP bits per second over the sampling window.
+    /// Passed with their ECN field set to CE (the bucket was low).
+    #[serde(default)]
+    pub marked_packets: u64,
+    #[serde(default)]
+    pub marked_bytes: u64,
+    /// Passed (marked or not) IP bits per second over the sampling window.
     pub passed_bps: f64,
-    /// Offered (passed + dropped) IP bits per second over the sampling window.
+    /// Offered (passed + marked + dropped) IP bits per second over the sampling window.
     pub offered_bps: f64,
     /// Dropped share of offered bytes over the window, 0..=1.
     pub drop_ratio: f64,
@@ -213,7 +218,7 @@ pub fn tenant_stats(table: &[TenantInfo], prev: &Snapshot, cur: &Snapshot) -> Ve
             let c = cur.tenants.get(t.id as usize).unwrap_or(&zero);
             let p = prev.tenants.get(t.id as usize).unwrap_or(&zero);
             let d = |o: usize| c.bytes[o].saturating_sub(p.bytes[o]);
-            let (dp, dd) = (d(OUTCOME_PASSED), d(OUTCOME_DROPPED));
+            let (dp, dd) = (d(OUTCOME_PASSED) + d(OUTCOME_MARKED), d(OUTCOME_DROPPED));
             TenantStats {
                 id: t.id,
                 name: t.name.clone(),
@@ -223,6 +228,8 @@ pub fn tenant_stats(table: &[TenantInfo], prev: &Snapshot, cur: &Snapshot) -> Ve
                 passed_bytes: c.bytes[OUTCOME_PASSED],
                 dropped_packets: c.packets[OUTCOME_DROPPED],
                 dropped_bytes: c.bytes[OUTCOME_DROPPED],
+                marked_packets: c.packets[OUTCOME_MARKED],
+                marked_bytes: c.bytes[OUTCOME_MARKED],
                 passed_bps: rate(dp),
                 offered_bps: rate(dp + dd),
                 drop_ratio: if dp + dd > 0 {
@@ -243,8 +250,8 @@ mod tests {
 
     fn counters(passed: u64, dropped: u64) -> TenantCounters {
         TenantCounters {
-            packets: [passed / 1000, dropped / 1000],
-            bytes: [passed, dropped],
+            packets: [passed / 1000, dropped / 1000, 0],
+            bytes: [passed, dropped, 0],
         }
     }
 
@@ -259,10 +266,32 @@ mod tests {
     }
 
     #[test]
+    fn marked_packets_passed_and_count_as_offered() {
+        let t0 = Instant::now();
+        let prev = Snapshot {
+            at: t0,
+            tenants: vec![TenantCounters::default()],
+        };
+        let c = TenantCounters {
+            packets: [1, 1, 2],
+            bytes: [250_000, 250_000, 500_000],
+        };
+        let cur = Snapshot {
+            at: t0 + Duration::from_secs(1),
+            tenants: vec![c],
+        };
+        let s = tenant_stats(&[info(0)], &prev, &cur);
+        assert!((s[0].passed_bps - 6e6).abs() < 1.0, "{}", s[0].passed_bps);
+        assert!((s[0].offered_bps - 8e6).abs() < 1.0);
+        assert_eq!((s[0].marked_packets, s[0].marked_bytes), (2, 500_000));
+        assert!((s[0].drop_ratio - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
     fn sums_cpus() {
         let s = sum_cpus(&[counters(1000, 0), counters(2000, 3000)]);
-        assert_eq!(s.bytes, [3000, 3000]);
-        assert_eq!(s.packets, [3, 3]);
+        assert_eq!(s.bytes, [3000, 3000, 0]);
+        assert_eq!(s.packets, [3, 3, 0]);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct FrameBuilder {
     pub vlans: Vec<u16>,
     pub options: usize,
     pub ip_len: usize,
+    /// IPv4 TOS / IPv6 traffic class: DSCP << 2 | ECN.
+    pub tos: u8,
 }
 
 impl Default for FrameBuilder {
@@ -35,6 +37,7 @@ impl Default for FrameBuilder {
             vlans: vec![],
             options: 0,
             ip_len: 100,
+            tos: 0,
         }
     }
 }
@@ -62,6 +65,7 @@ impl FrameBuilder {
         let total = self.ip_len.max(hlen + 8);
         let mut h = vec![0u8; hlen];
         h[0] = 0x40 | (hlen / 4) as u8;
+        h[1] = self.tos;
         h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
         h[8] = 64;
         h[9] = 17;
@@ -82,7 +86,8 @@ impl FrameBuilder {
         let mut f = self.l2(ETH_P_IPV6);
         let total = self.ip_len.max(48);
         let mut h = vec![0u8; 40];
-        h[0] = 0x60;
+        h[0] = 0x60 | (self.tos >> 4);
+        h[1] = (self.tos & 0x0f) << 4;
         h[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
         h[6] = 17;
         h[7] = 64;

@@ -821,3 +821,133 @@ fn a_million_tenants_load_and_classify() {
     let err = dp.apply(&too_many).expect_err("more than the maximum");
     assert!(err.to_string().contains("--max-tenants"), "{err}");
 }
+
+/// Runs one frame and returns the verdict and the frame as the program left it.
+fn run_out(dp: &mut Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let prog = dp.program_mut().expect("program");
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+/// A small ECN bucket for tenant `id`: 8 kbit/s, 10 kB, marking below half.
+fn ecn_tenant(dp: &mut Datapath, id: u32) {
+    let mut tc = tenant_config(8_000, 10_000);
+    tc.flags |= shaper_common::TENANT_ECN;
+    tc.mark_ns = tc.burst_ns / 2;
+    set_tenant(dp, id, tc);
+}
+
+/// ECN, IPv4: ECT(0) packets pass unmarked while more than half the bucket is left, are marked
+/// CE below that (the header checksum still right, recomputed from scratch), and are dropped
+/// only when the bucket is empty. Non-ECT packets are never marked.
+#[test]
+fn ecn_marks_ipv4_before_the_bucket_is_empty() {
+    if skip_unless_root("ecn_marks_ipv4_before_the_bucket_is_empty") {
+        return;
+    }
+    let _serial = serial();
+    let mut dp = load(&config("drop", "dst"));
+    ecn_tenant(&mut dp, 2);
+    let ect0 = FrameBuilder {
+        ip_len: 1000,
+        tos: (10 << 2) | 0b10,
+        ..Default::default()
+    }
+    .v4(SRC4, [10, 3, 0, 1]);
+    let mut verdicts = Vec::new();
+    for k in 1..=12 {
+        let (v, out) = run_out(&mut dp, &ect0);
+        verdicts.push(v);
+        if v == XDP_PASS {
+            let h = &out[14..34];
+            let marked = h[1] & 0x03 == 0x03;
+            // 1000 bytes a packet out of 10,000: the k-th leaves 10,000 - 1000 k.
+            assert_eq!(marked, k >= 6, "packet {k}: tos {:#04x}", h[1]);
+            assert_eq!(h[1] >> 2, 10, "DSCP kept");
+            let csum = u16::from_be_bytes([h[10], h[11]]);
+            assert_eq!(
+                csum,
+                shaper_tests::ipv4_checksum(h),
+                "packet {k}: checksum after marking"
+            );
+        }
+    }
+    assert_eq!(verdicts[..10], [XDP_PASS; 10], "{verdicts:?}");
+    assert_eq!(verdicts[10..], [XDP_DROP; 2], "{verdicts:?}");
+    let c = tenant(&dp, 2);
+    assert_eq!(c.packets, [5, 2, 5], "passed, dropped, marked");
+
+    let mut dp = load(&config("drop", "dst"));
+    ecn_tenant(&mut dp, 2);
+    let not_ect = FrameBuilder {
+        ip_len: 1000,
+        tos: 10 << 2,
+        ..Default::default()
+    }
+    .v4(SRC4, [10, 3, 0, 1]);
+    for _ in 0..12 {
+        let (v, out) = run_out(&mut dp, &not_ect);
+        if v == XDP_PASS {
+            assert_eq!(out[15], 10 << 2, "a non-ECT packet was modified");
+        }
+    }
+    assert_eq!(
+        tenant(&dp, 2).packets,
+        [10, 2, 0],
+        "non-ECT: never marked, dropped when empty"
+    );
+
+    // A tenant without ECN drops rather than marks, ECT or not.
+    let mut dp = load(&config("drop", "dst"));
+    set_tenant(&mut dp, 2, tenant_config(8_000, 10_000));
+    for _ in 0..12 {
+        let (_, out) = run_out(&mut dp, &ect0);
+        assert_ne!(
+            out.get(15).map(|t| t & 3),
+            Some(3),
+            "marked without ECN configured"
+        );
+    }
+    assert_eq!(tenant(&dp, 2).packets, [10, 2, 0]);
+}
+
+/// ECN, IPv6: the ECN bits of the traffic class are set to CE (no checksum in IPv6).
+#[test]
+fn ecn_marks_ipv6_traffic_class() {
+    if skip_unless_root("ecn_marks_ipv6_traffic_class") {
+        return;
+    }
+    let _serial = serial();
+    let mut dp = load(&config("drop", "dst"));
+    ecn_tenant(&mut dp, 0);
+    let ect1 = FrameBuilder {
+        ip_len: 1000,
+        tos: (46 << 2) | 0b01,
+        ..Default::default()
+    }
+    .v6(V6_NOBODY, V6_ALPHA);
+    let mut marked = 0;
+    for _ in 0..10 {
+        let (v, out) = run_out(&mut dp, &ect1);
+        assert_eq!(v, XDP_PASS);
+        let tc = ((out[14] & 0x0f) << 4) | (out[15] >> 4);
+        assert_eq!(tc >> 2, 46, "DSCP kept");
+        if tc & 3 == 3 {
+            marked += 1;
+        } else {
+            assert_eq!(tc & 3, 1, "ECT(1) kept until marked");
+        }
+        assert_eq!(out[..14], ect1[..14], "Ethernet header untouched");
+        assert_eq!(out[16..], ect1[16..], "nothing else changed");
+    }
+    assert_eq!(marked, 5);
+    assert_eq!(tenant(&dp, 0).packets, [5, 0, 5]);
+}

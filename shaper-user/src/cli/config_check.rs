@@ -68,8 +68,8 @@ pub fn describe(cfg: &Config) -> String {
     }
     let _ = writeln!(
         s,
-        "enforced now: link.match, link.unmatched, tenants (prefixes, rate, burst)\n\
-         validated, acted on by later stages: pools, tiers, token_types, ceil, mix, ecn, forecast, policy, events ({}), api, history",
+        "enforced now: link.match, link.unmatched, tenants (prefixes, rate, burst, ecn)\n\
+         validated, acted on by later stages: pools, tiers, token_types, ceil, mix, forecast, policy, events ({}), api, history",
         cfg.events.len()
     );
     s

@@ -93,7 +93,7 @@ pub fn render(r: &StatsReport) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<16} {:<9} {:>12} {:>14} {:>14} {:>7} {:>12} {:>14} {:>10} {:>14}",
+        "{:<16} {:<9} {:>12} {:>14} {:>14} {:>7} {:>12} {:>14} {:>10} {:>10} {:>14}",
         "tenant",
         "tier",
         "rate",
@@ -102,13 +102,14 @@ pub fn render(r: &StatsReport) -> String {
         "drop%",
         "pass pkts",
         "pass bytes",
+        "mark pkts",
         "drop pkts",
         "drop bytes"
     );
     for t in &r.tenants {
         let _ = writeln!(
             s,
-            "{:<16} {:<9} {:>12} {:>14} {:>14} {:>6.1}% {:>12} {:>14} {:>10} {:>14}",
+            "{:<16} {:<9} {:>12} {:>14} {:>14} {:>6.1}% {:>12} {:>14} {:>10} {:>10} {:>14}",
             t.name,
             t.tier,
             human_bits(t.rate_bits as f64),
@@ -117,6 +118,7 @@ pub fn render(r: &StatsReport) -> String {
             t.drop_ratio * 100.0,
             t.passed_packets,
             t.passed_bytes,
+            t.marked_packets,
             t.dropped_packets,
             t.dropped_bytes
         );

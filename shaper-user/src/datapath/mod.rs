@@ -14,8 +14,8 @@ use aya::{Ebpf, EbpfLoader};
 use shaper_common::{
     CLOCK_COARSE, CLOCK_PRECISE, CONFIG_MAGIC, CONFIG_VERSION, COST_SHIFT, GlobalConfig,
     LOOKUP_LPM, MATCH_DST, MATCH_SRC, MAX_PREFIX_PROBES, MAX_TENANTS_LIMIT, PrefixKeyV4,
-    PrefixKeyV6, TENANT_ACTIVE, TenantConfig, TenantCounters, TenantState, UNMATCHED_DROP,
-    UNMATCHED_PASS,
+    PrefixKeyV6, TENANT_ACTIVE, TENANT_ECN, TenantConfig, TenantCounters, TenantState,
+    UNMATCHED_DROP, UNMATCHED_PASS,
 };
 
 use crate::config::{Config, MatchDir, Prefix, Unmatched};
@@ -29,7 +29,9 @@ use self::error::is_permission;
 pub(crate) use self::error::os_error;
 pub use self::error::{DatapathError, error_chain};
 pub use self::pins::{check_pinned_version, ensure_bpffs, open_pinned, pin_dir, remove_pins};
-pub use self::write::{Lookup, global_config, lookup_plan, tenant_config};
+pub use self::write::{
+    ECN_MARK_FRACTION, Lookup, global_config, lookup_plan, tenant_config, tenant_params,
+};
 
 /// The XDP program, built from shaper-ebpf by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shaper"));

@@ -11,9 +11,24 @@ pub fn tenant_config(rate_bits: u64, burst_bytes: u64) -> TenantConfig {
         cost_fp,
         burst_ns,
         rate_bytes: rate_bits / 8,
+        mark_ns: 0,
         flags: TENANT_ACTIVE,
         _pad: 0,
     }
+}
+
+/// Share of the bucket below which ECN-capable packets are marked CE: TCP halves its window
+/// on a mark, so marking from half empty leaves the other half for the reaction to arrive.
+pub const ECN_MARK_FRACTION: f64 = 0.5;
+
+/// The tenant's bucket parameters as its config says, ECN marking included.
+pub fn tenant_params(t: &crate::config::Tenant) -> TenantConfig {
+    let mut tc = tenant_config(t.rate.bits_per_sec(), t.burst.bytes());
+    if t.ecn {
+        tc.flags |= TENANT_ECN;
+        tc.mark_ns = (tc.burst_ns as f64 * ECN_MARK_FRACTION) as u64;
+    }
+    tc
 }
 
 /// How one address family is looked up: hash probes for these lengths (most prefixes first),
@@ -136,15 +151,11 @@ impl Datapath {
         {
             let mut tc: Array<&mut MapData, TenantConfig> = self.map_mut(TENANT_CONFIG)?;
             for (t, id) in cfg.tenants.iter().zip(&ids) {
-                tc.set(
-                    *id,
-                    tenant_config(t.rate.bits_per_sec(), t.burst.bytes()),
-                    0,
-                )
-                .map_err(|source| DatapathError::Map {
-                    map: TENANT_CONFIG,
-                    source,
-                })?;
+                tc.set(*id, tenant_params(t), 0)
+                    .map_err(|source| DatapathError::Map {
+                        map: TENANT_CONFIG,
+                        source,
+                    })?;
             }
         }
         let (v4, v6) = lookup_plan(cfg);
