@@ -84,6 +84,13 @@ pub fn run(program: &str, args: &[&str]) -> io::Result<Output> {
     Ok(out)
 }
 
+/// True if `iface` in namespace `ns` has an XDP program attached.
+pub fn xdp_attached(ns: &str, iface: &str) -> bool {
+    ip(&["-n", ns, "-d", "link", "show", "dev", iface])
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("prog/xdp"))
+        .unwrap_or(false)
+}
+
 /// `ip` with arguments.
 pub fn ip(args: &[&str]) -> io::Result<Output> {
     run("ip", args)

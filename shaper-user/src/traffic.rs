@@ -51,7 +51,8 @@ pub struct Received {
     pub span: Duration,
 }
 
-fn pin_to_cpu(cpu: usize) {
+/// Pins the calling thread to `cpu` (senders, and the tests that drive a bucket from every CPU).
+pub fn pin_to_cpu(cpu: usize) {
     // SAFETY: cpu_set_t is plain data; the call only affects this thread.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();

@@ -46,17 +46,7 @@ fn lab_run(lab: &Lab) -> Command {
 }
 
 fn xdp_attached(lab: &Lab) -> bool {
-    let o = shaper::netns::ip(&[
-        "-n",
-        &lab.dut.name,
-        "-d",
-        "link",
-        "show",
-        "dev",
-        &lab.dut_if,
-    ])
-    .expect("ip link");
-    String::from_utf8_lossy(&o.stdout).contains("prog/xdp")
+    shaper::netns::xdp_attached(&lab.dut.name, &lab.dut_if)
 }
 
 fn assert_nothing_left(lab: &Lab) {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use shaper::config::Prefix;
 
-pub use shaper::netns::skip_unless_root;
+pub use shaper::netns::{skip_unless_root, xdp_attached};
 
 /// Tests of one binary that need root run one at a time: loading programs, building labs and
 /// sending traffic all take the CPUs that the rate measurements of the others depend on, and
@@ -288,11 +288,4 @@ impl Drop for Agent {
             eprintln!("agent: {e}");
         }
     }
-}
-
-/// True if `iface` in namespace `ns` has an XDP program attached.
-pub fn xdp_attached(ns: &str, iface: &str) -> bool {
-    shaper::netns::ip(&["-n", ns, "-d", "link", "show", "dev", iface])
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("prog/xdp"))
-        .unwrap_or(false)
 }

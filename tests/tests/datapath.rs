@@ -514,7 +514,7 @@ fn all_cpus_once() -> Result<(), String> {
         .map(|cpu| {
             let (dp, barrier, f) = (dp.clone(), barrier.clone(), f.clone());
             std::thread::spawn(move || {
-                pin(cpu);
+                shaper::traffic::pin_to_cpu(cpu);
                 barrier.wait();
                 let start = Instant::now();
                 hammer(&dp, &f, Duration::from_millis(500));
@@ -555,15 +555,6 @@ fn all_cpus_once() -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn pin(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; affects only this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-    }
 }
 
 /// A rate change rewrites only the config map: an empty bucket stays empty (no reset to a full
