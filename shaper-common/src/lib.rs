@@ -9,7 +9,7 @@ use core::mem::size_of;
 /// something else, and the program treats a config without it as "not configured yet".
 pub const CONFIG_MAGIC: u32 = 0x5348_5052; // "SHPR"
 /// Bumped whenever a map layout or the meaning of a field changes.
-pub const CONFIG_VERSION: u32 = 2;
+pub const CONFIG_VERSION: u32 = 3;
 
 /// Tenant ids are indexes into the per-tenant arrays, so their count is fixed at load time.
 pub const DEFAULT_MAX_TENANTS: u32 = 65_536;
@@ -41,6 +41,25 @@ pub const MAX_PREFIX_PROBES: usize = 4;
 /// has more distinct prefix lengths than [`MAX_PREFIX_PROBES`].
 pub const LOOKUP_LPM: u8 = 0xff;
 
+/// Token types, index into the per-type arrays: gold (critical), silver, bronze (bulk). Fallback
+/// goes toward higher indexes only (gold -> silver -> bronze), never back.
+pub const TYPE_GOLD: usize = 0;
+pub const TYPE_SILVER: usize = 1;
+pub const TYPE_BRONZE: usize = 2;
+pub const TOKEN_TYPES: usize = 3;
+
+/// Tier priorities, 0 (bronze) to 3 (platinum): the index of [`GlobalConfig::borrow_depth_ns`].
+pub const TIERS: usize = 4;
+
+/// [`GlobalConfig::flags`]: some tenant may borrow, so every passed packet is charged to the
+/// link bucket (the opportunistic pool is what that bucket has left).
+pub const GLOBAL_BORROW: u32 = 1;
+/// [`GlobalConfig::flags`]: when no token type spends the tenant's type, fall back to lower ones.
+pub const GLOBAL_FALLBACK: u32 = 2;
+
+/// [`GlobalConfig::flow_sample_shift`] value meaning "no flow table".
+pub const FLOWS_OFF: u8 = 0xff;
+
 /// Agent-written, single entry: how the program behaves as a whole.
 ///
 /// Classification: since configs never hold overlapping prefixes, an address matches at most
@@ -63,9 +82,71 @@ pub struct GlobalConfig {
     /// How many of `v4_probes` are used, or [`LOOKUP_LPM`].
     pub v4_nprobes: u8,
     pub v6_nprobes: u8,
-    pub _pad: [u8; 6],
+    /// Token type of packets no rule matches.
+    pub default_type: u8,
+    /// Rules in `TOKEN_RULES` in use (0: every packet takes `default_type`).
+    pub nrules: u8,
+    /// One packet in `2^shift` of each tenant x type x outcome updates the flow table, its
+    /// counts scaled by `2^shift`; [`FLOWS_OFF`] disables the table.
+    pub flow_sample_shift: u8,
+    pub _pad: [u8; 3],
+    /// [`GLOBAL_BORROW`], [`GLOBAL_FALLBACK`].
+    pub flags: u32,
+    /// The link bucket (GCRA): capacity minus the emergency share. Every passed packet is
+    /// charged to it when borrowing is on; borrowed packets must also fit in it.
+    pub link_cost_fp: u64,
+    /// How full the link bucket may get with a borrowed packet, per tier priority: lower tiers
+    /// stop borrowing while the link still has room for higher ones (drop precedence).
+    pub borrow_depth_ns: [u64; TIERS],
+    /// The emergency pool (GCRA): its share of capacity and depth.
+    pub emergency_cost_fp: u64,
+    pub emergency_burst_ns: u64,
 }
-const _: () = assert!(size_of::<GlobalConfig>() == 32);
+const _: () = assert!(size_of::<GlobalConfig>() == 96);
+
+/// Match rule fields: [`TokenRule::flags`] says which are set; unset fields match anything.
+pub const RULE_DSCP: u8 = 1;
+pub const RULE_PROTO: u8 = 2;
+pub const RULE_DPORT: u8 = 4;
+pub const RULE_SPORT: u8 = 8;
+/// Ports one rule can list.
+pub const RULE_PORTS: usize = 8;
+/// Rules the datapath evaluates at most (first match wins).
+pub const MAX_RULES: usize = 16;
+
+/// One token-type rule: every field set must match; a port field matches if any listed port
+/// does (unused slots repeat the first port, so the datapath need not know the count).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenRule {
+    /// Bit d set: DSCP d matches.
+    pub dscp_mask: u64,
+    pub dports: [u16; RULE_PORTS],
+    pub sports: [u16; RULE_PORTS],
+    /// IP protocol number (IPv6: the upper-layer header after extension headers).
+    pub proto: u8,
+    pub flags: u8,
+    /// The token type a matching packet takes.
+    pub token_type: u8,
+    pub _pad: [u8; 5],
+}
+const _: () = assert!(size_of::<TokenRule>() == 48);
+
+/// Agent-written, single entry of `TOKEN_RULES`: the rules in order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenRules {
+    pub rules: [TokenRule; MAX_RULES],
+}
+const _: () = assert!(size_of::<TokenRules>() == 768);
+
+impl Default for TokenRules {
+    fn default() -> Self {
+        TokenRules {
+            rules: [TokenRule::default(); MAX_RULES],
+        }
+    }
+}
 
 /// Key of `TENANT_BY_HASH_V4`: prefix length and the address with host bits cleared.
 #[repr(C)]
@@ -89,54 +170,167 @@ const _: () = assert!(size_of::<PrefixKeyV6>() == 20);
 pub const TENANT_ACTIVE: u32 = 1;
 /// [`TenantConfig::flags`]: mark ECN-capable packets CE while the bucket is low.
 pub const TENANT_ECN: u32 = 2;
+/// [`TenantConfig::flags`]: the tenant's tier may borrow idle capacity up to its ceiling.
+pub const TENANT_BORROW: u32 = 4;
+/// [`TenantConfig::flags`]: the tenant's tier may spend the emergency pool.
+pub const TENANT_EMERGENCY: u32 = 8;
 
-/// Agent-written, one per tenant id. The bucket is a GCRA (virtual scheduling) bucket: the
-/// datapath keeps one word of state per tenant ([`TenantState`]) and only reads this, so a
-/// rate change never touches the bucket's state.
+/// One GCRA bucket's parameters: the time a byte costs and the depth, both in ns. A depth of 0
+/// is an empty bucket that never conforms (a token type with no share of the rate).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BucketParams {
+    /// ns/byte << [`COST_SHIFT`].
+    pub cost_fp: u64,
+    pub burst_ns: u64,
+}
+const _: () = assert!(size_of::<BucketParams>() == 16);
+
+/// Agent-written, one per tenant id and slot (double-buffered: see `TENANT_SLOT`). The datapath
+/// keeps the bucket state in [`TenantState`] and only reads this, so a rate change never
+/// touches tokens. The agent writes the slot not in use, then flips the tenant's slot word,
+/// so a packet sees one whole config, old or new.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TenantConfig {
-    /// Time one byte costs at the tenant's rate: ns/byte << [`COST_SHIFT`].
-    pub cost_fp: u64,
-    /// Bucket depth as time: `burst` bytes at `cost_fp`, in ns.
-    pub burst_ns: u64,
-    /// The configured rate in bytes/s, for tools reading the pinned maps.
+    /// Per token type: its share (the mix) of the tenant's rate and burst.
+    pub types: [BucketParams; TOKEN_TYPES],
+    /// With [`TENANT_ECN`], per token type: an ECN-capable packet that leaves less than this
+    /// much of the type's bucket (as time) is marked CE, so TCP backs off before the bucket is
+    /// empty and packets are dropped.
+    pub mark_ns: [u64; TOKEN_TYPES],
+    /// The pre-allocated pool's fill (a GCRA bucket; `cost_fp` 0: no fill). Its depth is the
+    /// pool's cap.
+    pub pre: BucketParams,
+    /// Cap of the deposit credit, bytes.
+    pub pre_cap_bytes: u64,
+    /// A deposit is applied once, when the datapath sees `deposit_seq` above the one it last
+    /// applied: `deposit_bytes` are added to the credit, clamped to the cap, and whatever
+    /// credit is left at `deposit_expires_ns` (bpf_ktime_get_ns clock) expires.
+    pub deposit_seq: u64,
+    pub deposit_bytes: u64,
+    pub deposit_expires_ns: u64,
+    /// Borrowing: at most `ceil - rate` on top of the tenant's own buckets.
+    pub borrow: BucketParams,
+    /// The configured rate and ceiling in bytes/s, for tools reading the pinned maps.
     pub rate_bytes: u64,
-    /// With [`TENANT_ECN`]: an ECN-capable packet that leaves less than this much of the
-    /// bucket (as time) is marked CE instead of passing unmarked, so TCP backs off before the
-    /// bucket is empty and packets are dropped.
-    pub mark_ns: u64,
-    /// [`TENANT_ACTIVE`] when the entry is in use, [`TENANT_ECN`] to mark.
+    pub ceil_bytes: u64,
+    /// [`TENANT_ACTIVE`], [`TENANT_ECN`], [`TENANT_BORROW`], [`TENANT_EMERGENCY`].
     pub flags: u32,
-    pub _pad: u32,
+    /// Tier priority, 0..[`TIERS`].
+    pub tier: u32,
 }
-const _: () = assert!(size_of::<TenantConfig>() == 40);
+const _: () = assert!(size_of::<TenantConfig>() == 160);
 
-/// Datapath-written, one per tenant id: the theoretical arrival time of the next byte (GCRA).
-/// The bucket is full when `tat <= now`; it holds `(burst_ns - (tat - now)) / cost` bytes.
+/// Datapath-written, one per tenant id.
+///
+/// GCRA words: the theoretical arrival time of the next byte; a bucket is full when
+/// `tat <= now` and holds `(burst_ns - (tat - now)) / cost` bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TenantState {
-    pub tat: u64,
+    pub tat: [u64; TOKEN_TYPES],
+    pub pre_tat: u64,
+    pub borrow_tat: u64,
+    /// Deposit credit left, bytes.
+    pub credit: u64,
+    /// The last deposit applied.
+    pub deposit_seq: u64,
+    /// Bytes ever added to the credit (after the cap) and ever expired unused: what was used
+    /// is `deposited - expired - credit`.
+    pub deposited: u64,
+    pub expired: u64,
 }
-const _: () = assert!(size_of::<TenantState>() == 8);
+const _: () = assert!(size_of::<TenantState>() == 72);
 
-/// Outcomes counted per tenant: index into [`TenantCounters`] arrays.
-pub const OUTCOME_PASSED: usize = 0;
-pub const OUTCOME_DROPPED: usize = 1;
-/// Passed, marked CE (ECN).
-pub const OUTCOME_MARKED: usize = 2;
-pub const OUTCOMES: usize = 3;
+/// Datapath-written, single entry: the global pools' GCRA words, each on its own cache line
+/// so CPUs charging the link do not also bounce the emergency word.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalState {
+    pub link_tat: u64,
+    pub _pad0: [u64; 7],
+    pub emergency_tat: u64,
+    pub _pad1: [u64; 7],
+}
+const _: () = assert!(size_of::<GlobalState>() == 128);
 
-/// Per-CPU counters of one tenant. Bytes are IP bytes (IPv4 total length, IPv6 header plus
-/// payload length), the same bytes the bucket charges.
+/// Outcomes counted per tenant and token type: which tokens paid for the packet.
+/// Pre-allocated pool.
+pub const OUTCOME_PRE: usize = 0;
+/// The token type's own bucket (or a lower type's, by fallback).
+pub const OUTCOME_GREEN: usize = 1;
+/// The opportunistic pool, under the tenant's ceiling.
+pub const OUTCOME_BORROWED: usize = 2;
+/// The emergency pool.
+pub const OUTCOME_EMERGENCY: usize = 3;
+/// Passed with CE set (ECN), from the tenant's own bucket or the emergency pool.
+pub const OUTCOME_MARKED: usize = 4;
+pub const OUTCOME_DROPPED: usize = 5;
+pub const OUTCOMES: usize = 6;
+/// Names of the outcomes, in index order, as the CLI, API and metrics print them.
+pub const OUTCOME_NAMES: [&str; OUTCOMES] =
+    ["pre", "green", "borrowed", "emergency", "marked", "dropped"];
+/// Names of the token types, in index order.
+pub const TYPE_NAMES: [&str; TOKEN_TYPES] = ["gold", "silver", "bronze"];
+
+/// Per-CPU counters of one tenant, per token type and outcome. Bytes are IP bytes (IPv4 total
+/// length, IPv6 header plus payload length), the same bytes the buckets charge.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TenantCounters {
-    pub packets: [u64; OUTCOMES],
-    pub bytes: [u64; OUTCOMES],
+    pub packets: [[u64; OUTCOMES]; TOKEN_TYPES],
+    pub bytes: [[u64; OUTCOMES]; TOKEN_TYPES],
 }
-const _: () = assert!(size_of::<TenantCounters>() == 48);
+const _: () = assert!(size_of::<TenantCounters>() == 288);
+
+impl TenantCounters {
+    /// Packets of one outcome, all token types.
+    pub fn packets_of(&self, outcome: usize) -> u64 {
+        self.packets.iter().map(|t| t[outcome]).sum()
+    }
+    /// Bytes of one outcome, all token types.
+    pub fn bytes_of(&self, outcome: usize) -> u64 {
+        self.bytes.iter().map(|t| t[outcome]).sum()
+    }
+    /// Packets that passed, whatever paid for them.
+    pub fn passed_packets(&self) -> u64 {
+        self.packets.iter().flat_map(|t| t.iter()).sum::<u64>() - self.packets_of(OUTCOME_DROPPED)
+    }
+    /// Bytes that passed, whatever paid for them.
+    pub fn passed_bytes(&self) -> u64 {
+        self.bytes.iter().flat_map(|t| t.iter()).sum::<u64>() - self.bytes_of(OUTCOME_DROPPED)
+    }
+}
+
+/// Key of the flow table: addresses (IPv4 in the first 4 bytes), ports, protocol, family.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<FlowKey>() == 40);
+
+/// Value of the flow table, counts scaled by the sampling rate.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub tenant: u32,
+    pub token_type: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub drops: u64,
+    /// bpf_ktime_get_ns (or the coarse clock) at the last sampled packet.
+    pub last_seen_ns: u64,
+}
+const _: () = assert!(size_of::<FlowStats>() == 40);
 
 /// Classes of packets counted for the whole interface: index into `GLOBAL_COUNTERS`.
 pub const CLASS_IPV4: u32 = 0;
@@ -176,4 +370,8 @@ mod pod {
     unsafe impl aya::Pod for PacketCount {}
     unsafe impl aya::Pod for PrefixKeyV4 {}
     unsafe impl aya::Pod for PrefixKeyV6 {}
+    unsafe impl aya::Pod for TokenRules {}
+    unsafe impl aya::Pod for GlobalState {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowStats {}
 }

@@ -22,7 +22,7 @@ const CAS_TRIES: u32 = 4;
 #[inline(always)]
 pub unsafe fn spend(tat: *mut u64, now: u64, len: u64, cost_fp: u64, burst_ns: u64) -> Option<u64> {
     // len < 2^17 and cost_fp < 2^47 for any rate the agent accepts: no overflow.
-    let inc = (len * cost_fp) >> COST_SHIFT;
+    let inc = cost(len, cost_fp);
     if inc > burst_ns {
         return None;
     }
@@ -53,4 +53,65 @@ pub unsafe fn spend(tat: *mut u64, now: u64, len: u64, cost_fp: u64, burst_ns: u
     // Lost every race: other CPUs are spending this bucket right now; dropping is the side that
     // never exceeds the rate.
     None
+}
+
+/// The cost of `len` bytes at `cost_fp`, in ns.
+#[inline(always)]
+pub fn cost(len: u64, cost_fp: u64) -> u64 {
+    (len * cost_fp) >> COST_SHIFT
+}
+
+/// Charges `inc` ns to a bucket without checking it: traffic that was already allowed by
+/// another bucket (the tenant's own) still uses the link. A `tat` left in the past by idle
+/// time stays there until a checked spend moves it to `now`, which is right: the bucket is
+/// full either way.
+///
+/// # Safety
+/// As [`spend`].
+#[inline(always)]
+pub unsafe fn charge(tat: *mut u64, inc: u64) {
+    // SAFETY: caller guarantees `tat` is valid and aligned.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(tat, inc) };
+}
+
+/// Gives back `inc` ns spent by [`spend`] when a later check refused the packet.
+///
+/// # Safety
+/// As [`spend`].
+#[inline(always)]
+pub unsafe fn refund(tat: *mut u64, inc: u64) {
+    // SAFETY: as `charge`; the add wraps, which subtracts.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(tat, inc.wrapping_neg()) };
+}
+
+/// Compare-and-swap of one word: true if `*p` was `old` and is now `new`.
+///
+/// # Safety
+/// As [`spend`].
+#[inline(always)]
+pub unsafe fn cas(p: *mut u64, old: u64, new: u64) -> bool {
+    // SAFETY: caller guarantees `p` is valid and aligned.
+    unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(p, old, new).1
+    }
+}
+
+/// Takes `len` bytes from a byte counter (the deposit credit) if it holds them.
+///
+/// # Safety
+/// As [`spend`].
+#[inline(always)]
+pub unsafe fn take(p: *mut u64, len: u64) -> bool {
+    for _ in 0..CAS_TRIES {
+        // SAFETY: caller guarantees `p` is valid and aligned.
+        let cur = unsafe { core::ptr::read_volatile(p) };
+        if cur < len {
+            return false;
+        }
+        // SAFETY: as above.
+        if unsafe { cas(p, cur, cur - len) } {
+            return true;
+        }
+    }
+    false
 }

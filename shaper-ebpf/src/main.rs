@@ -16,21 +16,24 @@ mod classify;
 mod parse;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, xdp_action},
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, xdp_action},
     macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use shaper_common::{
     CLASS_IPV4, CLASS_IPV6, CLASS_MALFORMED, CLASS_NON_IP, CLASS_UNMATCHED_DROPPED,
-    CLASS_UNMATCHED_PASSED, CLASS_VLAN, CLASSES, CONFIG_MAGIC, DEFAULT_MAX_TENANTS, GlobalConfig,
-    MATCH_SRC, OUTCOME_DROPPED, OUTCOME_MARKED, OUTCOME_PASSED, PacketCount, PrefixKeyV4,
-    PrefixKeyV6, TENANT_ACTIVE, TENANT_ECN, TenantConfig, TenantCounters, TenantState,
-    UNMATCHED_DROP, V4_KEY_BYTES, V6_KEY_BYTES,
+    CLASS_UNMATCHED_PASSED, CLASS_VLAN, CLASSES, CONFIG_MAGIC, DEFAULT_MAX_TENANTS, FLOWS_OFF,
+    FlowKey, FlowStats, GLOBAL_BORROW, GLOBAL_FALLBACK, GlobalConfig, GlobalState, MATCH_SRC,
+    MAX_RULES, OUTCOME_BORROWED, OUTCOME_DROPPED, OUTCOME_EMERGENCY, OUTCOME_GREEN, OUTCOME_MARKED,
+    OUTCOME_PRE, PacketCount, PrefixKeyV4, PrefixKeyV6, RULE_DPORT, RULE_DSCP, RULE_PROTO,
+    RULE_SPORT, TENANT_ACTIVE, TENANT_BORROW, TENANT_ECN, TENANT_EMERGENCY, TOKEN_TYPES,
+    TenantConfig, TenantCounters, TenantState, TokenRules, UNMATCHED_DROP, V4_KEY_BYTES,
+    V6_KEY_BYTES,
 };
 
-use crate::parse::Parsed;
+use crate::parse::{IpInfo, Parsed};
 
 /// Load-time constant (`EbpfLoader::set_global`): [`shaper_common::CLOCK_COARSE`] reads the
 /// jiffy clock (about 20 ns cheaper here) instead of the nanosecond one. The verifier sees it
@@ -38,9 +41,17 @@ use crate::parse::Parsed;
 #[unsafe(no_mangle)]
 static CLOCK: u8 = shaper_common::CLOCK_PRECISE;
 
-/// Agent-written: match direction, unmatched action, magic and version.
+/// Agent-written: match direction, unmatched action, token-type defaults, global pools.
 #[map]
 static GLOBAL_CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);
+
+/// Agent-written: the token-type rules, in order.
+#[map]
+static TOKEN_RULES: Array<TokenRules> = Array::with_max_entries(1, 0);
+
+/// Datapath-written: the link bucket and the emergency pool.
+#[map]
+static GLOBAL_STATE: Array<GlobalState> = Array::with_max_entries(1, 0);
 
 /// Agent-written: IPv4 prefix -> tenant id. Sized at load time.
 #[map]
@@ -63,15 +74,21 @@ static TENANT_BY_HASH_V4: HashMap<PrefixKeyV4, u32> =
 static TENANT_BY_HASH_V6: HashMap<PrefixKeyV6, u32> =
     HashMap::with_max_entries(DEFAULT_MAX_TENANTS, BPF_F_NO_PREALLOC);
 
-/// Agent-written: per-tenant rate and burst, indexed by tenant id.
+/// Agent-written: which of a tenant's two `TENANT_CONFIG` entries is live (bit 0). The agent
+/// writes the other entry, then flips this word, so every packet sees one whole config.
 #[map]
-static TENANT_CONFIG: Array<TenantConfig> = Array::with_max_entries(DEFAULT_MAX_TENANTS, 0);
+static TENANT_SLOT: Array<u32> = Array::with_max_entries(DEFAULT_MAX_TENANTS, 0);
 
-/// Datapath-written: per-tenant bucket state (GCRA theoretical arrival time).
+/// Agent-written: per-tenant parameters at `2 * id + slot`. Sized at load time (twice the
+/// tenants).
+#[map]
+static TENANT_CONFIG: Array<TenantConfig> = Array::with_max_entries(2 * DEFAULT_MAX_TENANTS, 0);
+
+/// Datapath-written: per-tenant bucket state.
 #[map]
 static TENANT_STATE: Array<TenantState> = Array::with_max_entries(DEFAULT_MAX_TENANTS, 0);
 
-/// Datapath-written: per-CPU packets and bytes per tenant and outcome.
+/// Datapath-written: per-CPU packets and bytes per tenant, token type and outcome.
 #[map]
 static TENANT_COUNTERS: PerCpuArray<TenantCounters> =
     PerCpuArray::with_max_entries(DEFAULT_MAX_TENANTS, 0);
@@ -79,6 +96,10 @@ static TENANT_COUNTERS: PerCpuArray<TenantCounters> =
 /// Datapath-written: per-CPU packets and frame bytes per packet class.
 #[map]
 static GLOBAL_COUNTERS: PerCpuArray<PacketCount> = PerCpuArray::with_max_entries(CLASSES, 0);
+
+/// Datapath-written: sampled active flows, least recently used evicted first.
+#[map]
+static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(65_536, 0);
 
 #[xdp]
 pub fn shaper(ctx: XdpContext) -> u32 {
@@ -98,50 +119,40 @@ pub fn shaper(ctx: XdpContext) -> u32 {
             dst,
             len,
             vlan,
-            l3,
-            ecn,
+            ip,
         } => {
             count_class(CLASS_IPV4, frame_len, vlan);
             let cfg = global_config();
             let addr = if cfg.match_dir == MATCH_SRC { src } else { dst };
             let tenant = classify::v4(&cfg, addr);
-            enforce(
-                &ctx,
-                &cfg,
-                tenant,
-                len,
-                frame_len,
-                Ecn {
-                    l3,
-                    field: ecn,
-                    v4: true,
-                },
-            )
+            let mut key = FlowKey {
+                proto: ip.proto,
+                family: 4,
+                ..FlowKey::default()
+            };
+            key.src[..4].copy_from_slice(&src);
+            key.dst[..4].copy_from_slice(&dst);
+            enforce(&ctx, &cfg, tenant, len, frame_len, &ip, key)
         }
         Parsed::V6 {
             src,
             dst,
             len,
             vlan,
-            l3,
-            ecn,
+            ip,
         } => {
             count_class(CLASS_IPV6, frame_len, vlan);
             let cfg = global_config();
             let addr = if cfg.match_dir == MATCH_SRC { src } else { dst };
             let tenant = classify::v6(&cfg, addr);
-            enforce(
-                &ctx,
-                &cfg,
-                tenant,
-                len,
-                frame_len,
-                Ecn {
-                    l3,
-                    field: ecn,
-                    v4: false,
-                },
-            )
+            let key = FlowKey {
+                src,
+                dst,
+                proto: ip.proto,
+                family: 6,
+                ..FlowKey::default()
+            };
+            enforce(&ctx, &cfg, tenant, len, frame_len, &ip, key)
         }
     }
 }
@@ -155,14 +166,56 @@ fn global_config() -> GlobalConfig {
     }
 }
 
-/// Where a packet's ECN field is, and its value (0: not ECN-capable).
-struct Ecn {
-    l3: usize,
-    field: u8,
-    v4: bool,
+/// The packet's token type: the first rule that matches, else the default.
+#[inline(always)]
+fn token_type(ctx: &XdpContext, cfg: &GlobalConfig, ip: &IpInfo) -> usize {
+    let fallback = (cfg.default_type as usize).min(TOKEN_TYPES - 1);
+    let n = cfg.nrules as usize;
+    if n == 0 {
+        return fallback;
+    }
+    let Some(rules) = TOKEN_RULES.get(0) else {
+        return fallback;
+    };
+    let (sport, dport) = parse::ports(ctx, ip);
+    for i in 0..MAX_RULES {
+        if i >= n {
+            break;
+        }
+        let Some(r) = rules.rules.get(i) else {
+            break;
+        };
+        if r.flags & RULE_DSCP != 0 && r.dscp_mask & (1u64 << (ip.dscp & 63)) == 0 {
+            continue;
+        }
+        if r.flags & RULE_PROTO != 0 && r.proto != ip.proto {
+            continue;
+        }
+        if r.flags & RULE_DPORT != 0 && !r.dports.contains(&dport) {
+            continue;
+        }
+        if r.flags & RULE_SPORT != 0 && !r.sports.contains(&sport) {
+            continue;
+        }
+        return (r.token_type as usize).min(TOKEN_TYPES - 1);
+    }
+    fallback
 }
 
-/// Spend `len` bytes of the tenant's bucket and count the outcome.
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: a read of a load-time constant; helpers with no arguments.
+    unsafe {
+        if core::ptr::read_volatile(&CLOCK) == shaper_common::CLOCK_COARSE {
+            aya_ebpf::helpers::bpf_ktime_get_coarse_ns()
+        } else {
+            aya_ebpf::helpers::bpf_ktime_get_ns()
+        }
+    }
+}
+
+/// Spend `len` bytes in the design's order (pre-allocated pool, the type's bucket, lower types'
+/// buckets, the opportunistic pool, the emergency pool), mark or drop, and count the outcome.
 #[inline(always)]
 fn enforce(
     ctx: &XdpContext,
@@ -170,12 +223,20 @@ fn enforce(
     tenant: Option<u32>,
     len: u64,
     frame_len: u64,
-    ecn: Ecn,
+    ip: &IpInfo,
+    mut key: FlowKey,
 ) -> u32 {
     let Some(id) = tenant else {
         return unmatched(cfg, frame_len);
     };
-    let (Some(tc), Some(state)) = (TENANT_CONFIG.get(id), TENANT_STATE.get_ptr_mut(id)) else {
+    let slot = match TENANT_SLOT.get(id) {
+        Some(s) => *s & 1,
+        None => return unmatched(cfg, frame_len),
+    };
+    let (Some(tc), Some(state)) = (
+        TENANT_CONFIG.get(id.wrapping_mul(2) + slot),
+        TENANT_STATE.get_ptr_mut(id),
+    ) else {
         return unmatched(cfg, frame_len);
     };
     if tc.flags & TENANT_ACTIVE == 0 {
@@ -183,56 +244,256 @@ fn enforce(
         debug!(ctx, "prefix maps to unconfigured tenant {}", id);
         return unmatched(cfg, frame_len);
     }
-    // SAFETY: `state` points into the array map's value for `id`, valid for the program's run.
-    let tat = unsafe { &raw mut (*state).tat };
-    // SAFETY: a read of a load-time constant; helpers with no arguments.
-    let now = unsafe {
-        if core::ptr::read_volatile(&CLOCK) == shaper_common::CLOCK_COARSE {
-            aya_ebpf::helpers::bpf_ktime_get_coarse_ns()
-        } else {
-            aya_ebpf::helpers::bpf_ktime_get_ns()
-        }
-    };
-    // SAFETY: `tat` is valid and aligned (above).
-    let room = unsafe { bucket::spend(tat, now, len, tc.cost_fp, tc.burst_ns) };
-    let pass = room.is_some();
-    let outcome = match room {
-        None => OUTCOME_DROPPED,
-        // Low bucket, ECN-capable packet, tenant asked for it: mark CE rather than let the
-        // bucket run dry and drop.
-        Some(r) if r < tc.mark_ns && tc.flags & TENANT_ECN != 0 && ecn.field != 0 => {
-            mark_ce(ctx, &ecn);
-            OUTCOME_MARKED
-        }
-        Some(_) => OUTCOME_PASSED,
-    };
+    let ty = token_type(ctx, cfg, ip);
+    let now = now();
+    let outcome = spend(ctx, cfg, tc, state, ty, now, len, ip);
     if let Some(c) = TENANT_COUNTERS.get_ptr_mut(id) {
         // SAFETY: per-CPU value: only this CPU writes it, and preemption is off in XDP.
-        unsafe {
-            (*c).packets[outcome] += 1;
-            (*c).bytes[outcome] += len;
+        let n = unsafe {
+            let p = &mut (*c).packets[ty][outcome];
+            *p += 1;
+            (*c).bytes[ty][outcome] += len;
+            *p
+        };
+        let shift = cfg.flow_sample_shift;
+        if shift != FLOWS_OFF && n & ((1u64 << (shift & 31)) - 1) == 0 {
+            (key.sport, key.dport) = parse::ports(ctx, ip);
+            sample_flow(&key, id, ty, outcome, len, now, shift & 31);
         }
     }
-    if pass {
-        xdp_action::XDP_PASS
-    } else {
+    if outcome == OUTCOME_DROPPED {
         xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// The spending order. Returns the outcome.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn spend(
+    ctx: &XdpContext,
+    cfg: &GlobalConfig,
+    tc: &TenantConfig,
+    state: *mut TenantState,
+    ty: usize,
+    now: u64,
+    len: u64,
+    ip: &IpInfo,
+) -> usize {
+    // SAFETY (every block below): `state` and the global state point into array map values,
+    // valid and 8-byte aligned for the program's run; indexes are below the array lengths.
+    if unsafe { pre_allocated(tc, state, now, len) } {
+        charge_link(cfg, len);
+        return OUTCOME_PRE;
+    }
+    let last = if cfg.flags & GLOBAL_FALLBACK != 0 {
+        TOKEN_TYPES - 1
+    } else {
+        ty
+    };
+    for k in 0..TOKEN_TYPES {
+        if k < ty || k > last {
+            continue;
+        }
+        let p = tc.types[k];
+        if p.burst_ns == 0 {
+            continue;
+        }
+        let tat = unsafe { &raw mut (*state).tat[k] };
+        if let Some(room) = unsafe { bucket::spend(tat, now, len, p.cost_fp, p.burst_ns) } {
+            charge_link(cfg, len);
+            // Low bucket, ECN-capable packet, tenant asked for it: mark CE rather than let the
+            // bucket run dry and drop.
+            if tc.flags & TENANT_ECN != 0 && ip.ecn != 0 && room < tc.mark_ns[k] {
+                mark_ce(ctx, ip);
+                return OUTCOME_MARKED;
+            }
+            return OUTCOME_GREEN;
+        }
+    }
+    let global = GLOBAL_STATE.get_ptr_mut(0);
+    if tc.flags & TENANT_BORROW != 0
+        && cfg.flags & GLOBAL_BORROW != 0
+        && tc.borrow.burst_ns != 0
+        && let Some(g) = global
+        && unsafe { borrow(cfg, tc, state, g, now, len) }
+    {
+        return OUTCOME_BORROWED;
+    }
+    if tc.flags & TENANT_EMERGENCY != 0
+        && cfg.emergency_burst_ns != 0
+        && let Some(g) = global
+        && unsafe {
+            bucket::spend(
+                &raw mut (*g).emergency_tat,
+                now,
+                len,
+                cfg.emergency_cost_fp,
+                cfg.emergency_burst_ns,
+            )
+        }
+        .is_some()
+    {
+        return OUTCOME_EMERGENCY;
+    }
+    OUTCOME_DROPPED
+}
+
+/// The pre-allocated pool: first a pending deposit is applied (once, by whichever CPU wins
+/// the sequence word), then the deposit credit is spent unless expired, then the pool's fill.
+///
+/// # Safety
+/// `state` points into `TENANT_STATE`.
+#[inline(always)]
+unsafe fn pre_allocated(tc: &TenantConfig, state: *mut TenantState, now: u64, len: u64) -> bool {
+    // SAFETY: caller guarantees `state`; fields of a repr(C) struct of u64s are aligned.
+    unsafe {
+        let seq = &raw mut (*state).deposit_seq;
+        let applied = core::ptr::read_volatile(seq);
+        if tc.deposit_seq > applied && bucket::cas(seq, applied, tc.deposit_seq) {
+            add_credit(state, tc.deposit_bytes, tc.pre_cap_bytes);
+        }
+        let credit = &raw mut (*state).credit;
+        let c = core::ptr::read_volatile(credit);
+        if c != 0 {
+            if now >= tc.deposit_expires_ns {
+                if bucket::cas(credit, c, 0) {
+                    bucket::charge(&raw mut (*state).expired, c);
+                }
+            } else if bucket::take(credit, len) {
+                return true;
+            }
+        }
+        tc.pre.burst_ns != 0
+            && tc.pre.cost_fp != 0
+            && bucket::spend(
+                &raw mut (*state).pre_tat,
+                now,
+                len,
+                tc.pre.cost_fp,
+                tc.pre.burst_ns,
+            )
+            .is_some()
+    }
+}
+
+/// Adds a deposit to the credit, clamped to the cap, and records what was added.
+///
+/// # Safety
+/// As [`pre_allocated`].
+#[inline(always)]
+unsafe fn add_credit(state: *mut TenantState, amount: u64, cap: u64) {
+    // SAFETY: caller guarantees `state`.
+    unsafe {
+        let credit = &raw mut (*state).credit;
+        for _ in 0..4 {
+            let c = core::ptr::read_volatile(credit);
+            let new = c.saturating_add(amount).min(cap);
+            if new <= c {
+                return;
+            }
+            if bucket::cas(credit, c, new) {
+                bucket::charge(&raw mut (*state).deposited, new - c);
+                return;
+            }
+        }
+    }
+}
+
+/// Borrowing: the tenant's borrow bucket (its ceiling minus its rate) and the link bucket, filled
+/// no further than the tier's depth, must both take the packet.
+///
+/// # Safety
+/// `state` points into `TENANT_STATE`, `global` into `GLOBAL_STATE`.
+#[inline(always)]
+unsafe fn borrow(
+    cfg: &GlobalConfig,
+    tc: &TenantConfig,
+    state: *mut TenantState,
+    global: *mut GlobalState,
+    now: u64,
+    len: u64,
+) -> bool {
+    let depth = cfg.borrow_depth_ns[(tc.tier as usize) & 3];
+    // SAFETY: caller guarantees both pointers.
+    unsafe {
+        let own = &raw mut (*state).borrow_tat;
+        if bucket::spend(own, now, len, tc.borrow.cost_fp, tc.borrow.burst_ns).is_none() {
+            return false;
+        }
+        if bucket::spend(
+            &raw mut (*global).link_tat,
+            now,
+            len,
+            cfg.link_cost_fp,
+            depth,
+        )
+        .is_some()
+        {
+            return true;
+        }
+        bucket::refund(own, bucket::cost(len, tc.borrow.cost_fp));
+    }
+    false
+}
+
+/// Charges a packet the tenant's own tokens paid for to the link bucket, so borrowers see how
+/// busy the link is. Only when some tenant may borrow: otherwise nobody reads the link bucket.
+#[inline(always)]
+fn charge_link(cfg: &GlobalConfig, len: u64) {
+    if cfg.flags & GLOBAL_BORROW == 0 {
+        return;
+    }
+    if let Some(g) = GLOBAL_STATE.get_ptr_mut(0) {
+        // SAFETY: an array map value, valid and aligned for the program's run.
+        unsafe { bucket::charge(&raw mut (*g).link_tat, bucket::cost(len, cfg.link_cost_fp)) };
+    }
+}
+
+/// Counts a sampled packet into its flow's entry, scaled by the sampling rate.
+#[inline(always)]
+fn sample_flow(key: &FlowKey, id: u32, ty: usize, outcome: usize, len: u64, now: u64, shift: u8) {
+    let scale = 1u64 << shift;
+    let drops = if outcome == OUTCOME_DROPPED { scale } else { 0 };
+    match FLOWS.get_ptr_mut(key) {
+        // SAFETY: a hash map value, valid for the program's run; shared by CPUs, so atomics.
+        Some(f) => unsafe {
+            bucket::charge(&raw mut (*f).packets, scale);
+            bucket::charge(&raw mut (*f).bytes, len << shift);
+            if drops != 0 {
+                bucket::charge(&raw mut (*f).drops, drops);
+            }
+            core::ptr::write_volatile(&raw mut (*f).last_seen_ns, now);
+        },
+        None => {
+            let v = FlowStats {
+                tenant: id,
+                token_type: ty as u32,
+                packets: scale,
+                bytes: len << shift,
+                drops,
+                last_seen_ns: now,
+            };
+            // Another CPU may have inserted it first: its entry counts, this sample is lost.
+            let _ = FLOWS.insert(key, &v, u64::from(BPF_NOEXIST));
+        }
     }
 }
 
 /// Sets the ECN field to CE (11). IPv4's header checksum is updated incrementally (RFC 1624:
 /// HC' = ~(~HC + ~m + m') over the 16-bit word holding the TOS byte); IPv6 has none.
 #[inline(always)]
-fn mark_ce(ctx: &XdpContext, ecn: &Ecn) {
+fn mark_ce(ctx: &XdpContext, ip: &IpInfo) {
     let start = ctx.data();
-    if start + ecn.l3 + 12 > ctx.data_end() {
+    if start + ip.l3 + 12 > ctx.data_end() {
         return;
     }
-    let h = (start + ecn.l3) as *mut u8;
+    let h = (start + ip.l3) as *mut u8;
     // SAFETY: the 12 bytes at `h` were just checked against data_end; XDP packet data is
     // writable.
     unsafe {
-        if ecn.v4 {
+        if ip.v4 {
             let old = u16::from_be_bytes([*h, *h.add(1)]);
             *h.add(1) |= 0x03;
             let new = u16::from_be_bytes([*h, *h.add(1)]);

@@ -21,23 +21,59 @@ pub enum Parsed {
     Malformed {
         vlan: bool,
     },
-    /// `l3` is the IP header's offset in the frame; `ecn` the packet's ECN field (0: not ECT).
     V4 {
         src: [u8; 4],
         dst: [u8; 4],
         len: u64,
         vlan: bool,
-        l3: usize,
-        ecn: u8,
+        ip: IpInfo,
     },
     V6 {
         src: [u8; 16],
         dst: [u8; 16],
         len: u64,
         vlan: bool,
-        l3: usize,
-        ecn: u8,
+        ip: IpInfo,
     },
+}
+
+/// What the token-type rules, the ECN marker and the flow table need of an IP packet.
+#[derive(Clone, Copy)]
+pub struct IpInfo {
+    /// The IP header's offset in the frame.
+    pub l3: usize,
+    pub v4: bool,
+    /// The ECN field (0: not ECN-capable).
+    pub ecn: u8,
+    pub dscp: u8,
+    /// IPv4 protocol, or IPv6's upper-layer header after the extension headers skipped.
+    pub proto: u8,
+    /// Offset of the transport header, 0 when there is none to read ports from (a later
+    /// fragment, an unknown extension header).
+    pub l4: usize,
+}
+
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_DSTOPTS: u8 = 60;
+/// IPv6 extension headers skipped looking for the transport header.
+const MAX_EXT_HEADERS: usize = 3;
+
+/// Source and destination port of a TCP, UDP or SCTP header at `l4` (all three start with
+/// them), or zeros.
+#[inline(always)]
+pub fn ports(ctx: &XdpContext, ip: &IpInfo) -> (u16, u16) {
+    if ip.l4 == 0 || !matches!(ip.proto, 6 | 17 | 132) {
+        return (0, 0);
+    }
+    match bytes_at::<4>(ctx, ip.l4) {
+        Some(p) => (
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        ),
+        None => (0, 0),
+    }
 }
 
 /// `N` bytes at `offset`, or `None` if the frame is shorter.
@@ -92,13 +128,21 @@ fn parse_v4(ctx: &XdpContext, offset: usize, avail: usize, vlan: bool) -> Parsed
     if h[0] >> 4 != 4 || ihl < IPV4_MIN_HLEN || total < ihl || total > avail {
         return Parsed::Malformed { vlan };
     }
+    // A later fragment (offset != 0) carries no transport header.
+    let later_fragment = (u16::from_be_bytes([h[6], h[7]]) & 0x1fff) != 0;
     Parsed::V4 {
         src: [h[12], h[13], h[14], h[15]],
         dst: [h[16], h[17], h[18], h[19]],
         len: total as u64,
         vlan,
-        l3: offset,
-        ecn: h[1] & 0x03,
+        ip: IpInfo {
+            l3: offset,
+            v4: true,
+            ecn: h[1] & 0x03,
+            dscp: h[1] >> 2,
+            proto: h[9],
+            l4: if later_fragment { 0 } else { offset + ihl },
+        },
     }
 }
 
@@ -121,13 +165,53 @@ fn parse_v6(ctx: &XdpContext, offset: usize, avail: usize, vlan: bool) -> Parsed
     let mut dst = [0u8; 16];
     src.copy_from_slice(&h[8..24]);
     dst.copy_from_slice(&h[24..40]);
+    let (proto, l4) = v6_transport(ctx, h[6], offset + IPV6_HLEN);
     Parsed::V6 {
         src,
         dst,
         len: total as u64,
         vlan,
-        l3: offset,
-        // Traffic class spans bytes 0-1: its low two bits are bits 4-5 of byte 1.
-        ecn: (h[1] >> 4) & 0x03,
+        ip: IpInfo {
+            l3: offset,
+            v4: false,
+            // Traffic class spans bytes 0-1: its low two bits are bits 4-5 of byte 1.
+            ecn: (h[1] >> 4) & 0x03,
+            dscp: ((h[0] & 0x0f) << 2) | (h[1] >> 6),
+            proto,
+            l4,
+        },
+    }
+}
+
+/// Skips up to [`MAX_EXT_HEADERS`] IPv6 extension headers (hop-by-hop, routing, destination
+/// options, fragment) from `next` at `offset`: the upper-layer protocol and its offset, or
+/// offset 0 if it cannot be reached (truncated, a later fragment, too many headers).
+#[inline(always)]
+fn v6_transport(ctx: &XdpContext, mut next: u8, mut offset: usize) -> (u8, usize) {
+    for _ in 0..MAX_EXT_HEADERS {
+        match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let Some(e) = bytes_at::<2>(ctx, offset) else {
+                    return (next, 0);
+                };
+                next = e[0];
+                offset += (e[1] as usize + 1) * 8;
+            }
+            IPPROTO_FRAGMENT => {
+                let Some(e) = bytes_at::<4>(ctx, offset) else {
+                    return (next, 0);
+                };
+                next = e[0];
+                offset += 8;
+                if u16::from_be_bytes([e[2], e[3]]) >> 3 != 0 {
+                    return (next, 0);
+                }
+            }
+            _ => return (next, offset),
+        }
+    }
+    match next {
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => (next, 0),
+        _ => (next, offset),
     }
 }

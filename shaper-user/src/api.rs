@@ -179,39 +179,47 @@ pub fn render_metrics(snap: &Snapshot) -> String {
         );
         for t in &snap.tenants {
             let bytes = name.contains("bytes");
-            for (outcome, v) in [
-                (
-                    "passed",
-                    if bytes {
-                        t.passed_bytes
-                    } else {
-                        t.passed_packets
-                    },
-                ),
-                (
-                    "marked",
-                    if bytes {
-                        t.marked_bytes
-                    } else {
-                        t.marked_packets
-                    },
-                ),
-                (
-                    "dropped",
-                    if bytes {
-                        t.dropped_bytes
-                    } else {
-                        t.dropped_packets
-                    },
-                ),
-            ] {
-                let _ = writeln!(
-                    m,
-                    "{name}{{tenant=\"{}\",tier=\"{}\",outcome=\"{outcome}\"}} {v}",
-                    esc(&t.name),
-                    esc(&t.tier)
-                );
+            for (ty, outcomes) in &t.by_type {
+                for (outcome, c) in outcomes {
+                    let v = if bytes { c.bytes } else { c.packets };
+                    let _ = writeln!(
+                        m,
+                        "{name}{{tenant=\"{}\",tier=\"{}\",token_type=\"{}\",outcome=\"{}\"}} {v}",
+                        esc(&t.name),
+                        esc(&t.tier),
+                        esc(ty),
+                        esc(outcome)
+                    );
+                }
             }
+        }
+    }
+    for (name, help, get) in [
+        (
+            "shaper_tenant_pre_deposited_bytes_total",
+            "Bytes deposited into the pre-allocated pool.",
+            (|t: &TenantStats| t.pre_pool.deposited_bytes as f64) as fn(&TenantStats) -> f64,
+        ),
+        (
+            "shaper_tenant_pre_used_bytes_total",
+            "Deposited bytes spent by traffic.",
+            |t: &TenantStats| t.pre_pool.used_bytes as f64,
+        ),
+        (
+            "shaper_tenant_pre_expired_bytes_total",
+            "Deposited bytes that expired unused.",
+            |t: &TenantStats| t.pre_pool.expired_bytes as f64,
+        ),
+    ] {
+        family(&mut m, name, "counter", help);
+        for t in &snap.tenants {
+            let _ = writeln!(
+                m,
+                "{name}{{tenant=\"{}\",tier=\"{}\"}} {}",
+                esc(&t.name),
+                esc(&t.tier),
+                get(t)
+            );
         }
     }
     for (name, help, get) in [
@@ -229,6 +237,11 @@ pub fn render_metrics(snap: &Snapshot) -> String {
             "shaper_tenant_offered_bits_per_second",
             "Offered (passed + dropped) IP bits/s over the last cycle.",
             |t: &TenantStats| t.offered_bps,
+        ),
+        (
+            "shaper_tenant_active_flows",
+            "Flows seen in the last 10 s (sampled).",
+            |t: &TenantStats| t.active_flows as f64,
         ),
     ] {
         family(&mut m, name, "gauge", help);
@@ -380,6 +393,20 @@ mod tests {
             drop_ratio: 1.0 / 6.0,
             marked_packets: 1,
             marked_bytes: 1_500,
+            by_type: [(
+                "gold".to_string(),
+                [(
+                    "dropped".to_string(),
+                    crate::collect::Count {
+                        packets: 2,
+                        bytes: 3_000,
+                    },
+                )]
+                .into(),
+            )]
+            .into(),
+            pre_pool: Default::default(),
+            active_flows: 3,
         }
     }
 
@@ -394,7 +421,7 @@ mod tests {
         snap.health.record_cycle(0.002);
         snap.health.record_cycle(0.2);
         let text = render_metrics(&snap);
-        assert!(text.contains("shaper_tenant_bytes_total{tenant=\"a\\\"b\",tier=\"gold\",outcome=\"dropped\"} 3000"), "{text}");
+        assert!(text.contains("shaper_tenant_bytes_total{tenant=\"a\\\"b\",tier=\"gold\",token_type=\"gold\",outcome=\"dropped\"} 3000"), "{text}");
         assert!(text.contains("shaper_agent_cycle_seconds_bucket{le=\"0.005\"} 1"));
         assert!(text.contains("shaper_agent_cycle_seconds_bucket{le=\"+Inf\"} 2"));
         // Every sample line belongs to a family declared by a TYPE line before it.

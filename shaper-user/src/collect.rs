@@ -1,18 +1,20 @@
 //! Collect: per-tenant and per-class counters read from the maps (live or pinned), summed over
 //! CPUs, and the rate math between two snapshots. The math is pure and tested without BPF.
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use aya::maps::{Map, MapData, PerCpuArray};
+use aya::maps::{Array, Map, MapData, PerCpuArray};
 use serde::{Deserialize, Serialize};
 use shaper_common::{
     CLASS_IPV4, CLASS_IPV6, CLASS_MALFORMED, CLASS_NON_IP, CLASS_UNMATCHED_DROPPED,
-    CLASS_UNMATCHED_PASSED, CLASS_VLAN, CLASSES, OUTCOME_DROPPED, OUTCOME_MARKED, OUTCOME_PASSED,
-    OUTCOMES, PacketCount, TenantCounters,
+    CLASS_UNMATCHED_PASSED, CLASS_VLAN, CLASSES, FlowKey, FlowStats, OUTCOME_DROPPED,
+    OUTCOME_MARKED, OUTCOME_NAMES, OUTCOMES, PacketCount, TOKEN_TYPES, TYPE_NAMES, TenantCounters,
+    TenantState,
 };
 
 use crate::config::{Config, tier_str};
-use crate::datapath::{DatapathError, GLOBAL_COUNTERS, TENANT_COUNTERS};
+use crate::datapath::{DatapathError, FLOWS, GLOBAL_COUNTERS, TENANT_COUNTERS, TENANT_STATE};
 
 /// What `shaper run` applied, saved beside the pins so `shaper stats` can name tenant ids.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,11 +89,128 @@ pub fn read_tenant_table(dir: &Path) -> std::io::Result<Vec<TenantInfo>> {
 pub fn sum_cpus(values: &[TenantCounters]) -> TenantCounters {
     let mut out = TenantCounters::default();
     for v in values {
-        for o in 0..OUTCOMES {
-            out.packets[o] = out.packets[o].wrapping_add(v.packets[o]);
-            out.bytes[o] = out.bytes[o].wrapping_add(v.bytes[o]);
+        for t in 0..TOKEN_TYPES {
+            for o in 0..OUTCOMES {
+                out.packets[t][o] = out.packets[t][o].wrapping_add(v.packets[t][o]);
+                out.bytes[t][o] = out.bytes[t][o].wrapping_add(v.bytes[t][o]);
+            }
         }
     }
+    out
+}
+
+/// Reads the bucket state of tenant ids `0..n` (deposits, credit, expiry).
+pub fn read_tenant_states(map: &Map, n: u32) -> Result<Vec<TenantState>, DatapathError> {
+    let err = |source| DatapathError::Map {
+        map: TENANT_STATE,
+        source,
+    };
+    let arr: Array<&MapData, TenantState> = Array::try_from(map).map_err(err)?;
+    (0..n).map(|id| arr.get(&id, 0).map_err(err)).collect()
+}
+
+/// Every entry of the flow table.
+pub fn read_flows(map: &Map) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
+    let err = |source| DatapathError::Map { map: FLOWS, source };
+    let m: aya::maps::HashMap<&MapData, FlowKey, FlowStats> =
+        aya::maps::HashMap::try_from(map).map_err(err)?;
+    // Entries evicted while iterating end the walk early or are skipped: a snapshot of an
+    // LRU that the datapath keeps changing is best effort by nature.
+    Ok(m.iter().filter_map(Result::ok).collect())
+}
+
+/// The clock the datapath stamps flows with (`bpf_ktime_get_ns` is CLOCK_MONOTONIC).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A flow counts as active if a packet of it was sampled within this long.
+pub const ACTIVE_FLOW_NS: u64 = 10_000_000_000;
+
+/// Active flows per tenant id: the forecaster's signal of how many senders a tenant has.
+pub fn active_flows(flows: &[(FlowKey, FlowStats)], now_ns: u64) -> HashMap<u32, u64> {
+    let mut out = HashMap::new();
+    for (_, f) in flows {
+        if now_ns.saturating_sub(f.last_seen_ns) <= ACTIVE_FLOW_NS {
+            *out.entry(f.tenant).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// One flow and its rate between two reads of the flow table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowRate {
+    pub tenant: String,
+    pub token_type: String,
+    pub proto: u8,
+    pub src: String,
+    pub dst: String,
+    pub sport: u16,
+    pub dport: u16,
+    /// Counts are estimates: sampled packets scaled by the sampling rate.
+    pub packets: u64,
+    pub bytes: u64,
+    pub drops: u64,
+    pub bps: f64,
+}
+
+/// The `top` flows by rate between two reads, optionally of one tenant.
+pub fn top_flows(
+    table: &[TenantInfo],
+    before: &[(FlowKey, FlowStats)],
+    after: &[(FlowKey, FlowStats)],
+    secs: f64,
+    tenant: Option<&str>,
+    top: usize,
+) -> Vec<FlowRate> {
+    let prev: HashMap<&FlowKey, &FlowStats> = before.iter().map(|(k, v)| (k, v)).collect();
+    let names: HashMap<u32, &str> = table.iter().map(|t| (t.id, t.name.as_str())).collect();
+    let mut out: Vec<FlowRate> = after
+        .iter()
+        .filter_map(|(k, f)| {
+            let name = names.get(&f.tenant)?;
+            if tenant.is_some_and(|t| t != *name) {
+                return None;
+            }
+            let was = prev.get(k).map_or(0, |p| p.bytes);
+            let addr = |a: &[u8; 16]| -> String {
+                if k.family == 4 {
+                    std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string()
+                } else {
+                    std::net::Ipv6Addr::from(*a).to_string()
+                }
+            };
+            Some(FlowRate {
+                tenant: name.to_string(),
+                token_type: TYPE_NAMES
+                    .get(f.token_type as usize)
+                    .unwrap_or(&"?")
+                    .to_string(),
+                proto: k.proto,
+                src: addr(&k.src),
+                dst: addr(&k.dst),
+                sport: k.sport,
+                dport: k.dport,
+                packets: f.packets,
+                bytes: f.bytes,
+                drops: f.drops,
+                bps: if secs > 0.0 {
+                    f.bytes.saturating_sub(was) as f64 * 8.0 / secs
+                } else {
+                    0.0
+                },
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| b.bps.total_cmp(&a.bps).then(b.bytes.cmp(&a.bytes)));
+    out.truncate(top);
     out
 }
 
@@ -169,11 +288,70 @@ pub fn class_stats(counts: &[PacketCount]) -> Vec<ClassStats> {
         .collect()
 }
 
-/// Counters of every tenant at one instant.
+/// Counters of every tenant at one instant, with what else the maps could tell.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub at: Instant,
     pub tenants: Vec<TenantCounters>,
+    /// Bucket state per tenant id (empty: not read).
+    pub states: Vec<TenantState>,
+    /// Active flows per tenant id (empty: not read).
+    pub flows: HashMap<u32, u64>,
+}
+
+impl Snapshot {
+    pub fn new(at: Instant, tenants: Vec<TenantCounters>) -> Snapshot {
+        Snapshot {
+            at,
+            tenants,
+            states: Vec::new(),
+            flows: HashMap::new(),
+        }
+    }
+}
+
+/// Reads counters, bucket state and active flows of tenant ids `0..n` now.
+pub fn snapshot(
+    counters: &Map,
+    states: &Map,
+    flows: &Map,
+    n: u32,
+) -> Result<Snapshot, DatapathError> {
+    let mut snap = Snapshot::new(Instant::now(), read_tenant_counters(counters, n)?);
+    snap.states = read_tenant_states(states, n)?;
+    snap.flows = active_flows(&read_flows(flows)?, monotonic_ns());
+    Ok(snap)
+}
+
+/// Packets and bytes of one token type and outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The pre-allocated pool's deposits: what went in, what was spent, what expired unused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrePool {
+    pub deposited_bytes: u64,
+    pub used_bytes: u64,
+    pub expired_bytes: u64,
+    /// Credit left now (not yet used, not yet expired).
+    pub credit_bytes: u64,
+}
+
+impl PrePool {
+    pub fn from_state(s: &TenantState) -> PrePool {
+        PrePool {
+            deposited_bytes: s.deposited,
+            used_bytes: s
+                .deposited
+                .saturating_sub(s.expired)
+                .saturating_sub(s.credit),
+            expired_bytes: s.expired,
+            credit_bytes: s.credit,
+        }
+    }
 }
 
 /// One tenant's counters and its rates between two snapshots.
@@ -187,11 +365,20 @@ pub struct TenantStats {
     pub passed_bytes: u64,
     pub dropped_packets: u64,
     pub dropped_bytes: u64,
-    /// Passed with their ECN field set to CE (the bucket was low).
+    /// Passed with their ECN field set to CE (the bucket was low); counted in passed too.
     #[serde(default)]
     pub marked_packets: u64,
     #[serde(default)]
     pub marked_bytes: u64,
+    /// Counts per token type, then per outcome (`pre`, `green`, `borrowed`, `emergency`,
+    /// `marked`, `dropped`).
+    #[serde(default)]
+    pub by_type: BTreeMap<String, BTreeMap<String, Count>>,
+    #[serde(default)]
+    pub pre_pool: PrePool,
+    /// Flows seen in the last 10 s (sampled, so small flows may be missed).
+    #[serde(default)]
+    pub active_flows: u64,
     /// Passed (marked or not) IP bits per second over the sampling window.
     pub passed_bps: f64,
     /// Offered (passed + marked + dropped) IP bits per second over the sampling window.
@@ -217,19 +404,46 @@ pub fn tenant_stats(table: &[TenantInfo], prev: &Snapshot, cur: &Snapshot) -> Ve
             let zero = TenantCounters::default();
             let c = cur.tenants.get(t.id as usize).unwrap_or(&zero);
             let p = prev.tenants.get(t.id as usize).unwrap_or(&zero);
-            let d = |o: usize| c.bytes[o].saturating_sub(p.bytes[o]);
-            let (dp, dd) = (d(OUTCOME_PASSED) + d(OUTCOME_MARKED), d(OUTCOME_DROPPED));
+            let dp = c.passed_bytes().saturating_sub(p.passed_bytes());
+            let dd = c
+                .bytes_of(OUTCOME_DROPPED)
+                .saturating_sub(p.bytes_of(OUTCOME_DROPPED));
+            let by_type = TYPE_NAMES
+                .iter()
+                .enumerate()
+                .map(|(k, ty)| {
+                    let outcomes = OUTCOME_NAMES
+                        .iter()
+                        .enumerate()
+                        .map(|(o, name)| {
+                            let count = Count {
+                                packets: c.packets[k][o],
+                                bytes: c.bytes[k][o],
+                            };
+                            (name.to_string(), count)
+                        })
+                        .collect();
+                    (ty.to_string(), outcomes)
+                })
+                .collect();
             TenantStats {
                 id: t.id,
                 name: t.name.clone(),
                 tier: t.tier.clone(),
                 rate_bits: t.rate_bits,
-                passed_packets: c.packets[OUTCOME_PASSED],
-                passed_bytes: c.bytes[OUTCOME_PASSED],
-                dropped_packets: c.packets[OUTCOME_DROPPED],
-                dropped_bytes: c.bytes[OUTCOME_DROPPED],
-                marked_packets: c.packets[OUTCOME_MARKED],
-                marked_bytes: c.bytes[OUTCOME_MARKED],
+                passed_packets: c.passed_packets(),
+                passed_bytes: c.passed_bytes(),
+                dropped_packets: c.packets_of(OUTCOME_DROPPED),
+                dropped_bytes: c.bytes_of(OUTCOME_DROPPED),
+                marked_packets: c.packets_of(OUTCOME_MARKED),
+                marked_bytes: c.bytes_of(OUTCOME_MARKED),
+                by_type,
+                pre_pool: cur
+                    .states
+                    .get(t.id as usize)
+                    .map(PrePool::from_state)
+                    .unwrap_or_default(),
+                active_flows: cur.flows.get(&t.id).copied().unwrap_or(0),
                 passed_bps: rate(dp),
                 offered_bps: rate(dp + dd),
                 drop_ratio: if dp + dd > 0 {
@@ -246,13 +460,18 @@ pub fn tenant_stats(table: &[TenantInfo], prev: &Snapshot, cur: &Snapshot) -> Ve
 mod tests {
     use std::time::Duration;
 
+    use shaper_common::{OUTCOME_GREEN, TYPE_GOLD, TYPE_SILVER};
+
     use super::*;
 
+    /// `passed` bytes on green silver tokens, `dropped` dropped, 1000 bytes a packet.
     fn counters(passed: u64, dropped: u64) -> TenantCounters {
-        TenantCounters {
-            packets: [passed / 1000, dropped / 1000, 0],
-            bytes: [passed, dropped, 0],
-        }
+        let mut c = TenantCounters::default();
+        c.packets[TYPE_SILVER][OUTCOME_GREEN] = passed / 1000;
+        c.bytes[TYPE_SILVER][OUTCOME_GREEN] = passed;
+        c.packets[TYPE_SILVER][OUTCOME_DROPPED] = dropped / 1000;
+        c.bytes[TYPE_SILVER][OUTCOME_DROPPED] = dropped;
+        c
     }
 
     fn info(id: u32) -> TenantInfo {
@@ -268,43 +487,47 @@ mod tests {
     #[test]
     fn marked_packets_passed_and_count_as_offered() {
         let t0 = Instant::now();
-        let prev = Snapshot {
-            at: t0,
-            tenants: vec![TenantCounters::default()],
-        };
-        let c = TenantCounters {
-            packets: [1, 1, 2],
-            bytes: [250_000, 250_000, 500_000],
-        };
-        let cur = Snapshot {
-            at: t0 + Duration::from_secs(1),
-            tenants: vec![c],
-        };
+        let prev = Snapshot::new(t0, vec![TenantCounters::default()]);
+        let mut c = counters(250_000, 250_000);
+        c.packets[TYPE_GOLD][OUTCOME_MARKED] = 2;
+        c.bytes[TYPE_GOLD][OUTCOME_MARKED] = 500_000;
+        let mut cur = Snapshot::new(t0 + Duration::from_secs(1), vec![c]);
+        cur.states = vec![TenantState {
+            deposited: 10_000,
+            expired: 3_000,
+            credit: 2_000,
+            ..TenantState::default()
+        }];
+        cur.flows.insert(0, 7);
         let s = tenant_stats(&[info(0)], &prev, &cur);
         assert!((s[0].passed_bps - 6e6).abs() < 1.0, "{}", s[0].passed_bps);
         assert!((s[0].offered_bps - 8e6).abs() < 1.0);
         assert_eq!((s[0].marked_packets, s[0].marked_bytes), (2, 500_000));
+        assert_eq!(s[0].passed_packets, 252, "marked packets passed");
         assert!((s[0].drop_ratio - 0.25).abs() < 1e-9);
+        assert_eq!(s[0].by_type["gold"]["marked"].bytes, 500_000);
+        assert_eq!(s[0].by_type["silver"]["green"].packets, 250);
+        assert_eq!(
+            s[0].pre_pool.used_bytes, 5_000,
+            "deposited - expired - credit"
+        );
+        assert_eq!(s[0].active_flows, 7);
     }
 
     #[test]
     fn sums_cpus() {
         let s = sum_cpus(&[counters(1000, 0), counters(2000, 3000)]);
-        assert_eq!(s.bytes, [3000, 3000, 0]);
-        assert_eq!(s.packets, [3, 3, 0]);
+        assert_eq!(s, counters(3000, 3000));
     }
 
     #[test]
     fn rates_over_the_window() {
         let t0 = Instant::now();
-        let prev = Snapshot {
-            at: t0,
-            tenants: vec![counters(0, 0), counters(500, 0)],
-        };
-        let cur = Snapshot {
-            at: t0 + Duration::from_millis(500),
-            tenants: vec![counters(500_000, 500_000), counters(500, 0)],
-        };
+        let prev = Snapshot::new(t0, vec![counters(0, 0), counters(500, 0)]);
+        let cur = Snapshot::new(
+            t0 + Duration::from_millis(500),
+            vec![counters(500_000, 500_000), counters(500, 0)],
+        );
         let s = tenant_stats(&[info(0), info(1)], &prev, &cur);
         // 500 kB passed in 0.5 s = 8 Mbit/s; offered twice that; half dropped.
         assert!((s[0].passed_bps - 8e6).abs() < 1.0, "{}", s[0].passed_bps);
@@ -318,14 +541,8 @@ mod tests {
     #[test]
     fn counter_going_backwards_is_not_a_huge_rate() {
         let t0 = Instant::now();
-        let prev = Snapshot {
-            at: t0,
-            tenants: vec![counters(9_000_000, 0)],
-        };
-        let cur = Snapshot {
-            at: t0 + Duration::from_secs(1),
-            tenants: vec![counters(1000, 0)],
-        };
+        let prev = Snapshot::new(t0, vec![counters(9_000_000, 0)]);
+        let cur = Snapshot::new(t0 + Duration::from_secs(1), vec![counters(1000, 0)]);
         let s = tenant_stats(&[info(0)], &prev, &cur);
         assert_eq!(s[0].passed_bps, 0.0);
     }
@@ -333,10 +550,7 @@ mod tests {
     #[test]
     fn zero_window_and_missing_ids() {
         let t0 = Instant::now();
-        let snap = Snapshot {
-            at: t0,
-            tenants: vec![],
-        };
+        let snap = Snapshot::new(t0, vec![]);
         let s = tenant_stats(&[info(3)], &snap, &snap);
         assert_eq!((s[0].passed_bps, s[0].passed_bytes), (0.0, 0));
     }

@@ -37,6 +37,18 @@ pub enum ConfigError {
     Invalid { path: String, message: String },
 }
 
+/// A mix's shares are fractions that add up to 1.
+fn validate_mix(path: &str, m: &Mix) -> Result<(), ConfigError> {
+    for (name, v) in [("gold", m.gold), ("silver", m.silver), ("bronze", m.bronze)] {
+        fraction(&format!("{path}.{name}"), v)?;
+    }
+    let sum = m.gold + m.silver + m.bronze;
+    if (sum - 1.0).abs() > 1e-6 {
+        return Err(invalid(path, format!("shares add up to {sum:.3}, not 1.0")));
+    }
+    Ok(())
+}
+
 fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         path: path.into(),
@@ -165,6 +177,55 @@ pub struct TokenTypes {
     pub default: TokenType,
     #[serde(default)]
     pub fallback: bool,
+    /// How tenants without their own `mix` split their rate and burst over the token types;
+    /// absent: all of it on the `default` type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<Mix>,
+}
+
+impl TokenTypes {
+    /// The rules in the order the datapath evaluates them (gold, silver, bronze; first match
+    /// wins), each with its type.
+    pub fn ordered_rules(&self) -> Vec<(TokenType, &MatchRule)> {
+        [
+            (TokenType::Gold, &self.gold),
+            (TokenType::Silver, &self.silver),
+            (TokenType::Bronze, &self.bronze),
+        ]
+        .into_iter()
+        .flat_map(|(ty, r)| {
+            r.iter()
+                .flat_map(move |r| r.rules.iter().map(move |m| (ty, m)))
+        })
+        .collect()
+    }
+
+    /// The mix of a tenant that sets none.
+    pub fn default_mix(&self) -> Mix {
+        self.mix.clone().unwrap_or(Mix {
+            gold: f64::from(u8::from(self.default == TokenType::Gold)),
+            silver: f64::from(u8::from(self.default == TokenType::Silver)),
+            bronze: f64::from(u8::from(self.default == TokenType::Bronze)),
+        })
+    }
+}
+
+impl TokenType {
+    /// Index into the datapath's per-type arrays (`shaper_common::TYPE_*`).
+    pub fn index(self) -> usize {
+        match self {
+            TokenType::Gold => shaper_common::TYPE_GOLD,
+            TokenType::Silver => shaper_common::TYPE_SILVER,
+            TokenType::Bronze => shaper_common::TYPE_BRONZE,
+        }
+    }
+}
+
+impl Mix {
+    /// The shares in type index order.
+    pub fn shares(&self) -> [f64; shaper_common::TOKEN_TYPES] {
+        [self.gold, self.silver, self.bronze]
+    }
 }
 
 fn default_token_type() -> TokenType {
@@ -179,6 +240,7 @@ impl Default for TokenTypes {
             bronze: None,
             default: TokenType::Silver,
             fallback: false,
+            mix: None,
         }
     }
 }
@@ -213,6 +275,19 @@ pub enum Proto {
     Icmp,
     Icmpv6,
     Sctp,
+}
+
+impl Proto {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+            Proto::Icmp => 1,
+            Proto::Icmpv6 => 58,
+            Proto::Sctp => 132,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -534,6 +609,19 @@ impl Config {
 
     fn validate_token_types(&self) -> Result<(), ConfigError> {
         let tt = &self.token_types;
+        if let Some(m) = &tt.mix {
+            validate_mix("token_types.mix", m)?;
+        }
+        let n = tt.ordered_rules().len();
+        if n > shaper_common::MAX_RULES {
+            return Err(invalid(
+                "token_types",
+                format!(
+                    "{n} rules; the datapath evaluates at most {}",
+                    shaper_common::MAX_RULES
+                ),
+            ));
+        }
         for (name, rules) in [
             ("gold", &tt.gold),
             ("silver", &tt.silver),
@@ -568,6 +656,24 @@ impl Config {
                             "empty list matches nothing",
                         ));
                     }
+                    if list
+                        .as_ref()
+                        .is_some_and(|l| l.len() > shaper_common::RULE_PORTS)
+                    {
+                        return Err(invalid(
+                            format!("{path}.{field}"),
+                            format!(
+                                "at most {} ports per rule; split it into more rules",
+                                shaper_common::RULE_PORTS
+                            ),
+                        ));
+                    }
+                }
+                if r.dscp.as_ref().is_some_and(|l| l.is_empty()) {
+                    return Err(invalid(
+                        format!("{path}.dscp"),
+                        "empty list matches nothing",
+                    ));
                 }
             }
         }
@@ -646,16 +752,7 @@ impl Config {
                 ));
             }
             if let Some(m) = &t.mix {
-                for (name, v) in [("gold", m.gold), ("silver", m.silver), ("bronze", m.bronze)] {
-                    fraction(&format!("{path}.mix.{name}"), v)?;
-                }
-                let sum = m.gold + m.silver + m.bronze;
-                if (sum - 1.0).abs() > 1e-6 {
-                    return Err(invalid(
-                        format!("{path}.mix"),
-                        format!("shares add up to {sum:.3}, not 1.0"),
-                    ));
-                }
+                validate_mix(&format!("{path}.mix"), m)?;
             }
             if t.prefixes.is_empty() {
                 return Err(invalid(

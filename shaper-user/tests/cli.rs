@@ -398,7 +398,7 @@ fn pinned_tat(lab: &Lab) -> u64 {
     );
     let arr: aya::maps::Array<&aya::maps::MapData, shaper_common::TenantState> =
         aya::maps::Array::try_from(&map).expect("typed");
-    arr.get(&0, 0).expect("tenant 0").tat
+    arr.get(&0, 0).expect("tenant 0").tat[shaper_common::TYPE_SILVER]
 }
 
 fn pinned_passed(lab: &Lab) -> u64 {
@@ -406,8 +406,8 @@ fn pinned_passed(lab: &Lab) -> u64 {
         shaper::datapath::open_pinned(&pin_dir(&lab.dut_if), shaper::datapath::TENANT_COUNTERS)
             .expect("pinned counters"),
     );
-    shaper::collect::read_tenant_counters(&map, 1).expect("read")[0].packets
-        [shaper_common::OUTCOME_PASSED]
+    shaper::collect::read_tenant_counters(&map, 1).expect("read")[0]
+        .packets_of(shaper_common::OUTCOME_GREEN)
 }
 
 /// SIGKILL under traffic leaves the datapath enforcing the last rates (fail-static); a new
@@ -508,8 +508,8 @@ fn detach_removes_what_a_killed_agent_left() {
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
-/// Everything the agent writes, read back from the pins: tenant configs, hash prefixes, the
-/// global config.
+/// Everything the agent writes, read back from the pins: tenant configs (both slots of the
+/// first 8 ids, then the slot words), hash prefixes, the global config.
 fn agent_maps(
     lab: &Lab,
 ) -> (
@@ -521,8 +521,10 @@ fn agent_maps(
     let dir = pin_dir(&lab.dut_if);
     let open = |n| shaper::datapath::open_pinned(&dir, n).expect("pinned map");
     let tc = Map::Array(open(shaper::datapath::TENANT_CONFIG));
-    let tc: Array<&MapData, shaper_common::TenantConfig> = Array::try_from(&tc).expect("typed");
-    let configs = (0..8).map(|i| tc.get(&i, 0).expect("read")).collect();
+    let slots = Map::Array(open(shaper::datapath::TENANT_SLOT));
+    let configs = (0..8)
+        .map(|id| shaper::datapath::live_tenant(&tc, &slots, id).expect("read"))
+        .collect();
     let h4 = Map::HashMap(open(shaper::datapath::TENANT_BY_HASH_V4));
     let h4: HashMap<&MapData, shaper_common::PrefixKeyV4, u32> =
         HashMap::try_from(&h4).expect("typed");
@@ -745,7 +747,7 @@ fn api_over_tcp_and_unix_socket() {
     );
     assert!(
         metrics.contains(
-            "shaper_tenant_bytes_total{tenant=\"acme\",tier=\"gold\",outcome=\"passed\"} "
+            "shaper_tenant_bytes_total{tenant=\"acme\",tier=\"gold\",token_type=\"silver\",outcome=\"green\"} "
         ),
         "{metrics}"
     );

@@ -5,19 +5,18 @@ use std::net::IpAddr;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, MapData, PerCpuArray};
+use aya::maps::{MapData, PerCpuArray};
 use aya::programs::{TestRun, TestRunOptions};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use shaper::config::Config;
 use shaper::datapath::{
-    Clock, Datapath, GLOBAL_COUNTERS, Lookup, TENANT_CONFIG, TENANT_COUNTERS, lookup_plan,
-    tenant_config,
+    Clock, Datapath, GLOBAL_COUNTERS, Lookup, TENANT_COUNTERS, lookup_plan, tenant_config,
 };
 use shaper::units::{Rate, Size};
 use shaper_common::{
     CLASS_IPV4, CLASS_IPV6, CLASS_MALFORMED, CLASS_NON_IP, CLASS_UNMATCHED_DROPPED,
-    CLASS_UNMATCHED_PASSED, CLASS_VLAN, OUTCOME_DROPPED, OUTCOME_PASSED, PacketCount, TenantConfig,
-    TenantCounters,
+    CLASS_UNMATCHED_PASSED, CLASS_VLAN, OUTCOME_DROPPED, OUTCOME_GREEN, OUTCOME_MARKED,
+    PacketCount, TYPE_SILVER, TenantConfig, TenantCounters,
 };
 use shaper_tests::{
     FrameBuilder, RefClass, reference_lookup, reference_parse, serial, skip_unless_root,
@@ -107,7 +106,7 @@ fn ipv4_packet_is_classified_by_destination_and_counted() {
     let c = tenant(&dp, 0);
     // Bytes are IP bytes: the total length, not the frame.
     assert_eq!(
-        (c.packets[OUTCOME_PASSED], c.bytes[OUTCOME_PASSED]),
+        (c.packets_of(OUTCOME_GREEN), c.bytes_of(OUTCOME_GREEN)),
         (1, 300)
     );
     assert_eq!(class(&dp, CLASS_IPV4).packets, 1);
@@ -116,7 +115,7 @@ fn ipv4_packet_is_classified_by_destination_and_counted() {
     assert_eq!(run(&mut dp, &f), XDP_PASS);
     let f = FrameBuilder::default().v4(SRC4, [192, 168, 0, 200]);
     assert_eq!(run(&mut dp, &f), XDP_PASS);
-    assert_eq!(tenant(&dp, 1).packets[OUTCOME_PASSED], 2);
+    assert_eq!(tenant(&dp, 1).packets_of(OUTCOME_GREEN), 2);
 }
 
 #[test]
@@ -133,7 +132,7 @@ fn ipv4_with_options() {
     }
     .v4(SRC4, [10, 1, 0, 1]);
     assert_eq!(run(&mut dp, &f), XDP_PASS);
-    assert_eq!(tenant(&dp, 0).bytes[OUTCOME_PASSED], 200);
+    assert_eq!(tenant(&dp, 0).bytes_of(OUTCOME_GREEN), 200);
     // The maximal header (IHL 15: 40 bytes of options).
     let f = FrameBuilder {
         options: 40,
@@ -142,7 +141,7 @@ fn ipv4_with_options() {
     }
     .v4(SRC4, [10, 1, 0, 1]);
     assert_eq!(run(&mut dp, &f), XDP_PASS);
-    assert_eq!(tenant(&dp, 0).packets[OUTCOME_PASSED], 2);
+    assert_eq!(tenant(&dp, 0).packets_of(OUTCOME_GREEN), 2);
 }
 
 #[test]
@@ -158,10 +157,10 @@ fn ipv6_packet() {
     }
     .v6(V6_NOBODY, V6_ALPHA);
     assert_eq!(run(&mut dp, &f), XDP_PASS);
-    assert_eq!(tenant(&dp, 0).bytes[OUTCOME_PASSED], 500);
+    assert_eq!(tenant(&dp, 0).bytes_of(OUTCOME_GREEN), 500);
     let f = FrameBuilder::default().v6(V6_NOBODY, V6_BETA);
     assert_eq!(run(&mut dp, &f), XDP_PASS);
-    assert_eq!(tenant(&dp, 1).packets[OUTCOME_PASSED], 1);
+    assert_eq!(tenant(&dp, 1).packets_of(OUTCOME_GREEN), 1);
     assert_eq!(class(&dp, CLASS_IPV6).packets, 2);
 }
 
@@ -184,7 +183,7 @@ fn one_and_two_vlan_tags() {
     }
     .v6(V6_NOBODY, V6_ALPHA);
     assert_eq!(run(&mut dp, &f), XDP_PASS);
-    assert_eq!(tenant(&dp, 0).packets[OUTCOME_PASSED], 2);
+    assert_eq!(tenant(&dp, 0).packets_of(OUTCOME_GREEN), 2);
     assert_eq!(class(&dp, CLASS_VLAN).packets, 2);
     // Unmatched behind two tags is still found and dropped by policy.
     let f = FrameBuilder {
@@ -329,11 +328,11 @@ fn match_on_source_address() {
     // Source in alpha, destination in beta: src matching charges alpha.
     let f = FrameBuilder::default().v4([10, 1, 2, 3], [10, 2, 3, 4]);
     assert_eq!(run(&mut dp, &f), XDP_PASS);
-    assert_eq!(tenant(&dp, 0).packets[OUTCOME_PASSED], 1);
-    assert_eq!(tenant(&dp, 1).packets[OUTCOME_PASSED], 0);
+    assert_eq!(tenant(&dp, 0).packets_of(OUTCOME_GREEN), 1);
+    assert_eq!(tenant(&dp, 1).packets_of(OUTCOME_GREEN), 0);
     let f = FrameBuilder::default().v6(V6_BETA, V6_ALPHA);
     assert_eq!(run(&mut dp, &f), XDP_PASS);
-    assert_eq!(tenant(&dp, 1).packets[OUTCOME_PASSED], 1);
+    assert_eq!(tenant(&dp, 1).packets_of(OUTCOME_GREEN), 1);
 }
 
 /// gamma: 8 kbit/s (1000 B/s), 10 kB burst. Back-to-back 1000-byte packets: exactly ten pass,
@@ -355,11 +354,11 @@ fn burst_passes_exactly_what_it_allows() {
     assert_eq!(verdicts[10..], [XDP_DROP; 5], "{verdicts:?}");
     let c = tenant(&dp, 2);
     assert_eq!(
-        (c.packets[OUTCOME_PASSED], c.bytes[OUTCOME_PASSED]),
+        (c.packets_of(OUTCOME_GREEN), c.bytes_of(OUTCOME_GREEN)),
         (10, 10_000)
     );
     assert_eq!(
-        (c.packets[OUTCOME_DROPPED], c.bytes[OUTCOME_DROPPED]),
+        (c.packets_of(OUTCOME_DROPPED), c.bytes_of(OUTCOME_DROPPED)),
         (5, 5_000)
     );
 }
@@ -388,9 +387,16 @@ fn packet_larger_than_burst_is_dropped() {
 }
 
 fn set_tenant(dp: &mut Datapath, id: u32, tc: TenantConfig) {
-    let mut arr: Array<&mut MapData, TenantConfig> =
-        Array::try_from(dp.map_raw_mut(TENANT_CONFIG).expect("map")).expect("typed");
-    arr.set(id, tc, 0).expect("write tenant config");
+    dp.write_tenant(id, &tc).expect("write tenant config");
+}
+
+/// Packets passed on own tokens, dropped, marked: the single-bucket outcomes.
+fn outcomes(c: &TenantCounters) -> [u64; 3] {
+    [
+        c.packets_of(OUTCOME_GREEN),
+        c.packets_of(OUTCOME_DROPPED),
+        c.packets_of(OUTCOME_MARKED),
+    ]
 }
 
 /// Sends `frame` from the calling thread, one run per syscall (a `repeat` above 1 costs ~15 ms
@@ -425,11 +431,11 @@ fn measure_refill(dp: &mut Datapath, dur: Duration) -> (f64, f64) {
     hammer(dp, &f, dur);
     let elapsed = start.elapsed().as_secs_f64();
     assert!(
-        tenant(dp, 2).packets[OUTCOME_DROPPED] > 0,
+        tenant(dp, 2).packets_of(OUTCOME_DROPPED) > 0,
         "the offered load must exceed the rate"
     );
     (
-        tenant(dp, 2).bytes[OUTCOME_PASSED] as f64,
+        tenant(dp, 2).bytes_of(OUTCOME_GREEN) as f64,
         burst + rate * elapsed,
     )
 }
@@ -536,13 +542,13 @@ fn all_cpus_once() -> Result<(), String> {
     let per_cpu = arr.get(&2, 0).expect("read");
     let busy = per_cpu
         .iter()
-        .filter(|c| c.packets[OUTCOME_PASSED] + c.packets[OUTCOME_DROPPED] > 0)
+        .filter(|c| c.packets_of(OUTCOME_GREEN) + c.packets_of(OUTCOME_DROPPED) > 0)
         .count();
     assert!(
         busy >= 2,
         "traffic must come from at least two CPUs, got {busy}"
     );
-    let passed = tenant(&dp, 2).bytes[OUTCOME_PASSED] as f64;
+    let passed = tenant(&dp, 2).bytes_of(OUTCOME_GREEN) as f64;
     let expected = burst + rate * elapsed;
     if passed > expected * 1.05 {
         return Err(format!(
@@ -626,14 +632,11 @@ fn fuzz_verdicts_match_the_reference_with_the_lpm_trie() {
 fn fuzz(cfg: &Config, n: usize, seed: u64) {
     let mut dp = load(cfg);
     // gamma never conforms (depth 0), so its verdict is DROP whatever the clock does.
-    set_tenant(
-        &mut dp,
-        2,
-        TenantConfig {
-            burst_ns: 0,
-            ..tenant_config(8_000, 1500)
-        },
-    );
+    set_tenant(&mut dp, 2, {
+        let mut tc = tenant_config(8_000, 1500);
+        tc.types[TYPE_SILVER].burst_ns = 0;
+        tc
+    });
     let prefixes = cfg.prefixes();
     let mut rng = StdRng::seed_from_u64(seed);
     let seeds: Vec<Vec<u8>> = vec![
@@ -676,10 +679,10 @@ fn fuzz(cfg: &Config, n: usize, seed: u64) {
                     let outcome = if t == 2 {
                         OUTCOME_DROPPED
                     } else {
-                        OUTCOME_PASSED
+                        OUTCOME_GREEN
                     };
-                    expected[t].packets[outcome] += 1;
-                    expected[t].bytes[outcome] += len;
+                    expected[t].packets[TYPE_SILVER][outcome] += 1;
+                    expected[t].bytes[TYPE_SILVER][outcome] += len;
                     if t == 2 { XDP_DROP } else { XDP_PASS }
                 }
             },
@@ -693,7 +696,7 @@ fn fuzz(cfg: &Config, n: usize, seed: u64) {
     assert!(
         expected
             .iter()
-            .all(|c| c.packets.iter().sum::<u64>() > 1000),
+            .all(|c| c.packets.iter().flatten().sum::<u64>() > 1000),
         "every tenant was exercised: {expected:?}"
     );
 }
@@ -801,7 +804,7 @@ fn a_million_tenants_load_and_classify() {
         }
         .v4(SRC4, (0x0a00_0000 | id).to_be_bytes());
         assert_eq!(run(&mut dp, &f), XDP_PASS);
-        assert_eq!(tenant(&dp, id).bytes[OUTCOME_PASSED], 321, "tenant {id}");
+        assert_eq!(tenant(&dp, id).bytes_of(OUTCOME_GREEN), 321, "tenant {id}");
     }
     let too_many = shaper::config::synthetic(
         n + 1,
@@ -832,7 +835,7 @@ fn run_out(dp: &mut Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
 fn ecn_tenant(dp: &mut Datapath, id: u32) {
     let mut tc = tenant_config(8_000, 10_000);
     tc.flags |= shaper_common::TENANT_ECN;
-    tc.mark_ns = tc.burst_ns / 2;
+    tc.mark_ns[TYPE_SILVER] = tc.types[TYPE_SILVER].burst_ns / 2;
     set_tenant(dp, id, tc);
 }
 
@@ -874,7 +877,7 @@ fn ecn_marks_ipv4_before_the_bucket_is_empty() {
     assert_eq!(verdicts[..10], [XDP_PASS; 10], "{verdicts:?}");
     assert_eq!(verdicts[10..], [XDP_DROP; 2], "{verdicts:?}");
     let c = tenant(&dp, 2);
-    assert_eq!(c.packets, [5, 2, 5], "passed, dropped, marked");
+    assert_eq!(outcomes(&c), [5, 2, 5], "passed, dropped, marked");
 
     let mut dp = load(&config("drop", "dst"));
     ecn_tenant(&mut dp, 2);
@@ -891,7 +894,7 @@ fn ecn_marks_ipv4_before_the_bucket_is_empty() {
         }
     }
     assert_eq!(
-        tenant(&dp, 2).packets,
+        outcomes(&tenant(&dp, 2)),
         [10, 2, 0],
         "non-ECT: never marked, dropped when empty"
     );
@@ -907,7 +910,7 @@ fn ecn_marks_ipv4_before_the_bucket_is_empty() {
             "marked without ECN configured"
         );
     }
-    assert_eq!(tenant(&dp, 2).packets, [10, 2, 0]);
+    assert_eq!(outcomes(&tenant(&dp, 2)), [10, 2, 0]);
 }
 
 /// ECN, IPv6: the ECN bits of the traffic class are set to CE (no checksum in IPv6).
@@ -940,5 +943,5 @@ fn ecn_marks_ipv6_traffic_class() {
         assert_eq!(out[16..], ect1[16..], "nothing else changed");
     }
     assert_eq!(marked, 5);
-    assert_eq!(tenant(&dp, 0).packets, [5, 0, 5]);
+    assert_eq!(outcomes(&tenant(&dp, 0)), [5, 0, 5]);
 }

@@ -5,7 +5,6 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::config::{Config, tier_str};
-use crate::datapath::tenant_config;
 use crate::units::{Rate, Size};
 
 pub fn execute(file: &Path, json: bool) -> Result<()> {
@@ -41,15 +40,18 @@ pub fn describe(cfg: &Config) -> String {
     );
     let _ = writeln!(
         s,
-        "  {:<4} {:<16} {:<9} {:>10} {:>10} {:>10} {:>12}  prefixes",
-        "id", "name", "tier", "rate", "burst", "ceil", "depth"
+        "  {:<4} {:<16} {:<9} {:>10} {:>10} {:>10} {:>12} {:>14}  prefixes",
+        "id", "name", "tier", "rate", "burst", "ceil", "depth", "mix g/s/b"
     );
     for (id, t) in cfg.tenants.iter().enumerate() {
-        let tc = tenant_config(t.rate.bits_per_sec(), t.burst.bytes());
-        let depth_ms = tc.burst_ns as f64 / 1e6;
+        let depth_ms = t.burst.bytes() as f64 * 8.0 / t.rate.bits_per_sec() as f64 * 1e3;
+        let mix = t
+            .mix
+            .clone()
+            .unwrap_or_else(|| cfg.token_types.default_mix());
         let _ = writeln!(
             s,
-            "  {:<4} {:<16} {:<9} {:>10} {:>10} {:>10} {:>9.2} ms  {}",
+            "  {:<4} {:<16} {:<9} {:>10} {:>10} {:>10} {:>9.2} ms {:>14}  {}",
             id,
             t.name,
             tier_str(t.tier),
@@ -57,6 +59,7 @@ pub fn describe(cfg: &Config) -> String {
             Size(t.burst.bytes()).to_string(),
             t.ceil.map_or_else(|| "-".to_string(), |c| c.to_string()),
             depth_ms,
+            format!("{:.2}/{:.2}/{:.2}", mix.gold, mix.silver, mix.bronze),
             t.prefixes.join(", ")
         );
     }
@@ -68,8 +71,8 @@ pub fn describe(cfg: &Config) -> String {
     }
     let _ = writeln!(
         s,
-        "enforced now: link.match, link.unmatched, tenants (prefixes, rate, burst, ecn)\n\
-         validated, acted on by later stages: pools, tiers, token_types, ceil, mix, forecast, policy, events ({}), api, history",
+        "enforced now: link, pools, tiers (borrow, emergency, priority), token_types, tenants (prefixes, rate, burst, ceil, mix, ecn)\n\
+         validated, acted on by later stages: tiers.risk, forecast, policy, events ({}), history",
         cfg.events.len()
     );
     s

@@ -169,8 +169,8 @@ fn report(
             human_bits(got),
             lost * 100.0,
             got / t.rate.bits_per_sec() as f64 * 100.0,
-            c.packets[shaper_common::OUTCOME_PASSED],
-            c.packets[shaper_common::OUTCOME_DROPPED],
+            c.passed_packets(),
+            c.packets_of(shaper_common::OUTCOME_DROPPED),
         );
     }
     s

@@ -11,7 +11,9 @@ use crate::api;
 use crate::cli::RunArgs;
 use crate::collect::{self, Snapshot};
 use crate::config::Config;
-use crate::datapath::{self, Datapath, DatapathError, GLOBAL_COUNTERS, TENANT_COUNTERS};
+use crate::datapath::{
+    self, Datapath, DatapathError, FLOWS, GLOBAL_COUNTERS, TENANT_COUNTERS, TENANT_STATE,
+};
 use crate::lock::AgentLock;
 use crate::units::human_bits;
 
@@ -165,10 +167,12 @@ impl AgentLoop {
     fn cycle(&mut self) -> Result<()> {
         let started = Instant::now();
         let n = collect::id_span(&self.table);
-        let snap = Snapshot {
-            at: started,
-            tenants: collect::read_tenant_counters(self.dp.map(TENANT_COUNTERS)?, n)?,
-        };
+        let snap = collect::snapshot(
+            self.dp.map(TENANT_COUNTERS)?,
+            self.dp.map(TENANT_STATE)?,
+            self.dp.map(FLOWS)?,
+            n,
+        )?;
         let classes = collect::read_class_counters(self.dp.map(GLOBAL_COUNTERS)?)?;
         // Rates need two snapshots: the first cycle (and the first after a reload) only keeps one.
         let Some(prev) = self.prev.replace(snap.clone()) else {

@@ -2,15 +2,15 @@
 //! from another terminal.
 use std::fmt::Write as _;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::Map;
 use serde::Serialize;
 
 use crate::cli::StatsArgs;
-use crate::collect::{self, Snapshot, TenantStats};
-use crate::datapath::{self, GLOBAL_COUNTERS, PIN_ROOT, TENANT_COUNTERS};
+use crate::collect::{self, TenantStats};
+use crate::datapath::{self, FLOWS, GLOBAL_COUNTERS, PIN_ROOT, TENANT_COUNTERS, TENANT_STATE};
 use crate::units::human_bits;
 
 #[derive(Debug, Serialize)]
@@ -66,15 +66,11 @@ pub fn collect_report(iface: &str, window: Duration) -> Result<StatsReport> {
     let table = collect::read_tenant_table(&state)
         .with_context(|| format!("cannot read the tenant table in {}", state.display()))?;
     let n = table.len() as u32;
-    let first = Snapshot {
-        at: Instant::now(),
-        tenants: collect::read_tenant_counters(&counters, n)?,
-    };
+    let states = Map::Array(datapath::open_pinned(&dir, TENANT_STATE)?);
+    let flows = Map::LruHashMap(datapath::open_pinned(&dir, FLOWS)?);
+    let first = collect::snapshot(&counters, &states, &flows, n)?;
     std::thread::sleep(window);
-    let second = Snapshot {
-        at: Instant::now(),
-        tenants: collect::read_tenant_counters(&counters, n)?,
-    };
+    let second = collect::snapshot(&counters, &states, &flows, n)?;
     let class_counts = collect::read_class_counters(&classes)?;
     Ok(StatsReport {
         iface: iface.to_string(),

@@ -12,11 +12,15 @@ use aya::programs::xdp::{XdpLink, XdpLinkId};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use shaper_common::{
-    CLOCK_COARSE, CLOCK_PRECISE, CONFIG_MAGIC, CONFIG_VERSION, COST_SHIFT, GlobalConfig,
-    LOOKUP_LPM, MATCH_DST, MATCH_SRC, MAX_PREFIX_PROBES, MAX_TENANTS_LIMIT, PrefixKeyV4,
-    PrefixKeyV6, TENANT_ACTIVE, TENANT_ECN, TenantConfig, TenantCounters, TenantState,
-    UNMATCHED_DROP, UNMATCHED_PASS,
+    BucketParams, CLOCK_COARSE, CLOCK_PRECISE, CONFIG_MAGIC, CONFIG_VERSION, COST_SHIFT,
+    GLOBAL_BORROW, GLOBAL_FALLBACK, GlobalConfig, LOOKUP_LPM, MATCH_DST, MATCH_SRC,
+    MAX_PREFIX_PROBES, MAX_TENANTS_LIMIT, PrefixKeyV4, PrefixKeyV6, RULE_DPORT, RULE_DSCP,
+    RULE_PORTS, RULE_PROTO, RULE_SPORT, TENANT_ACTIVE, TENANT_BORROW, TENANT_ECN, TENANT_EMERGENCY,
+    TIERS, TYPE_SILVER, TenantConfig, TenantCounters, TenantState, TokenRules, UNMATCHED_DROP,
+    UNMATCHED_PASS,
 };
+#[cfg(test)]
+use shaper_common::{TYPE_BRONZE, TYPE_GOLD, TokenRule};
 
 use crate::config::{Config, MatchDir, Prefix, Unmatched};
 use crate::netns::NetNsEnter;
@@ -30,7 +34,8 @@ pub(crate) use self::error::os_error;
 pub use self::error::{DatapathError, error_chain};
 pub use self::pins::{check_pinned_version, ensure_bpffs, open_pinned, pin_dir, remove_pins};
 pub use self::write::{
-    ECN_MARK_FRACTION, Lookup, global_config, lookup_plan, tenant_config, tenant_params,
+    ECN_MARK_FRACTION, FLOW_SAMPLE_SHIFT, Lookup, bucket, global_config, link_burst_bytes,
+    live_tenant, lookup_plan, tenant_config, tenant_params, token_rules,
 };
 
 /// The XDP program, built from shaper-ebpf by build.rs.
@@ -45,6 +50,10 @@ pub const TENANT_BY_PREFIX_V6: &str = "TENANT_BY_PREFIX_V6";
 pub const TENANT_BY_HASH_V4: &str = "TENANT_BY_HASH_V4";
 pub const TENANT_BY_HASH_V6: &str = "TENANT_BY_HASH_V6";
 pub const TENANT_CONFIG: &str = "TENANT_CONFIG";
+pub const TENANT_SLOT: &str = "TENANT_SLOT";
+pub const TOKEN_RULES: &str = "TOKEN_RULES";
+pub const GLOBAL_STATE: &str = "GLOBAL_STATE";
+pub const FLOWS: &str = "FLOWS";
 pub const TENANT_STATE: &str = "TENANT_STATE";
 pub const TENANT_COUNTERS: &str = "TENANT_COUNTERS";
 pub const GLOBAL_COUNTERS: &str = "GLOBAL_COUNTERS";
@@ -56,9 +65,13 @@ pub const PINNED_MAPS: &[&str] = &[
     TENANT_BY_HASH_V4,
     TENANT_BY_HASH_V6,
     TENANT_CONFIG,
+    TENANT_SLOT,
+    TOKEN_RULES,
+    GLOBAL_STATE,
     TENANT_STATE,
     TENANT_COUNTERS,
     GLOBAL_COUNTERS,
+    FLOWS,
 ];
 
 /// Where pins live: `/sys/fs/bpf/shaper/IF/`.
@@ -140,7 +153,8 @@ impl Datapath {
         let mut loader = EbpfLoader::new();
         loader
             .override_global("CLOCK", &clock_value, true)
-            .map_max_entries(TENANT_CONFIG, max_tenants)
+            .map_max_entries(TENANT_CONFIG, 2 * max_tenants)
+            .map_max_entries(TENANT_SLOT, max_tenants)
             .map_max_entries(TENANT_STATE, max_tenants)
             .map_max_entries(TENANT_COUNTERS, max_tenants)
             .map_max_entries(TENANT_BY_PREFIX_V4, prefixes)
@@ -209,6 +223,13 @@ impl Datapath {
             .map_mut(name)
             .ok_or_else(|| DatapathError::Load(format!("map {name} missing from the object")))?;
         T::try_from(map).map_err(|source| DatapathError::Map { map: name, source })
+    }
+
+    fn map_typed<'a, T>(&'a self, name: &'static str) -> Result<T, DatapathError>
+    where
+        T: TryFrom<&'a Map, Error = aya::maps::MapError>,
+    {
+        T::try_from(self.map(name)?).map_err(|source| DatapathError::Map { map: name, source })
     }
 
     /// A map by name, for writing outside [`Datapath::apply`] (tests, later stages).

@@ -13,12 +13,12 @@ impl Datapath {
         dir: &Path,
     ) -> Result<Datapath, DatapathError> {
         ensure_bpffs()?;
-        let adopted = dir.join(TENANT_CONFIG).exists();
+        let adopted = dir.join(TENANT_STATE).exists();
         if adopted {
             check_pinned_version(dir)?;
             let map =
-                MapData::from_pin(dir.join(TENANT_CONFIG)).map_err(|e| DatapathError::Pin {
-                    path: dir.join(TENANT_CONFIG),
+                MapData::from_pin(dir.join(TENANT_STATE)).map_err(|e| DatapathError::Pin {
+                    path: dir.join(TENANT_STATE),
                     reason: error_chain(&e),
                 })?;
             let pinned = map.info().map(|i| i.max_entries()).unwrap_or(0);
@@ -141,11 +141,9 @@ pub fn open_pinned(dir: &Path, name: &str) -> Result<MapData, DatapathError> {
 /// Checks the pinned global config was written by this version of the shaper.
 pub fn check_pinned_version(dir: &Path) -> Result<(), DatapathError> {
     let map = Map::Array(open_pinned(dir, GLOBAL_CONFIG)?);
+    // A value of another size is another layout: an older or newer shaper.
     let arr: Array<&MapData, GlobalConfig> =
-        Array::try_from(&map).map_err(|source| DatapathError::Map {
-            map: GLOBAL_CONFIG,
-            source,
-        })?;
+        Array::try_from(&map).map_err(|_| DatapathError::VersionMismatch(dir.to_path_buf()))?;
     let g = arr.get(&0, 0).map_err(|source| DatapathError::Map {
         map: GLOBAL_CONFIG,
         source,

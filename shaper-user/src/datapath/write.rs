@@ -2,33 +2,117 @@
 //! (hash probes or LPM), the global config; on maps that already hold one, retiring what left.
 use super::*;
 
-/// Per-tenant parameters as the datapath wants them: GCRA cost and depth in nanoseconds.
-pub fn tenant_config(rate_bits: u64, burst_bytes: u64) -> TenantConfig {
+/// A GCRA bucket for `rate_bits` per second and `burst_bytes` deep: cost and depth in ns.
+pub fn bucket(rate_bits: u64, burst_bytes: u64) -> BucketParams {
     // ns per byte << COST_SHIFT = 8e9 / rate_bits << COST_SHIFT, in 128 bits to keep precision.
     let cost_fp = ((8_000_000_000u128 << COST_SHIFT) / rate_bits.max(1) as u128) as u64;
     let burst_ns = ((burst_bytes as u128 * cost_fp as u128) >> COST_SHIFT) as u64;
-    TenantConfig {
-        cost_fp,
-        burst_ns,
+    BucketParams { cost_fp, burst_ns }
+}
+
+/// A tenant with a single bucket: the whole rate and burst on the silver token type (the type
+/// every packet takes when the config has no rules), no pools. Tests and benchmarks use it.
+pub fn tenant_config(rate_bits: u64, burst_bytes: u64) -> TenantConfig {
+    let mut tc = TenantConfig {
         rate_bytes: rate_bits / 8,
-        mark_ns: 0,
+        ceil_bytes: rate_bits / 8,
         flags: TENANT_ACTIVE,
-        _pad: 0,
-    }
+        ..TenantConfig::default()
+    };
+    tc.types[TYPE_SILVER] = bucket(rate_bits, burst_bytes);
+    tc
 }
 
 /// Share of the bucket below which ECN-capable packets are marked CE: TCP halves its window
 /// on a mark, so marking from half empty leaves the other half for the reaction to arrive.
 pub const ECN_MARK_FRACTION: f64 = 0.5;
 
-/// The tenant's bucket parameters as its config says, ECN marking included.
-pub fn tenant_params(t: &crate::config::Tenant) -> TenantConfig {
-    let mut tc = tenant_config(t.rate.bits_per_sec(), t.burst.bytes());
+/// The tenant's parameters as the config says: its rate and burst split over the token types
+/// by its mix (a type's burst never below one full-size packet, so its packets can pass), ECN
+/// marking, its tier's borrowing (up to `ceil`) and emergency access. The pre-allocated pool
+/// is the allocator's, not the config's: it starts empty.
+pub fn tenant_params(t: &crate::config::Tenant, cfg: &Config) -> TenantConfig {
+    let rate = t.rate.bits_per_sec();
+    let burst = t.burst.bytes();
+    let mix = t
+        .mix
+        .clone()
+        .unwrap_or_else(|| cfg.token_types.default_mix());
+    let mut tc = TenantConfig {
+        rate_bytes: rate / 8,
+        ceil_bytes: t.ceil.map_or(rate, |c| c.bits_per_sec()) / 8,
+        flags: TENANT_ACTIVE,
+        ..TenantConfig::default()
+    };
+    for (k, share) in mix.shares().into_iter().enumerate() {
+        if share <= 0.0 {
+            continue;
+        }
+        let r = ((rate as f64 * share) as u64).max(1);
+        let b = ((burst as f64 * share) as u64).max(crate::config::MIN_BURST.bytes());
+        tc.types[k] = bucket(r, b);
+        if t.ecn {
+            tc.mark_ns[k] = (tc.types[k].burst_ns as f64 * ECN_MARK_FRACTION) as u64;
+        }
+    }
     if t.ecn {
         tc.flags |= TENANT_ECN;
-        tc.mark_ns = (tc.burst_ns as f64 * ECN_MARK_FRACTION) as u64;
+    }
+    if let Some(tier) = cfg.tiers.get(&t.tier) {
+        tc.tier = u32::from(tier.priority.min(TIERS as u8 - 1));
+        let ceil = t.ceil.map_or(0, |c| c.bits_per_sec());
+        if tier.borrow && ceil > rate {
+            tc.flags |= TENANT_BORROW;
+            tc.borrow = bucket(ceil - rate, burst);
+        }
+        if tier.emergency {
+            tc.flags |= TENANT_EMERGENCY;
+        }
     }
     tc
+}
+
+/// The token-type rules as the datapath evaluates them.
+pub fn token_rules(cfg: &Config) -> TokenRules {
+    let mut out = TokenRules::default();
+    for (slot, (ty, m)) in out.rules.iter_mut().zip(cfg.token_types.ordered_rules()) {
+        slot.token_type = ty.index() as u8;
+        if let Some(d) = &m.dscp {
+            slot.flags |= RULE_DSCP;
+            slot.dscp_mask = d.iter().fold(0, |acc, v| acc | 1u64 << (v & 63));
+        }
+        if let Some(p) = m.proto {
+            slot.flags |= RULE_PROTO;
+            slot.proto = p.number();
+        }
+        let fill = |list: &[u16], into: &mut [u16; RULE_PORTS]| {
+            // Unused slots repeat the first port, so they match only what it matches.
+            for (i, dst) in into.iter_mut().enumerate() {
+                *dst = list.get(i).or(list.first()).copied().unwrap_or(0);
+            }
+        };
+        if let Some(l) = &m.dport {
+            slot.flags |= RULE_DPORT;
+            fill(l, &mut slot.dports);
+        }
+        if let Some(l) = &m.sport {
+            slot.flags |= RULE_SPORT;
+            fill(l, &mut slot.sports);
+        }
+    }
+    out
+}
+
+/// Depth of the link bucket: enough for the burstiest tenant twice over, and at least 2 ms of
+/// the link, so borrowing is smooth but overshoot stays within about one burst.
+pub fn link_burst_bytes(cfg: &Config) -> u64 {
+    let max_burst = cfg
+        .tenants
+        .iter()
+        .map(|t| t.burst.bytes())
+        .max()
+        .unwrap_or(0);
+    (cfg.link.capacity.bits_per_sec() / 8 / 500).max(2 * max_burst)
 }
 
 /// How one address family is looked up: hash probes for these lengths (most prefixes first),
@@ -89,12 +173,47 @@ pub fn global_config(cfg: &Config) -> GlobalConfig {
     let (v4, v6) = lookup_plan(cfg);
     let (v4_probes, v4_nprobes) = v4.encode();
     let (v6_probes, v6_nprobes) = v6.encode();
+    let cap = cfg.link.capacity.bits_per_sec() as f64;
+    // The link bucket: what is not held back for emergencies.
+    let link_rate = (cap * (cfg.pools.guaranteed + cfg.pools.opportunistic)).max(1.0) as u64;
+    let link = bucket(link_rate, link_burst_bytes(cfg));
+    let emergency_rate = (cap * cfg.pools.emergency) as u64;
+    let emergency = if emergency_rate == 0 {
+        BucketParams::default()
+    } else {
+        // 5 ms of the pool, at least a few full-size packets.
+        bucket(emergency_rate, (emergency_rate / 8 / 200).max(16_000))
+    };
+    let mut borrow_depth_ns = [0; TIERS];
+    for (p, d) in borrow_depth_ns.iter_mut().enumerate() {
+        // Priority p may fill the link bucket to (p + 1) quarters: bronze stops borrowing
+        // first, platinum last.
+        *d = link.burst_ns / TIERS as u64 * (p as u64 + 1);
+    }
+    let tenants_borrow = cfg.tenants.iter().any(|t| {
+        t.ceil.is_some_and(|c| c > t.rate) && cfg.tiers.get(&t.tier).is_some_and(|tier| tier.borrow)
+    });
+    let mut flags = 0;
+    if tenants_borrow && cfg.pools.opportunistic > 0.0 {
+        flags |= GLOBAL_BORROW;
+    }
+    if cfg.token_types.fallback {
+        flags |= GLOBAL_FALLBACK;
+    }
     GlobalConfig {
         v4_probes,
         v4_nprobes,
         v6_probes,
         v6_nprobes,
-        _pad: [0; 6],
+        default_type: cfg.token_types.default.index() as u8,
+        nrules: cfg.token_types.ordered_rules().len() as u8,
+        flow_sample_shift: FLOW_SAMPLE_SHIFT,
+        _pad: [0; 3],
+        flags,
+        link_cost_fp: link.cost_fp,
+        borrow_depth_ns,
+        emergency_cost_fp: emergency.cost_fp,
+        emergency_burst_ns: emergency.burst_ns,
         magic: CONFIG_MAGIC,
         version: CONFIG_VERSION,
         match_dir: match cfg.link.match_dir {
@@ -148,15 +267,24 @@ impl Datapath {
         if populated {
             self.retire_and_reset(&ids, previous)?;
         }
-        {
-            let mut tc: Array<&mut MapData, TenantConfig> = self.map_mut(TENANT_CONFIG)?;
-            for (t, id) in cfg.tenants.iter().zip(&ids) {
-                tc.set(*id, tenant_params(t), 0)
-                    .map_err(|source| DatapathError::Map {
-                        map: TENANT_CONFIG,
-                        source,
-                    })?;
+        for (t, id) in cfg.tenants.iter().zip(&ids) {
+            let mut tc = tenant_params(t, cfg);
+            if populated {
+                // The allocator's pre-allocated pool survives a reload.
+                let live = self.tenant(*id)?;
+                if live.flags & TENANT_ACTIVE != 0 {
+                    keep_pre_pool(&mut tc, &live);
+                }
             }
+            self.write_tenant(*id, &tc)?;
+        }
+        {
+            let mut r: Array<&mut MapData, TokenRules> = self.map_mut(TOKEN_RULES)?;
+            r.set(0, token_rules(cfg), 0)
+                .map_err(|source| DatapathError::Map {
+                    map: TOKEN_RULES,
+                    source,
+                })?;
         }
         let (v4, v6) = lookup_plan(cfg);
         let mut want4: std::collections::HashMap<PrefixKeyV4, u32> =
@@ -211,12 +339,7 @@ impl Datapath {
     ) -> Result<(), DatapathError> {
         let live: std::collections::HashSet<u32> = ids.iter().copied().collect();
         let max = self.max_tenants;
-        let cfg_err = |source| DatapathError::Map {
-            map: TENANT_CONFIG,
-            source,
-        };
         let fresh: Vec<u32> = {
-            let mut tc: Array<&mut MapData, TenantConfig> = self.map_mut(TENANT_CONFIG)?;
             let leaving: Vec<u32> = match previous {
                 Some(prev) => prev
                     .iter()
@@ -226,13 +349,13 @@ impl Datapath {
                 None => (0..max).filter(|id| !live.contains(id)).collect(),
             };
             for id in leaving {
-                if tc.get(&id, 0).map_err(cfg_err)?.flags & TENANT_ACTIVE != 0 {
-                    tc.set(id, TenantConfig::default(), 0).map_err(cfg_err)?;
+                if self.tenant(id)?.flags & TENANT_ACTIVE != 0 {
+                    self.write_tenant(id, &TenantConfig::default())?;
                 }
             }
             let mut fresh = Vec::new();
             for id in ids {
-                if tc.get(id, 0).map_err(cfg_err)?.flags & TENANT_ACTIVE == 0 {
+                if self.tenant(*id)?.flags & TENANT_ACTIVE == 0 {
                     fresh.push(*id);
                 }
             }
@@ -321,6 +444,39 @@ impl Datapath {
         Ok(())
     }
 
+    /// The live config of tenant `id` (the slot its slot word selects).
+    pub fn tenant(&self, id: u32) -> Result<TenantConfig, DatapathError> {
+        live_tenant(self.map(TENANT_CONFIG)?, self.map(TENANT_SLOT)?, id)
+    }
+
+    /// Replaces tenant `id`'s config as one unit from the datapath's point of view: the slot
+    /// not in use is written, then the slot word flips (one aligned word). Maps never written
+    /// before are written in place: nothing reads a tenant that was never active.
+    ///
+    /// A packet that read the old slot word may still be reading the old slot, so the same
+    /// tenant must not be written twice within one program run (microseconds); the agent
+    /// writes each tenant at most once per cycle.
+    pub fn write_tenant(&mut self, id: u32, tc: &TenantConfig) -> Result<(), DatapathError> {
+        let err = |map| move |source| DatapathError::Map { map, source };
+        let live = {
+            let slots: Array<&MapData, u32> = self.map_typed(TENANT_SLOT)?;
+            slots.get(&id, 0).map_err(err(TENANT_SLOT))? & 1
+        };
+        if self.tenant(id)? == *tc {
+            return Ok(());
+        }
+        let next = if self.populated { 1 - live } else { live };
+        {
+            let mut m: Array<&mut MapData, TenantConfig> = self.map_mut(TENANT_CONFIG)?;
+            m.set(2 * id + next, *tc, 0).map_err(err(TENANT_CONFIG))?;
+        }
+        if next != live {
+            let mut slots: Array<&mut MapData, u32> = self.map_mut(TENANT_SLOT)?;
+            slots.set(id, next, 0).map_err(err(TENANT_SLOT))?;
+        }
+        Ok(())
+    }
+
     /// Writes a prefix into the map its family's lookup uses.
     fn insert_prefix(
         &mut self,
@@ -376,6 +532,28 @@ impl Datapath {
     }
 }
 
+/// The live config of tenant `id` from the `TENANT_CONFIG` and `TENANT_SLOT` maps (loaded or
+/// pinned).
+pub fn live_tenant(configs: &Map, slots: &Map, id: u32) -> Result<TenantConfig, DatapathError> {
+    let err = |map| move |source| DatapathError::Map { map, source };
+    let slots: Array<&MapData, u32> = Array::try_from(slots).map_err(err(TENANT_SLOT))?;
+    let slot = slots.get(&id, 0).map_err(err(TENANT_SLOT))? & 1;
+    let tc: Array<&MapData, TenantConfig> = Array::try_from(configs).map_err(err(TENANT_CONFIG))?;
+    tc.get(&(2 * id + slot), 0).map_err(err(TENANT_CONFIG))
+}
+
+/// Copies the allocator-owned fields (pre-allocated pool, deposit) of the live config.
+fn keep_pre_pool(tc: &mut TenantConfig, live: &TenantConfig) {
+    tc.pre = live.pre;
+    tc.pre_cap_bytes = live.pre_cap_bytes;
+    tc.deposit_seq = live.deposit_seq;
+    tc.deposit_bytes = live.deposit_bytes;
+    tc.deposit_expires_ns = live.deposit_expires_ns;
+}
+
+/// One packet in 2^this of each tenant x type x outcome updates the flow table.
+pub const FLOW_SAMPLE_SHIFT: u8 = 4;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,18 +562,75 @@ mod tests {
     fn tenant_config_math() {
         // 10 Mbit/s = 1.25 MB/s = 800 ns per byte.
         let c = tenant_config(10_000_000, 125_000);
-        assert_eq!(c.cost_fp >> COST_SHIFT, 800);
-        assert_eq!(c.burst_ns, 125_000 * 800);
+        let b = c.types[TYPE_SILVER];
+        assert_eq!(b.cost_fp >> COST_SHIFT, 800);
+        assert_eq!(b.burst_ns, 125_000 * 800);
         assert_eq!(c.rate_bytes, 1_250_000);
         assert_eq!(c.flags, TENANT_ACTIVE);
+        assert_eq!(c.types[TYPE_GOLD], BucketParams::default());
         // 1 Gbit/s = 8 ns per byte; 400 Gbit/s keeps 0.02 ns/byte within 0.1%.
-        assert_eq!(tenant_config(1_000_000_000, 1500).cost_fp, 8 << COST_SHIFT);
-        let fast =
-            tenant_config(400_000_000_000, 1500).cost_fp as f64 / f64::from(1u32 << COST_SHIFT);
+        assert_eq!(bucket(1_000_000_000, 1500).cost_fp, 8 << COST_SHIFT);
+        let fast = bucket(400_000_000_000, 1500).cost_fp as f64 / f64::from(1u32 << COST_SHIFT);
         assert!((fast - 0.02).abs() / 0.02 < 0.001, "{fast}");
         // The slowest rate keeps len * cost_fp far below u64 for a 64 KiB packet.
-        let slow = tenant_config(crate::config::MIN_RATE.0, 1500).cost_fp;
+        let slow = bucket(crate::config::MIN_RATE.0, 1500).cost_fp;
         assert!(slow.checked_mul(70_000).is_some());
+    }
+
+    /// acme (gold tier, 200 Mbit/s, ceil 400, mix 0.2/0.6/0.2, ECN) in the example config.
+    #[test]
+    fn tenant_params_split_the_rate_by_mix_and_follow_the_tier() {
+        let cfg = Config::parse(crate::config::EXAMPLE).expect("valid");
+        let acme = tenant_params(&cfg.tenants[0], &cfg);
+        let rate_of = |b: BucketParams| 8e9 * f64::from(1u32 << COST_SHIFT) / b.cost_fp as f64;
+        for (k, want) in [(TYPE_GOLD, 40e6), (TYPE_SILVER, 120e6), (TYPE_BRONZE, 40e6)] {
+            let got = rate_of(acme.types[k]);
+            assert!((got - want).abs() / want < 1e-3, "type {k}: {got}");
+            assert_eq!(acme.mark_ns[k], acme.types[k].burst_ns / 2);
+        }
+        assert!(
+            (rate_of(acme.borrow) - 200e6).abs() / 200e6 < 1e-3,
+            "ceil - rate"
+        );
+        assert_eq!(
+            acme.flags,
+            TENANT_ACTIVE | TENANT_ECN | TENANT_BORROW | TENANT_EMERGENCY
+        );
+        assert_eq!(acme.tier, 2);
+        assert_eq!(acme.ceil_bytes, 50_000_000);
+        // globex: silver tier, no mix: all on the default type; borrows, no emergency.
+        let globex = tenant_params(&cfg.tenants[1], &cfg);
+        assert_eq!(globex.types[TYPE_GOLD], BucketParams::default());
+        assert_eq!(globex.types[TYPE_SILVER], bucket(100_000_000, 128_000));
+        assert_eq!(globex.flags, TENANT_ACTIVE | TENANT_BORROW);
+        // initech: bronze tier, no ceil: never borrows.
+        let initech = tenant_params(&cfg.tenants[2], &cfg);
+        assert_eq!(initech.flags, TENANT_ACTIVE);
+        assert_eq!(initech.borrow, BucketParams::default());
+    }
+
+    #[test]
+    fn token_rules_compile_in_order_with_ports_padded() {
+        let cfg = Config::parse(crate::config::EXAMPLE).expect("valid");
+        let r = token_rules(&cfg);
+        let g = global_config(&cfg);
+        assert_eq!(g.nrules, 4);
+        assert_eq!(usize::from(g.default_type), TYPE_SILVER);
+        assert_eq!(g.flags, GLOBAL_BORROW | GLOBAL_FALLBACK);
+        // gold: dscp [46, 34]; then udp dport 53; bronze: dscp 8; then tcp dport 873.
+        assert_eq!(r.rules[0].flags, RULE_DSCP);
+        assert_eq!(r.rules[0].dscp_mask, (1 << 46) | (1 << 34));
+        assert_eq!(usize::from(r.rules[0].token_type), TYPE_GOLD);
+        assert_eq!(r.rules[1].flags, RULE_PROTO | RULE_DPORT);
+        assert_eq!(
+            (r.rules[1].proto, r.rules[1].dports),
+            (17, [53; RULE_PORTS])
+        );
+        assert_eq!(usize::from(r.rules[2].token_type), TYPE_BRONZE);
+        assert_eq!(r.rules[3].proto, 6);
+        assert_eq!(r.rules[4], TokenRule::default());
+        // Drop precedence: each tier may fill the link bucket further than the one below.
+        assert!(g.borrow_depth_ns.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

@@ -614,7 +614,18 @@ impl Forecaster {
             let slot = ((self.n - 1) % h_max as u64) as usize;
             self.pending[slot * h_max + h - 1]
         };
-        let base = base.max(0.0);
+        // A model extrapolating a wild series can overflow where its state did not: such a
+        // forecast falls back to the naive one, and nothing is forecast beyond MAX_VALUE.
+        let base = if base.is_finite() {
+            base
+        } else {
+            self.naive.forecast(h)
+        };
+        let base = if base.is_finite() {
+            base.clamp(0.0, MAX_VALUE)
+        } else {
+            0.0
+        };
         let (mut lo, mut hi) = match (self.bounds_at(h), self.residual_bounds(0)) {
             (Some((l, u)), _) => (base + l, base + u),
             // Too few residuals at this horizon yet: the one-step spread, widened.
@@ -626,8 +637,16 @@ impl Forecaster {
             (None, None) => (0.0, base * 2.0 + 1.0),
         };
         let mean = base;
-        lo = lo.clamp(0.0, mean);
-        hi = hi.max(mean);
+        lo = if lo.is_finite() {
+            lo.clamp(0.0, mean)
+        } else {
+            0.0
+        };
+        hi = if hi.is_finite() {
+            hi.clamp(mean, MAX_VALUE.max(mean))
+        } else {
+            MAX_VALUE.max(mean)
+        };
         Prediction { mean, lo, hi }
     }
 }
