@@ -61,17 +61,32 @@ pub fn cost(len: u64, cost_fp: u64) -> u64 {
     (len * cost_fp) >> COST_SHIFT
 }
 
-/// Charges `inc` ns to a bucket without checking it: traffic that was already allowed by
-/// another bucket (the tenant's own) still uses the link. A `tat` left in the past by idle
-/// time stays there until a checked spend moves it to `now`, which is right: the bucket is
-/// full either way.
+/// Charges `inc` ns to a bucket without checking it: traffic that another bucket (the
+/// tenant's own) already allowed still uses the link. Like a conforming spend, the charge
+/// starts from `max(tat, now)`: a `tat` left behind by idle time must not swallow it.
 ///
 /// # Safety
 /// As [`spend`].
 #[inline(always)]
-pub unsafe fn charge(tat: *mut u64, inc: u64) {
+pub unsafe fn charge(tat: *mut u64, now: u64, inc: u64) {
     // SAFETY: caller guarantees `tat` is valid and aligned.
-    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(tat, inc) };
+    unsafe {
+        let cur = core::ptr::read_volatile(tat);
+        if cur >= now || !cas(tat, cur, now + inc) {
+            // Busy link (the usual case), or another CPU just moved it to `now` or later.
+            add(tat, inc);
+        }
+    }
+}
+
+/// Atomic add to a shared counter.
+///
+/// # Safety
+/// As [`spend`].
+#[inline(always)]
+pub unsafe fn add(p: *mut u64, n: u64) {
+    // SAFETY: caller guarantees `p` is valid and aligned.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, n) };
 }
 
 /// Gives back `inc` ns spent by [`spend`] when a later check refused the packet.
@@ -80,8 +95,8 @@ pub unsafe fn charge(tat: *mut u64, inc: u64) {
 /// As [`spend`].
 #[inline(always)]
 pub unsafe fn refund(tat: *mut u64, inc: u64) {
-    // SAFETY: as `charge`; the add wraps, which subtracts.
-    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(tat, inc.wrapping_neg()) };
+    // SAFETY: as `add`; the add wraps, which subtracts.
+    unsafe { add(tat, inc.wrapping_neg()) };
 }
 
 /// Compare-and-swap of one word: true if `*p` was `old` and is now `new`.

@@ -284,7 +284,7 @@ fn spend(
     // SAFETY (every block below): `state` and the global state point into array map values,
     // valid and 8-byte aligned for the program's run; indexes are below the array lengths.
     if unsafe { pre_allocated(tc, state, now, len) } {
-        charge_link(cfg, len);
+        charge_link(cfg, now, len);
         return OUTCOME_PRE;
     }
     let last = if cfg.flags & GLOBAL_FALLBACK != 0 {
@@ -302,7 +302,7 @@ fn spend(
         }
         let tat = unsafe { &raw mut (*state).tat[k] };
         if let Some(room) = unsafe { bucket::spend(tat, now, len, p.cost_fp, p.burst_ns) } {
-            charge_link(cfg, len);
+            charge_link(cfg, now, len);
             // Low bucket, ECN-capable packet, tenant asked for it: mark CE rather than let the
             // bucket run dry and drop.
             if tc.flags & TENANT_ECN != 0 && ip.ecn != 0 && room < tc.mark_ns[k] {
@@ -359,7 +359,7 @@ unsafe fn pre_allocated(tc: &TenantConfig, state: *mut TenantState, now: u64, le
         if c != 0 {
             if now >= tc.deposit_expires_ns {
                 if bucket::cas(credit, c, 0) {
-                    bucket::charge(&raw mut (*state).expired, c);
+                    bucket::add(&raw mut (*state).expired, c);
                 }
             } else if bucket::take(credit, len) {
                 return true;
@@ -394,7 +394,7 @@ unsafe fn add_credit(state: *mut TenantState, amount: u64, cap: u64) {
                 return;
             }
             if bucket::cas(credit, c, new) {
-                bucket::charge(&raw mut (*state).deposited, new - c);
+                bucket::add(&raw mut (*state).deposited, new - c);
                 return;
             }
         }
@@ -441,13 +441,19 @@ unsafe fn borrow(
 /// Charges a packet the tenant's own tokens paid for to the link bucket, so borrowers see how
 /// busy the link is. Only when some tenant may borrow: otherwise nobody reads the link bucket.
 #[inline(always)]
-fn charge_link(cfg: &GlobalConfig, len: u64) {
+fn charge_link(cfg: &GlobalConfig, now: u64, len: u64) {
     if cfg.flags & GLOBAL_BORROW == 0 {
         return;
     }
     if let Some(g) = GLOBAL_STATE.get_ptr_mut(0) {
         // SAFETY: an array map value, valid and aligned for the program's run.
-        unsafe { bucket::charge(&raw mut (*g).link_tat, bucket::cost(len, cfg.link_cost_fp)) };
+        unsafe {
+            bucket::charge(
+                &raw mut (*g).link_tat,
+                now,
+                bucket::cost(len, cfg.link_cost_fp),
+            )
+        };
     }
 }
 
@@ -459,10 +465,10 @@ fn sample_flow(key: &FlowKey, id: u32, ty: usize, outcome: usize, len: u64, now:
     match FLOWS.get_ptr_mut(key) {
         // SAFETY: a hash map value, valid for the program's run; shared by CPUs, so atomics.
         Some(f) => unsafe {
-            bucket::charge(&raw mut (*f).packets, scale);
-            bucket::charge(&raw mut (*f).bytes, len << shift);
+            bucket::add(&raw mut (*f).packets, scale);
+            bucket::add(&raw mut (*f).bytes, len << shift);
             if drops != 0 {
-                bucket::charge(&raw mut (*f).drops, drops);
+                bucket::add(&raw mut (*f).drops, drops);
             }
             core::ptr::write_volatile(&raw mut (*f).last_seen_ns, now);
         },

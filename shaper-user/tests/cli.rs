@@ -225,9 +225,20 @@ fn run_stats_and_sigterm() {
     }
     let _serial = serial();
     let lab = Lab::new(&["10.10.1", "10.10.2", "10.10.3"], &[]).expect("lab");
+    // The example without acme's ceiling and with no emergency pool, so acme's own buckets
+    // are all it gets: UDP to port 9000 takes silver tokens (120 of its 200 Mbit/s) and falls
+    // back to bronze (40).
+    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-stats-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let config = tmp.join("tiers.json");
+    let text = std::fs::read_to_string(example())
+        .expect("example")
+        .replace(r#""ceil": "400mbit","#, "")
+        .replace(r#""emergency": 0.05"#, r#""emergency": 0.0"#);
+    std::fs::write(&config, text).expect("write config");
     let child = lab_run(&lab)
         .arg("--config")
-        .arg(example())
+        .arg(&config)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -294,9 +305,19 @@ fn run_stats_and_sigterm() {
     // how far depends on how much of the CPU the sender got next to the other tests.
     let passed_bps = acme["passed_bps"].as_f64().unwrap_or(0.0);
     assert!(
-        passed_bps < 220e6,
-        "current rate {passed_bps} above acme's 200 Mbit/s"
+        passed_bps < 176e6,
+        "current rate {passed_bps} above acme's silver and bronze tokens (160 Mbit/s)"
     );
+    let silver = &acme["by_type"]["silver"];
+    assert!(
+        silver["green"]["packets"].as_u64().unwrap_or(0) > 1000,
+        "{acme}"
+    );
+    assert!(
+        silver["dropped"]["packets"].as_u64().unwrap_or(0) > 1000,
+        "{acme}"
+    );
+    assert_eq!(silver["borrowed"]["packets"], 0, "{acme}");
     assert!(
         passed_bps > 50e6,
         "current rate {passed_bps}: acme's traffic is not counted"
@@ -311,6 +332,7 @@ fn run_stats_and_sigterm() {
         "shaper run did not exit cleanly on SIGTERM: {status:?}"
     );
     assert_nothing_left(&lab);
+    let _ = std::fs::remove_dir_all(&tmp);
 }
 
 fn wait_timeout(child: &mut Child, t: Duration) -> Option<ExitStatus> {
@@ -385,7 +407,7 @@ fn one_tenant_config(dir: &Path) -> PathBuf {
     let p = dir.join("solo.json");
     std::fs::write(
         &p,
-        r#"{"link":{"capacity":"1gbit"},"tenants":[{"name":"solo","tier":"gold","prefixes":["10.10.1.0/24"],"rate":"100mbit","burst":"128kb"}]}"#,
+        r#"{"link":{"capacity":"1gbit"},"tenants":[{"name":"solo","tier":"bronze","prefixes":["10.10.1.0/24"],"rate":"100mbit","burst":"128kb"}]}"#,
     )
     .expect("write config");
     p

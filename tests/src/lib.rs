@@ -5,7 +5,37 @@ use std::net::IpAddr;
 
 use shaper::config::Prefix;
 
+use aya::programs::{TestRun, TestRunOptions};
+use shaper::datapath::{Datapath, TENANT_COUNTERS};
+use shaper_common::TenantCounters;
+
 pub use shaper::netns::{skip_unless_root, xdp_attached};
+
+/// Runs one frame through the program (`BPF_PROG_TEST_RUN`) and returns its verdict.
+pub fn run(dp: &mut Datapath, frame: &[u8]) -> u32 {
+    run_out(dp, frame).0
+}
+
+/// Runs one frame and returns the verdict and the frame as the program left it.
+pub fn run_out(dp: &mut Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let prog = dp.program_mut().expect("program");
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+/// Counters of tenant `id`, summed over CPUs.
+pub fn tenant(dp: &Datapath, id: u32) -> TenantCounters {
+    shaper::collect::read_tenant_counters(dp.map(TENANT_COUNTERS).expect("map"), id + 1)
+        .expect("read")[id as usize]
+}
 
 /// Tests of one binary that need root run one at a time: loading programs, building labs and
 /// sending traffic all take the CPUs that the rate measurements of the others depend on, and
@@ -29,6 +59,12 @@ pub struct FrameBuilder {
     pub ip_len: usize,
     /// IPv4 TOS / IPv6 traffic class: DSCP << 2 | ECN.
     pub tos: u8,
+    /// IP protocol; TCP, UDP and SCTP get `sport` and `dport` as their first four bytes.
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// IPv6: this many 8-byte destination-options headers before the transport header.
+    pub v6_ext: usize,
 }
 
 impl Default for FrameBuilder {
@@ -38,6 +74,10 @@ impl Default for FrameBuilder {
             options: 0,
             ip_len: 100,
             tos: 0,
+            proto: 17,
+            sport: 40_000,
+            dport: 9,
+            v6_ext: 0,
         }
     }
 }
@@ -68,7 +108,7 @@ impl FrameBuilder {
         h[1] = self.tos;
         h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
         h[8] = 64;
-        h[9] = 17;
+        h[9] = self.proto;
         h[12..16].copy_from_slice(&src);
         h[16..20].copy_from_slice(&dst);
         for b in &mut h[20..] {
@@ -78,23 +118,38 @@ impl FrameBuilder {
         h[10..12].copy_from_slice(&csum.to_be_bytes());
         f.extend_from_slice(&h);
         f.resize(f.len() + total - hlen, 0xab);
+        self.ports(&mut f, 14 + 4 * self.vlans.len() + hlen);
         f
+    }
+
+    fn ports(&self, f: &mut [u8], l4: usize) {
+        if matches!(self.proto, 6 | 17 | 132) && f.len() >= l4 + 4 {
+            f[l4..l4 + 2].copy_from_slice(&self.sport.to_be_bytes());
+            f[l4 + 2..l4 + 4].copy_from_slice(&self.dport.to_be_bytes());
+        }
     }
 
     /// IPv6/UDP.
     pub fn v6(&self, src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
         let mut f = self.l2(ETH_P_IPV6);
-        let total = self.ip_len.max(48);
+        let ext = 8 * self.v6_ext;
+        let total = self.ip_len.max(48 + ext);
         let mut h = vec![0u8; 40];
         h[0] = 0x60 | (self.tos >> 4);
         h[1] = (self.tos & 0x0f) << 4;
         h[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
-        h[6] = 17;
+        h[6] = if self.v6_ext > 0 { 60 } else { self.proto };
         h[7] = 64;
         h[8..24].copy_from_slice(&src);
         h[24..40].copy_from_slice(&dst);
         f.extend_from_slice(&h);
-        f.resize(f.len() + total - 40, 0xab);
+        for i in 0..self.v6_ext {
+            // Destination options: next header, length 0 (8 bytes), PadN.
+            let next = if i + 1 < self.v6_ext { 60 } else { self.proto };
+            f.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+        }
+        f.resize(f.len() + total - 40 - ext, 0xab);
+        self.ports(&mut f, 14 + 4 * self.vlans.len() + 40 + ext);
         f
     }
 

@@ -19,7 +19,8 @@ use shaper_common::{
     PacketCount, TYPE_SILVER, TenantConfig, TenantCounters,
 };
 use shaper_tests::{
-    FrameBuilder, RefClass, reference_lookup, reference_parse, serial, skip_unless_root,
+    FrameBuilder, RefClass, reference_lookup, reference_parse, run, run_out, serial,
+    skip_unless_root, tenant,
 };
 
 const XDP_DROP: u32 = 1;
@@ -50,21 +51,6 @@ fn load(cfg: &Config) -> Datapath {
     let mut dp = Datapath::load(64).expect("load the XDP program");
     dp.apply(cfg).expect("write the config");
     dp
-}
-
-fn run(dp: &mut Datapath, frame: &[u8]) -> u32 {
-    let prog = dp.program_mut().expect("program");
-    prog.test_run(TestRunOptions {
-        data_in: Some(frame),
-        ..Default::default()
-    })
-    .expect("BPF_PROG_TEST_RUN")
-    .return_value
-}
-
-fn tenant(dp: &Datapath, id: u32) -> TenantCounters {
-    shaper::collect::read_tenant_counters(dp.map(TENANT_COUNTERS).expect("map"), id + 1)
-        .expect("read")[id as usize]
 }
 
 fn class(dp: &Datapath, c: u32) -> PacketCount {
@@ -814,21 +800,6 @@ fn a_million_tenants_load_and_classify() {
     );
     let err = dp.apply(&too_many).expect_err("more than the maximum");
     assert!(err.to_string().contains("--max-tenants"), "{err}");
-}
-
-/// Runs one frame and returns the verdict and the frame as the program left it.
-fn run_out(dp: &mut Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; frame.len() + 256];
-    let prog = dp.program_mut().expect("program");
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
 }
 
 /// A small ECN bucket for tenant `id`: 8 kbit/s, 10 kB, marking below half.

@@ -477,6 +477,68 @@ impl Datapath {
         Ok(())
     }
 
+    /// The datapath-written state of tenant `id`: bucket words, deposit credit and totals.
+    pub fn tenant_state(&self, id: u32) -> Result<TenantState, DatapathError> {
+        let m: Array<&MapData, TenantState> = self.map_typed(TENANT_STATE)?;
+        m.get(&id, 0).map_err(|source| DatapathError::Map {
+            map: TENANT_STATE,
+            source,
+        })
+    }
+
+    /// Sets tenant `id`'s pre-allocated pool: tokens flow in at `fill_bits` per second up to
+    /// `cap_bytes`, and deposits are clamped to the same cap. Existing tokens are kept.
+    pub fn set_pre_pool(
+        &mut self,
+        id: u32,
+        fill_bits: u64,
+        cap_bytes: u64,
+    ) -> Result<(), DatapathError> {
+        let mut tc = self.tenant(id)?;
+        tc.pre = if fill_bits == 0 || cap_bytes == 0 {
+            BucketParams {
+                cost_fp: 0,
+                burst_ns: 0,
+            }
+        } else {
+            bucket(fill_bits, cap_bytes)
+        };
+        tc.pre_cap_bytes = cap_bytes;
+        self.write_tenant(id, &tc)
+    }
+
+    /// Deposits `bytes` into tenant `id`'s pre-allocated pool ahead of a predicted burst: added
+    /// once (clamped to the cap) when the next packet of the tenant arrives; whatever is left
+    /// after `ttl` expires. Returns the deposit's sequence number.
+    pub fn deposit(
+        &mut self,
+        id: u32,
+        bytes: u64,
+        ttl: std::time::Duration,
+    ) -> Result<u64, DatapathError> {
+        let mut tc = self.tenant(id)?;
+        if tc.flags & TENANT_ACTIVE == 0 {
+            return Err(DatapathError::Load(format!(
+                "tenant id {id} is not configured"
+            )));
+        }
+        let applied = self.tenant_state(id)?.deposit_seq;
+        tc.deposit_seq = tc.deposit_seq.max(applied) + 1;
+        tc.deposit_bytes = bytes;
+        tc.deposit_expires_ns = crate::collect::monotonic_ns() + ttl.as_nanos() as u64;
+        self.write_tenant(id, &tc)?;
+        Ok(tc.deposit_seq)
+    }
+
+    /// Writes the global config (tests and benchmarks that build one by hand).
+    pub fn write_global(&mut self, g: &GlobalConfig) -> Result<(), DatapathError> {
+        let mut m: Array<&mut MapData, GlobalConfig> = self.map_mut(GLOBAL_CONFIG)?;
+        m.set(0, *g, 0).map_err(|source| DatapathError::Map {
+            map: GLOBAL_CONFIG,
+            source,
+        })
+    }
+
     /// Writes a prefix into the map its family's lookup uses.
     fn insert_prefix(
         &mut self,

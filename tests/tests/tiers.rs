@@ -1,0 +1,445 @@
+//! In-kernel tests of the tiered datapath through `BPF_PROG_TEST_RUN`: token types from the
+//! rules, the spending order (pre-allocated pool, the type's bucket, fallback to lower types,
+//! borrowing under the ceiling, the emergency pool), drop precedence between tiers, and the
+//! deposit accounting. Buckets run at 8 kbit/s (1000 bytes a second), so the microseconds a
+//! test takes refill nothing that matters and every verdict is exact.
+use std::time::Duration;
+
+use shaper::config::Config;
+use shaper::datapath::{Datapath, bucket, global_config};
+use shaper_common::{
+    BucketParams, GLOBAL_BORROW, GLOBAL_FALLBACK, GlobalConfig, OUTCOME_BORROWED, OUTCOME_DROPPED,
+    OUTCOME_EMERGENCY, OUTCOME_GREEN, OUTCOME_PRE, TENANT_ACTIVE, TENANT_BORROW, TENANT_EMERGENCY,
+    TYPE_BRONZE, TYPE_GOLD, TYPE_SILVER, TenantConfig,
+};
+use shaper_tests::{FrameBuilder, run, serial, skip_unless_root, tenant};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+/// 8 kbit/s: one byte costs 1 ms.
+const SLOW: u64 = 8_000;
+const SRC4: [u8; 4] = [172, 16, 0, 9];
+const T0: [u8; 4] = [10, 1, 0, 1];
+const T1: [u8; 4] = [10, 2, 0, 1];
+const T0_V6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5,
+];
+const SRC6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+];
+
+fn config() -> Config {
+    Config::parse(
+        r#"{
+        "link": { "capacity": "400gbit", "unmatched": "drop" },
+        "token_types": {
+            "gold": { "match": [ { "dscp": [46] }, { "proto": "udp", "dport": [53, 5353] } ] },
+            "bronze": { "match": [ { "proto": "tcp", "sport": [873] } ] },
+            "default": "silver",
+            "fallback": true
+        },
+        "tenants": [
+            { "name": "t0", "tier": "gold", "prefixes": ["10.1.0.0/16", "2001:db8:a::/48"], "rate": "100gbit", "burst": "1000mb" },
+            { "name": "t1", "tier": "bronze", "prefixes": ["10.2.0.0/16"], "rate": "100gbit", "burst": "1000mb" }
+        ]
+    }"#,
+    )
+    .expect("test config is valid")
+}
+
+fn load() -> (Datapath, GlobalConfig) {
+    let cfg = config();
+    let mut dp = Datapath::load(8).expect("load the XDP program");
+    dp.apply(&cfg).expect("write the config");
+    (dp, global_config(&cfg))
+}
+
+/// A tenant whose types hold `bytes[k]` each (0: no share), at 8 kbit/s.
+fn slow_tenant(bytes: [u64; 3], flags: u32, tier: u32) -> TenantConfig {
+    let mut tc = TenantConfig {
+        flags: TENANT_ACTIVE | flags,
+        tier,
+        ..TenantConfig::default()
+    };
+    for (k, b) in bytes.into_iter().enumerate() {
+        if b > 0 {
+            tc.types[k] = bucket(SLOW, b);
+        }
+    }
+    tc
+}
+
+/// A 1000-byte IPv4 packet to `dst` with the given DSCP.
+fn packet(dst: [u8; 4], dscp: u8) -> Vec<u8> {
+    FrameBuilder {
+        ip_len: 1000,
+        tos: dscp << 2,
+        ..Default::default()
+    }
+    .v4(SRC4, dst)
+}
+
+/// The link bucket at 8 kbit/s, `depth` bytes deep, each tier priority allowed to fill it to
+/// `tiers[p]` bytes with borrowed packets.
+fn slow_link(g: &mut GlobalConfig, depth: u64, tiers: [u64; 4]) {
+    let link = bucket(SLOW, depth);
+    g.link_cost_fp = link.cost_fp;
+    for (d, b) in g.borrow_depth_ns.iter_mut().zip(tiers) {
+        *d = bucket(SLOW, b).burst_ns;
+    }
+}
+
+#[test]
+fn token_types_come_from_dscp_protocol_and_ports_in_ipv4_and_ipv6() {
+    if skip_unless_root("token_types_come_from_dscp_protocol_and_ports_in_ipv4_and_ipv6") {
+        return;
+    }
+    let _serial = serial();
+    let (mut dp, _) = load();
+    // Every type has tokens to spare, so each packet is green in its own type.
+    let mut tc = slow_tenant([0; 3], 0, 3);
+    tc.types = [bucket(100_000_000_000, 1_000_000_000); 3];
+    dp.write_tenant(0, &tc).expect("write");
+    let udp = |dport: u16| FrameBuilder {
+        dport,
+        ..Default::default()
+    };
+    let tcp = |sport: u16, dport: u16| FrameBuilder {
+        proto: 6,
+        sport,
+        dport,
+        ..Default::default()
+    };
+    let mut later_fragment = udp(53).v4(SRC4, T0);
+    later_fragment[14 + 6] = 0x00;
+    later_fragment[14 + 7] = 0x10; // offset 16 x 8 bytes: no UDP header here
+    let cases: Vec<(&str, Vec<u8>, usize)> = vec![
+        (
+            "dscp 46",
+            FrameBuilder {
+                tos: 46 << 2,
+                ..Default::default()
+            }
+            .v4(SRC4, T0),
+            TYPE_GOLD,
+        ),
+        ("udp dport 53", udp(53).v4(SRC4, T0), TYPE_GOLD),
+        (
+            "udp dport 5353 (second port)",
+            udp(5353).v4(SRC4, T0),
+            TYPE_GOLD,
+        ),
+        ("udp dport 54", udp(54).v4(SRC4, T0), TYPE_SILVER),
+        ("tcp sport 873", tcp(873, 40_000).v4(SRC4, T0), TYPE_BRONZE),
+        (
+            "tcp dport 873 (rule is on sport)",
+            tcp(40_000, 873).v4(SRC4, T0),
+            TYPE_SILVER,
+        ),
+        (
+            "tcp dport 53 (rule is udp)",
+            tcp(40_000, 53).v4(SRC4, T0),
+            TYPE_SILVER,
+        ),
+        (
+            "icmp",
+            FrameBuilder {
+                proto: 1,
+                ..Default::default()
+            }
+            .v4(SRC4, T0),
+            TYPE_SILVER,
+        ),
+        (
+            "IPv4 options before udp 53",
+            FrameBuilder {
+                options: 12,
+                dport: 53,
+                ..Default::default()
+            }
+            .v4(SRC4, T0),
+            TYPE_GOLD,
+        ),
+        ("later fragment of udp 53", later_fragment, TYPE_SILVER),
+        (
+            "IPv6 traffic class dscp 46",
+            FrameBuilder {
+                tos: 46 << 2,
+                ..Default::default()
+            }
+            .v6(SRC6, T0_V6),
+            TYPE_GOLD,
+        ),
+        ("IPv6 udp 53", udp(53).v6(SRC6, T0_V6), TYPE_GOLD),
+        (
+            "IPv6 udp 53 behind two extension headers",
+            FrameBuilder {
+                dport: 53,
+                v6_ext: 2,
+                ..Default::default()
+            }
+            .v6(SRC6, T0_V6),
+            TYPE_GOLD,
+        ),
+        (
+            "IPv6 tcp sport 873",
+            tcp(873, 1).v6(SRC6, T0_V6),
+            TYPE_BRONZE,
+        ),
+    ];
+    for (what, frame, want) in cases {
+        let before = tenant(&dp, 0);
+        assert_eq!(run(&mut dp, &frame), XDP_PASS, "{what}");
+        let after = tenant(&dp, 0);
+        let got: Vec<usize> = (0..3)
+            .filter(|k| after.packets[*k][OUTCOME_GREEN] > before.packets[*k][OUTCOME_GREEN])
+            .collect();
+        assert_eq!(got, vec![want], "{what}: counted as type {got:?}");
+    }
+}
+
+/// One gold packet after another, each 1000 bytes, through every stage in order: two from a
+/// 2000-byte deposit (the standard buckets untouched), two from gold's bucket, two from
+/// silver's and two from bronze's (fallback), two borrowed (the ceiling's 2000 bytes), two
+/// from the emergency pool; then drops.
+#[test]
+fn spending_order_is_pre_type_fallback_borrow_emergency_then_drop() {
+    if skip_unless_root("spending_order_is_pre_type_fallback_borrow_emergency_then_drop") {
+        return;
+    }
+    let _serial = serial();
+    let (mut dp, mut g) = load();
+    let mut tc = slow_tenant([2000; 3], TENANT_BORROW | TENANT_EMERGENCY, 2);
+    tc.borrow = bucket(SLOW, 2000);
+    tc.pre_cap_bytes = 10_000;
+    dp.write_tenant(0, &tc).expect("write");
+    g.flags = GLOBAL_BORROW | GLOBAL_FALLBACK;
+    slow_link(&mut g, 1_000_000, [1_000_000; 4]);
+    let e = bucket(SLOW, 2000);
+    (g.emergency_cost_fp, g.emergency_burst_ns) = (e.cost_fp, e.burst_ns);
+    dp.write_global(&g).expect("global");
+    dp.deposit(0, 2000, Duration::from_secs(60))
+        .expect("deposit");
+
+    let gold = packet(T0, 46);
+    let mut seq = Vec::new();
+    for i in 0..13 {
+        let before = tenant(&dp, 0);
+        let v = run(&mut dp, &gold);
+        let after = tenant(&dp, 0);
+        let outcome = (0..6)
+            .find(|o| after.packets[TYPE_GOLD][*o] > before.packets[TYPE_GOLD][*o])
+            .expect("counted");
+        seq.push(outcome);
+        assert_eq!(v == XDP_DROP, outcome == OUTCOME_DROPPED, "packet {i}");
+        if i == 1 {
+            let st = dp.tenant_state(0).expect("state");
+            assert_eq!(st.tat, [0, 0, 0], "the deposit spared the buckets");
+            assert_eq!(st.credit, 0);
+        }
+    }
+    use shaper_common::OUTCOME_NAMES as N;
+    let names: Vec<&str> = seq.iter().map(|o| N[*o]).collect();
+    assert_eq!(
+        seq,
+        [
+            OUTCOME_PRE,
+            OUTCOME_PRE,
+            OUTCOME_GREEN,
+            OUTCOME_GREEN,
+            OUTCOME_GREEN,
+            OUTCOME_GREEN,
+            OUTCOME_GREEN,
+            OUTCOME_GREEN,
+            OUTCOME_BORROWED,
+            OUTCOME_BORROWED,
+            OUTCOME_EMERGENCY,
+            OUTCOME_EMERGENCY,
+            OUTCOME_DROPPED,
+        ],
+        "{names:?}"
+    );
+    let st = dp.tenant_state(0).expect("state");
+    assert!(
+        st.tat.iter().all(|t| *t > 0),
+        "gold, silver and bronze all spent: {:?}",
+        st.tat
+    );
+    assert_eq!(
+        (st.deposited, st.expired, st.credit),
+        (2000, 0, 0),
+        "the whole deposit used"
+    );
+}
+
+/// Fallback goes down only: a bronze packet never spends silver; a silver packet spends
+/// bronze only when the config allows fallback.
+#[test]
+fn fallback_goes_to_lower_types_only_and_only_when_allowed() {
+    if skip_unless_root("fallback_goes_to_lower_types_only_and_only_when_allowed") {
+        return;
+    }
+    let _serial = serial();
+    let (mut dp, mut g) = load();
+    let bronze = FrameBuilder {
+        ip_len: 1000,
+        proto: 6,
+        sport: 873,
+        ..Default::default()
+    }
+    .v4(SRC4, T1);
+    let silver = packet(T1, 0);
+    // Bronze empty, silver full: a bronze packet is dropped.
+    dp.write_tenant(1, &slow_tenant([0, 5000, 0], 0, 0))
+        .expect("write");
+    assert_eq!(run(&mut dp, &bronze), XDP_DROP, "bronze spent silver");
+    // Silver empty, bronze full: with fallback a silver packet spends bronze...
+    dp.write_tenant(1, &slow_tenant([0, 0, 5000], 0, 0))
+        .expect("write");
+    assert_eq!(run(&mut dp, &silver), XDP_PASS, "fallback to bronze");
+    assert!(dp.tenant_state(1).expect("state").tat[TYPE_BRONZE] > 0);
+    // ...and without it, not.
+    g.flags &= !GLOBAL_FALLBACK;
+    dp.write_global(&g).expect("global");
+    assert_eq!(run(&mut dp, &silver), XDP_DROP, "fallback while disabled");
+    let c = tenant(&dp, 1);
+    assert_eq!(c.packets[TYPE_BRONZE][OUTCOME_DROPPED], 1);
+    assert_eq!(c.packets[TYPE_SILVER][OUTCOME_GREEN], 1);
+    assert_eq!(c.packets[TYPE_SILVER][OUTCOME_DROPPED], 1);
+}
+
+/// Emergency pool: only a tenant whose tier has access spends it; a tenant without does not,
+/// even with the pool full.
+#[test]
+fn only_tiers_with_emergency_access_spend_the_reserve() {
+    if skip_unless_root("only_tiers_with_emergency_access_spend_the_reserve") {
+        return;
+    }
+    let _serial = serial();
+    let (mut dp, mut g) = load();
+    dp.write_tenant(0, &slow_tenant([0, 0, 0], TENANT_EMERGENCY, 3))
+        .expect("write");
+    dp.write_tenant(1, &slow_tenant([0, 0, 0], 0, 0))
+        .expect("write");
+    let e = bucket(SLOW, 5000);
+    (g.emergency_cost_fp, g.emergency_burst_ns) = (e.cost_fp, e.burst_ns);
+    dp.write_global(&g).expect("global");
+    for _ in 0..4 {
+        assert_eq!(run(&mut dp, &packet(T1, 0)), XDP_DROP, "no access");
+    }
+    let passed = (0..8)
+        .filter(|_| run(&mut dp, &packet(T0, 0)) == XDP_PASS)
+        .count();
+    assert_eq!(passed, 5, "the 5000-byte pool, then nothing");
+    assert_eq!(tenant(&dp, 0).packets[TYPE_SILVER][OUTCOME_EMERGENCY], 5);
+    assert_eq!(tenant(&dp, 1).packets[TYPE_SILVER][OUTCOME_DROPPED], 4);
+}
+
+/// Borrowing: never past the ceiling (the borrow bucket), and lower tiers stop first. The
+/// link bucket is 8000 bytes deep; bronze (priority 0) may borrow while it is at most 2000
+/// full, platinum (3) up to 8000. Traffic paid by the tenant's own tokens fills the link too.
+#[test]
+fn borrowing_stops_at_the_ceiling_and_lower_tiers_stop_first() {
+    if skip_unless_root("borrowing_stops_at_the_ceiling_and_lower_tiers_stop_first") {
+        return;
+    }
+    let _serial = serial();
+    let (mut dp, mut g) = load();
+    g.flags |= GLOBAL_BORROW;
+    slow_link(&mut g, 8000, [2000, 4000, 6000, 8000]);
+    dp.write_global(&g).expect("global");
+    // t0: platinum, 1000 bytes of its own, borrows up to a 10,000-byte ceiling.
+    let mut t0 = slow_tenant([0, 1000, 0], TENANT_BORROW, 3);
+    t0.borrow = bucket(SLOW, 10_000);
+    // t1: bronze priority, nothing of its own, may borrow 3000 bytes.
+    let mut t1 = slow_tenant([0, 0, 0], TENANT_BORROW, 0);
+    t1.borrow = bucket(SLOW, 3000);
+    dp.write_tenant(0, &t0).expect("write");
+    dp.write_tenant(1, &t1).expect("write");
+
+    // t0's own packet fills the link to 1000: t1 borrows one packet (to 2000), not two.
+    assert_eq!(run(&mut dp, &packet(T0, 0)), XDP_PASS);
+    let t1_passed = (0..3)
+        .filter(|_| run(&mut dp, &packet(T1, 0)) == XDP_PASS)
+        .count();
+    assert_eq!(
+        t1_passed, 1,
+        "bronze borrows only below a quarter of the link"
+    );
+    // Platinum keeps borrowing up to the full depth: 6 more packets (2000 -> 8000).
+    let t0_borrowed = (0..10)
+        .filter(|_| run(&mut dp, &packet(T0, 0)) == XDP_PASS)
+        .count();
+    assert_eq!(t0_borrowed, 6, "platinum borrows to the full link depth");
+    let c0 = tenant(&dp, 0);
+    assert_eq!(c0.packets[TYPE_SILVER][OUTCOME_GREEN], 1);
+    assert_eq!(c0.packets[TYPE_SILVER][OUTCOME_BORROWED], 6);
+    assert_eq!(c0.packets[TYPE_SILVER][OUTCOME_DROPPED], 4);
+
+    // With the link wide open, t1's ceiling is what stops it: 3000 bytes, of which one
+    // packet was already borrowed.
+    slow_link(&mut g, 1_000_000, [1_000_000; 4]);
+    dp.write_global(&g).expect("global");
+    let more = (0..5)
+        .filter(|_| run(&mut dp, &packet(T1, 0)) == XDP_PASS)
+        .count();
+    assert_eq!(more, 2, "the ceiling");
+    assert_eq!(tenant(&dp, 1).packets[TYPE_SILVER][OUTCOME_BORROWED], 3);
+}
+
+/// Deposits: applied once, clamped to the cap, used first; what is left at expiry moves to
+/// `expired`. The pool's own fill passes packets without any deposit.
+#[test]
+fn deposits_are_used_clamped_and_expire() {
+    if skip_unless_root("deposits_are_used_clamped_and_expire") {
+        return;
+    }
+    let _serial = serial();
+    let (mut dp, _) = load();
+    dp.write_tenant(0, &slow_tenant([0, 100_000, 0], 0, 0))
+        .expect("write");
+    dp.set_pre_pool(0, 0, 4000).expect("pre pool");
+    dp.deposit(0, 10_000, Duration::from_secs(60))
+        .expect("deposit");
+    let p = packet(T0, 0);
+    assert_eq!(run(&mut dp, &p), XDP_PASS);
+    let st = dp.tenant_state(0).expect("state");
+    assert_eq!(
+        (st.deposited, st.credit),
+        (4000, 3000),
+        "clamped to the 4000-byte cap"
+    );
+    // Rewriting the config (same deposit sequence) applies nothing again.
+    let live = dp.tenant(0).expect("live");
+    let mut changed = live;
+    changed.types[TYPE_SILVER] = bucket(SLOW, 90_000);
+    dp.write_tenant(0, &changed).expect("write");
+    assert_eq!(run(&mut dp, &p), XDP_PASS);
+    assert_eq!(dp.tenant_state(0).expect("state").deposited, 4000);
+    // A deposit that expires at once: the 2000 left plus the new 1000 expire on the next
+    // packet, which the bucket then pays for.
+    dp.deposit(0, 1000, Duration::ZERO).expect("deposit");
+    assert_eq!(run(&mut dp, &p), XDP_PASS);
+    let st = dp.tenant_state(0).expect("state");
+    assert_eq!((st.deposited, st.expired, st.credit), (5000, 3000, 0));
+    let pre = shaper::collect::PrePool::from_state(&st);
+    assert_eq!(pre.used_bytes, 2000);
+    let c = tenant(&dp, 0);
+    assert_eq!(c.packets[TYPE_SILVER][OUTCOME_PRE], 2);
+    assert_eq!(c.packets[TYPE_SILVER][OUTCOME_GREEN], 1);
+    // The pool's fill: 2000 bytes deep, so two packets pass on it before the bucket pays.
+    dp.set_pre_pool(0, SLOW, 2000).expect("pre pool");
+    for _ in 0..3 {
+        assert_eq!(run(&mut dp, &p), XDP_PASS);
+    }
+    let c = tenant(&dp, 0);
+    assert_eq!(c.packets[TYPE_SILVER][OUTCOME_PRE], 4);
+    assert_eq!(c.packets[TYPE_SILVER][OUTCOME_GREEN], 2);
+    assert_eq!(
+        dp.tenant(0).expect("live").pre,
+        BucketParams {
+            cost_fp: bucket(SLOW, 2000).cost_fp,
+            burst_ns: bucket(SLOW, 2000).burst_ns
+        }
+    );
+}
