@@ -219,8 +219,18 @@ pub struct TenantConfig {
     pub flags: u32,
     /// Tier priority, 0..[`TIERS`].
     pub tier: u32,
+    /// Bumped when a bucket's rate or depth changes; `prev` holds the parameters the bucket
+    /// state was built with ([`RESCALED`] order). The first packet that sees an epoch its
+    /// [`TenantState::epoch`] has not re-expresses each changed bucket's tokens in the new
+    /// parameters (at most the new depth), so a change never creates or destroys tokens.
+    pub epoch: u64,
+    pub prev: [BucketParams; RESCALED],
 }
-const _: () = assert!(size_of::<TenantConfig>() == 160);
+const _: () = assert!(size_of::<TenantConfig>() == 248);
+
+/// Buckets carried across parameter changes: the token types, the pre-allocated pool's fill,
+/// the borrow bucket, in this order.
+pub const RESCALED: usize = TOKEN_TYPES + 2;
 
 /// Datapath-written, one per tenant id.
 ///
@@ -229,6 +239,7 @@ const _: () = assert!(size_of::<TenantConfig>() == 160);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TenantState {
+    /// Bucket words in [`RESCALED`] order: token types, pre-allocated fill, borrow.
     pub tat: [u64; TOKEN_TYPES],
     pub pre_tat: u64,
     pub borrow_tat: u64,
@@ -240,8 +251,10 @@ pub struct TenantState {
     /// is `deposited - expired - credit`.
     pub deposited: u64,
     pub expired: u64,
+    /// The [`TenantConfig::epoch`] the bucket words are expressed in.
+    pub epoch: u64,
 }
-const _: () = assert!(size_of::<TenantState>() == 72);
+const _: () = assert!(size_of::<TenantState>() == 80);
 
 /// Datapath-written, single entry: the global pools' GCRA words, each on its own cache line
 /// so CPUs charging the link do not also bounce the emergency word.

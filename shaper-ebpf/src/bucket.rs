@@ -130,3 +130,53 @@ pub unsafe fn take(p: *mut u64, len: u64) -> bool {
     }
     false
 }
+
+/// Bytes worth `ns` at `cost_fp`, without overflow for any depth the agent writes.
+#[inline(always)]
+fn to_bytes(ns: u64, cost_fp: u64) -> u64 {
+    if ns < 1 << 47 {
+        (ns << COST_SHIFT) / cost_fp.max(1)
+    } else {
+        ns / (cost_fp >> COST_SHIFT).max(1)
+    }
+}
+
+/// Nanoseconds that `bytes` cost at `cost_fp`, for byte counts up to a bucket's depth.
+#[inline(always)]
+fn to_ns(bytes: u64, cost_fp: u64) -> u64 {
+    bytes * (cost_fp >> COST_SHIFT) + ((bytes * (cost_fp & 0xffff)) >> COST_SHIFT)
+}
+
+/// Re-expresses a bucket built with `old` parameters in `new` ones: the tokens it holds stay
+/// the same number of bytes, capped at the new depth. A bucket that had no share starts
+/// empty; one losing its share is left alone (nothing spends it).
+///
+/// # Safety
+/// As [`spend`].
+#[inline(always)]
+pub unsafe fn rescale(
+    tat: *mut u64,
+    now: u64,
+    old_cost: u64,
+    old_burst: u64,
+    new_cost: u64,
+    new_burst: u64,
+) {
+    if (old_cost == new_cost && old_burst == new_burst) || new_cost == 0 || new_burst == 0 {
+        return;
+    }
+    // SAFETY: caller guarantees `tat` is valid and aligned.
+    let cur = unsafe { core::ptr::read_volatile(tat) };
+    let tokens = if old_cost == 0 || old_burst == 0 {
+        0
+    } else {
+        let used = cur.saturating_sub(now).min(old_burst);
+        to_bytes(old_burst - used, old_cost)
+    };
+    let tokens = tokens.min(to_bytes(new_burst, new_cost));
+    let used = new_burst.saturating_sub(to_ns(tokens, new_cost));
+    // One try: if another CPU spent meanwhile, its charge stands on the old scale, an error of
+    // one packet.
+    // SAFETY: as above.
+    unsafe { cas(tat, cur, now + used) };
+}

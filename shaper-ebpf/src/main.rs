@@ -246,6 +246,14 @@ fn enforce(
     }
     let ty = token_type(ctx, cfg, ip);
     let now = now();
+    // SAFETY: `state` points into the array map's value for `id`.
+    unsafe {
+        let epoch = &raw mut (*state).epoch;
+        let seen = core::ptr::read_volatile(epoch);
+        if tc.epoch != seen && bucket::cas(epoch, seen, tc.epoch) {
+            rescale_all(tc, state, now);
+        }
+    }
     let outcome = spend(ctx, cfg, tc, state, ty, now, len, ip);
     if let Some(c) = TENANT_COUNTERS.get_ptr_mut(id) {
         // SAFETY: per-CPU value: only this CPU writes it, and preemption is off in XDP.
@@ -338,6 +346,29 @@ fn spend(
         return OUTCOME_EMERGENCY;
     }
     OUTCOME_DROPPED
+}
+
+/// After a change of rates or depths: every changed bucket keeps its tokens (see
+/// `bucket::rescale`). Runs once per change, on the CPU that won the epoch word.
+///
+/// # Safety
+/// `state` points into `TENANT_STATE`.
+#[inline(never)]
+unsafe fn rescale_all(tc: &TenantConfig, state: *mut TenantState, now: u64) {
+    // SAFETY: caller guarantees `state`; indexes are below the array lengths.
+    unsafe {
+        for k in 0..TOKEN_TYPES {
+            let (o, n) = (tc.prev[k], tc.types[k]);
+            let tat = &raw mut (*state).tat[k];
+            bucket::rescale(tat, now, o.cost_fp, o.burst_ns, n.cost_fp, n.burst_ns);
+        }
+        let (o, n) = (tc.prev[TOKEN_TYPES], tc.pre);
+        let tat = &raw mut (*state).pre_tat;
+        bucket::rescale(tat, now, o.cost_fp, o.burst_ns, n.cost_fp, n.burst_ns);
+        let (o, n) = (tc.prev[TOKEN_TYPES + 1], tc.borrow);
+        let tat = &raw mut (*state).borrow_tat;
+        bucket::rescale(tat, now, o.cost_fp, o.burst_ns, n.cost_fp, n.burst_ns);
+    }
 }
 
 /// The pre-allocated pool: first a pending deposit is applied (once, by whichever CPU wins

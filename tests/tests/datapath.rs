@@ -372,7 +372,11 @@ fn packet_larger_than_burst_is_dropped() {
     assert_eq!(run(&mut dp, &f), XDP_PASS);
 }
 
+/// Replaces tenant `id` by a new one with `tc`: retired first, so its buckets start full
+/// (a rate change of a live tenant would carry its tokens over instead).
 fn set_tenant(dp: &mut Datapath, id: u32, tc: TenantConfig) {
+    dp.write_tenant(id, &TenantConfig::default())
+        .expect("retire tenant");
     dp.write_tenant(id, &tc).expect("write tenant config");
 }
 

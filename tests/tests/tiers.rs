@@ -3,12 +3,15 @@
 //! borrowing under the ceiling, the emergency pool), drop precedence between tiers, and the
 //! deposit accounting. Buckets run at 8 kbit/s (1000 bytes a second), so the microseconds a
 //! test takes refill nothing that matters and every verdict is exact.
+//!
+//! The config gives every tenant a share of every bucket, full: a test that rewrites a
+//! tenant's parameters keeps its tokens (capped at the new depth), as any rate change does.
 use std::time::Duration;
 
 use shaper::config::Config;
 use shaper::datapath::{Datapath, bucket, global_config};
 use shaper_common::{
-    BucketParams, GLOBAL_BORROW, GLOBAL_FALLBACK, GlobalConfig, OUTCOME_BORROWED, OUTCOME_DROPPED,
+    GLOBAL_BORROW, GLOBAL_FALLBACK, GlobalConfig, OUTCOME_BORROWED, OUTCOME_DROPPED,
     OUTCOME_EMERGENCY, OUTCOME_GREEN, OUTCOME_PRE, TENANT_ACTIVE, TENANT_BORROW, TENANT_EMERGENCY,
     TYPE_BRONZE, TYPE_GOLD, TYPE_SILVER, TenantConfig,
 };
@@ -39,8 +42,8 @@ fn config() -> Config {
             "fallback": true
         },
         "tenants": [
-            { "name": "t0", "tier": "gold", "prefixes": ["10.1.0.0/16", "2001:db8:a::/48"], "rate": "100gbit", "burst": "1000mb" },
-            { "name": "t1", "tier": "bronze", "prefixes": ["10.2.0.0/16"], "rate": "100gbit", "burst": "1000mb" }
+            { "name": "t0", "tier": "gold", "prefixes": ["10.1.0.0/16", "2001:db8:a::/48"], "rate": "100gbit", "burst": "1000mb", "ceil": "200gbit", "mix": { "gold": 0.4, "silver": 0.3, "bronze": 0.3 } },
+            { "name": "t1", "tier": "silver", "prefixes": ["10.2.0.0/16"], "rate": "100gbit", "burst": "1000mb", "ceil": "200gbit", "mix": { "gold": 0.4, "silver": 0.3, "bronze": 0.3 } }
         ]
     }"#,
     )
@@ -52,6 +55,11 @@ fn load() -> (Datapath, GlobalConfig) {
     let mut dp = Datapath::load(8).expect("load the XDP program");
     dp.apply(&cfg).expect("write the config");
     (dp, global_config(&cfg))
+}
+
+/// A GCRA word that says "full": its theoretical arrival time is not in the future.
+fn full(tat: u64) -> bool {
+    tat <= shaper::collect::monotonic_ns()
 }
 
 /// A tenant whose types hold `bytes[k]` each (0: no share), at 8 kbit/s.
@@ -234,7 +242,10 @@ fn spending_order_is_pre_type_fallback_borrow_emergency_then_drop() {
         assert_eq!(v == XDP_DROP, outcome == OUTCOME_DROPPED, "packet {i}");
         if i == 1 {
             let st = dp.tenant_state(0).expect("state");
-            assert_eq!(st.tat, [0, 0, 0], "the deposit spared the buckets");
+            assert!(
+                st.tat.iter().all(|t| full(*t)),
+                "the deposit spared the buckets"
+            );
             assert_eq!(st.credit, 0);
         }
     }
@@ -261,7 +272,7 @@ fn spending_order_is_pre_type_fallback_borrow_emergency_then_drop() {
     );
     let st = dp.tenant_state(0).expect("state");
     assert!(
-        st.tat.iter().all(|t| *t > 0),
+        st.tat.iter().all(|t| !full(*t)),
         "gold, silver and bronze all spent: {:?}",
         st.tat
     );
@@ -272,8 +283,8 @@ fn spending_order_is_pre_type_fallback_borrow_emergency_then_drop() {
     );
 }
 
-/// Fallback goes down only: a bronze packet never spends silver; a silver packet spends
-/// bronze only when the config allows fallback.
+/// Fallback goes down only: a silver packet spends bronze when silver is empty and the
+/// config allows fallback; a bronze packet never spends gold, even when gold is full.
 #[test]
 fn fallback_goes_to_lower_types_only_and_only_when_allowed() {
     if skip_unless_root("fallback_goes_to_lower_types_only_and_only_when_allowed") {
@@ -289,23 +300,30 @@ fn fallback_goes_to_lower_types_only_and_only_when_allowed() {
     }
     .v4(SRC4, T1);
     let silver = packet(T1, 0);
-    // Bronze empty, silver full: a bronze packet is dropped.
-    dp.write_tenant(1, &slow_tenant([0, 5000, 0], 0, 0))
+    dp.write_tenant(1, &slow_tenant([2000, 1000, 2000], 0, 0))
         .expect("write");
-    assert_eq!(run(&mut dp, &bronze), XDP_DROP, "bronze spent silver");
-    // Silver empty, bronze full: with fallback a silver packet spends bronze...
-    dp.write_tenant(1, &slow_tenant([0, 0, 5000], 0, 0))
-        .expect("write");
+    assert_eq!(run(&mut dp, &silver), XDP_PASS, "silver's own");
+    assert!(full(dp.tenant_state(1).expect("state").tat[TYPE_BRONZE]));
     assert_eq!(run(&mut dp, &silver), XDP_PASS, "fallback to bronze");
-    assert!(dp.tenant_state(1).expect("state").tat[TYPE_BRONZE] > 0);
-    // ...and without it, not.
+    assert!(!full(dp.tenant_state(1).expect("state").tat[TYPE_BRONZE]));
+    // Without fallback, silver empty means dropped, bronze's 1000 bytes notwithstanding.
     g.flags &= !GLOBAL_FALLBACK;
     dp.write_global(&g).expect("global");
     assert_eq!(run(&mut dp, &silver), XDP_DROP, "fallback while disabled");
+    // Bronze's last 1000 bytes, then nothing: gold's 2000 are out of bronze's reach.
+    g.flags |= GLOBAL_FALLBACK;
+    dp.write_global(&g).expect("global");
+    assert_eq!(run(&mut dp, &bronze), XDP_PASS);
+    assert_eq!(run(&mut dp, &bronze), XDP_DROP, "bronze spent gold");
     let c = tenant(&dp, 1);
-    assert_eq!(c.packets[TYPE_BRONZE][OUTCOME_DROPPED], 1);
-    assert_eq!(c.packets[TYPE_SILVER][OUTCOME_GREEN], 1);
+    assert_eq!(c.packets[TYPE_SILVER][OUTCOME_GREEN], 2);
     assert_eq!(c.packets[TYPE_SILVER][OUTCOME_DROPPED], 1);
+    assert_eq!(c.packets[TYPE_BRONZE][OUTCOME_GREEN], 1);
+    assert_eq!(c.packets[TYPE_BRONZE][OUTCOME_DROPPED], 1);
+    assert!(
+        full(dp.tenant_state(1).expect("state").tat[TYPE_GOLD]),
+        "gold untouched"
+    );
 }
 
 /// Emergency pool: only a tenant whose tier has access spends it; a tenant without does not,
@@ -427,19 +445,47 @@ fn deposits_are_used_clamped_and_expire() {
     let c = tenant(&dp, 0);
     assert_eq!(c.packets[TYPE_SILVER][OUTCOME_PRE], 2);
     assert_eq!(c.packets[TYPE_SILVER][OUTCOME_GREEN], 1);
-    // The pool's fill: 2000 bytes deep, so two packets pass on it before the bucket pays.
-    dp.set_pre_pool(0, SLOW, 2000).expect("pre pool");
+    // The pool's fill: it starts empty (a new pool creates no tokens) and fills at 8 Mbit/s
+    // (a byte a microsecond) to its 2000 bytes; two packets pass on it before the bucket pays.
+    dp.set_pre_pool(0, 8_000_000, 2000).expect("pre pool");
+    assert_eq!(run(&mut dp, &p), XDP_PASS);
+    std::thread::sleep(Duration::from_millis(20));
     for _ in 0..3 {
         assert_eq!(run(&mut dp, &p), XDP_PASS);
     }
     let c = tenant(&dp, 0);
     assert_eq!(c.packets[TYPE_SILVER][OUTCOME_PRE], 4);
-    assert_eq!(c.packets[TYPE_SILVER][OUTCOME_GREEN], 2);
-    assert_eq!(
-        dp.tenant(0).expect("live").pre,
-        BucketParams {
-            cost_fp: bucket(SLOW, 2000).cost_fp,
-            burst_ns: bucket(SLOW, 2000).burst_ns
-        }
-    );
+    assert_eq!(c.packets[TYPE_SILVER][OUTCOME_GREEN], 3);
+    assert_eq!(dp.tenant(0).expect("live").pre, bucket(8_000_000, 2000));
+}
+
+/// A change of rate or depth keeps a bucket's tokens as bytes: never more than it held, never
+/// more than the new depth, never reset to full.
+#[test]
+fn rate_and_depth_changes_carry_tokens_over() {
+    if skip_unless_root("rate_and_depth_changes_carry_tokens_over") {
+        return;
+    }
+    let _serial = serial();
+    let (mut dp, _) = load();
+    let p = packet(T1, 0);
+    let passes = |dp: &mut Datapath, n: usize| (0..n).filter(|_| run(dp, &p) == XDP_PASS).count();
+    dp.write_tenant(1, &slow_tenant([0, 10_000, 0], 0, 0))
+        .expect("write");
+    assert_eq!(passes(&mut dp, 4), 4, "10,000 bytes, 4000 spent");
+    // Twice the rate (the same 10,000-byte depth): 6000 bytes left, not a full bucket.
+    let mut faster = slow_tenant([0, 0, 0], 0, 0);
+    faster.types[TYPE_SILVER] = bucket(2 * SLOW, 10_000);
+    dp.write_tenant(1, &faster).expect("write");
+    assert_eq!(passes(&mut dp, 3), 3);
+    // Shallower (2000 bytes): the 3000 left are capped at the new depth.
+    dp.write_tenant(1, &slow_tenant([0, 2000, 0], 0, 0))
+        .expect("write");
+    assert_eq!(passes(&mut dp, 5), 2, "capped at the new depth");
+    // Deeper again (50,000): nothing is created; the bucket is empty.
+    dp.write_tenant(1, &slow_tenant([0, 50_000, 0], 0, 0))
+        .expect("write");
+    assert_eq!(passes(&mut dp, 3), 0, "a deeper bucket gains no tokens");
+    let c = tenant(&dp, 1);
+    assert_eq!(c.packets[TYPE_SILVER][OUTCOME_GREEN], 9);
 }

@@ -458,19 +458,25 @@ impl Datapath {
     /// writes each tenant at most once per cycle.
     pub fn write_tenant(&mut self, id: u32, tc: &TenantConfig) -> Result<(), DatapathError> {
         let err = |map| move |source| DatapathError::Map { map, source };
-        let live = {
+        let live_slot = {
             let slots: Array<&MapData, u32> = self.map_typed(TENANT_SLOT)?;
             slots.get(&id, 0).map_err(err(TENANT_SLOT))? & 1
         };
-        if self.tenant(id)? == *tc {
+        let live = self.tenant(id)?;
+        let tc = with_epoch(tc, &live, self.tenant_state(id)?.epoch);
+        if live == tc {
             return Ok(());
         }
-        let next = if self.populated { 1 - live } else { live };
+        let next = if self.populated {
+            1 - live_slot
+        } else {
+            live_slot
+        };
         {
             let mut m: Array<&mut MapData, TenantConfig> = self.map_mut(TENANT_CONFIG)?;
-            m.set(2 * id + next, *tc, 0).map_err(err(TENANT_CONFIG))?;
+            m.set(2 * id + next, tc, 0).map_err(err(TENANT_CONFIG))?;
         }
-        if next != live {
+        if next != live_slot {
             let mut slots: Array<&mut MapData, u32> = self.map_mut(TENANT_SLOT)?;
             slots.set(id, next, 0).map_err(err(TENANT_SLOT))?;
         }
@@ -592,6 +598,36 @@ impl Datapath {
             }
         }
     }
+}
+
+/// The buckets whose tokens carry across parameter changes, in `RESCALED` order.
+fn rescaled(tc: &TenantConfig) -> [BucketParams; RESCALED] {
+    [tc.types[0], tc.types[1], tc.types[2], tc.pre, tc.borrow]
+}
+
+/// `tc` with the epoch and previous parameters that make the datapath carry tokens over from
+/// `live` (see `TenantConfig::epoch`). A tenant that is not live starts fresh (full buckets);
+/// when the datapath has not yet applied the live epoch (`applied`), the bucket state is
+/// still expressed in the live config's own `prev`.
+fn with_epoch(tc: &TenantConfig, live: &TenantConfig, applied: u64) -> TenantConfig {
+    let mut out = *tc;
+    if live.flags & TENANT_ACTIVE == 0 || tc.flags & TENANT_ACTIVE == 0 {
+        out.epoch = applied.max(live.epoch);
+        out.prev = rescaled(tc);
+        return out;
+    }
+    if rescaled(tc) == rescaled(live) {
+        out.epoch = live.epoch;
+        out.prev = live.prev;
+        return out;
+    }
+    out.prev = if applied == live.epoch {
+        rescaled(live)
+    } else {
+        live.prev
+    };
+    out.epoch = live.epoch.max(applied) + 1;
+    out
 }
 
 /// The live config of tenant `id` from the `TENANT_CONFIG` and `TENANT_SLOT` maps (loaded or
