@@ -11,12 +11,13 @@ use shaper::netns::{Lab, in_ns};
 use shaper::traffic::{self, Flood};
 use shaper_tests::{Agent, serial, skip_unless_root, xdp_attached};
 
-/// Rates count IP bytes; a sender's offered load is measured the same way.
+/// Rates count IP bytes; a sender's offered load is measured the same way. Bronze tenants:
+/// no borrowing, no emergency pool, so a tenant's rate is all it gets.
 fn cfg(tenants: &[(&str, &str, &str, &str)]) -> Config {
     let list: Vec<String> = tenants
         .iter()
         .map(|(name, prefix, rate, burst)| {
-            format!(r#"{{"name":"{name}","tier":"gold","prefixes":["{prefix}"],"rate":"{rate}","burst":"{burst}"}}"#)
+            format!(r#"{{"name":"{name}","tier":"bronze","prefixes":["{prefix}"],"rate":"{rate}","burst":"{burst}"}}"#)
         })
         .collect();
     Config::parse(&format!(
@@ -266,4 +267,212 @@ fn stopping_the_agent_detaches_and_unpins() {
         !shaper::collect::state_dir(&lab.dut_if).exists(),
         "tenant table left behind"
     );
+}
+
+/// Tenants of the given tiers, with ceilings, on a link of `capacity` with the pools' shares.
+fn tiered_cfg(
+    capacity: &str,
+    pools: (f64, f64, f64),
+    tenants: &[(&str, &str, &str, &str)],
+) -> Config {
+    let list: Vec<String> = tenants
+        .iter()
+        .map(|(name, tier, rate, ceil)| {
+            let net = match *name {
+                "g" => 1,
+                "s" => 2,
+                _ => 3,
+            };
+            format!(
+                r#"{{"name":"{name}","tier":"{tier}","prefixes":["10.10.{net}.0/24"],"rate":"{rate}","ceil":"{ceil}","burst":"64kb"}}"#
+            )
+        })
+        .collect();
+    Config::parse(&format!(
+        r#"{{"link":{{"capacity":"{capacity}"}},"pools":{{"guaranteed":{},"opportunistic":{},"emergency":{}}},"tenants":[{}]}}"#,
+        pools.0,
+        pools.1,
+        pools.2,
+        list.join(",")
+    ))
+    .expect("valid test config")
+}
+
+/// Opportunistic pool on a 300 Mbit/s link (285 for the link bucket: 5% is the emergency
+/// reserve). Alone, silver (50, ceil 200) reaches its ceiling and bronze (50, may not borrow)
+/// stays at its rate. Then gold (150) sends too: gold gets its rate, silver's borrowing
+/// shrinks to what the link has left, and the total stays within the link.
+#[test]
+fn borrowing_reaches_the_ceiling_when_idle_and_yields_to_gold() {
+    if skip_unless_root("borrowing_reaches_the_ceiling_when_idle_and_yields_to_gold") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new(&["10.10.1", "10.10.2", "10.10.3"], &[]).expect("lab");
+    let config = tiered_cfg(
+        "300mbit",
+        (0.8, 0.15, 0.05),
+        &[
+            ("g", "gold", "150mbit", "150mbit"),
+            ("s", "silver", "50mbit", "200mbit"),
+            ("b", "bronze", "50mbit", "200mbit"),
+        ],
+    );
+    let _agent = Agent::start(&config, &lab.dut_if, &lab.dut.name).expect("agent");
+    let stop = Arc::new(AtomicBool::new(false));
+    let alone = |net: u8| {
+        let r = traffic::run_flows(
+            &lab.dut.name,
+            &[flood(&lab, dst(net), Some(400_000_000), 3, None)],
+            &stop,
+        )
+        .expect("traffic");
+        (r.received_bps(dst(net)), r.offered_bps(dst(net)))
+    };
+    let (silver_alone, offered) = alone(2);
+    let (bronze_alone, _) = alone(3);
+    let both = traffic::run_flows(
+        &lab.dut.name,
+        &[
+            flood(&lab, dst(1), Some(400_000_000), 4, Some(0)),
+            flood(&lab, dst(2), Some(400_000_000), 4, Some(1)),
+        ],
+        &stop,
+    )
+    .expect("traffic");
+    let (gold, silver) = (both.received_bps(dst(1)), both.received_bps(dst(2)));
+    let report = format!(
+        "silver alone {:.1} (offered {:.0}), bronze alone {:.1}; together gold {:.1}, silver {:.1} Mbit/s",
+        silver_alone / 1e6,
+        offered / 1e6,
+        bronze_alone / 1e6,
+        gold / 1e6,
+        silver / 1e6
+    );
+    eprintln!("{report}");
+    assert!(offered > 300e6, "the sender could not overload: {report}");
+    assert!(
+        within(silver_alone, 200e6, 0.05),
+        "silver to its ceiling: {report}"
+    );
+    assert!(
+        within(bronze_alone, 50e6, 0.05),
+        "bronze at its rate: {report}"
+    );
+    assert!(
+        gold >= 150e6 * 0.95,
+        "gold below its rate next to a borrower: {report}"
+    );
+    assert!(
+        silver < silver_alone * 0.8,
+        "silver's share did not fall: {report}"
+    );
+    assert!(silver >= 50e6 * 0.95, "silver lost its own rate: {report}");
+    // Gold may add the emergency reserve (15) on top of the link bucket's 285.
+    assert!(
+        gold + silver <= 300e6 * 1.05,
+        "the link was overrun: {report}"
+    );
+}
+
+/// The emergency reserve (50 of 200 Mbit/s, no opportunistic pool): gold, which has access,
+/// gets its rate plus the reserve; silver, without access, gets its rate only.
+#[test]
+fn only_gold_spends_the_emergency_reserve() {
+    if skip_unless_root("only_gold_spends_the_emergency_reserve") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new(&["10.10.1", "10.10.2"], &[]).expect("lab");
+    let config = tiered_cfg(
+        "200mbit",
+        (0.75, 0.0, 0.25),
+        &[
+            ("g", "gold", "20mbit", "20mbit"),
+            ("s", "silver", "20mbit", "20mbit"),
+        ],
+    );
+    let _agent = Agent::start(&config, &lab.dut_if, &lab.dut.name).expect("agent");
+    let stop = Arc::new(AtomicBool::new(false));
+    let r = traffic::run_flows(
+        &lab.dut.name,
+        &[
+            flood(&lab, dst(1), Some(200_000_000), 4, Some(0)),
+            flood(&lab, dst(2), Some(200_000_000), 4, Some(1)),
+        ],
+        &stop,
+    )
+    .expect("traffic");
+    let (gold, silver) = (r.received_bps(dst(1)), r.received_bps(dst(2)));
+    eprintln!(
+        "gold {:.1} Mbit/s (20 + 50 reserve), silver {:.1} Mbit/s (20)",
+        gold / 1e6,
+        silver / 1e6
+    );
+    assert!(within(gold, 70e6, 0.05), "gold got {:.1}", gold / 1e6);
+    assert!(within(silver, 20e6, 0.05), "silver got {:.1}", silver / 1e6);
+}
+
+/// A burst the bucket alone cannot hold (300 kB into a 32 kB, 10 Mbit/s bucket) mostly drops;
+/// after a deposit of its size into the pre-allocated pool, it passes whole.
+#[test]
+fn a_deposit_lets_through_a_burst_the_bucket_alone_drops() {
+    if skip_unless_root("a_deposit_lets_through_a_burst_the_bucket_alone_drops") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let config = cfg(&[("bursty", "10.10.1.0/24", "10mbit", "32kb")]);
+    let mut dp = shaper::datapath::Datapath::load(16).expect("load");
+    dp.apply(&config).expect("apply");
+    dp.attach(
+        &lab.dut_if,
+        shaper::datapath::AttachMode::Native,
+        Some(&lab.dut.name),
+    )
+    .expect("attach");
+    let burst = |dp: &shaper::datapath::Datapath| {
+        let before = shaper_tests::tenant(dp, 0).passed_bytes();
+        send_burst(&lab, dst(1), 200, 1472);
+        std::thread::sleep(Duration::from_millis(100));
+        shaper_tests::tenant(dp, 0).passed_bytes() - before
+    };
+    const SENT: u64 = 200 * 1500;
+    let without = burst(&dp);
+    // The bucket refills (32 kB at 10 Mbit/s: 26 ms), then the deposit goes in.
+    std::thread::sleep(Duration::from_millis(100));
+    dp.set_pre_pool(0, 0, SENT).expect("pool");
+    dp.deposit(0, SENT, Duration::from_secs(10))
+        .expect("deposit");
+    let with = burst(&dp);
+    let pre = shaper::collect::PrePool::from_state(&dp.tenant_state(0).expect("state"));
+    eprintln!(
+        "burst of {SENT} B: {without} B passed without a deposit, {with} B with one ({pre:?})"
+    );
+    assert!(
+        without < SENT / 2,
+        "the bucket alone held the burst: {without}"
+    );
+    assert!(
+        with >= SENT * 98 / 100,
+        "the deposit did not carry the burst: {with}"
+    );
+    assert!(pre.used_bytes >= SENT * 85 / 100, "{pre:?}");
+}
+
+/// Sends `n` UDP datagrams of `payload` bytes to `to` from the src namespace as fast as the
+/// socket goes.
+fn send_burst(lab: &Lab, to: SocketAddr, n: usize, payload: usize) {
+    let _ns = shaper::netns::NetNsEnter::enter(&lab.src.name).expect("netns");
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("socket");
+    let buf = vec![0u8; payload];
+    for _ in 0..n {
+        // A full socket buffer would make the burst smaller than it says: retry, boundedly.
+        for _ in 0..1000 {
+            if sock.send_to(&buf, to).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
 }

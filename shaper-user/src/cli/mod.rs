@@ -135,6 +135,15 @@ pub struct StatsArgs {
     /// Window over which current rates are measured, in milliseconds.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub window_ms: u64,
+    /// List the top flows by rate (from the datapath's sampled flow table) instead of tenants.
+    #[arg(long)]
+    pub flows: bool,
+    /// With --flows: only this tenant's flows.
+    #[arg(long, requires = "flows")]
+    pub tenant: Option<String>,
+    /// With --flows: how many flows to list.
+    #[arg(long, default_value_t = 20, requires = "flows")]
+    pub top: usize,
 }
 
 #[derive(Debug, Subcommand)]

@@ -26,7 +26,17 @@ pub fn execute(args: &StatsArgs) -> Result<()> {
         Some(i) => i.clone(),
         None => only_running_iface()?,
     };
-    let report = collect_report(&iface, Duration::from_millis(args.window_ms))?;
+    let window = Duration::from_millis(args.window_ms);
+    if args.flows {
+        let report = collect_flows(&iface, window, args.tenant.as_deref(), args.top)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", render_flows(&report));
+        }
+        return Ok(());
+    }
+    let report = collect_report(&iface, window)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -80,6 +90,89 @@ pub fn collect_report(iface: &str, window: Duration) -> Result<StatsReport> {
     })
 }
 
+#[derive(Debug, Serialize)]
+pub struct FlowReport {
+    pub iface: String,
+    pub window_ms: u64,
+    /// One packet in this many is sampled into the flow table; counts are scaled by it.
+    pub sample_every: u64,
+    pub flows: Vec<collect::FlowRate>,
+}
+
+/// Reads the pinned flow table of `iface` twice, `window` apart: the top flows by rate.
+pub fn collect_flows(
+    iface: &str,
+    window: Duration,
+    tenant: Option<&str>,
+    top: usize,
+) -> Result<FlowReport> {
+    let dir = datapath::pin_dir(iface);
+    datapath::check_pinned_version(&dir)?;
+    let flows = Map::LruHashMap(datapath::open_pinned(&dir, FLOWS)?);
+    let state = collect::state_dir(iface);
+    let table = collect::read_tenant_table(&state)
+        .with_context(|| format!("cannot read the tenant table in {}", state.display()))?;
+    if let Some(t) = tenant
+        && !table.iter().any(|i| i.name == t)
+    {
+        bail!("no tenant named '{t}' on {iface}: see `shaper stats --iface {iface}`");
+    }
+    let before = collect::read_flows(&flows)?;
+    let start = std::time::Instant::now();
+    std::thread::sleep(window);
+    let after = collect::read_flows(&flows)?;
+    let secs = start.elapsed().as_secs_f64();
+    Ok(FlowReport {
+        iface: iface.to_string(),
+        window_ms: window.as_millis() as u64,
+        sample_every: 1 << datapath::FLOW_SAMPLE_SHIFT,
+        flows: collect::top_flows(&table, &before, &after, secs, tenant, top),
+    })
+}
+
+pub fn render_flows(r: &FlowReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "iface {}  top flows by rate over the last {} ms (sampled 1 in {}; counts are estimates)",
+        r.iface, r.window_ms, r.sample_every
+    );
+    let _ = writeln!(
+        s,
+        "{:<16} {:<7} {:<5} {:>40} {:>40} {:>12} {:>12} {:>10}",
+        "tenant", "type", "proto", "source", "destination", "rate", "bytes", "drops"
+    );
+    for f in &r.flows {
+        let _ = writeln!(
+            s,
+            "{:<16} {:<7} {:<5} {:>40} {:>40} {:>12} {:>12} {:>10}",
+            f.tenant,
+            f.token_type,
+            proto_name(f.proto),
+            format!("{}:{}", f.src, f.sport),
+            format!("{}:{}", f.dst, f.dport),
+            human_bits(f.bps),
+            f.bytes,
+            f.drops
+        );
+    }
+    if r.flows.is_empty() {
+        let _ = writeln!(s, "(no flows sampled in the window)");
+    }
+    s
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        1 => "icmp".into(),
+        58 => "icmp6".into(),
+        132 => "sctp".into(),
+        other => other.to_string(),
+    }
+}
+
 pub fn render(r: &StatsReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -89,7 +182,7 @@ pub fn render(r: &StatsReport) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<16} {:<9} {:>12} {:>14} {:>14} {:>7} {:>12} {:>14} {:>10} {:>10} {:>14}",
+        "{:<16} {:<9} {:>12} {:>14} {:>14} {:>7} {:>12} {:>14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>14} {:>7}",
         "tenant",
         "tier",
         "rate",
@@ -98,14 +191,25 @@ pub fn render(r: &StatsReport) -> String {
         "drop%",
         "pass pkts",
         "pass bytes",
+        "pre",
+        "borrowed",
+        "emergency",
         "mark pkts",
         "drop pkts",
-        "drop bytes"
+        "drop bytes",
+        "flows"
     );
     for t in &r.tenants {
+        let outcome = |o: &str| -> u64 {
+            t.by_type
+                .values()
+                .filter_map(|m| m.get(o))
+                .map(|c| c.packets)
+                .sum()
+        };
         let _ = writeln!(
             s,
-            "{:<16} {:<9} {:>12} {:>14} {:>14} {:>6.1}% {:>12} {:>14} {:>10} {:>10} {:>14}",
+            "{:<16} {:<9} {:>12} {:>14} {:>14} {:>6.1}% {:>12} {:>14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>14} {:>7}",
             t.name,
             t.tier,
             human_bits(t.rate_bits as f64),
@@ -114,10 +218,43 @@ pub fn render(r: &StatsReport) -> String {
             t.drop_ratio * 100.0,
             t.passed_packets,
             t.passed_bytes,
+            outcome("pre"),
+            outcome("borrowed"),
+            outcome("emergency"),
             t.marked_packets,
             t.dropped_packets,
-            t.dropped_bytes
+            t.dropped_bytes,
+            t.active_flows
         );
+    }
+    let _ = writeln!(
+        s,
+        "packets by token type and outcome (pre/green/borrowed/emergency/marked/dropped):"
+    );
+    for t in &r.tenants {
+        let types: Vec<String> = t
+            .by_type
+            .iter()
+            .filter(|(_, m)| m.values().any(|c| c.packets > 0))
+            .map(|(ty, m)| {
+                let n: Vec<String> = shaper_common::OUTCOME_NAMES
+                    .iter()
+                    .map(|o| m.get(*o).map_or(0, |c| c.packets).to_string())
+                    .collect();
+                format!("{ty} {}", n.join("/"))
+            })
+            .collect();
+        if !types.is_empty() {
+            let _ = writeln!(s, "  {:<16} {}", t.name, types.join("  "));
+        }
+        let p = &t.pre_pool;
+        if p.deposited_bytes > 0 {
+            let _ = writeln!(
+                s,
+                "  {:<16} pre-allocated: deposited {} B, used {} B, expired {} B, left {} B",
+                t.name, p.deposited_bytes, p.used_bytes, p.expired_bytes, p.credit_bytes
+            );
+        }
     }
     let classes: Vec<String> = r
         .classes
