@@ -101,8 +101,12 @@ pub struct GlobalConfig {
     /// The emergency pool (GCRA): its share of capacity and depth.
     pub emergency_cost_fp: u64,
     pub emergency_burst_ns: u64,
+    /// Link charges of traffic paid by tenants' own tokens gather per CPU and reach the shared
+    /// link word once they add up to this many ns: one CPU's charges never wait longer than
+    /// this, and the CPUs do not fight over one cache line on every packet.
+    pub link_fold_ns: u64,
 }
-const _: () = assert!(size_of::<GlobalConfig>() == 96);
+const _: () = assert!(size_of::<GlobalConfig>() == 104);
 
 /// Match rule fields: [`TokenRule::flags`] says which are set; unset fields match anything.
 pub const RULE_DSCP: u8 = 1;
@@ -253,8 +257,14 @@ pub struct TenantState {
     pub expired: u64,
     /// The [`TenantConfig::epoch`] the bucket words are expressed in.
     pub epoch: u64,
+    /// ECN marking levels the bucket of each token type is below, 3 bits per type: a packet
+    /// is marked when its bucket falls below a level (`mark_ns`, half, a quarter of it) it
+    /// was not below yet; a level re-arms once the bucket is back above it. One mark per
+    /// level crossed is what TCP needs (it halves once per round trip and ignores more);
+    /// marking every packet below the mark made it cut twice and leave the rate unused.
+    pub ecn_levels: u64,
 }
-const _: () = assert!(size_of::<TenantState>() == 80);
+const _: () = assert!(size_of::<TenantState>() == 88);
 
 /// Datapath-written, single entry: the global pools' GCRA words, each on its own cache line
 /// so CPUs charging the link do not also bounce the emergency word.

@@ -97,6 +97,10 @@ static TENANT_COUNTERS: PerCpuArray<TenantCounters> =
 #[map]
 static GLOBAL_COUNTERS: PerCpuArray<PacketCount> = PerCpuArray::with_max_entries(CLASSES, 0);
 
+/// Datapath-written, per CPU: link charges not yet folded into the shared link word (ns).
+#[map]
+static LINK_PENDING: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Datapath-written: sampled active flows, least recently used evicted first.
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::with_max_entries(65_536, 0);
@@ -122,17 +126,20 @@ pub fn shaper(ctx: XdpContext) -> u32 {
             ip,
         } => {
             count_class(CLASS_IPV4, frame_len, vlan);
-            let cfg = global_config();
-            let addr = if cfg.match_dir == MATCH_SRC { src } else { dst };
-            let tenant = classify::v4(&cfg, addr);
-            let mut key = FlowKey {
-                proto: ip.proto,
-                family: 4,
-                ..FlowKey::default()
+            let Some(cfg) = global_config() else {
+                return unconfigured(frame_len);
             };
-            key.src[..4].copy_from_slice(&src);
-            key.dst[..4].copy_from_slice(&dst);
-            enforce(&ctx, &cfg, tenant, len, frame_len, &ip, key)
+            let addr = if cfg.match_dir == MATCH_SRC { src } else { dst };
+            let tenant = classify::v4(cfg, addr);
+            enforce(
+                &ctx,
+                cfg,
+                tenant,
+                len,
+                frame_len,
+                &ip,
+                Addrs::V4(&src, &dst),
+            )
         }
         Parsed::V6 {
             src,
@@ -142,28 +149,43 @@ pub fn shaper(ctx: XdpContext) -> u32 {
             ip,
         } => {
             count_class(CLASS_IPV6, frame_len, vlan);
-            let cfg = global_config();
-            let addr = if cfg.match_dir == MATCH_SRC { src } else { dst };
-            let tenant = classify::v6(&cfg, addr);
-            let key = FlowKey {
-                src,
-                dst,
-                proto: ip.proto,
-                family: 6,
-                ..FlowKey::default()
+            let Some(cfg) = global_config() else {
+                return unconfigured(frame_len);
             };
-            enforce(&ctx, &cfg, tenant, len, frame_len, &ip, key)
+            let addr = if cfg.match_dir == MATCH_SRC { src } else { dst };
+            let tenant = classify::v6(cfg, addr);
+            enforce(
+                &ctx,
+                cfg,
+                tenant,
+                len,
+                frame_len,
+                &ip,
+                Addrs::V6(&src, &dst),
+            )
         }
     }
 }
 
-/// The agent's global config, or the defaults (match dst, pass unmatched) before it wrote one.
+/// The agent's global config, by reference (it is 96 bytes: no copy per packet), or `None`
+/// before an agent wrote one.
 #[inline(always)]
-fn global_config() -> GlobalConfig {
-    match GLOBAL_CONFIG.get(0) {
-        Some(cfg) if cfg.magic == CONFIG_MAGIC => *cfg,
-        _ => GlobalConfig::default(),
-    }
+fn global_config() -> Option<&'static GlobalConfig> {
+    GLOBAL_CONFIG.get(0).filter(|cfg| cfg.magic == CONFIG_MAGIC)
+}
+
+/// Before any config: no tenants, so every IP packet is unmatched, and passes.
+#[inline(always)]
+fn unconfigured(frame_len: u64) -> u32 {
+    count_class(CLASS_UNMATCHED_PASSED, frame_len, false);
+    xdp_action::XDP_PASS
+}
+
+/// A packet's addresses, for the flow table (built only for sampled packets).
+#[derive(Clone, Copy)]
+enum Addrs<'a> {
+    V4(&'a [u8; 4], &'a [u8; 4]),
+    V6(&'a [u8; 16], &'a [u8; 16]),
 }
 
 /// The packet's token type: the first rule that matches, else the default.
@@ -224,7 +246,7 @@ fn enforce(
     len: u64,
     frame_len: u64,
     ip: &IpInfo,
-    mut key: FlowKey,
+    addrs: Addrs,
 ) -> u32 {
     let Some(id) = tenant else {
         return unmatched(cfg, frame_len);
@@ -265,6 +287,22 @@ fn enforce(
         };
         let shift = cfg.flow_sample_shift;
         if shift != FLOWS_OFF && n & ((1u64 << (shift & 31)) - 1) == 0 {
+            let mut key = FlowKey {
+                proto: ip.proto,
+                ..FlowKey::default()
+            };
+            match addrs {
+                Addrs::V4(s, d) => {
+                    key.family = 4;
+                    key.src[..4].copy_from_slice(s);
+                    key.dst[..4].copy_from_slice(d);
+                }
+                Addrs::V6(s, d) => {
+                    key.family = 6;
+                    key.src = *s;
+                    key.dst = *d;
+                }
+            }
             (key.sport, key.dport) = parse::ports(ctx, ip);
             sample_flow(&key, id, ty, outcome, len, now, shift & 31);
         }
@@ -313,7 +351,10 @@ fn spend(
             charge_link(cfg, now, len);
             // Low bucket, ECN-capable packet, tenant asked for it: mark CE rather than let the
             // bucket run dry and drop.
-            if tc.flags & TENANT_ECN != 0 && ip.ecn != 0 && room < tc.mark_ns[k] {
+            if tc.flags & TENANT_ECN != 0
+                && ip.ecn != 0
+                && unsafe { crossed_mark_level(state, k, room, tc.mark_ns[k]) }
+            {
                 mark_ce(ctx, ip);
                 return OUTCOME_MARKED;
             }
@@ -348,6 +389,38 @@ fn spend(
     OUTCOME_DROPPED
 }
 
+/// True if a packet leaving `room` in type `k`'s bucket takes it below a marking level
+/// (`mark`, `mark / 2`, `mark / 4`) it was not below yet; records the levels it is below now.
+///
+/// # Safety
+/// `state` points into `TENANT_STATE`.
+#[inline(always)]
+unsafe fn crossed_mark_level(state: *mut TenantState, k: usize, room: u64, mark: u64) -> bool {
+    let below: u64 = if room >= mark {
+        0
+    } else if room >= mark / 2 {
+        0b001
+    } else if room >= mark / 4 {
+        0b011
+    } else {
+        0b111
+    };
+    let shift = 3 * (k as u64 & 3);
+    // SAFETY: caller guarantees `state`.
+    unsafe {
+        let word = &raw mut (*state).ecn_levels;
+        let cur = core::ptr::read_volatile(word);
+        let was = (cur >> shift) & 0b111;
+        if was == below {
+            return false;
+        }
+        // One try: a CPU that loses the race leaves the other's record, at worst one mark
+        // more or fewer.
+        bucket::cas(word, cur, (cur & !(0b111 << shift)) | (below << shift));
+        below & !was != 0
+    }
+}
+
 /// After a change of rates or depths: every changed bucket keeps its tokens (see
 /// `bucket::rescale`). Runs once per change, on the CPU that won the epoch word.
 ///
@@ -378,6 +451,10 @@ unsafe fn rescale_all(tc: &TenantConfig, state: *mut TenantState, now: u64) {
 /// `state` points into `TENANT_STATE`.
 #[inline(always)]
 unsafe fn pre_allocated(tc: &TenantConfig, state: *mut TenantState, now: u64, len: u64) -> bool {
+    // No pool (its cap bounds both the fill and the deposits): one load on the common path.
+    if tc.pre_cap_bytes == 0 {
+        return false;
+    }
     // SAFETY: caller guarantees `state`; fields of a repr(C) struct of u64s are aligned.
     unsafe {
         let seq = &raw mut (*state).deposit_seq;
@@ -470,21 +547,33 @@ unsafe fn borrow(
 }
 
 /// Charges a packet the tenant's own tokens paid for to the link bucket, so borrowers see how
-/// busy the link is. Only when some tenant may borrow: otherwise nobody reads the link bucket.
+/// busy the link is; only when some tenant may borrow (otherwise nobody reads the link
+/// bucket). Charges gather per CPU and fold into the shared word in batches of
+/// `link_fold_ns`: sharing one word on every packet halved the packet rate of two CPUs
+/// (BENCHMARKS.md).
 #[inline(always)]
 fn charge_link(cfg: &GlobalConfig, now: u64, len: u64) {
     if cfg.flags & GLOBAL_BORROW == 0 {
         return;
     }
+    let Some(pending) = LINK_PENDING.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a per-CPU value: only this CPU touches it, with preemption off.
+    let total = unsafe {
+        *pending += bucket::cost(len, cfg.link_cost_fp);
+        *pending
+    };
+    if total < cfg.link_fold_ns {
+        return;
+    }
     if let Some(g) = GLOBAL_STATE.get_ptr_mut(0) {
-        // SAFETY: an array map value, valid and aligned for the program's run.
+        // SAFETY: an array map value, valid and aligned for the program's run; `pending` as
+        // above.
         unsafe {
-            bucket::charge(
-                &raw mut (*g).link_tat,
-                now,
-                bucket::cost(len, cfg.link_cost_fp),
-            )
-        };
+            bucket::charge(&raw mut (*g).link_tat, now, total);
+            *pending = 0;
+        }
     }
 }
 

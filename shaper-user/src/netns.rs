@@ -189,3 +189,189 @@ impl Lab {
         })
     }
 }
+
+/// Delays every IP packet the `dut` side of a lab sends to `to` by `delay`, as netem would
+/// (these kernels have none): a TUN device takes the route to `to`, and a thread holds each
+/// packet for `delay`, then sends it out of the dut's veth through an AF_PACKET socket. On the
+/// return path (TCP's ACKs) this gives a flow a WAN-like round trip. Stops on drop.
+pub struct DelayLine {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<io::Result<u64>>>,
+}
+
+impl DelayLine {
+    pub fn start(
+        lab: &Lab,
+        to: std::net::Ipv4Addr,
+        delay: std::time::Duration,
+    ) -> io::Result<DelayLine> {
+        let peer_mac = mac_of(&lab.src.name, &lab.src_if)?;
+        let out_index = ifindex(&lab.dut_if, Some(&lab.dut.name))?;
+        let tun_name = unique_name("dly");
+        let (tun, sock) = {
+            let _ns = NetNsEnter::enter(&lab.dut.name)?;
+            (open_tun(&tun_name)?, packet_socket()?)
+        };
+        ip(&["-n", &lab.dut.name, "link", "set", &tun_name, "up"])?;
+        ip(&[
+            "-n",
+            &lab.dut.name,
+            "route",
+            "replace",
+            &format!("{to}/32"),
+            "dev",
+            &tun_name,
+        ])?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread =
+            std::thread::spawn(move || relay(&tun, &sock, out_index, peer_mac, delay, &flag));
+        Ok(DelayLine {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the relay; returns how many packets it delayed.
+    pub fn stop(mut self) -> io::Result<u64> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> io::Result<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| io::Error::other("delay line thread panicked"))?,
+            None => Ok(0),
+        }
+    }
+}
+
+impl Drop for DelayLine {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+/// The MAC address of `iface` in namespace `ns`.
+fn mac_of(ns: &str, iface: &str) -> io::Result<[u8; 6]> {
+    let out = ip(&["-n", ns, "-o", "link", "show", iface])?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mac = text
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .ok_or_else(|| io::Error::other(format!("no MAC in: {text}")))?;
+    let mut b = [0u8; 6];
+    for (dst, part) in b.iter_mut().zip(mac.split(':')) {
+        *dst = u8::from_str_radix(part, 16).map_err(io::Error::other)?;
+    }
+    Ok(b)
+}
+
+/// A TUN device (IP packets, no packet-info header) named `name`, in the current namespace.
+fn open_tun(name: &str) -> io::Result<File> {
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
+        _pad: [0; 22],
+    };
+    req.name[..name.len().min(15)].copy_from_slice(&name.as_bytes()[..name.len().min(15)]);
+    // SAFETY: TUNSETIFF reads an ifreq, which `req` is laid out as.
+    if unsafe { libc::ioctl(f.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(f)
+}
+
+/// An AF_PACKET datagram socket for IPv4: the kernel adds the Ethernet header.
+fn packet_socket() -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: plain socket(2).
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_DGRAM,
+            i32::from((libc::ETH_P_IP as u16).to_be()),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor socket(2) just returned, owned by nobody else.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+fn relay(
+    tun: &File,
+    sock: &std::os::fd::OwnedFd,
+    out_index: u32,
+    peer_mac: [u8; 6],
+    delay: std::time::Duration,
+    stop: &std::sync::atomic::AtomicBool,
+) -> io::Result<u64> {
+    use std::io::Read;
+    use std::time::Instant;
+    // SAFETY: an all-zero sockaddr_ll is valid; the fields that matter are set below.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+    to.sll_ifindex = out_index as i32;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&peer_mac);
+    let mut queue: std::collections::VecDeque<(Instant, Vec<u8>)> = Default::default();
+    let mut buf = vec![0u8; 65_536];
+    let mut sent = 0u64;
+    let mut tun = tun;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        while queue.front().is_some_and(|(due, _)| *due <= now) {
+            if let Some((_, p)) = queue.pop_front() {
+                // SAFETY: sendto with a valid buffer and a sockaddr_ll of the right length.
+                unsafe {
+                    libc::sendto(
+                        sock.as_raw_fd(),
+                        p.as_ptr().cast(),
+                        p.len(),
+                        0,
+                        (&to as *const libc::sockaddr_ll).cast(),
+                        size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                    )
+                };
+                sent += 1;
+            }
+        }
+        let wait = queue
+            .front()
+            .map_or(std::time::Duration::from_millis(5), |(due, _)| {
+                due.saturating_duration_since(now)
+            });
+        let mut pfd = libc::pollfd {
+            fd: tun.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // Sub-millisecond waits round up to 1 ms in poll(2): spin-sleep them instead.
+        let ms = wait.as_millis().min(5) as i32;
+        // SAFETY: poll on one valid pollfd.
+        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if ready > 0 && pfd.revents & libc::POLLIN != 0 {
+            let n = tun.read(&mut buf)?;
+            queue.push_back((Instant::now() + delay, buf[..n].to_vec()));
+        } else if ms == 0 {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+    }
+    Ok(sent)
+}

@@ -814,9 +814,10 @@ fn ecn_tenant(dp: &mut Datapath, id: u32) {
     set_tenant(dp, id, tc);
 }
 
-/// ECN, IPv4: ECT(0) packets pass unmarked while more than half the bucket is left, are marked
-/// CE below that (the header checksum still right, recomputed from scratch), and are dropped
-/// only when the bucket is empty. Non-ECT packets are never marked.
+/// ECN, IPv4: ECT(0) packets pass unmarked while more than half the bucket is left; below
+/// that, a packet is marked CE each time the bucket crosses a level (half, a quarter, an
+/// eighth) with the header checksum still right (recomputed from scratch); packets are
+/// dropped only when the bucket is empty. Non-ECT packets are never marked.
 #[test]
 fn ecn_marks_ipv4_before_the_bucket_is_empty() {
     if skip_unless_root("ecn_marks_ipv4_before_the_bucket_is_empty") {
@@ -838,8 +839,14 @@ fn ecn_marks_ipv4_before_the_bucket_is_empty() {
         if v == XDP_PASS {
             let h = &out[14..34];
             let marked = h[1] & 0x03 == 0x03;
-            // 1000 bytes a packet out of 10,000: the k-th leaves 10,000 - 1000 k.
-            assert_eq!(marked, k >= 6, "packet {k}: tos {:#04x}", h[1]);
+            // 1000 bytes a packet out of 10,000: the k-th leaves 10,000 - 1000 k. Marked
+            // once per level crossed: below 5000 (the 6th), 2500 (8th), 1250 (9th).
+            assert_eq!(
+                marked,
+                [6, 8, 9].contains(&k),
+                "packet {k}: tos {:#04x}",
+                h[1]
+            );
             assert_eq!(h[1] >> 2, 10, "DSCP kept");
             let csum = u16::from_be_bytes([h[10], h[11]]);
             assert_eq!(
@@ -852,7 +859,7 @@ fn ecn_marks_ipv4_before_the_bucket_is_empty() {
     assert_eq!(verdicts[..10], [XDP_PASS; 10], "{verdicts:?}");
     assert_eq!(verdicts[10..], [XDP_DROP; 2], "{verdicts:?}");
     let c = tenant(&dp, 2);
-    assert_eq!(outcomes(&c), [5, 2, 5], "passed, dropped, marked");
+    assert_eq!(outcomes(&c), [7, 2, 3], "passed, dropped, marked");
 
     let mut dp = load(&config("drop", "dst"));
     ecn_tenant(&mut dp, 2);
@@ -917,6 +924,37 @@ fn ecn_marks_ipv6_traffic_class() {
         assert_eq!(out[..14], ect1[..14], "Ethernet header untouched");
         assert_eq!(out[16..], ect1[16..], "nothing else changed");
     }
-    assert_eq!(marked, 5);
-    assert_eq!(outcomes(&tenant(&dp, 0)), [5, 0, 5]);
+    assert_eq!(marked, 3, "one mark per level crossed");
+    assert_eq!(outcomes(&tenant(&dp, 0)), [7, 0, 3]);
+}
+
+/// A marking level re-arms once the bucket is back above it: after a refill, the next
+/// crossing marks again.
+#[test]
+fn ecn_levels_rearm_when_the_bucket_refills() {
+    if skip_unless_root("ecn_levels_rearm_when_the_bucket_refills") {
+        return;
+    }
+    let _serial = serial();
+    let mut dp = load(&config("drop", "dst"));
+    // 800 kbit/s: 100 bytes a millisecond, a few per test run; 10,000 bytes deep.
+    let mut tc = tenant_config(800_000, 10_000);
+    tc.flags |= shaper_common::TENANT_ECN;
+    tc.mark_ns[TYPE_SILVER] = tc.types[TYPE_SILVER].burst_ns / 2;
+    set_tenant(&mut dp, 2, tc);
+    let ect0 = FrameBuilder {
+        ip_len: 1000,
+        tos: 0b10,
+        ..Default::default()
+    }
+    .v4(SRC4, [10, 3, 0, 1]);
+    let marks = |dp: &mut Datapath| {
+        (0..6)
+            .map(|_| run_out(dp, &ect0).1[15] & 3 == 3)
+            .collect::<Vec<bool>>()
+    };
+    let want = [false, false, false, false, false, true];
+    assert_eq!(marks(&mut dp), want, "first crossing of the half level");
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(marks(&mut dp), want, "re-armed after the refill");
 }

@@ -1,12 +1,15 @@
 //! Project tasks. `cargo xtask bench datapath`: per-packet cost of the XDP program through
 //! BPF_PROG_TEST_RUN, as a ratio to an XDP_PASS program loaded from the same object and run
 //! in alternation in the same process (these machines are noisy: only ratios mean much).
+//! `cargo xtask bench tiers`: the same for the tiered paths, and the global pools' contention.
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use clap::{Parser, Subcommand};
 use shaper::config::synthetic;
 use shaper::datapath::{Clock, Datapath};
 use shaper::units::{Rate, Size};
+
+mod tiers;
 
 #[derive(Parser)]
 struct Cli {
@@ -34,6 +37,14 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_values_t = [1u32, 10_000, 1_048_576])]
         tenants: Vec<u32>,
     },
+    /// Cost per packet of the tiered paths (single bucket, rules and link charge, flow
+    /// sampling, the longest path) vs XDP_PASS, and the global pools under two CPUs at once.
+    Tiers {
+        #[arg(long, default_value_t = 10_000_000)]
+        repeat: u32,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -43,11 +54,12 @@ fn main() -> Result<()> {
             rounds,
             tenants,
         }) => bench_datapath(repeat, rounds, &tenants),
+        Cmd::Bench(Bench::Tiers { repeat, rounds }) => tiers::bench(repeat, rounds),
     }
 }
 
 /// A 64-byte frame (60 + FCS) to tenant `id`: IPv4/UDP, or IPv6/UDP (the smallest IPv6 frame).
-fn frame(v6: bool, id: u32) -> Vec<u8> {
+pub(crate) fn frame(v6: bool, id: u32) -> Vec<u8> {
     let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
     if v6 {
         f.extend_from_slice(&0x86ddu16.to_be_bytes());
@@ -75,7 +87,7 @@ fn frame(v6: bool, id: u32) -> Vec<u8> {
     f
 }
 
-fn ns_per_run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<f64> {
+pub(crate) fn ns_per_run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<f64> {
     let r = prog
         .test_run(TestRunOptions {
             data_in: Some(frame),
@@ -86,7 +98,7 @@ fn ns_per_run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<f64> {
     Ok(r.duration.as_nanos() as f64)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

@@ -54,6 +54,7 @@ pub const TENANT_SLOT: &str = "TENANT_SLOT";
 pub const TOKEN_RULES: &str = "TOKEN_RULES";
 pub const GLOBAL_STATE: &str = "GLOBAL_STATE";
 pub const FLOWS: &str = "FLOWS";
+pub const LINK_PENDING: &str = "LINK_PENDING";
 pub const TENANT_STATE: &str = "TENANT_STATE";
 pub const TENANT_COUNTERS: &str = "TENANT_COUNTERS";
 pub const GLOBAL_COUNTERS: &str = "GLOBAL_COUNTERS";
@@ -72,6 +73,7 @@ pub const PINNED_MAPS: &[&str] = &[
     TENANT_COUNTERS,
     GLOBAL_COUNTERS,
     FLOWS,
+    LINK_PENDING,
 ];
 
 /// Where pins live: `/sys/fs/bpf/shaper/IF/`.
