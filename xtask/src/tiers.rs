@@ -219,21 +219,35 @@ fn contention(repeat: u32) -> Result<()> {
         "| two CPUs at once | ns/packet CPU0 | ns/packet CPU1 | aggregate Mpps | vs one CPU alone |"
     );
     println!("| --- | ---: | ---: | ---: | ---: |");
-    let cases: [(&str, bool, bool); 4] = [
+    // (name, both CPUs on one tenant, link charged, both borrowing)
+    let cases: [(&str, bool, bool, bool); 5] = [
         (
             "own buckets, separate tenants, link not charged",
             false,
             false,
+            false,
         ),
         (
-            "own buckets, separate tenants, shared link word charged",
+            "own buckets, separate tenants, link charged per CPU, folded in batches (default)",
+            false,
+            true,
+            false,
+        ),
+        (
+            "own buckets, separate tenants, shared link word charged on every packet",
+            false,
+            true,
+            false,
+        ),
+        ("one tenant from both CPUs, link charged", true, true, false),
+        (
+            "both CPUs borrowing from the link bucket",
+            true,
             false,
             true,
         ),
-        ("one tenant from both CPUs, link charged", true, true),
-        ("both CPUs borrowing from the link bucket", true, false),
     ];
-    for (i, (name, same, charge)) in cases.into_iter().enumerate() {
+    for (name, same, charge, borrowing) in cases {
         let cfg = config(false);
         let mut dp = Datapath::load(16)?;
         dp.apply(&cfg)?;
@@ -242,8 +256,11 @@ fn contention(repeat: u32) -> Result<()> {
         if !charge {
             g.flags &= !GLOBAL_BORROW;
         }
+        if name.contains("every packet") {
+            g.link_fold_ns = 0;
+        }
         let link_rate_bits = 1_000_000_000u64;
-        if i == 3 {
+        if borrowing {
             // Own buckets drained, borrow bucket wide open: the link bucket (1 Gbit/s, 1 MB)
             // decides every packet.
             g.flags |= GLOBAL_BORROW;
@@ -295,7 +312,7 @@ fn contention(repeat: u32) -> Result<()> {
             ns[1],
             mpps / (1e3 / alone)
         );
-        if i == 3 {
+        if borrowing {
             let after = shaper_tests_free_counters(&dp)?;
             let borrowed = after.bytes_of(OUTCOME_BORROWED) - before.bytes_of(OUTCOME_BORROWED);
             let allowed = link_rate_bits as f64 / 8.0 * elapsed + 1_000_000.0;
