@@ -286,11 +286,44 @@ fn run_stats_and_sigterm() {
         ])
         .output()
         .expect("stats");
+    let flows = shaper()
+        .args([
+            "stats",
+            "--iface",
+            &lab.dut_if,
+            "--flows",
+            "--tenant",
+            "acme",
+            "--json",
+            "--window-ms",
+            "300",
+        ])
+        .output()
+        .expect("stats --flows");
     let _ = sender.join();
     stop.store(true, Ordering::Relaxed);
     let _ = sink.join();
+    assert!(flows.status.success(), "{}", stderr(&flows));
+    let f: serde_json::Value = serde_json::from_slice(&flows.stdout).expect("flows JSON");
+    let top = &f["flows"][0];
+    assert_eq!(
+        (&top["tenant"], &top["dst"], &top["dport"], &top["proto"]),
+        (
+            &serde_json::json!("acme"),
+            &serde_json::json!("10.10.1.1"),
+            &serde_json::json!(9000),
+            &serde_json::json!(17)
+        ),
+        "{f}"
+    );
+    // Offered at 400 Mbit/s, sampled 1 in 16: the estimate is well above zero.
+    assert!(top["bps"].as_f64().unwrap_or(0.0) > 50e6, "{f}");
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stats JSON");
+    assert!(
+        v["tenants"][0]["active_flows"].as_u64().unwrap_or(0) >= 1,
+        "{v}"
+    );
     let acme = &v["tenants"][0];
     assert_eq!(acme["name"], "acme");
     assert!(

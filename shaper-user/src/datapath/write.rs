@@ -693,7 +693,8 @@ mod tests {
         for (k, want) in [(TYPE_GOLD, 40e6), (TYPE_SILVER, 120e6), (TYPE_BRONZE, 40e6)] {
             let got = rate_of(acme.types[k]);
             assert!((got - want).abs() / want < 1e-3, "type {k}: {got}");
-            assert_eq!(acme.mark_ns[k], acme.types[k].burst_ns / 2);
+            let mark = (acme.types[k].burst_ns as f64 * ECN_MARK_FRACTION) as u64;
+            assert_eq!(acme.mark_ns[k], mark);
         }
         assert!(
             (rate_of(acme.borrow) - 200e6).abs() / 200e6 < 1e-3,
