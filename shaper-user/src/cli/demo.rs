@@ -1,7 +1,8 @@
 //! `shaper demo`: the main job on an embedded default. Builds a lab (two network namespaces
 //! joined by a veth pair), runs the shaper with the example config's three tenants on the
-//! receiving veth, offers each tenant UDP at twice its rate, prints what each offered, got and
-//! lost, and tears everything down, also on Ctrl-C.
+//! receiving veth, offers each tenant UDP at three times its rate, prints what each offered,
+//! got and lost and which tokens paid (its own, borrowed up to its ceiling, the emergency
+//! reserve), and tears everything down, also on Ctrl-C.
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use crate::traffic::{self, Flood};
 use crate::units::human_bits;
 
 /// Offered load as a multiple of each tenant's rate.
-const OVERLOAD: u64 = 2;
+const OVERLOAD: u64 = 3;
 const PAYLOAD: usize = 1400;
 
 pub async fn execute(args: &DemoArgs) -> Result<()> {
@@ -143,16 +144,19 @@ fn report(
     );
     let _ = writeln!(
         s,
-        "{:<10} {:<8} {:>12} {:>14} {:>14} {:>7} {:>9} {:>14} {:>14}",
+        "{:<10} {:<8} {:>12} {:>12} {:>14} {:>14} {:>7} {:>9} {:>11} {:>11} {:>11} {:>11}",
         "tenant",
         "tier",
         "rate",
+        "ceil",
         "offered",
         "received",
         "lost",
         "rcv/rate",
-        "shaper passed",
-        "shaper dropped"
+        "own pk",
+        "borrowed pk",
+        "emergency",
+        "dropped pk"
     );
     for ((t, f), c) in cfg.tenants.iter().zip(floods).zip(counters) {
         let offered = flows.offered_bps(f.dst);
@@ -161,17 +165,28 @@ fn report(
         let lost = 1.0 - flows.received_bytes(f.dst) as f64 / sent;
         let _ = writeln!(
             s,
-            "{:<10} {:<8} {:>12} {:>14} {:>14} {:>6.1}% {:>8.1}% {:>11} pk {:>11} pk",
+            "{:<10} {:<8} {:>12} {:>12} {:>14} {:>14} {:>6.1}% {:>8.1}% {:>11} {:>11} {:>11} {:>11}",
             t.name,
             crate::config::tier_str(t.tier),
             human_bits(t.rate.bits_per_sec() as f64),
+            t.ceil
+                .map_or_else(|| "-".to_string(), |c| human_bits(c.bits_per_sec() as f64)),
             human_bits(offered),
             human_bits(got),
             lost * 100.0,
             got / t.rate.bits_per_sec() as f64 * 100.0,
-            c.passed_packets(),
+            c.packets_of(shaper_common::OUTCOME_PRE)
+                + c.packets_of(shaper_common::OUTCOME_GREEN)
+                + c.packets_of(shaper_common::OUTCOME_MARKED),
+            c.packets_of(shaper_common::OUTCOME_BORROWED),
+            c.packets_of(shaper_common::OUTCOME_EMERGENCY),
             c.packets_of(shaper_common::OUTCOME_DROPPED),
         );
     }
+    let _ = writeln!(
+        s,
+        "\nown: the tenant's token buckets; borrowed: idle link capacity, up to the ceiling, for \
+         tiers that may borrow; emergency: the reserve only gold and platinum may spend"
+    );
     s
 }
