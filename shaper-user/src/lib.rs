@@ -2,7 +2,9 @@
 //! agent; `main.rs` only parses arguments and calls into it.
 //!
 //! Data flow: [`config`] -> [`datapath`] (load, write maps, attach, pin) -> [`collect`]
-//! (per-CPU counters summed, rates) -> [`cli`] (run, stats, demo).
+//! (per-CPU counters summed, rates) -> [`forecast`] -> [`allocate`] (pure) -> [`cli`] (run,
+//! stats, demo); [`simulate`] replays traces through the same forecaster and allocator.
+pub mod allocate;
 pub mod api;
 pub mod cli;
 pub mod collect;

@@ -170,7 +170,7 @@ impl Settings {
 }
 
 /// A point forecast and its prediction interval, in bytes/s; always `0 <= lo <= mean <= hi`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
     pub mean: f64,
     pub lo: f64,

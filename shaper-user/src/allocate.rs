@@ -1,0 +1,424 @@
+//! Allocate: from each tenant's forecast, tier, configured profile and last cycle's usage,
+//! the fill rate, pre-allocated pool and deposit it gets next cycle. Pure and deterministic:
+//! the live agent, the simulator and the tests call the same [`allocate`].
+//!
+//! Rates are bytes/s, sizes bytes, times seconds. The guaranteed pool (`capacity x
+//! pools.guaranteed`) backs every tenant's base rate first; what is left goes to predicted
+//! extra demand, higher tiers first, then in proportion to predicted demand (weighted max-min
+//! water-filling). The opportunistic and emergency pools are the datapath's, sized from the
+//! config, and not the allocator's to hand out.
+use serde::Serialize;
+
+use crate::config::PolicyMode;
+use crate::forecast::Prediction;
+
+/// The link and its pools, as the config gives them.
+#[derive(Clone, Copy, Debug)]
+pub struct Link {
+    pub capacity: f64,
+    pub guaranteed: f64,
+}
+
+/// What the config says of one tenant.
+#[derive(Clone, Copy, Debug)]
+pub struct Profile {
+    pub rate: f64,
+    pub ceil: f64,
+    pub burst: f64,
+    /// Tier priority, 0 (bronze) to 3 (platinum).
+    pub priority: u8,
+    /// Tier risk tolerance 0..1: how much of an uncertain prediction to pre-allocate.
+    pub risk: f64,
+}
+
+/// What the datapath measured of one tenant over the last cycle.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Observed {
+    /// Offered (passed + marked + dropped), bytes/s.
+    pub offered: f64,
+    pub dropped: f64,
+    /// Dropped bytes/s of the traffic within the tenant's base rate over the cycle.
+    pub in_profile_dropped: f64,
+    /// Deposit bytes used and expired during the cycle.
+    pub pre_used: f64,
+    pub pre_expired: f64,
+}
+
+/// A tenant's forecast: the next cycle, and the largest predicted cycle within the horizon
+/// with how many cycles ahead it is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Demand {
+    pub next: Prediction,
+    pub peak: Prediction,
+    pub peak_in: usize,
+}
+
+/// Host pressure: a reason for every tenant to return to base rates.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Host {
+    /// Share of CPU time busy, 0..1.
+    pub cpu_busy: f64,
+    /// Packets the NIC dropped during the cycle.
+    pub nic_drops: u64,
+}
+
+/// The policy section of the config, as the allocator uses it.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    pub mode: PolicyMode,
+    pub multiplier: f64,
+    pub auto_tune: bool,
+    pub in_profile_drop_ratio: f64,
+    pub cpu_busy_ratio: f64,
+}
+
+impl Policy {
+    pub fn from_config(p: &crate::config::Policy) -> Policy {
+        Policy {
+            mode: p.mode,
+            multiplier: p.adjustment_multiplier,
+            auto_tune: p.auto_tune,
+            in_profile_drop_ratio: p.reactive_override.in_profile_drop_ratio,
+            cpu_busy_ratio: p.reactive_override.cpu_busy_ratio,
+        }
+    }
+}
+
+/// Cycles without a trigger before prediction resumes after a reactive override.
+pub const OVERRIDE_HOLD: u32 = 3;
+/// Bounds of the tuned multiplier and safety margin.
+pub const MULTIPLIER_RANGE: (f64, f64) = (0.1, 2.0);
+pub const MARGIN_RANGE: (f64, f64) = (0.0, 1.0);
+/// A predicted cycle this much above the fill is a burst: it gets a deposit ahead of it.
+pub const BURST_FACTOR: f64 = 1.5;
+/// Deposits are made this many cycles (or fewer) before a predicted burst.
+pub const DEPOSIT_LEAD: usize = 2;
+
+/// What the allocator carries from one cycle to the next, per tenant.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TenantState {
+    pub multiplier: f64,
+    pub margin: f64,
+    /// The fill rate in force (the reactive policy steps it).
+    pub fill: f64,
+    /// Set while a reactive override holds the tenant at its base rate.
+    pub overridden: Option<String>,
+    /// Cycles left without a trigger before prediction resumes.
+    pub hold: u32,
+    /// Cycle of the burst the last deposit was for, so one burst gets one deposit.
+    pub deposited_for: Option<u64>,
+}
+
+impl TenantState {
+    pub fn new(policy: &Policy, profile: &Profile) -> TenantState {
+        TenantState {
+            multiplier: policy.multiplier,
+            margin: 0.1,
+            fill: profile.rate,
+            overridden: None,
+            hold: 0,
+            deposited_for: None,
+        }
+    }
+}
+
+/// A one-off deposit into the pre-allocated pool.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Deposit {
+    pub bytes: f64,
+    pub ttl_s: f64,
+}
+
+/// One tenant's allocation for the next cycle.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Allocation {
+    /// The tenant's bucket rate (its mix splits it over the token types).
+    pub fill: f64,
+    /// The pre-allocated pool's fill rate and cap.
+    pub pre_rate: f64,
+    pub pre_cap: f64,
+    pub deposit: Option<Deposit>,
+    /// Why the tenant is held at its base rate, if it is.
+    pub overridden: Option<String>,
+}
+
+/// Something the allocator changed on its own, for the log.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Event {
+    Override {
+        tenant: usize,
+        reason: String,
+    },
+    Resume {
+        tenant: usize,
+    },
+    Tuned {
+        tenant: usize,
+        multiplier: f64,
+        margin: f64,
+        why: &'static str,
+    },
+}
+
+/// Everything one cycle needs. `profiles`, `observed`, `demand` and `state` are indexed alike.
+pub struct Inputs<'a> {
+    pub policy: &'a Policy,
+    pub link: Link,
+    pub profiles: &'a [Profile],
+    pub observed: &'a [Observed],
+    pub demand: &'a [Demand],
+    pub host: Host,
+    pub interval_s: f64,
+    /// The cycle number (for one deposit per predicted burst).
+    pub cycle: u64,
+}
+
+/// One cycle of allocation. Updates `state` (feedback, overrides) and returns one allocation
+/// per tenant, and what changed on its own.
+pub fn allocate(inp: &Inputs, state: &mut [TenantState]) -> (Vec<Allocation>, Vec<Event>) {
+    let n = inp.profiles.len();
+    let mut events = Vec::new();
+    let p = inp.policy;
+    let host_reason = if inp.host.cpu_busy > p.cpu_busy_ratio {
+        Some(format!(
+            "CPU {:.0}% busy (threshold {:.0}%)",
+            inp.host.cpu_busy * 100.0,
+            p.cpu_busy_ratio * 100.0
+        ))
+    } else if inp.host.nic_drops > 0 {
+        Some(format!("the NIC dropped {} packets", inp.host.nic_drops))
+    } else {
+        None
+    };
+    // What each tenant asks for beyond its base rate: fill extra and pre-allocated rate.
+    let mut want = vec![(0.0f64, 0.0f64); n];
+    let mut deposits: Vec<Option<Deposit>> = vec![None; n];
+    for i in 0..n {
+        let (prof, obs, dem) = (&inp.profiles[i], &inp.observed[i], &inp.demand[i]);
+        let st = &mut state[i];
+        if p.mode == PolicyMode::Predictive {
+            override_step(i, p, prof, obs, host_reason.as_deref(), st, &mut events);
+            if p.auto_tune && st.overridden.is_none() {
+                tune(i, obs, st, &mut events);
+            }
+        }
+        let headroom = (prof.ceil - prof.rate).max(0.0);
+        match p.mode {
+            PolicyMode::Static => {}
+            PolicyMode::Reactive => {
+                // A classic adaptive policer: up towards what was offered after drops, back
+                // down towards the base rate when the tenant uses less.
+                let fill = if obs.dropped > 0.0 {
+                    (st.fill + 0.5 * headroom).min(obs.offered.max(prof.rate))
+                } else if obs.offered < st.fill {
+                    (st.fill - 0.25 * headroom).max(obs.offered)
+                } else {
+                    st.fill
+                };
+                want[i].0 = (fill.clamp(prof.rate, prof.ceil.max(prof.rate))) - prof.rate;
+            }
+            PolicyMode::Predictive if st.overridden.is_none() => {
+                let mu = dem.next.mean;
+                let s = if headroom > 0.0 {
+                    ((mu - prof.rate) / headroom).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                let fill = prof.rate + (st.multiplier * s).min(1.0) * headroom;
+                want[i].0 = fill - prof.rate;
+                // The upper bound beyond the fill, discounted by how sure the forecast is
+                // (a wide interval: mean far below its upper bound) and the tier's risk.
+                let hi = dem.next.hi * (1.0 + st.margin);
+                let sure = if hi > 0.0 {
+                    (mu / hi).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                want[i].1 = (prof.risk * sure * (hi - fill)).max(0.0);
+                // A burst ahead: a deposit of its predicted excess, made before it starts.
+                let burst_cycle = inp.cycle + dem.peak_in as u64;
+                if dem.peak_in >= 1
+                    && dem.peak_in <= DEPOSIT_LEAD
+                    && dem.peak.mean > BURST_FACTOR * fill.max(mu)
+                    && st.deposited_for != Some(burst_cycle)
+                {
+                    let sure = if dem.peak.hi > 0.0 {
+                        (dem.peak.mean / dem.peak.hi).clamp(0.0, 1.0)
+                    } else {
+                        0.0
+                    };
+                    let bytes =
+                        prof.risk.max(0.5) * sure.max(0.5) * (dem.peak.hi - fill) * inp.interval_s;
+                    if bytes > 0.0 {
+                        deposits[i] = Some(Deposit {
+                            bytes,
+                            ttl_s: (dem.peak_in as f64 + 1.0) * inp.interval_s,
+                        });
+                        st.deposited_for = Some(burst_cycle);
+                    }
+                }
+            }
+            PolicyMode::Predictive => {}
+        }
+    }
+    let grants = fit(inp, &want);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let prof = &inp.profiles[i];
+        let (fill_extra, pre) = grants[i];
+        let fill = prof.rate + fill_extra;
+        state[i].fill = fill;
+        // The deposit is part of the guaranteed pool too: scaled like the rest of the grant.
+        let scale = {
+            let asked = want[i].0 + want[i].1;
+            if asked > 0.0 {
+                ((fill_extra + pre) / asked).clamp(0.0, 1.0)
+            } else {
+                1.0
+            }
+        };
+        let deposit = deposits[i].map(|d| Deposit {
+            bytes: d.bytes * scale,
+            ttl_s: d.ttl_s,
+        });
+        out.push(Allocation {
+            fill,
+            pre_rate: pre,
+            pre_cap: (pre * inp.interval_s).max(if pre > 0.0 { prof.burst } else { 0.0 }),
+            deposit: deposit.filter(|d| d.bytes >= 1.0),
+            overridden: state[i].overridden.clone(),
+        });
+    }
+    (out, events)
+}
+
+/// Reactive override: a trigger holds the tenant at its base rate at once; prediction
+/// resumes after [`OVERRIDE_HOLD`] cycles without one.
+fn override_step(
+    i: usize,
+    p: &Policy,
+    prof: &Profile,
+    obs: &Observed,
+    host: Option<&str>,
+    st: &mut TenantState,
+    events: &mut Vec<Event>,
+) {
+    let in_profile = obs.offered.min(prof.rate);
+    let reason =
+        if in_profile > 0.0 && obs.in_profile_dropped / in_profile > p.in_profile_drop_ratio {
+            Some(format!(
+                "{:.1}% of in-profile traffic dropped (threshold {:.1}%)",
+                obs.in_profile_dropped / in_profile * 100.0,
+                p.in_profile_drop_ratio * 100.0
+            ))
+        } else {
+            host.map(str::to_string)
+        };
+    match reason {
+        Some(r) => {
+            if st.overridden.is_none() {
+                events.push(Event::Override {
+                    tenant: i,
+                    reason: r.clone(),
+                });
+            }
+            st.overridden = Some(r);
+            st.hold = OVERRIDE_HOLD;
+        }
+        None if st.overridden.is_some() => {
+            st.hold = st.hold.saturating_sub(1);
+            if st.hold == 0 {
+                st.overridden = None;
+                events.push(Event::Resume { tenant: i });
+            }
+        }
+        None => {}
+    }
+}
+
+/// Feedback: expired pre-allocation means the forecast ran high (shrink the multiplier and
+/// the margin); drops beyond the fill mean it ran low (grow them). Bounded.
+fn tune(i: usize, obs: &Observed, st: &mut TenantState, events: &mut Vec<Event>) {
+    let (m0, g0) = (st.multiplier, st.margin);
+    let why = if obs.pre_expired > obs.pre_used && obs.pre_expired > 0.0 {
+        st.multiplier *= 0.9;
+        st.margin *= 0.8;
+        "pre-allocation expired unused"
+    } else if obs.dropped > 0.0 && obs.offered > st.fill {
+        st.multiplier *= 1.1;
+        st.margin += 0.05;
+        "demand above the allocation"
+    } else {
+        return;
+    };
+    st.multiplier = st.multiplier.clamp(MULTIPLIER_RANGE.0, MULTIPLIER_RANGE.1);
+    st.margin = st.margin.clamp(MARGIN_RANGE.0, MARGIN_RANGE.1);
+    if (st.multiplier, st.margin) != (m0, g0) {
+        events.push(Event::Tuned {
+            tenant: i,
+            multiplier: st.multiplier,
+            margin: st.margin,
+            why,
+        });
+    }
+}
+
+/// Fits every tenant's base rate and wanted extras into the guaranteed pool: base rates first
+/// (scaled down only if the config itself oversubscribes the pool), then the extras by tier,
+/// highest first; within a tier that does not fit whole, weighted max-min water-filling with
+/// predicted demand as the weights. Returns (fill extra, pre rate) per tenant.
+fn fit(inp: &Inputs, want: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let n = want.len();
+    let pool = inp.link.capacity * inp.link.guaranteed;
+    let base: f64 = inp.profiles.iter().map(|p| p.rate).sum();
+    let mut left = (pool - base).max(0.0);
+    let mut grant = vec![(0.0, 0.0); n];
+    for prio in (0..=3u8).rev() {
+        let members: Vec<usize> = (0..n)
+            .filter(|i| inp.profiles[*i].priority == prio)
+            .collect();
+        let asked: Vec<f64> = members.iter().map(|i| want[*i].0 + want[*i].1).collect();
+        let total: f64 = asked.iter().sum();
+        if total <= 0.0 {
+            continue;
+        }
+        let given: Vec<f64> = if total <= left {
+            asked.clone()
+        } else {
+            let weights: Vec<f64> = members
+                .iter()
+                .map(|i| inp.demand[*i].next.mean.max(1.0))
+                .collect();
+            water_fill(&asked, &weights, left)
+        };
+        for ((i, a), g) in members.iter().zip(&asked).zip(&given) {
+            // Split the grant between fill and pre in the proportion asked.
+            let f = if *a > 0.0 { want[*i].0 / a } else { 0.0 };
+            grant[*i] = (g * f, g * (1.0 - f));
+        }
+        left = (left - given.iter().sum::<f64>()).max(0.0);
+    }
+    grant
+}
+
+/// Weighted max-min fair shares of `budget`: each gets `min(asked, level x weight)`, the level
+/// chosen so the shares add up to the budget (or everyone gets what they asked).
+pub fn water_fill(asked: &[f64], weights: &[f64], budget: f64) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..asked.len()).collect();
+    // Satisfied first: smallest asked-to-weight ratio.
+    order.sort_by(|a, b| (asked[*a] / weights[*a]).total_cmp(&(asked[*b] / weights[*b])));
+    let mut out = vec![0.0; asked.len()];
+    let mut left = budget.max(0.0);
+    let mut wsum: f64 = weights.iter().sum();
+    for i in order {
+        let level = if wsum > 0.0 { left / wsum } else { 0.0 };
+        let share = asked[i].min(level * weights[i]);
+        out[i] = share;
+        left -= share;
+        wsum -= weights[i];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,334 @@
+use proptest::prelude::*;
+
+use super::*;
+
+const MB: f64 = 1e6;
+
+fn policy(mode: PolicyMode) -> Policy {
+    Policy {
+        mode,
+        multiplier: 0.5,
+        auto_tune: true,
+        in_profile_drop_ratio: 0.01,
+        cpu_busy_ratio: 0.95,
+    }
+}
+
+fn profile(rate: f64, ceil: f64, priority: u8) -> Profile {
+    Profile {
+        rate,
+        ceil,
+        burst: 100_000.0,
+        priority,
+        risk: 0.8,
+    }
+}
+
+fn demand(mean: f64, lo: f64, hi: f64) -> Demand {
+    let p = Prediction { mean, lo, hi };
+    Demand {
+        next: p,
+        peak: p,
+        peak_in: 1,
+    }
+}
+
+struct Case {
+    policy: Policy,
+    link: Link,
+    profiles: Vec<Profile>,
+    observed: Vec<Observed>,
+    demand: Vec<Demand>,
+    host: Host,
+}
+
+impl Case {
+    fn new(mode: PolicyMode, profiles: Vec<Profile>, demand: Vec<Demand>) -> Case {
+        let n = profiles.len();
+        Case {
+            policy: policy(mode),
+            link: Link {
+                capacity: 125.0 * MB,
+                guaranteed: 0.8,
+            },
+            profiles,
+            observed: vec![Observed::default(); n],
+            demand,
+            host: Host::default(),
+        }
+    }
+
+    fn state(&self) -> Vec<TenantState> {
+        self.profiles
+            .iter()
+            .map(|p| TenantState::new(&self.policy, p))
+            .collect()
+    }
+
+    fn run(&self, state: &mut [TenantState], cycle: u64) -> (Vec<Allocation>, Vec<Event>) {
+        allocate(
+            &Inputs {
+                policy: &self.policy,
+                link: self.link,
+                profiles: &self.profiles,
+                observed: &self.observed,
+                demand: &self.demand,
+                host: self.host,
+                interval_s: 1.0,
+                cycle,
+            },
+            state,
+        )
+    }
+}
+
+#[test]
+fn static_mode_is_the_config() {
+    let c = Case::new(
+        PolicyMode::Static,
+        vec![profile(10.0 * MB, 20.0 * MB, 2)],
+        vec![demand(50.0 * MB, 40.0 * MB, 60.0 * MB)],
+    );
+    let (a, ev) = c.run(&mut c.state(), 0);
+    assert_eq!(a[0].fill, 10.0 * MB);
+    assert_eq!((a[0].pre_rate, a[0].deposit), (0.0, None));
+    assert!(ev.is_empty());
+}
+
+/// Predicted demand between rate and ceil raises the fill by the multiplier times the
+/// forecast's share of the headroom; a wider interval around the same mean gives a smaller
+/// pre-allocation.
+#[test]
+fn fill_follows_the_forecast_and_a_wide_interval_pre_allocates_less() {
+    let narrow = Case::new(
+        PolicyMode::Predictive,
+        vec![profile(10.0 * MB, 20.0 * MB, 2)],
+        vec![demand(15.0 * MB, 14.0 * MB, 16.0 * MB)],
+    );
+    let (a, _) = narrow.run(&mut narrow.state(), 0);
+    // s = (15 - 10) / 10 = 0.5; fill = 10 + 0.5 x 0.5 x 10.
+    assert!((a[0].fill - 12.5 * MB).abs() < 1.0, "{}", a[0].fill);
+    let wide = Case::new(
+        PolicyMode::Predictive,
+        vec![profile(10.0 * MB, 20.0 * MB, 2)],
+        vec![demand(15.0 * MB, 5.0 * MB, 40.0 * MB)],
+    );
+    let (b, _) = wide.run(&mut wide.state(), 0);
+    assert_eq!(b[0].fill, a[0].fill, "same mean, same fill");
+    assert!(a[0].pre_rate > 0.0);
+    // Narrow: 0.8 x (15/17.6) x (17.6 - 12.5) = 3.48 MB/s; wide: 0.8 x (15/44) x 31.5 = 8.6.
+    // The upper bound is far higher, but so is the doubt: per byte of gap, less is granted.
+    let per_gap = |a: &Allocation, hi: f64| a.pre_rate / (hi * 1.1 - a.fill);
+    assert!(per_gap(&b[0], 40.0 * MB) < per_gap(&a[0], 16.0 * MB) / 2.0);
+}
+
+#[test]
+fn a_predicted_burst_gets_one_deposit_before_it_starts() {
+    let mut c = Case::new(
+        PolicyMode::Predictive,
+        vec![profile(10.0 * MB, 20.0 * MB, 2)],
+        vec![Demand {
+            next: Prediction {
+                mean: 5.0 * MB,
+                lo: 4.0 * MB,
+                hi: 6.0 * MB,
+            },
+            peak: Prediction {
+                mean: 30.0 * MB,
+                lo: 25.0 * MB,
+                hi: 35.0 * MB,
+            },
+            peak_in: 3,
+        }],
+    );
+    let mut st = c.state();
+    let (a, _) = c.run(&mut st, 10);
+    assert_eq!(a[0].deposit, None, "three cycles ahead: not yet");
+    c.demand[0].peak_in = 2;
+    let (a, _) = c.run(&mut st, 11);
+    let d = a[0].deposit.expect("two cycles ahead: deposit");
+    assert!(d.bytes > 10.0 * MB && d.ttl_s >= 2.0, "{d:?}");
+    c.demand[0].peak_in = 1;
+    let (a, _) = c.run(&mut st, 12);
+    assert_eq!(
+        a[0].deposit, None,
+        "the same burst (cycle 13) gets one deposit"
+    );
+}
+
+#[test]
+fn in_profile_drops_override_to_base_rates_until_three_clean_cycles() {
+    let mut c = Case::new(
+        PolicyMode::Predictive,
+        vec![
+            profile(10.0 * MB, 20.0 * MB, 2),
+            profile(10.0 * MB, 20.0 * MB, 2),
+        ],
+        vec![demand(18.0 * MB, 17.0 * MB, 19.0 * MB); 2],
+    );
+    let mut st = c.state();
+    c.observed[0] = Observed {
+        offered: 12.0 * MB,
+        dropped: 1.0 * MB,
+        in_profile_dropped: 0.5 * MB,
+        ..Observed::default()
+    };
+    let (a, ev) = c.run(&mut st, 0);
+    assert_eq!((a[0].fill, a[0].pre_rate), (10.0 * MB, 0.0));
+    assert!(
+        a[0].overridden
+            .as_deref()
+            .unwrap_or("")
+            .contains("in-profile")
+    );
+    assert!(a[1].fill > 10.0 * MB, "the other tenant is not affected");
+    assert!(matches!(ev[0], Event::Override { tenant: 0, .. }), "{ev:?}");
+    c.observed[0] = Observed::default();
+    for cycle in 1..3 {
+        let (a, _) = c.run(&mut st, cycle);
+        assert_eq!(a[0].fill, 10.0 * MB, "hysteresis, cycle {cycle}");
+    }
+    let (a, ev) = c.run(&mut st, 3);
+    assert!(a[0].fill > 10.0 * MB);
+    assert_eq!(ev, vec![Event::Resume { tenant: 0 }]);
+    // Host pressure overrides everyone.
+    c.host.cpu_busy = 0.99;
+    let (a, _) = c.run(&mut st, 4);
+    assert!(
+        a.iter()
+            .all(|a| a.fill == 10.0 * MB && a.overridden.is_some())
+    );
+}
+
+#[test]
+fn feedback_shrinks_on_expired_pre_allocation_and_grows_on_shortfall_within_bounds() {
+    let mut c = Case::new(
+        PolicyMode::Predictive,
+        vec![profile(10.0 * MB, 20.0 * MB, 2)],
+        vec![demand(15.0 * MB, 14.0 * MB, 16.0 * MB)],
+    );
+    let mut st = c.state();
+    c.observed[0].pre_expired = 1.0 * MB;
+    for cycle in 0..100 {
+        c.run(&mut st, cycle);
+    }
+    assert_eq!(st[0].multiplier, MULTIPLIER_RANGE.0);
+    c.observed[0] = Observed {
+        offered: 30.0 * MB,
+        dropped: 5.0 * MB,
+        ..Observed::default()
+    };
+    let (_, ev) = c.run(&mut st, 100);
+    assert!(st[0].multiplier > MULTIPLIER_RANGE.0);
+    assert!(matches!(
+        ev[0],
+        Event::Tuned {
+            why: "demand above the allocation",
+            ..
+        }
+    ));
+    for cycle in 101..200 {
+        c.run(&mut st, cycle);
+    }
+    assert_eq!(st[0].multiplier, MULTIPLIER_RANGE.1);
+    assert!(st[0].margin <= MARGIN_RANGE.1);
+}
+
+#[test]
+fn reactive_mode_steps_up_after_drops_and_back_down() {
+    let mut c = Case::new(
+        PolicyMode::Reactive,
+        vec![profile(10.0 * MB, 20.0 * MB, 1)],
+        vec![demand(0.0, 0.0, 0.0)],
+    );
+    let mut st = c.state();
+    c.observed[0] = Observed {
+        offered: 18.0 * MB,
+        dropped: 8.0 * MB,
+        ..Observed::default()
+    };
+    let (a, _) = c.run(&mut st, 0);
+    assert_eq!(a[0].fill, 15.0 * MB, "half the headroom up");
+    let (a, _) = c.run(&mut st, 1);
+    assert_eq!(a[0].fill, 18.0 * MB, "up to what was offered");
+    c.observed[0] = Observed {
+        offered: 4.0 * MB,
+        ..Observed::default()
+    };
+    let (a, _) = c.run(&mut st, 2);
+    assert_eq!(a[0].fill, 15.5 * MB, "a quarter of the headroom down");
+    assert_eq!(
+        (a[0].pre_rate, a[0].deposit),
+        (0.0, None),
+        "never pre-allocates"
+    );
+}
+
+#[test]
+fn water_fill_is_max_min_fair_by_weight() {
+    let got = water_fill(&[1.0, 10.0, 10.0], &[1.0, 1.0, 3.0], 9.0);
+    // 1 is satisfied; the 8 left split 1:3.
+    assert!(
+        (got[0] - 1.0).abs() < 1e-9 && (got[1] - 2.0).abs() < 1e-9 && (got[2] - 6.0).abs() < 1e-9,
+        "{got:?}"
+    );
+    assert_eq!(water_fill(&[1.0, 2.0], &[1.0, 1.0], 10.0), vec![1.0, 2.0]);
+}
+
+prop_compose! {
+    fn tenant()(rate in 0.1f64..20.0, extra in 0.0f64..30.0, prio in 0u8..4, risk in 0.0f64..1.0,
+                mean in 0.0f64..60.0, spread in 0.0f64..30.0, offered in 0.0f64..60.0,
+                drop in 0.0f64..1.0) -> (Profile, Demand, Observed) {
+        let p = Profile { rate: rate * MB, ceil: (rate + extra) * MB, burst: 64_000.0, priority: prio, risk };
+        let d = demand(mean * MB, (mean - spread).max(0.0) * MB, (mean + spread) * MB);
+        let o = Observed { offered: offered * MB, dropped: offered * drop * MB, ..Observed::default() };
+        (p, d, o)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever the forecasts and usage: nothing negative, every tenant at least its base
+    /// rate, the guaranteed allocations within the guaranteed pool when the config fits in
+    /// it, and the same inputs give the same outputs.
+    #[test]
+    fn invariants_hold(tenants in prop::collection::vec(tenant(), 1..12),
+                       mode in prop_oneof![Just(PolicyMode::Static), Just(PolicyMode::Reactive), Just(PolicyMode::Predictive)]) {
+        let mut c = Case::new(mode, tenants.iter().map(|t| t.0).collect(), tenants.iter().map(|t| t.1).collect());
+        c.observed = tenants.iter().map(|t| t.2).collect();
+        c.link.capacity = 1e9;
+        let base: f64 = c.profiles.iter().map(|p| p.rate).sum();
+        let pool = c.link.capacity * c.link.guaranteed;
+        let mut st = c.state();
+        let mut st2 = c.state();
+        for cycle in 0..3 {
+            let (a, _) = c.run(&mut st, cycle);
+            let (b, _) = c.run(&mut st2, cycle);
+            prop_assert_eq!(&a, &b);
+            let mut sum = 0.0;
+            for (x, p) in a.iter().zip(&c.profiles) {
+                prop_assert!(x.fill >= p.rate - 1e-6 && x.pre_rate >= 0.0 && x.pre_cap >= 0.0);
+                prop_assert!(x.fill <= p.ceil.max(p.rate) + 1e-6, "fill {} above ceil {}", x.fill, p.ceil);
+                prop_assert!(x.deposit.is_none_or(|d| d.bytes > 0.0 && d.ttl_s > 0.0));
+                sum += x.fill + x.pre_rate;
+            }
+            if base <= pool {
+                prop_assert!(sum <= pool * (1.0 + 1e-9), "{} above the pool {}", sum, pool);
+            }
+        }
+    }
+
+    /// Two tenants alike but for their tier, competing for a pool too small for both: the
+    /// higher tier never gets less.
+    #[test]
+    fn higher_tiers_never_get_less(rate in 1.0f64..10.0, mean in 10.0f64..200.0, lo in 0u8..3, gap in 1u8..4) {
+        let hi_prio = (lo + gap).min(3);
+        prop_assume!(hi_prio > lo);
+        let profiles = vec![profile(rate * MB, 200.0 * MB, lo), profile(rate * MB, 200.0 * MB, hi_prio)];
+        let d = demand(mean * MB, mean * 0.8 * MB, mean * 1.2 * MB);
+        let c = Case::new(PolicyMode::Predictive, profiles, vec![d, d]);
+        let (a, _) = c.run(&mut c.state(), 0);
+        prop_assert!(a[1].fill + a[1].pre_rate >= a[0].fill + a[0].pre_rate - 1e-6, "{:?}", a);
+    }
+}
