@@ -70,6 +70,8 @@ pub struct Policy {
     pub auto_tune: bool,
     pub in_profile_drop_ratio: f64,
     pub cpu_busy_ratio: f64,
+    /// Fills may go below base rates (see `config::Policy::overcommit`).
+    pub overcommit: bool,
 }
 
 impl Policy {
@@ -80,6 +82,7 @@ impl Policy {
             auto_tune: p.auto_tune,
             in_profile_drop_ratio: p.reactive_override.in_profile_drop_ratio,
             cpu_busy_ratio: p.reactive_override.cpu_busy_ratio,
+            overcommit: p.overcommit,
         }
     }
 }
@@ -93,6 +96,8 @@ pub const MARGIN_RANGE: (f64, f64) = (0.0, 1.0);
 pub const BURST_FACTOR: f64 = 1.5;
 /// Deposits are made this many cycles (or fewer) before a predicted burst.
 pub const DEPOSIT_LEAD: usize = 2;
+/// With overcommit, no tenant's fill goes below this share of its base rate.
+pub const FLOOR_SHARE: f64 = 0.1;
 
 /// What the allocator carries from one cycle to the next, per tenant.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -179,6 +184,21 @@ pub fn allocate(inp: &Inputs, state: &mut [TenantState]) -> (Vec<Allocation>, Ve
     let n = inp.profiles.len();
     let mut events = Vec::new();
     let p = inp.policy;
+    if p.mode == PolicyMode::Static {
+        // The config's rates, nothing more: what every shaper without prediction does.
+        let out = inp
+            .profiles
+            .iter()
+            .map(|prof| Allocation {
+                fill: prof.rate,
+                pre_rate: 0.0,
+                pre_cap: 0.0,
+                deposit: None,
+                overridden: None,
+            })
+            .collect();
+        return (out, events);
+    }
     let host_reason = if inp.host.cpu_busy > p.cpu_busy_ratio {
         Some(format!(
             "CPU {:.0}% busy (threshold {:.0}%)",
@@ -190,7 +210,10 @@ pub fn allocate(inp: &Inputs, state: &mut [TenantState]) -> (Vec<Allocation>, Ve
     } else {
         None
     };
-    // What each tenant asks for beyond its base rate: fill extra and pre-allocated rate.
+    // What each tenant must keep (its base rate, or with overcommit what it is predicted to
+    // need, up to its base rate), and asks for beyond its base rate: fill extra and
+    // pre-allocated rate.
+    let mut floor: Vec<f64> = inp.profiles.iter().map(|p| p.rate).collect();
     let mut want = vec![(0.0f64, 0.0f64); n];
     let mut deposits: Vec<Option<Deposit>> = vec![None; n];
     for i in 0..n {
@@ -207,18 +230,30 @@ pub fn allocate(inp: &Inputs, state: &mut [TenantState]) -> (Vec<Allocation>, Ve
             PolicyMode::Static => {}
             PolicyMode::Reactive => {
                 // A classic adaptive policer: up towards what was offered after drops, back
-                // down towards the base rate when the tenant uses less.
+                // down towards what is used when the tenant uses less.
+                let step = headroom.max(0.5 * prof.rate);
+                let lowest = if p.overcommit {
+                    FLOOR_SHARE * prof.rate
+                } else {
+                    prof.rate
+                };
                 let fill = if obs.dropped > 0.0 {
-                    (st.fill + 0.5 * headroom).min(obs.offered.max(prof.rate))
+                    (st.fill + 0.5 * step).min(obs.offered.max(st.fill))
                 } else if obs.offered < st.fill {
-                    (st.fill - 0.25 * headroom).max(obs.offered)
+                    (st.fill - 0.25 * step).max(obs.offered * 1.1)
                 } else {
                     st.fill
                 };
-                want[i].0 = (fill.clamp(prof.rate, prof.ceil.max(prof.rate))) - prof.rate;
+                let fill = fill.clamp(lowest, prof.ceil.max(prof.rate));
+                floor[i] = fill.min(prof.rate);
+                want[i].0 = (fill - prof.rate).max(0.0);
             }
             PolicyMode::Predictive if st.overridden.is_none() => {
                 let mu = dem.next.mean;
+                if p.overcommit {
+                    floor[i] =
+                        (dem.next.hi * (1.0 + st.margin)).clamp(FLOOR_SHARE * prof.rate, prof.rate);
+                }
                 let s = if headroom > 0.0 {
                     ((mu - prof.rate) / headroom).clamp(0.0, 1.0)
                 } else {
@@ -261,12 +296,11 @@ pub fn allocate(inp: &Inputs, state: &mut [TenantState]) -> (Vec<Allocation>, Ve
             PolicyMode::Predictive => {}
         }
     }
-    let grants = fit(inp, &want);
+    let (floor, grants) = fit(inp, &floor, &want);
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let prof = &inp.profiles[i];
         let (fill_extra, pre) = grants[i];
-        let fill = prof.rate + fill_extra;
+        let fill = floor[i] + fill_extra;
         state[i].fill = fill;
         // The deposit is part of the guaranteed pool too: scaled like the rest of the grant.
         let scale = {
@@ -281,11 +315,17 @@ pub fn allocate(inp: &Inputs, state: &mut [TenantState]) -> (Vec<Allocation>, Ve
             bytes: d.bytes * scale,
             ttl_s: d.ttl_s,
         });
+        let deposit = deposit.filter(|d| d.bytes >= 1.0);
+        // The pool's cap holds a cycle of its fill (at least a burst), and any deposit whole.
+        let prof = &inp.profiles[i];
+        let pre_cap = (pre * inp.interval_s)
+            .max(if pre > 0.0 { prof.burst } else { 0.0 })
+            .max(deposit.map_or(0.0, |d| d.bytes));
         out.push(Allocation {
             fill,
             pre_rate: pre,
-            pre_cap: (pre * inp.interval_s).max(if pre > 0.0 { prof.burst } else { 0.0 }),
-            deposit: deposit.filter(|d| d.bytes >= 1.0),
+            pre_cap,
+            deposit,
             overridden: state[i].overridden.clone(),
         });
     }
@@ -363,15 +403,21 @@ fn tune(i: usize, obs: &Observed, st: &mut TenantState, events: &mut Vec<Event>)
     }
 }
 
-/// Fits every tenant's base rate and wanted extras into the guaranteed pool: base rates first
-/// (scaled down only if the config itself oversubscribes the pool), then the extras by tier,
+/// Fits every tenant's floor (its base rate, or less with overcommit) and wanted extras into
+/// the guaranteed pool: floors first (scaled down only with overcommit, if even they do not
+/// fit; without it an oversubscribed config keeps its base rates), then the extras by tier,
 /// highest first; within a tier that does not fit whole, weighted max-min water-filling with
-/// predicted demand as the weights. Returns (fill extra, pre rate) per tenant.
-fn fit(inp: &Inputs, want: &[(f64, f64)]) -> Vec<(f64, f64)> {
+/// predicted demand as the weights. Returns the floors and (fill extra, pre rate) per tenant.
+fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64)]) -> (Vec<f64>, Vec<(f64, f64)>) {
     let n = want.len();
     let pool = inp.link.capacity * inp.link.guaranteed;
-    let base: f64 = inp.profiles.iter().map(|p| p.rate).sum();
-    let mut left = (pool - base).max(0.0);
+    let base: f64 = floor.iter().sum();
+    let floor: Vec<f64> = if base > pool && inp.policy.overcommit && base > 0.0 {
+        floor.iter().map(|f| f * pool / base).collect()
+    } else {
+        floor.to_vec()
+    };
+    let mut left = (pool - floor.iter().sum::<f64>()).max(0.0);
     let mut grant = vec![(0.0, 0.0); n];
     for prio in (0..=3u8).rev() {
         let members: Vec<usize> = (0..n)
@@ -398,7 +444,7 @@ fn fit(inp: &Inputs, want: &[(f64, f64)]) -> Vec<(f64, f64)> {
         }
         left = (left - given.iter().sum::<f64>()).max(0.0);
     }
-    grant
+    (floor, grant)
 }
 
 /// Weighted max-min fair shares of `budget`: each gets `min(asked, level x weight)`, the level

@@ -355,6 +355,10 @@ pub struct Policy {
     pub auto_tune: bool,
     pub max_exchange_fraction: f64,
     pub reactive_override: ReactiveOverride,
+    /// Let the allocator give a tenant less than its base rate while its predicted demand is
+    /// lower (overbooking the guaranteed pool); off: every tenant always keeps its base rate.
+    #[serde(default)]
+    pub overcommit: bool,
 }
 
 impl Default for Policy {
@@ -365,6 +369,7 @@ impl Default for Policy {
             auto_tune: true,
             max_exchange_fraction: 0.5,
             reactive_override: ReactiveOverride::default(),
+            overcommit: false,
         }
     }
 }

@@ -11,6 +11,7 @@ fn policy(mode: PolicyMode) -> Policy {
         auto_tune: true,
         in_profile_drop_ratio: 0.01,
         cpu_busy_ratio: 0.95,
+        overcommit: false,
     }
 }
 
@@ -257,6 +258,16 @@ fn reactive_mode_steps_up_after_drops_and_back_down() {
     };
     let (a, _) = c.run(&mut st, 2);
     assert_eq!(a[0].fill, 15.5 * MB, "a quarter of the headroom down");
+    c.policy.overcommit = true;
+    for cycle in 3..20 {
+        c.run(&mut st, cycle);
+    }
+    let (a, _) = c.run(&mut st, 20);
+    assert!(
+        (a[0].fill - 4.4 * MB).abs() < 1.0,
+        "with overcommit, down to what is used: {}",
+        a[0].fill
+    );
     assert_eq!(
         (a[0].pre_rate, a[0].deposit),
         (0.0, None),
@@ -290,14 +301,17 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Whatever the forecasts and usage: nothing negative, every tenant at least its base
-    /// rate, the guaranteed allocations within the guaranteed pool when the config fits in
-    /// it, and the same inputs give the same outputs.
+    /// rate (without overcommit; with it, at least its floor), the guaranteed allocations
+    /// within the guaranteed pool when the config fits in it (always, with overcommit), and
+    /// the same inputs give the same outputs.
     #[test]
     fn invariants_hold(tenants in prop::collection::vec(tenant(), 1..12),
-                       mode in prop_oneof![Just(PolicyMode::Static), Just(PolicyMode::Reactive), Just(PolicyMode::Predictive)]) {
+                       mode in prop_oneof![Just(PolicyMode::Static), Just(PolicyMode::Reactive), Just(PolicyMode::Predictive)],
+                       overcommit in any::<bool>(), capacity in 10.0f64..1000.0) {
         let mut c = Case::new(mode, tenants.iter().map(|t| t.0).collect(), tenants.iter().map(|t| t.1).collect());
         c.observed = tenants.iter().map(|t| t.2).collect();
-        c.link.capacity = 1e9;
+        c.link.capacity = capacity * MB;
+        c.policy.overcommit = overcommit;
         let base: f64 = c.profiles.iter().map(|p| p.rate).sum();
         let pool = c.link.capacity * c.link.guaranteed;
         let mut st = c.state();
@@ -308,12 +322,13 @@ proptest! {
             prop_assert_eq!(&a, &b);
             let mut sum = 0.0;
             for (x, p) in a.iter().zip(&c.profiles) {
-                prop_assert!(x.fill >= p.rate - 1e-6 && x.pre_rate >= 0.0 && x.pre_cap >= 0.0);
+                let lowest = if overcommit && mode != PolicyMode::Static { 0.0 } else { p.rate - 1e-6 };
+                prop_assert!(x.fill >= lowest && x.pre_rate >= 0.0 && x.pre_cap >= 0.0);
                 prop_assert!(x.fill <= p.ceil.max(p.rate) + 1e-6, "fill {} above ceil {}", x.fill, p.ceil);
                 prop_assert!(x.deposit.is_none_or(|d| d.bytes > 0.0 && d.ttl_s > 0.0));
                 sum += x.fill + x.pre_rate;
             }
-            if base <= pool {
+            if mode != PolicyMode::Static && (base <= pool || overcommit) {
                 prop_assert!(sum <= pool * (1.0 + 1e-9), "{} above the pool {}", sum, pool);
             }
         }
