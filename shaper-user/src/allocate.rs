@@ -403,13 +403,13 @@ fn tune(i: usize, obs: &Observed, st: &mut TenantState, events: &mut Vec<Event>)
     }
 }
 
-/// Fits every tenant's floor (its base rate, or less with overcommit) and wanted extras into
-/// the guaranteed pool: floors first (scaled down only with overcommit, if even they do not
-/// fit; without it an oversubscribed config keeps its base rates), then the extras by tier,
-/// highest first; within a tier that does not fit whole, weighted max-min water-filling with
-/// predicted demand as the weights. Returns the floors and (fill extra, pre rate) per tenant.
+/// Fits every tenant's floor (its base rate, or with overcommit its predicted need) and wanted
+/// extras into the guaranteed pool: floors first (scaled down only with overcommit, if even
+/// they do not fit; without it an oversubscribed config keeps its base rates), then with
+/// overcommit the way back up to base rates, then the extras; each stage by tier, highest
+/// first, a tier that does not fit whole water-filled by predicted demand. Returns the floors
+/// and (fill extra, pre rate) per tenant.
 fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64)]) -> (Vec<f64>, Vec<(f64, f64)>) {
-    let n = want.len();
     let pool = inp.link.capacity * inp.link.guaranteed;
     let base: f64 = floor.iter().sum();
     let floor: Vec<f64> = if base > pool && inp.policy.overcommit && base > 0.0 {
@@ -418,33 +418,66 @@ fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64)]) -> (Vec<f64>, Vec<(f64,
         floor.to_vec()
     };
     let mut left = (pool - floor.iter().sum::<f64>()).max(0.0);
-    let mut grant = vec![(0.0, 0.0); n];
+    // Overcommit cuts below base rates only as far as the pool needs: what is left restores
+    // base rates first (the contract), higher tiers first.
+    let mut floor = floor;
+    if inp.policy.overcommit {
+        let short: Vec<f64> = inp
+            .profiles
+            .iter()
+            .zip(&floor)
+            .map(|(p, f)| (p.rate - f).max(0.0))
+            .collect();
+        let back = by_tier(inp, &short, left);
+        for (f, b) in floor.iter_mut().zip(&back) {
+            *f += b;
+        }
+        left = (left - back.iter().sum::<f64>()).max(0.0);
+    }
+    let asked: Vec<f64> = want.iter().map(|w| w.0 + w.1).collect();
+    let given = by_tier(inp, &asked, left);
+    let grant = want
+        .iter()
+        .zip(asked.iter().zip(&given))
+        .map(|(w, (a, g))| {
+            // Split the grant between fill and pre in the proportion asked.
+            let f = if *a > 0.0 { w.0 / a } else { 0.0 };
+            (g * f, g * (1.0 - f))
+        })
+        .collect();
+    (floor, grant)
+}
+
+/// Shares of `budget` for what each tenant `asked`: whole tiers while they fit, highest
+/// first; the first tier that does not fit is water-filled, weighted by predicted demand.
+fn by_tier(inp: &Inputs, asked: &[f64], budget: f64) -> Vec<f64> {
+    let n = asked.len();
+    let mut left = budget;
+    let mut out = vec![0.0; n];
     for prio in (0..=3u8).rev() {
         let members: Vec<usize> = (0..n)
             .filter(|i| inp.profiles[*i].priority == prio)
             .collect();
-        let asked: Vec<f64> = members.iter().map(|i| want[*i].0 + want[*i].1).collect();
-        let total: f64 = asked.iter().sum();
+        let tier_asked: Vec<f64> = members.iter().map(|i| asked[*i]).collect();
+        let total: f64 = tier_asked.iter().sum();
         if total <= 0.0 {
             continue;
         }
         let given: Vec<f64> = if total <= left {
-            asked.clone()
+            tier_asked
         } else {
             let weights: Vec<f64> = members
                 .iter()
                 .map(|i| inp.demand[*i].next.mean.max(1.0))
                 .collect();
-            water_fill(&asked, &weights, left)
+            water_fill(&tier_asked, &weights, left)
         };
-        for ((i, a), g) in members.iter().zip(&asked).zip(&given) {
-            // Split the grant between fill and pre in the proportion asked.
-            let f = if *a > 0.0 { want[*i].0 / a } else { 0.0 };
-            grant[*i] = (g * f, g * (1.0 - f));
+        for (i, g) in members.iter().zip(&given) {
+            out[*i] = *g;
         }
         left = (left - given.iter().sum::<f64>()).max(0.0);
     }
-    (floor, grant)
+    out
 }
 
 /// Weighted max-min fair shares of `budget`: each gets `min(asked, level x weight)`, the level

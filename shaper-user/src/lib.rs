@@ -13,5 +13,6 @@ pub mod datapath;
 pub mod forecast;
 pub mod lock;
 pub mod netns;
+pub mod simulate;
 pub mod traffic;
 pub mod units;

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use shaper::cli::{
-    Cli, Command, ConfigCommand, ForecastCommand, config_check, demo, detach, forecast, run, stats,
-    top,
+    Cli, Command, ConfigCommand, ForecastCommand, TraceCommand, config_check, demo, detach,
+    forecast, run, simulate, stats, top,
 };
 
 fn main() -> ExitCode {
@@ -43,6 +43,8 @@ fn main() -> ExitCode {
         }
         Command::Forecast(ForecastCommand::Eval(args)) => forecast::eval(args),
         Command::Forecast(ForecastCommand::Gen(args)) => forecast::generate(args),
+        Command::Trace(TraceCommand::Gen(args)) => simulate::generate(args),
+        Command::Simulate(args) => simulate::execute(args),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::execute(args))),
     };
     match result {

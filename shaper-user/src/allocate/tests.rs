@@ -263,9 +263,18 @@ fn reactive_mode_steps_up_after_drops_and_back_down() {
         c.run(&mut st, cycle);
     }
     let (a, _) = c.run(&mut st, 20);
+    assert_eq!(
+        a[0].fill,
+        10.0 * MB,
+        "overcommit cuts nothing while the pool has room"
+    );
+    // A pool of 6 MB/s: the tenant uses 4, so it keeps 4.4 (offered + 10%) and what the
+    // pool has left on top, below its base rate of 10.
+    c.link.capacity = 7.5 * MB;
+    let (a, _) = c.run(&mut st, 21);
     assert!(
-        (a[0].fill - 4.4 * MB).abs() < 1.0,
-        "with overcommit, down to what is used: {}",
+        (a[0].fill - 6.0 * MB).abs() < 1.0,
+        "with overcommit, what the pool holds: {}",
         a[0].fill
     );
     assert_eq!(

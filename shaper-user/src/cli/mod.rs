@@ -10,6 +10,7 @@ pub mod demo;
 pub mod detach;
 pub mod forecast;
 pub mod run;
+pub mod simulate;
 pub mod stats;
 pub mod top;
 
@@ -59,6 +60,52 @@ pub enum Command {
     /// Forecasting tools.
     #[command(subcommand)]
     Forecast(ForecastCommand),
+    /// Synthetic multi-tenant traces.
+    #[command(subcommand)]
+    Trace(TraceCommand),
+    /// Replay a trace through the allocator and a model of the datapath, deterministically.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TraceCommand {
+    /// Write a seeded trace (CSV: time, tenant, offered bytes) for a config's tenants.
+    Gen(TraceGenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TraceGenArgs {
+    #[arg(long, value_enum)]
+    pub kind: crate::simulate::TraceKind,
+    /// The tenants (and their rates) and the interval (forecast.interval_ms) come from here.
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long, default_value_t = 3.0)]
+    pub days: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    #[arg(long)]
+    pub trace: PathBuf,
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Allocation policy; default: the config's policy.mode.
+    #[arg(long, value_enum)]
+    pub policy: Option<PolicyArg>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum PolicyArg {
+    Static,
+    Reactive,
+    Predictive,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,0 +1,515 @@
+//! Simulate: replays a multi-tenant trace through the forecaster and the allocator (the code
+//! the agent runs) and a fluid model of the datapath's spending order, one cycle at a time,
+//! deterministically. Also generates seeded synthetic traces.
+//!
+//! The model, per cycle of `interval_s`: each tenant offers `d` bytes/s. Deposit credit pays
+//! first, then the pre-allocated pool, then the tenant's own bucket (its fill rate, plus up to
+//! a burst carried over); if the tenants' own buckets together pass more than the link, the
+//! link drops the excess from everyone in proportion (what an oversubscribed NIC does). What
+//! is left borrows the link bucket's idle part (tiers with `borrow`, higher priority first,
+//! up to `ceil`), then the emergency pool (tiers with `emergency`); the rest is dropped.
+//! In-profile traffic is what a tenant offers within its base rate over the cycle.
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde::Serialize;
+
+use crate::allocate::{self, Demand, Host, Inputs, Link, Observed, Profile, TenantState};
+use crate::config::{Config, PolicyMode};
+use crate::forecast::{Forecaster, Settings};
+
+/// Offered bytes/s per tenant and cycle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trace {
+    pub interval_s: f64,
+    /// Unix time of the first cycle.
+    pub start: f64,
+    pub tenants: Vec<String>,
+    /// `offered[tenant][cycle]`, bytes/s.
+    pub offered: Vec<Vec<f64>>,
+}
+
+impl Trace {
+    pub fn cycles(&self) -> usize {
+        self.offered.first().map_or(0, Vec::len)
+    }
+
+    /// `time,tenant,offered_bytes` rows: unix seconds, tenant name, bytes offered during the
+    /// cycle that starts then.
+    pub fn to_csv(&self) -> String {
+        let mut s = String::from("time,tenant,offered_bytes\n");
+        for c in 0..self.cycles() {
+            let t = self.start + c as f64 * self.interval_s;
+            for (name, series) in self.tenants.iter().zip(&self.offered) {
+                s.push_str(&format!("{t},{name},{:.0}\n", series[c] * self.interval_s));
+            }
+        }
+        s
+    }
+
+    /// Parses [`Trace::to_csv`]'s format. Every tenant needs a row at every time; times must
+    /// be evenly spaced.
+    pub fn from_csv(text: &str) -> Result<Trace, String> {
+        let mut rows: Vec<(f64, String, f64)> = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || (n == 0 && line.starts_with("time")) {
+                continue;
+            }
+            let f: Vec<&str> = line.split(',').collect();
+            let [t, name, bytes] = f.as_slice() else {
+                return Err(format!("line {}: want time,tenant,offered_bytes", n + 1));
+            };
+            let t: f64 = t
+                .parse()
+                .map_err(|_| format!("line {}: bad time '{t}'", n + 1))?;
+            let b: f64 = bytes
+                .parse()
+                .ok()
+                .filter(|b: &f64| b.is_finite() && *b >= 0.0)
+                .ok_or_else(|| format!("line {}: bad byte count '{bytes}'", n + 1))?;
+            rows.push((t, name.to_string(), b));
+        }
+        let mut times: Vec<f64> = rows.iter().map(|r| r.0).collect();
+        times.sort_by(f64::total_cmp);
+        times.dedup();
+        let mut tenants: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
+        tenants.sort();
+        tenants.dedup();
+        if times.len() < 2 || tenants.is_empty() {
+            return Err("a trace needs at least two times and one tenant".into());
+        }
+        let interval = times[1] - times[0];
+        if interval <= 0.0
+            || times
+                .windows(2)
+                .any(|w| ((w[1] - w[0]) - interval).abs() > 1e-6 * interval.max(1.0))
+        {
+            return Err("times must be evenly spaced".into());
+        }
+        let mut offered = vec![vec![f64::NAN; times.len()]; tenants.len()];
+        for (t, name, b) in rows {
+            let c = ((t - times[0]) / interval).round() as usize;
+            let i = tenants
+                .binary_search(&name)
+                .map_err(|_| "tenant".to_string())?;
+            offered[i][c] = b / interval;
+        }
+        if let Some((i, c)) = offered
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| s.iter().position(|v| v.is_nan()).map(|c| (i, c)))
+        {
+            return Err(format!(
+                "tenant '{}' has no row at time {}",
+                tenants[i],
+                times[0] + c as f64 * interval
+            ));
+        }
+        Ok(Trace {
+            interval_s: interval,
+            start: times[0],
+            tenants,
+            offered,
+        })
+    }
+}
+
+/// Kinds of synthetic traces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum TraceKind {
+    /// Daily cycles peaking at 1.2x the rate, each tenant at its own hour.
+    Diurnal,
+    /// A low diurnal base and a nightly batch job per tenant at its rate, same time each day.
+    Batch,
+    /// A diurnal base and a daily flash crowd per tenant at 1.5x its rate, plus one at a random
+    /// time each day.
+    Flash,
+    /// Pareto ON/OFF: unpredictable by construction.
+    Onoff,
+}
+
+const DAY: f64 = 86_400.0;
+
+/// A seeded trace for the tenants of `cfg`, `days` long, one row per forecast interval.
+pub fn generate(kind: TraceKind, cfg: &Config, days: f64, seed: u64) -> Trace {
+    let interval = cfg.forecast.interval_ms as f64 / 1000.0;
+    let cycles = (days * DAY / interval).round() as usize;
+    // Midnight UTC, 2026-12-01: the time of day matters to the daily patterns.
+    let start = 1_796_083_200.0;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n = cfg.tenants.len();
+    let mut offered = vec![vec![0.0; cycles]; n];
+    for (i, (t, series)) in cfg.tenants.iter().zip(offered.iter_mut()).enumerate() {
+        let r = t.rate.bits_per_sec() as f64 / 8.0;
+        let phase = i as f64 / n.max(1) as f64;
+        let diurnal =
+            |ts: f64| 0.5 + 0.5 * (2.0 * std::f64::consts::PI * (ts / DAY - 0.25 - phase)).sin();
+        // Per-day random flash (flash kind) and the ON/OFF state (onoff kind).
+        let mut random_flash = 0usize;
+        let (mut on, mut left) = (false, 0usize);
+        for (c, slot) in series.iter_mut().enumerate() {
+            let ts = c as f64 * interval;
+            let day_cycle = ((ts % DAY) / interval) as usize;
+            if day_cycle == 0 {
+                random_flash = rng.random_range(0..(DAY / interval) as usize);
+            }
+            let noise = 1.0 + 0.1 * (rng.random::<f64>() * 2.0 - 1.0);
+            let hour = (ts % DAY) / 3600.0;
+            let v = match kind {
+                TraceKind::Diurnal => r * (0.3 + 0.9 * diurnal(ts)),
+                TraceKind::Batch => {
+                    let job_start = 1.0 + (i % 5) as f64;
+                    let base = r * (0.1 + 0.2 * diurnal(ts));
+                    if hour >= job_start && hour < job_start + 0.5 {
+                        base + r
+                    } else {
+                        base
+                    }
+                }
+                TraceKind::Flash => {
+                    let at = 12.0 + 0.25 * i as f64;
+                    let base = r * (0.2 + 0.4 * diurnal(ts));
+                    let flash = (hour >= at && hour < at + 5.0 / 60.0)
+                        || (day_cycle >= random_flash
+                            && (day_cycle - random_flash) as f64 * interval < 180.0);
+                    if flash { r * 1.5 } else { base }
+                }
+                TraceKind::Onoff => {
+                    if left == 0 {
+                        on = !on;
+                        // Pareto (shape 1.5) durations: mean 5 min on, 10 min off.
+                        let mean = if on { 300.0 } else { 600.0 };
+                        let u: f64 = rng.random_range(1e-6..1.0);
+                        let d = mean / 3.0 * u.powf(-1.0 / 1.5);
+                        left = ((d / interval).round() as usize).max(1);
+                    }
+                    left -= 1;
+                    if on {
+                        r * rng.random_range(0.8..1.2)
+                    } else {
+                        r * 0.05
+                    }
+                }
+            };
+            *slot = (v * noise).max(0.0);
+        }
+    }
+    Trace {
+        interval_s: interval,
+        start,
+        tenants: cfg.tenants.iter().map(|t| t.name.clone()).collect(),
+        offered,
+    }
+}
+
+/// One tenant's totals over a simulation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TenantResult {
+    pub name: String,
+    pub tier: String,
+    pub offered_bytes: f64,
+    pub passed_bytes: f64,
+    pub dropped_bytes: f64,
+    pub in_profile_bytes: f64,
+    pub in_profile_dropped_bytes: f64,
+    /// Cycles in which a gold or platinum tenant lost more than 0.1% of its in-profile bytes.
+    pub violations: u64,
+    pub pre_deposited_bytes: f64,
+    pub pre_used_bytes: f64,
+    pub pre_expired_bytes: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SimResult {
+    pub policy: String,
+    pub cycles: usize,
+    pub tenants: Vec<TenantResult>,
+    pub offered_bytes: f64,
+    pub passed_bytes: f64,
+    pub in_profile_dropped_bytes: f64,
+    /// Gold and platinum violations, all tenants.
+    pub violations: u64,
+    /// Passed bytes over what the link could carry in the whole run.
+    pub link_utilization: f64,
+    /// Jain's index of passed / demand (offered, capped at the ceiling), per tenant.
+    pub jain_fairness: f64,
+    pub pre_deposited_bytes: f64,
+    pub pre_used_bytes: f64,
+    pub pre_expired_bytes: f64,
+}
+
+/// Per-tenant model state between cycles.
+#[derive(Clone, Copy, Default)]
+struct Buckets {
+    own: f64,
+    pre: f64,
+    credit: f64,
+    credit_until: usize,
+}
+
+/// Replays `trace` through the allocator under `mode`, the rest of `cfg` as given. The
+/// trace's tenants must be the config's, and its interval the config's forecast interval.
+pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResult, String> {
+    let interval = cfg.forecast.interval_ms as f64 / 1000.0;
+    if (trace.interval_s - interval).abs() > 1e-9 {
+        return Err(format!(
+            "the trace's interval is {} s, the config's forecast.interval_ms says {} s",
+            trace.interval_s, interval
+        ));
+    }
+    let idx: Vec<usize> = cfg
+        .tenants
+        .iter()
+        .map(|t| {
+            trace
+                .tenants
+                .iter()
+                .position(|n| *n == t.name)
+                .ok_or_else(|| format!("tenant '{}' is not in the trace", t.name))
+        })
+        .collect::<Result<_, _>>()?;
+    let n = cfg.tenants.len();
+    let cap = cfg.link.capacity.bits_per_sec() as f64 / 8.0;
+    let mut policy = allocate::Policy::from_config(&cfg.policy);
+    policy.mode = mode;
+    let profiles: Vec<Profile> = cfg
+        .tenants
+        .iter()
+        .map(|t| {
+            let tier = cfg.tiers.get(&t.tier);
+            let rate = t.rate.bits_per_sec() as f64 / 8.0;
+            Profile {
+                rate,
+                ceil: t.ceil.map_or(rate, |c| c.bits_per_sec() as f64 / 8.0),
+                burst: t.burst.bytes() as f64,
+                priority: tier.map_or(0, |t| t.priority.min(3)),
+                risk: tier.map_or(0.5, |t| t.risk),
+            }
+        })
+        .collect();
+    let borrow: Vec<bool> = cfg
+        .tenants
+        .iter()
+        .map(|t| cfg.tiers.get(&t.tier).is_some_and(|t| t.borrow))
+        .collect();
+    let emergency: Vec<bool> = cfg
+        .tenants
+        .iter()
+        .map(|t| cfg.tiers.get(&t.tier).is_some_and(|t| t.emergency))
+        .collect();
+    let protected: Vec<bool> = profiles.iter().map(|p| p.priority >= 2).collect();
+    let settings = Settings::from_config(&cfg.forecast);
+    let horizon = settings.horizon;
+    let mut forecasters: Vec<Forecaster> =
+        (0..n).map(|_| Forecaster::new(settings.clone())).collect();
+    let mut state: Vec<TenantState> = profiles
+        .iter()
+        .map(|p| TenantState::new(&policy, p))
+        .collect();
+    let mut alloc: Vec<allocate::Allocation> = profiles
+        .iter()
+        .map(|p| allocate::Allocation {
+            fill: p.rate,
+            pre_rate: 0.0,
+            pre_cap: 0.0,
+            deposit: None,
+            overridden: None,
+        })
+        .collect();
+    let mut buckets: Vec<Buckets> = profiles
+        .iter()
+        .map(|p| Buckets {
+            own: p.burst,
+            ..Buckets::default()
+        })
+        .collect();
+    let mut res: Vec<TenantResult> = cfg
+        .tenants
+        .iter()
+        .map(|t| TenantResult {
+            name: t.name.clone(),
+            tier: crate::config::tier_str(t.tier).to_string(),
+            ..TenantResult::default()
+        })
+        .collect();
+    let link_pool = cap * (cfg.pools.guaranteed + cfg.pools.opportunistic);
+    let emergency_pool = cap * cfg.pools.emergency;
+    let dt = interval;
+    let mut observed = vec![Observed::default(); n];
+    for c in 0..trace.cycles() {
+        let d: Vec<f64> = idx.iter().map(|&k| trace.offered[k][c] * dt).collect();
+        let mut rem = d.clone();
+        let mut passed = vec![0.0; n];
+        let mut used = vec![0.0; n];
+        let mut expired = vec![0.0; n];
+        // Deposit credit, the pre-allocated pool, the own bucket.
+        for i in 0..n {
+            let b = &mut buckets[i];
+            if b.credit > 0.0 && c >= b.credit_until {
+                expired[i] = b.credit;
+                b.credit = 0.0;
+            }
+            let from_credit = rem[i].min(b.credit);
+            b.credit -= from_credit;
+            used[i] = from_credit;
+            b.pre = (b.pre + alloc[i].pre_rate * dt).min(alloc[i].pre_cap);
+            let from_pre = (rem[i] - from_credit).min(b.pre);
+            b.pre -= from_pre;
+            used[i] += from_pre;
+            let own_tokens = b.own + alloc[i].fill * dt;
+            let from_own = (rem[i] - from_credit - from_pre).min(own_tokens);
+            b.own = (own_tokens - from_own).min(profiles[i].burst);
+            passed[i] = from_credit + from_pre + from_own;
+            rem[i] -= passed[i];
+        }
+        // An oversubscribed link drops the excess of what the buckets let through.
+        let total: f64 = passed.iter().sum();
+        if total > cap * dt {
+            let keep = cap * dt / total;
+            for i in 0..n {
+                rem[i] += passed[i] * (1.0 - keep);
+                passed[i] *= keep;
+            }
+        }
+        // Borrowing: the link bucket's idle part, higher priority first, up to the ceiling.
+        let mut idle = (link_pool * dt - passed.iter().sum::<f64>()).max(0.0);
+        let mut emerg = emergency_pool * dt;
+        for prio in (0..=3u8).rev() {
+            let members: Vec<usize> = (0..n).filter(|i| profiles[*i].priority == prio).collect();
+            let asks: Vec<f64> = members
+                .iter()
+                .map(|&i| {
+                    if borrow[i] {
+                        rem[i].min(((profiles[i].ceil - alloc[i].fill) * dt).max(0.0))
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let got = allocate::water_fill(&asks, &vec![1.0; asks.len()], idle);
+            for (k, &i) in members.iter().enumerate() {
+                passed[i] += got[k];
+                rem[i] -= got[k];
+                idle -= got[k];
+            }
+            let asks: Vec<f64> = members
+                .iter()
+                .map(|&i| if emergency[i] { rem[i] } else { 0.0 })
+                .collect();
+            let got = allocate::water_fill(&asks, &vec![1.0; asks.len()], emerg);
+            for (k, &i) in members.iter().enumerate() {
+                passed[i] += got[k];
+                rem[i] -= got[k];
+                emerg -= got[k];
+            }
+        }
+        let ts = trace.start + c as f64 * dt;
+        for i in 0..n {
+            let ip = d[i].min(profiles[i].rate * dt);
+            let ip_dropped = (ip - passed[i]).max(0.0);
+            let r = &mut res[i];
+            r.offered_bytes += d[i];
+            r.passed_bytes += passed[i];
+            r.dropped_bytes += rem[i].max(0.0);
+            r.in_profile_bytes += ip;
+            r.in_profile_dropped_bytes += ip_dropped;
+            if protected[i] && ip > 0.0 && ip_dropped > 0.001 * ip {
+                r.violations += 1;
+            }
+            r.pre_used_bytes += used[i];
+            r.pre_expired_bytes += expired[i];
+            observed[i] = Observed {
+                offered: d[i] / dt,
+                dropped: rem[i].max(0.0) / dt,
+                in_profile_dropped: ip_dropped / dt,
+                pre_used: used[i],
+                pre_expired: expired[i],
+            };
+            forecasters[i].update(ts, d[i] / dt);
+        }
+        // Allocate the next cycle.
+        let demand: Vec<Demand> = forecasters
+            .iter()
+            .map(|f| {
+                let next = f.forecast(1);
+                let (peak_in, peak) =
+                    (1..=horizon)
+                        .map(|h| (h, f.forecast(h)))
+                        .fold(
+                            (1, next),
+                            |best, cur| if cur.1.mean > best.1.mean { cur } else { best },
+                        );
+                Demand {
+                    next,
+                    peak,
+                    peak_in,
+                }
+            })
+            .collect();
+        let (a, _) = allocate::allocate(
+            &Inputs {
+                policy: &policy,
+                link: Link {
+                    capacity: cap,
+                    guaranteed: cfg.pools.guaranteed,
+                },
+                profiles: &profiles,
+                observed: &observed,
+                demand: &demand,
+                host: Host::default(),
+                interval_s: dt,
+                cycle: c as u64,
+            },
+            &mut state,
+        );
+        for i in 0..n {
+            if let Some(dep) = a[i].deposit {
+                let room = (a[i].pre_cap - buckets[i].credit).max(0.0);
+                let add = dep.bytes.min(room);
+                buckets[i].credit += add;
+                buckets[i].credit_until = c + 1 + (dep.ttl_s / dt).ceil() as usize;
+                res[i].pre_deposited_bytes += add;
+            }
+        }
+        alloc = a;
+    }
+    let cycles = trace.cycles();
+    let sum = |f: fn(&TenantResult) -> f64| res.iter().map(f).sum::<f64>();
+    let xs: Vec<f64> = res
+        .iter()
+        .zip(&profiles)
+        .map(|(r, p)| {
+            let want = r.offered_bytes.min(p.ceil * dt * cycles as f64);
+            if want > 0.0 {
+                (r.passed_bytes / want).min(1.0)
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let jain = {
+        let s: f64 = xs.iter().sum();
+        let s2: f64 = xs.iter().map(|x| x * x).sum();
+        if s2 > 0.0 {
+            s * s / (xs.len() as f64 * s2)
+        } else {
+            1.0
+        }
+    };
+    Ok(SimResult {
+        policy: format!("{mode:?}").to_lowercase(),
+        cycles,
+        offered_bytes: sum(|r| r.offered_bytes),
+        passed_bytes: sum(|r| r.passed_bytes),
+        in_profile_dropped_bytes: sum(|r| r.in_profile_dropped_bytes),
+        violations: res.iter().map(|r| r.violations).sum(),
+        link_utilization: sum(|r| r.passed_bytes) / (cap * dt * cycles.max(1) as f64),
+        jain_fairness: jain,
+        pre_deposited_bytes: sum(|r| r.pre_deposited_bytes),
+        pre_used_bytes: sum(|r| r.pre_used_bytes),
+        pre_expired_bytes: sum(|r| r.pre_expired_bytes),
+        tenants: res,
+    })
+}
+
+#[cfg(test)]
+mod tests;
