@@ -259,9 +259,9 @@ pub struct TenantState {
     pub epoch: u64,
     /// ECN marking levels the bucket of each token type is below, 3 bits per type: a packet
     /// is marked when its bucket falls below a level (`mark_ns`, half, a quarter of it) it
-    /// was not below yet; a level re-arms once the bucket is back above it. One mark per
-    /// level crossed is what TCP needs (it halves once per round trip and ignores more);
-    /// marking every packet below the mark made it cut twice and leave the rate unused.
+    /// was not below yet, and every packet below the last; a level re-arms once the bucket is
+    /// back above it. One mark per level crossed is what TCP needs (it cuts once per round
+    /// trip); marking every packet below the mark made it cut twice and leave rate unused.
     pub ecn_levels: u64,
 }
 const _: () = assert!(size_of::<TenantState>() == 88);

@@ -390,7 +390,8 @@ fn spend(
 }
 
 /// True if a packet leaving `room` in type `k`'s bucket takes it below a marking level
-/// (`mark`, `mark / 2`, `mark / 4`) it was not below yet; records the levels it is below now.
+/// (`mark`, `mark / 2`, `mark / 4`) it was not below yet, or leaves it below the last one;
+/// records the levels it is below now.
 ///
 /// # Safety
 /// `state` points into `TENANT_STATE`.
@@ -412,7 +413,9 @@ unsafe fn crossed_mark_level(state: *mut TenantState, k: usize, room: u64, mark:
         let cur = core::ptr::read_volatile(word);
         let was = (cur >> shift) & 0b111;
         if was == below {
-            return false;
+            // Below the last level the bucket is nearly empty: every packet is marked, so a
+            // flow still too fast after its cut is told again next round trip.
+            return below == 0b111;
         }
         // One try: a CPU that loses the race leaves the other's record, at worst one mark
         // more or fewer.

@@ -269,7 +269,10 @@ pub fn allocate(inp: &Inputs, state: &mut [TenantState]) -> (Vec<Allocation>, Ve
                 } else {
                     0.0
                 };
-                want[i].1 = (prof.risk * sure * (hi - fill)).max(0.0);
+                // Never past the ceiling: fill and pre-allocation together stay within it.
+                want[i].1 = (prof.risk * sure * (hi - fill))
+                    .min(prof.ceil - fill)
+                    .max(0.0);
                 // A burst ahead: a deposit of its predicted excess, made before it starts.
                 let burst_cycle = inp.cycle + dem.peak_in as u64;
                 if dem.peak_in >= 1
@@ -282,8 +285,10 @@ pub fn allocate(inp: &Inputs, state: &mut [TenantState]) -> (Vec<Allocation>, Ve
                     } else {
                         0.0
                     };
-                    let bytes =
-                        prof.risk.max(0.5) * sure.max(0.5) * (dem.peak.hi - fill) * inp.interval_s;
+                    // Within the ceiling: the burst's excess, for one cycle.
+                    let bytes = (prof.risk.max(0.5) * sure.max(0.5) * (dem.peak.hi - fill))
+                        .min(prof.ceil - fill)
+                        * inp.interval_s;
                     if bytes > 0.0 {
                         deposits[i] = Some(Deposit {
                             bytes,
@@ -501,3 +506,151 @@ pub fn water_fill(asked: &[f64], weights: &[f64], budget: f64) -> Vec<f64> {
 
 #[cfg(test)]
 mod tests;
+
+/// The forecast-and-allocate stage of one agent, or of one simulation: a forecaster per
+/// tenant, the allocator's state, and the profiles from the config. Pure like the rest of the
+/// module: callers bring the measurements and apply the allocations.
+pub struct Planner {
+    pub policy: Policy,
+    pub profiles: Vec<Profile>,
+    names: Vec<String>,
+    forecasters: Vec<crate::forecast::Forecaster>,
+    state: Vec<TenantState>,
+    capacity: f64,
+    guaranteed: f64,
+    interval_s: f64,
+    horizon: usize,
+    cycle: u64,
+}
+
+/// The profiles of a config's tenants, in config order.
+pub fn profiles(cfg: &crate::config::Config) -> Vec<Profile> {
+    cfg.tenants
+        .iter()
+        .map(|t| {
+            let tier = cfg.tiers.get(&t.tier);
+            let rate = t.rate.bits_per_sec() as f64 / 8.0;
+            Profile {
+                rate,
+                ceil: t.ceil.map_or(rate, |c| c.bits_per_sec() as f64 / 8.0),
+                burst: t.burst.bytes() as f64,
+                priority: tier.map_or(0, |t| t.priority.min(3)),
+                risk: tier.map_or(0.5, |t| t.risk),
+            }
+        })
+        .collect()
+}
+
+impl Planner {
+    /// A planner for `cfg` under `mode`. Tenants of `previous` that `cfg` still has keep their
+    /// forecaster and allocator state (a reload does not forget what was learned).
+    pub fn new(
+        cfg: &crate::config::Config,
+        mode: PolicyMode,
+        previous: Option<Planner>,
+    ) -> Planner {
+        let mut policy = Policy::from_config(&cfg.policy);
+        policy.mode = mode;
+        let profiles = profiles(cfg);
+        let settings = crate::forecast::Settings::from_config(&cfg.forecast);
+        let mut old: std::collections::HashMap<String, (crate::forecast::Forecaster, TenantState)> =
+            previous
+                .map(|p| {
+                    p.names
+                        .into_iter()
+                        .zip(p.forecasters.into_iter().zip(p.state))
+                        .collect()
+                })
+                .unwrap_or_default();
+        let mut forecasters = Vec::new();
+        let mut state = Vec::new();
+        for (t, prof) in cfg.tenants.iter().zip(&profiles) {
+            let (mut f, s) = old.remove(&t.name).unwrap_or_else(|| {
+                (
+                    crate::forecast::Forecaster::new(settings.clone()),
+                    TenantState::new(&policy, prof),
+                )
+            });
+            // Scheduled demand (config `events`) is known, not forecast.
+            f.set_events(
+                cfg.events
+                    .iter()
+                    .filter(|e| e.tenant == t.name)
+                    .filter_map(crate::forecast::KnownEvent::from_config)
+                    .collect(),
+            );
+            forecasters.push(f);
+            state.push(s);
+        }
+        Planner {
+            policy,
+            names: cfg.tenants.iter().map(|t| t.name.clone()).collect(),
+            forecasters,
+            state,
+            capacity: cfg.link.capacity.bits_per_sec() as f64 / 8.0,
+            guaranteed: cfg.pools.guaranteed,
+            interval_s: cfg.forecast.interval_ms as f64 / 1000.0,
+            horizon: settings.horizon,
+            cycle: 0,
+            profiles,
+        }
+    }
+
+    /// One cycle: learns what each tenant offered (`observed`, config order) at unix time
+    /// `ts`, forecasts, and allocates the next cycle.
+    pub fn step(
+        &mut self,
+        ts: f64,
+        observed: &[Observed],
+        host: Host,
+    ) -> (Vec<Allocation>, Vec<Event>, Vec<Demand>) {
+        for (f, o) in self.forecasters.iter_mut().zip(observed) {
+            f.update(ts, o.offered);
+        }
+        let horizon = self.horizon;
+        let demand: Vec<Demand> = self
+            .forecasters
+            .iter()
+            .map(|f| {
+                let next = f.forecast(1);
+                let (peak_in, peak) =
+                    (1..=horizon)
+                        .map(|h| (h, f.forecast(h)))
+                        .fold(
+                            (1, next),
+                            |best, cur| {
+                                if cur.1.mean > best.1.mean { cur } else { best }
+                            },
+                        );
+                Demand {
+                    next,
+                    peak,
+                    peak_in,
+                }
+            })
+            .collect();
+        let (a, ev) = allocate(
+            &Inputs {
+                policy: &self.policy,
+                link: Link {
+                    capacity: self.capacity,
+                    guaranteed: self.guaranteed,
+                },
+                profiles: &self.profiles,
+                observed,
+                demand: &demand,
+                host,
+                interval_s: self.interval_s,
+                cycle: self.cycle,
+            },
+            &mut self.state,
+        );
+        self.cycle += 1;
+        (a, ev, demand)
+    }
+
+    /// Tenant names, config order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}

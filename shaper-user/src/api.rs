@@ -194,24 +194,51 @@ pub fn render_metrics(snap: &Snapshot) -> String {
             }
         }
     }
-    for (name, help, get) in [
+    for (name, kind, help, get) in [
         (
             "shaper_tenant_pre_deposited_bytes_total",
+            "counter",
             "Bytes deposited into the pre-allocated pool.",
             (|t: &TenantStats| t.pre_pool.deposited_bytes as f64) as fn(&TenantStats) -> f64,
         ),
         (
             "shaper_tenant_pre_used_bytes_total",
+            "counter",
             "Deposited bytes spent by traffic.",
             |t: &TenantStats| t.pre_pool.used_bytes as f64,
         ),
         (
             "shaper_tenant_pre_expired_bytes_total",
+            "counter",
             "Deposited bytes that expired unused.",
             |t: &TenantStats| t.pre_pool.expired_bytes as f64,
         ),
+        (
+            "shaper_tenant_rate_bits",
+            "gauge",
+            "Configured rate, bits/s.",
+            |t: &TenantStats| t.rate_bits as f64,
+        ),
+        (
+            "shaper_tenant_passed_bits_per_second",
+            "gauge",
+            "Passed IP bits/s over the last cycle.",
+            |t: &TenantStats| t.passed_bps,
+        ),
+        (
+            "shaper_tenant_offered_bits_per_second",
+            "gauge",
+            "Offered (passed + dropped) IP bits/s over the last cycle.",
+            |t: &TenantStats| t.offered_bps,
+        ),
+        (
+            "shaper_tenant_active_flows",
+            "gauge",
+            "Flows seen in the last 10 s (sampled).",
+            |t: &TenantStats| t.active_flows as f64,
+        ),
     ] {
-        family(&mut m, name, "counter", help);
+        family(&mut m, name, kind, help);
         for t in &snap.tenants {
             let _ = writeln!(
                 m,
@@ -222,37 +249,54 @@ pub fn render_metrics(snap: &Snapshot) -> String {
             );
         }
     }
+    family(
+        &mut m,
+        "shaper_tenant_forecast_bits_per_second",
+        "gauge",
+        "Forecast of offered IP bits/s for the next cycle: mean and prediction interval.",
+    );
+    for t in &snap.tenants {
+        if let Some(f) = &t.forecast {
+            for (bound, v) in [("mean", f.mean), ("lo", f.lo), ("hi", f.hi)] {
+                let _ = writeln!(
+                    m,
+                    "shaper_tenant_forecast_bits_per_second{{tenant=\"{}\",tier=\"{}\",bound=\"{bound}\"}} {}",
+                    esc(&t.name),
+                    esc(&t.tier),
+                    v * 8.0
+                );
+            }
+        }
+    }
     for (name, help, get) in [
         (
-            "shaper_tenant_rate_bits",
-            "Configured rate, bits/s.",
-            (|t: &TenantStats| t.rate_bits as f64) as fn(&TenantStats) -> f64,
+            "shaper_tenant_fill_bits_per_second",
+            "Allocated fill rate of the tenant's buckets, bits/s.",
+            (|a: &crate::collect::AllocationView| a.fill_bps)
+                as fn(&crate::collect::AllocationView) -> f64,
         ),
         (
-            "shaper_tenant_passed_bits_per_second",
-            "Passed IP bits/s over the last cycle.",
-            |t: &TenantStats| t.passed_bps,
+            "shaper_tenant_pre_allocated_bits_per_second",
+            "Allocated fill rate of the pre-allocated pool, bits/s.",
+            |a| a.pre_bps,
         ),
         (
-            "shaper_tenant_offered_bits_per_second",
-            "Offered (passed + dropped) IP bits/s over the last cycle.",
-            |t: &TenantStats| t.offered_bps,
-        ),
-        (
-            "shaper_tenant_active_flows",
-            "Flows seen in the last 10 s (sampled).",
-            |t: &TenantStats| t.active_flows as f64,
+            "shaper_tenant_override",
+            "1 while a reactive override holds the tenant at its base rate.",
+            |a| f64::from(u8::from(a.override_reason.is_some())),
         ),
     ] {
         family(&mut m, name, "gauge", help);
         for t in &snap.tenants {
-            let _ = writeln!(
-                m,
-                "{name}{{tenant=\"{}\",tier=\"{}\"}} {}",
-                esc(&t.name),
-                esc(&t.tier),
-                get(t)
-            );
+            if let Some(a) = &t.allocation {
+                let _ = writeln!(
+                    m,
+                    "{name}{{tenant=\"{}\",tier=\"{}\"}} {}",
+                    esc(&t.name),
+                    esc(&t.tier),
+                    get(a)
+                );
+            }
         }
     }
     family(
@@ -407,6 +451,15 @@ mod tests {
             .into(),
             pre_pool: Default::default(),
             active_flows: 3,
+            forecast: Some(crate::forecast::Prediction {
+                mean: 1e6,
+                lo: 0.5e6,
+                hi: 2e6,
+            }),
+            allocation: Some(crate::collect::AllocationView {
+                fill_bps: 120e6,
+                ..Default::default()
+            }),
         }
     }
 
@@ -423,6 +476,12 @@ mod tests {
         let text = render_metrics(&snap);
         assert!(text.contains("shaper_tenant_bytes_total{tenant=\"a\\\"b\",tier=\"gold\",token_type=\"gold\",outcome=\"dropped\"} 3000"), "{text}");
         assert!(text.contains("shaper_agent_cycle_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(text.contains(
+            "shaper_tenant_forecast_bits_per_second{tenant=\"a\\\"b\",tier=\"gold\",bound=\"hi\"} 16000000"
+        ));
+        assert!(text.contains(
+            "shaper_tenant_fill_bits_per_second{tenant=\"a\\\"b\",tier=\"gold\"} 120000000"
+        ));
         assert!(text.contains("shaper_agent_cycle_seconds_bucket{le=\"+Inf\"} 2"));
         // Every sample line belongs to a family declared by a TYPE line before it.
         let mut declared = Vec::new();

@@ -323,6 +323,18 @@ pub fn snapshot(
     Ok(snap)
 }
 
+/// One tenant's allocation as the API shows it: rates in bits/s.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AllocationView {
+    pub fill_bps: f64,
+    pub pre_bps: f64,
+    pub pre_cap_bytes: f64,
+    pub deposit_bytes: f64,
+    /// Why the tenant is held at its base rate (reactive override), if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_reason: Option<String>,
+}
+
 /// Packets and bytes of one token type and outcome.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Count {
@@ -379,6 +391,12 @@ pub struct TenantStats {
     /// Flows seen in the last 10 s (sampled, so small flows may be missed).
     #[serde(default)]
     pub active_flows: u64,
+    /// The agent's forecast of offered bytes/s for the next cycle (absent in static mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<crate::forecast::Prediction>,
+    /// What the allocator gave the tenant for the next cycle (absent in static mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<AllocationView>,
     /// Passed (marked or not) IP bits per second over the sampling window.
     pub passed_bps: f64,
     /// Offered (passed + marked + dropped) IP bits per second over the sampling window.
@@ -444,6 +462,8 @@ pub fn tenant_stats(table: &[TenantInfo], prev: &Snapshot, cur: &Snapshot) -> Ve
                     .map(PrePool::from_state)
                     .unwrap_or_default(),
                 active_flows: cur.flows.get(&t.id).copied().unwrap_or(0),
+                forecast: None,
+                allocation: None,
                 passed_bps: rate(dp),
                 offered_bps: rate(dp + dd),
                 drop_ratio: if dp + dd > 0 {

@@ -12,9 +12,8 @@
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
-use crate::allocate::{self, Demand, Host, Inputs, Link, Observed, Profile, TenantState};
+use crate::allocate::{self, Host, Observed, Planner};
 use crate::config::{Config, PolicyMode};
-use crate::forecast::{Forecaster, Settings};
 
 /// Offered bytes/s per tenant and cycle.
 #[derive(Clone, Debug, PartialEq)]
@@ -237,6 +236,17 @@ pub struct SimResult {
     pub pre_expired_bytes: f64,
 }
 
+/// Shares `pool` equally (max-min) among `members` for what each `asks`, moving the shares
+/// from `rem` to `passed`.
+fn share(members: &[usize], asks: &[f64], pool: &mut f64, passed: &mut [f64], rem: &mut [f64]) {
+    let got = allocate::water_fill(asks, &vec![1.0; asks.len()], *pool);
+    for (k, &i) in members.iter().enumerate() {
+        passed[i] += got[k];
+        rem[i] -= got[k];
+        *pool -= got[k];
+    }
+}
+
 /// Per-tenant model state between cycles.
 #[derive(Clone, Copy, Default)]
 struct Buckets {
@@ -269,23 +279,8 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
         .collect::<Result<_, _>>()?;
     let n = cfg.tenants.len();
     let cap = cfg.link.capacity.bits_per_sec() as f64 / 8.0;
-    let mut policy = allocate::Policy::from_config(&cfg.policy);
-    policy.mode = mode;
-    let profiles: Vec<Profile> = cfg
-        .tenants
-        .iter()
-        .map(|t| {
-            let tier = cfg.tiers.get(&t.tier);
-            let rate = t.rate.bits_per_sec() as f64 / 8.0;
-            Profile {
-                rate,
-                ceil: t.ceil.map_or(rate, |c| c.bits_per_sec() as f64 / 8.0),
-                burst: t.burst.bytes() as f64,
-                priority: tier.map_or(0, |t| t.priority.min(3)),
-                risk: tier.map_or(0.5, |t| t.risk),
-            }
-        })
-        .collect();
+    let mut planner = Planner::new(cfg, mode, None);
+    let profiles = planner.profiles.clone();
     let borrow: Vec<bool> = cfg
         .tenants
         .iter()
@@ -297,14 +292,6 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
         .map(|t| cfg.tiers.get(&t.tier).is_some_and(|t| t.emergency))
         .collect();
     let protected: Vec<bool> = profiles.iter().map(|p| p.priority >= 2).collect();
-    let settings = Settings::from_config(&cfg.forecast);
-    let horizon = settings.horizon;
-    let mut forecasters: Vec<Forecaster> =
-        (0..n).map(|_| Forecaster::new(settings.clone())).collect();
-    let mut state: Vec<TenantState> = profiles
-        .iter()
-        .map(|p| TenantState::new(&policy, p))
-        .collect();
     let mut alloc: Vec<allocate::Allocation> = profiles
         .iter()
         .map(|p| allocate::Allocation {
@@ -385,22 +372,12 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
                     }
                 })
                 .collect();
-            let got = allocate::water_fill(&asks, &vec![1.0; asks.len()], idle);
-            for (k, &i) in members.iter().enumerate() {
-                passed[i] += got[k];
-                rem[i] -= got[k];
-                idle -= got[k];
-            }
+            share(&members, &asks, &mut idle, &mut passed, &mut rem);
             let asks: Vec<f64> = members
                 .iter()
                 .map(|&i| if emergency[i] { rem[i] } else { 0.0 })
                 .collect();
-            let got = allocate::water_fill(&asks, &vec![1.0; asks.len()], emerg);
-            for (k, &i) in members.iter().enumerate() {
-                passed[i] += got[k];
-                rem[i] -= got[k];
-                emerg -= got[k];
-            }
+            share(&members, &asks, &mut emerg, &mut passed, &mut rem);
         }
         let ts = trace.start + c as f64 * dt;
         for i in 0..n {
@@ -424,43 +401,9 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
                 pre_used: used[i],
                 pre_expired: expired[i],
             };
-            forecasters[i].update(ts, d[i] / dt);
         }
         // Allocate the next cycle.
-        let demand: Vec<Demand> = forecasters
-            .iter()
-            .map(|f| {
-                let next = f.forecast(1);
-                let (peak_in, peak) =
-                    (1..=horizon)
-                        .map(|h| (h, f.forecast(h)))
-                        .fold(
-                            (1, next),
-                            |best, cur| if cur.1.mean > best.1.mean { cur } else { best },
-                        );
-                Demand {
-                    next,
-                    peak,
-                    peak_in,
-                }
-            })
-            .collect();
-        let (a, _) = allocate::allocate(
-            &Inputs {
-                policy: &policy,
-                link: Link {
-                    capacity: cap,
-                    guaranteed: cfg.pools.guaranteed,
-                },
-                profiles: &profiles,
-                observed: &observed,
-                demand: &demand,
-                host: Host::default(),
-                interval_s: dt,
-                cycle: c as u64,
-            },
-            &mut state,
-        );
+        let (a, _, _) = planner.step(ts, &observed, Host::default());
         for i in 0..n {
             if let Some(dep) = a[i].deposit {
                 let room = (a[i].pre_cap - buckets[i].credit).max(0.0);

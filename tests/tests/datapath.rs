@@ -816,8 +816,9 @@ fn ecn_tenant(dp: &mut Datapath, id: u32) {
 
 /// ECN, IPv4: ECT(0) packets pass unmarked while more than half the bucket is left; below
 /// that, a packet is marked CE each time the bucket crosses a level (half, a quarter, an
-/// eighth) with the header checksum still right (recomputed from scratch); packets are
-/// dropped only when the bucket is empty. Non-ECT packets are never marked.
+/// eighth) and every packet below the last, with the header checksum still right
+/// (recomputed from scratch); packets are dropped only when the bucket is empty. Non-ECT
+/// packets are never marked.
 #[test]
 fn ecn_marks_ipv4_before_the_bucket_is_empty() {
     if skip_unless_root("ecn_marks_ipv4_before_the_bucket_is_empty") {
@@ -840,10 +841,11 @@ fn ecn_marks_ipv4_before_the_bucket_is_empty() {
             let h = &out[14..34];
             let marked = h[1] & 0x03 == 0x03;
             // 1000 bytes a packet out of 10,000: the k-th leaves 10,000 - 1000 k. Marked
-            // once per level crossed: below 5000 (the 6th), 2500 (8th), 1250 (9th).
+            // once per level crossed: below 5000 (the 6th), 2500 (8th), 1250 (9th); every
+            // packet below the last level (the 10th).
             assert_eq!(
                 marked,
-                [6, 8, 9].contains(&k),
+                [6, 8, 9, 10].contains(&k),
                 "packet {k}: tos {:#04x}",
                 h[1]
             );
@@ -859,7 +861,7 @@ fn ecn_marks_ipv4_before_the_bucket_is_empty() {
     assert_eq!(verdicts[..10], [XDP_PASS; 10], "{verdicts:?}");
     assert_eq!(verdicts[10..], [XDP_DROP; 2], "{verdicts:?}");
     let c = tenant(&dp, 2);
-    assert_eq!(outcomes(&c), [7, 2, 3], "passed, dropped, marked");
+    assert_eq!(outcomes(&c), [6, 2, 4], "passed, dropped, marked");
 
     let mut dp = load(&config("drop", "dst"));
     ecn_tenant(&mut dp, 2);
@@ -924,8 +926,8 @@ fn ecn_marks_ipv6_traffic_class() {
         assert_eq!(out[..14], ect1[..14], "Ethernet header untouched");
         assert_eq!(out[16..], ect1[16..], "nothing else changed");
     }
-    assert_eq!(marked, 3, "one mark per level crossed");
-    assert_eq!(outcomes(&tenant(&dp, 0)), [7, 0, 3]);
+    assert_eq!(marked, 4, "one mark per level crossed, then every packet");
+    assert_eq!(outcomes(&tenant(&dp, 0)), [6, 0, 4]);
 }
 
 /// A marking level re-arms once the bucket is back above it: after a refill, the next

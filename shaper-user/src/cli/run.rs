@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use tracing::{debug, error, info, warn};
 
+use crate::allocate::{Event, Host, Observed, Planner};
 use crate::api;
 use crate::cli::RunArgs;
 use crate::collect::{self, Snapshot};
@@ -100,6 +101,7 @@ pub async fn serve(
         info!(%addr, socket = ?unix, "API serving /v1/stats, /v1/health, /v1/config, POST /v1/reload, /metrics");
         let _ = std::fs::write(state.join("api.addr"), addr.to_string());
     }
+    let planner = predicting(cfg).then(|| Planner::new(cfg, cfg.policy.mode, None));
     let mut agent = AgentLoop {
         dp,
         table,
@@ -108,6 +110,14 @@ pub async fn serve(
         config: args.config.clone(),
         shared,
         interval,
+        cfg: cfg.clone(),
+        planner,
+        host: HostSampler::new(if args.netns.is_some() {
+            None
+        } else {
+            Some(args.iface.clone())
+        }),
+        last_pre: std::collections::HashMap::new(),
     };
     // The interface must stay the one attached to: if it disappears (a veth deleted, a NIC
     // unplugged), the program went with it and the agent says so and exits.
@@ -160,9 +170,158 @@ struct AgentLoop {
     config: std::path::PathBuf,
     shared: api::Shared,
     interval: Duration,
+    /// The config in force.
+    cfg: Config,
+    /// Forecasting and allocation; `None` in static mode (the config's rates stay).
+    planner: Option<Planner>,
+    host: HostSampler,
+    /// Each tenant's deposit totals at the last cycle, for this cycle's used and expired.
+    last_pre: std::collections::HashMap<String, collect::PrePool>,
+}
+
+/// The allocator writes predicted rates unless the policy is static.
+fn predicting(cfg: &Config) -> bool {
+    cfg.policy.mode != crate::config::PolicyMode::Static
+}
+
+/// Host pressure between two cycles: CPU busy share from /proc/stat, and the interface's
+/// receive drops (only outside a network namespace: sysfs shows the agent's own).
+struct HostSampler {
+    iface: Option<String>,
+    cpu: Option<(u64, u64)>,
+    drops: Option<u64>,
+}
+
+impl HostSampler {
+    fn new(iface: Option<String>) -> HostSampler {
+        HostSampler {
+            iface,
+            cpu: None,
+            drops: None,
+        }
+    }
+
+    fn sample(&mut self) -> Host {
+        let cpu = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            let v: Vec<u64> = s
+                .lines()
+                .next()?
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let total: u64 = v.iter().sum();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            Some((total, total.saturating_sub(idle)))
+        });
+        let cpu_busy = match (self.cpu, cpu) {
+            (Some((t0, b0)), Some((t1, b1))) if t1 > t0 => (b1 - b0) as f64 / (t1 - t0) as f64,
+            _ => 0.0,
+        };
+        self.cpu = cpu;
+        let drops = self.iface.as_ref().and_then(|i| {
+            std::fs::read_to_string(format!("/sys/class/net/{i}/statistics/rx_dropped"))
+                .ok()?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        });
+        let nic_drops = match (self.drops, drops) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        };
+        self.drops = drops;
+        Host {
+            cpu_busy,
+            nic_drops,
+        }
+    }
 }
 
 impl AgentLoop {
+    /// Forecast and allocate from this cycle's stats, write the allocations, and add the
+    /// forecast and allocation to the stats the API shows.
+    fn plan(&mut self, tenants: &mut [collect::TenantStats]) {
+        let Some(planner) = self.planner.as_mut() else {
+            return;
+        };
+        let by_name: std::collections::HashMap<String, usize> = tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        let observed: Vec<Observed> = self
+            .cfg
+            .tenants
+            .iter()
+            .map(|t| {
+                let Some(s) = by_name.get(&t.name).map(|i| &tenants[*i]) else {
+                    return Observed::default();
+                };
+                let offered = s.offered_bps / 8.0;
+                let passed = s.passed_bps / 8.0;
+                let rate = t.rate.bits_per_sec() as f64 / 8.0;
+                let last = self.last_pre.get(&t.name).copied().unwrap_or(s.pre_pool);
+                Observed {
+                    offered,
+                    dropped: offered * s.drop_ratio,
+                    in_profile_dropped: (offered.min(rate) - passed).max(0.0),
+                    pre_used: s.pre_pool.used_bytes.saturating_sub(last.used_bytes) as f64,
+                    pre_expired: s.pre_pool.expired_bytes.saturating_sub(last.expired_bytes) as f64,
+                }
+            })
+            .collect();
+        for s in tenants.iter() {
+            self.last_pre.insert(s.name.clone(), s.pre_pool);
+        }
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let (allocs, events, demand) = planner.step(ts, &observed, self.host.sample());
+        for ev in &events {
+            let name = |i: &usize| self.cfg.tenants.get(*i).map_or("?", |t| t.name.as_str());
+            match ev {
+                Event::Override { tenant, reason } => {
+                    warn!(tenant = name(tenant), %reason, "reactive override: back to base rates")
+                }
+                Event::Resume { tenant } => info!(tenant = name(tenant), "prediction resumes"),
+                Event::Tuned {
+                    tenant,
+                    multiplier,
+                    margin,
+                    why,
+                } => info!(
+                    tenant = name(tenant),
+                    multiplier, margin, why, "allocator tuned"
+                ),
+            }
+        }
+        let ids: std::collections::HashMap<&str, u32> =
+            self.table.iter().map(|t| (t.name.as_str(), t.id)).collect();
+        for ((t, a), d) in self.cfg.tenants.iter().zip(&allocs).zip(&demand) {
+            let Some(id) = ids.get(t.name.as_str()) else {
+                continue;
+            };
+            if let Err(e) = self
+                .dp
+                .apply_allocation(*id, t, &self.cfg, a, self.interval)
+            {
+                // The datapath keeps the last rates it had: fail-static.
+                warn!(tenant = %t.name, cause = %e, "cannot write the allocation");
+            }
+            if let Some(i) = by_name.get(&t.name) {
+                tenants[*i].forecast = Some(d.next);
+                tenants[*i].allocation = Some(collect::AllocationView {
+                    fill_bps: a.fill * 8.0,
+                    pre_bps: a.pre_rate * 8.0,
+                    pre_cap_bytes: a.pre_cap,
+                    deposit_bytes: a.deposit.map_or(0.0, |d| d.bytes),
+                    override_reason: a.overridden.clone(),
+                });
+            }
+        }
+    }
+
     /// Collect: counters, rates over the last cycle; published for the API.
     fn cycle(&mut self) -> Result<()> {
         let started = Instant::now();
@@ -178,7 +337,8 @@ impl AgentLoop {
         let Some(prev) = self.prev.replace(snap.clone()) else {
             return Ok(());
         };
-        let tenants = collect::tenant_stats(&self.table, &prev, &snap);
+        let mut tenants = collect::tenant_stats(&self.table, &prev, &snap);
+        self.plan(&mut tenants);
         for s in &tenants {
             debug!(tenant = %s.name, passed = %human_bits(s.passed_bps), offered = %human_bits(s.offered_bps), drop_ratio = s.drop_ratio, "cycle");
         }
@@ -216,6 +376,9 @@ impl AgentLoop {
         match result {
             Ok((cfg, new)) => {
                 info!(tenants = new.len(), "config reloaded");
+                self.planner = predicting(&cfg)
+                    .then(|| Planner::new(&cfg, cfg.policy.mode, self.planner.take()));
+                self.cfg = cfg.clone();
                 if let Err(e) = collect::write_tenant_table(&self.state, &new) {
                     warn!(cause = %e, "cannot write the tenant table");
                 }

@@ -35,7 +35,14 @@ pub const ECN_MARK_FRACTION: f64 = 0.2;
 /// marking, its tier's borrowing (up to `ceil`) and emergency access. The pre-allocated pool
 /// is the allocator's, not the config's: it starts empty.
 pub fn tenant_params(t: &crate::config::Tenant, cfg: &Config) -> TenantConfig {
-    let rate = t.rate.bits_per_sec();
+    tenant_params_at(t, cfg, t.rate.bits_per_sec())
+}
+
+/// As [`tenant_params`], with the tenant's buckets filled at `fill_bits` (the allocator's
+/// predicted fill rate) instead of its configured rate; borrowing covers the rest of the way
+/// to its ceiling.
+pub fn tenant_params_at(t: &crate::config::Tenant, cfg: &Config, fill_bits: u64) -> TenantConfig {
+    let rate = fill_bits.max(1);
     let burst = t.burst.bytes();
     let mix = t
         .mix
@@ -43,7 +50,11 @@ pub fn tenant_params(t: &crate::config::Tenant, cfg: &Config) -> TenantConfig {
         .unwrap_or_else(|| cfg.token_types.default_mix());
     let mut tc = TenantConfig {
         rate_bytes: rate / 8,
-        ceil_bytes: t.ceil.map_or(rate, |c| c.bits_per_sec()) / 8,
+        ceil_bytes: t
+            .ceil
+            .map_or(t.rate.bits_per_sec(), |c| c.bits_per_sec())
+            .max(rate)
+            / 8,
         flags: TENANT_ACTIVE,
         ..TenantConfig::default()
     };
@@ -538,6 +549,38 @@ impl Datapath {
         tc.deposit_expires_ns = crate::collect::monotonic_ns() + ttl.as_nanos() as u64;
         self.write_tenant(id, &tc)?;
         Ok(tc.deposit_seq)
+    }
+
+    /// Writes one cycle's allocation for tenant `id` (tenant `t` of `cfg`) in one write: its
+    /// buckets at the allocated fill, its pre-allocated pool, and a deposit if there is one.
+    /// Tokens carry over (see `write_tenant`).
+    pub fn apply_allocation(
+        &mut self,
+        id: u32,
+        t: &crate::config::Tenant,
+        cfg: &Config,
+        a: &crate::allocate::Allocation,
+        interval: std::time::Duration,
+    ) -> Result<(), DatapathError> {
+        let live = self.tenant(id)?;
+        let mut tc = tenant_params_at(t, cfg, (a.fill * 8.0).round() as u64);
+        keep_pre_pool(&mut tc, &live);
+        let pre_bits = (a.pre_rate * 8.0).round() as u64;
+        let cap = a.pre_cap.round() as u64;
+        tc.pre = if pre_bits == 0 || cap == 0 {
+            BucketParams::default()
+        } else {
+            bucket(pre_bits, cap)
+        };
+        tc.pre_cap_bytes = cap;
+        if let Some(d) = a.deposit {
+            let applied = self.tenant_state(id)?.deposit_seq;
+            tc.deposit_seq = tc.deposit_seq.max(applied) + 1;
+            tc.deposit_bytes = d.bytes.round() as u64;
+            let ttl = std::time::Duration::from_secs_f64(d.ttl_s.max(interval.as_secs_f64()));
+            tc.deposit_expires_ns = crate::collect::monotonic_ns() + ttl.as_nanos() as u64;
+        }
+        self.write_tenant(id, &tc)
     }
 
     /// Writes the global config (tests and benchmarks that build one by hand).
