@@ -507,6 +507,53 @@ pub fn water_fill(asked: &[f64], weights: &[f64], budget: f64) -> Vec<f64> {
 #[cfg(test)]
 mod tests;
 
+/// `shaper exchange`: moves `amount` bits/s of a tenant's rate from token type `from` to `to`
+/// (indexes), priced by `values` (what one bit/s of each type is worth). `current` is the
+/// tenant's split now, `configured` the config's; the rate moved out of the configured split
+/// may not exceed `limit` (`policy.max_exchange_fraction` x the tenant's rate). Returns the
+/// new split, or why not, in words an operator can act on.
+pub fn exchange(
+    configured: [f64; 3],
+    current: [f64; 3],
+    (from, to): (usize, usize),
+    amount: f64,
+    values: [f64; 3],
+    limit: f64,
+) -> Result<[f64; 3], String> {
+    let name = |k: usize| shaper_common::TYPE_NAMES.get(k).copied().unwrap_or("?");
+    let mbit = |v: f64| v / 1e6;
+    if from == to || from > 2 || to > 2 {
+        return Err("--from and --to must be two different token types".into());
+    }
+    if amount.is_nan() || amount <= 0.0 {
+        return Err("the amount must be above zero".into());
+    }
+    if amount > current[from] + 1e-6 {
+        return Err(format!(
+            "the tenant has only {:.3} Mbit/s of {} to give",
+            mbit(current[from]),
+            name(from)
+        ));
+    }
+    let mut next = current;
+    next[from] -= amount;
+    next[to] += amount * values[from] / values[to];
+    let moved: f64 = configured
+        .iter()
+        .zip(&next)
+        .map(|(c, n)| (c - n).max(0.0))
+        .sum();
+    if moved > limit + 1e-6 {
+        return Err(format!(
+            "that would move {:.3} Mbit/s out of the tenant's configured mix; \
+             policy.max_exchange_fraction allows {:.3}",
+            mbit(moved),
+            mbit(limit)
+        ));
+    }
+    Ok(next)
+}
+
 /// The forecast-and-allocate stage of one agent, or of one simulation: a forecaster per
 /// tenant, the allocator's state, and the profiles from the config. Pure like the rest of the
 /// module: callers bring the measurements and apply the allocations.

@@ -68,11 +68,30 @@ impl Health {
 /// A reload request to the agent loop: its answer is the error text, if rejected.
 pub type ReloadRequest = oneshot::Sender<Result<usize, String>>;
 
+/// `POST /v1/exchange`: move `amount` (a rate, `10mbit`) of `tenant`'s rate between two of its
+/// token types.
+#[derive(Clone, Debug, serde::Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeBody {
+    pub tenant: String,
+    pub from: crate::config::TokenType,
+    pub to: crate::config::TokenType,
+    pub amount: String,
+}
+
+/// An exchange for the agent loop, and where its answer (the tenant's new split, or why not)
+/// goes.
+pub type ExchangeRequest = (
+    ExchangeBody,
+    oneshot::Sender<Result<serde_json::Value, String>>,
+);
+
 #[derive(Clone)]
 pub struct Shared {
     pub snapshot: Arc<RwLock<Snapshot>>,
     pub config: Arc<RwLock<Config>>,
     pub reload: mpsc::Sender<ReloadRequest>,
+    pub exchange: mpsc::Sender<ExchangeRequest>,
 }
 
 pub fn router(shared: Shared) -> Router {
@@ -81,8 +100,39 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/config", get(config))
         .route("/v1/reload", post(reload))
+        .route("/v1/exchange", post(exchange))
         .route("/metrics", get(metrics))
         .with_state(shared)
+}
+
+/// A client call to a running agent's API over TCP (what `shaper top` and `shaper exchange`
+/// use): the status code and the body.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: shaper\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let (head, body) = resp
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no HTTP body"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no HTTP status"))?;
+    Ok((code, body.to_string()))
 }
 
 fn json<T: Serialize>(v: &T) -> Response {
@@ -127,6 +177,32 @@ async fn reload(State(s): State<Shared>) -> Response {
             json(&serde_json::json!({ "api": API_VERSION, "reloaded": false, "error": e })),
         )
             .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping\n").into_response(),
+    }
+}
+
+async fn exchange(
+    State(s): State<Shared>,
+    body: Result<axum::Json<ExchangeBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let refuse = |code, e: String| {
+        (
+            code,
+            json(&serde_json::json!({ "api": API_VERSION, "exchanged": false, "error": e })),
+        )
+            .into_response()
+    };
+    let body = match body {
+        Ok(axum::Json(b)) => b,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let (tx, rx) = oneshot::channel();
+    if s.exchange.send((body, tx)).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping\n").into_response();
+    }
+    match rx.await {
+        Ok(Ok(v)) => json(&v),
+        Ok(Err(e)) => refuse(StatusCode::UNPROCESSABLE_ENTITY, e),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping\n").into_response(),
     }
 }

@@ -181,6 +181,10 @@ pub struct TokenTypes {
     /// absent: all of it on the `default` type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mix: Option<Mix>,
+    /// What one bit/s of each type is worth in `shaper exchange`: giving up X of type A buys
+    /// X x A / B of type B. Absent: all 1 (rate moves one for one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_rates: Option<Mix>,
 }
 
 impl TokenTypes {
@@ -241,6 +245,7 @@ impl Default for TokenTypes {
             default: TokenType::Silver,
             fallback: false,
             mix: None,
+            exchange_rates: None,
         }
     }
 }
@@ -616,6 +621,16 @@ impl Config {
         let tt = &self.token_types;
         if let Some(m) = &tt.mix {
             validate_mix("token_types.mix", m)?;
+        }
+        if let Some(r) = &tt.exchange_rates {
+            for (name, v) in [("gold", r.gold), ("silver", r.silver), ("bronze", r.bronze)] {
+                if !(v > 0.0 && v <= 100.0) {
+                    return Err(invalid(
+                        format!("token_types.exchange_rates.{name}"),
+                        format!("{v} is outside (0, 100]"),
+                    ));
+                }
+            }
         }
         let n = tt.ordered_rules().len();
         if n > shaper_common::MAX_RULES {

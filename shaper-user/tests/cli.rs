@@ -1042,3 +1042,70 @@ fn trace_gen_and_simulate() {
     assert_one_line_error(&o, "at least two times");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `shaper exchange` against a running agent: 10 Mbit/s of acme's gold becomes bronze in the
+/// datapath at once (its buckets' rates read back from the pins); an exchange beyond
+/// `policy.max_exchange_fraction` and one for an unknown tenant are refused in one line.
+#[test]
+fn exchange_moves_rate_between_token_types_within_the_limit() {
+    if skip_unless_root("exchange_moves_rate_between_token_types_within_the_limit") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-xchg-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    // Static policy: only the exchange changes the buckets. The limit: 10% of 200 Mbit/s.
+    let text = std::fs::read_to_string(example())
+        .expect("example")
+        .replace("127.0.0.1:9464", "127.0.0.1:0")
+        .replace(
+            "/run/shaper/shaper.sock",
+            &tmp.join("api.sock").display().to_string(),
+        )
+        .replace(r#""mode": "predictive""#, r#""mode": "static""#)
+        .replace(
+            r#""max_exchange_fraction": 0.5"#,
+            r#""max_exchange_fraction": 0.1"#,
+        );
+    let config = tmp.join("tiers.json");
+    std::fs::write(&config, text).expect("write");
+    let log = tmp.join("run.log");
+    let _agent = start_run(&lab, &config, &log);
+    let addr_file = shaper::collect::state_dir(&lab.dut_if).join("api.addr");
+    let start = Instant::now();
+    while !addr_file.exists() {
+        assert!(start.elapsed() < Duration::from_secs(5), "API not up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let exchange = |amount: &str, tenant: &str| {
+        shaper()
+            .args(["exchange", "--iface", &lab.dut_if, "--tenant", tenant])
+            .args(["--from", "gold", "--to", "bronze", "--amount", amount])
+            .output()
+            .expect("exchange")
+    };
+    let o = exchange("10mbit", "acme");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "acme: gold 30.000, silver 120.000, bronze 50.000 Mbit/s"
+    );
+    let dir = pin_dir(&lab.dut_if);
+    let open = |n| shaper::datapath::open_pinned(&dir, n).expect("pinned");
+    let configs = aya::maps::Map::Array(open(shaper::datapath::TENANT_CONFIG));
+    let slots = aya::maps::Map::Array(open(shaper::datapath::TENANT_SLOT));
+    let live = shaper::datapath::live_tenant(&configs, &slots, 0).expect("acme");
+    let mbit = |b: shaper_common::BucketParams| 8e9 * 65536.0 / b.cost_fp as f64 / 1e6;
+    let rates = live.types.map(mbit);
+    assert!(
+        (rates[0] - 30.0).abs() < 0.01
+            && (rates[1] - 120.0).abs() < 0.01
+            && (rates[2] - 50.0).abs() < 0.01,
+        "{rates:?}"
+    );
+    // 10 more would take 20 Mbit/s out of the configured mix; the limit is 20: refused at 11.
+    assert_one_line_error(&exchange("11mbit", "acme"), "max_exchange_fraction");
+    assert_one_line_error(&exchange("1mbit", "nobody"), "no tenant named 'nobody'");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

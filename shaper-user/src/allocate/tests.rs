@@ -288,6 +288,30 @@ fn reactive_mode_steps_up_after_drops_and_back_down() {
 }
 
 #[test]
+fn exchange_moves_rate_at_the_configured_prices_within_the_limit() {
+    let cfg = [40e6, 120e6, 40e6];
+    let even = [1.0; 3];
+    // 10 Mbit/s of gold to bronze, one for one.
+    let next = exchange(cfg, cfg, (0, 2), 10e6, even, 100e6).expect("within limits");
+    assert_eq!(next, [30e6, 120e6, 50e6]);
+    // Priced: gold is worth 2 silver.
+    let priced = exchange(cfg, cfg, (0, 1), 10e6, [2.0, 1.0, 0.5], 100e6).expect("priced");
+    assert_eq!(priced, [30e6, 140e6, 40e6]);
+    // Cumulative limit: 0.05 x 200 = 10 Mbit/s may leave the configured mix.
+    let err = exchange(cfg, next, (1, 2), 5e6, even, 10e6).expect_err("beyond the limit");
+    assert!(err.contains("max_exchange_fraction"), "{err}");
+    // Moving back towards the configured mix is always allowed.
+    assert_eq!(
+        exchange(cfg, next, (2, 0), 10e6, even, 10e6).expect("back"),
+        cfg
+    );
+    let err = exchange(cfg, cfg, (0, 2), 50e6, even, 200e6).expect_err("more than it has");
+    assert!(err.contains("only 40.000 Mbit/s of gold"), "{err}");
+    assert!(exchange(cfg, cfg, (1, 1), 1e6, even, 200e6).is_err());
+    assert!(exchange(cfg, cfg, (0, 1), 0.0, even, 200e6).is_err());
+}
+
+#[test]
 fn water_fill_is_max_min_fair_by_weight() {
     let got = water_fill(&[1.0, 10.0, 10.0], &[1.0, 1.0, 3.0], 9.0);
     // 1 is satisfied; the 8 left split 1:3.

@@ -8,6 +8,7 @@ use crate::datapath::{AttachMode, Clock};
 pub mod config_check;
 pub mod demo;
 pub mod detach;
+pub mod exchange;
 pub mod forecast;
 pub mod run;
 pub mod simulate;
@@ -60,11 +61,32 @@ pub enum Command {
     /// Forecasting tools.
     #[command(subcommand)]
     Forecast(ForecastCommand),
+    /// Move rate between a tenant's token types, within policy.max_exchange_fraction, at the
+    /// config's exchange rates (through the running agent).
+    Exchange(ExchangeArgs),
     /// Synthetic multi-tenant traces.
     #[command(subcommand)]
     Trace(TraceCommand),
     /// Replay a trace through the allocator and a model of the datapath, deterministically.
     Simulate(SimulateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExchangeArgs {
+    /// Interface whose agent to ask; optional when only one runs.
+    #[arg(long)]
+    pub iface: Option<String>,
+    #[arg(long)]
+    pub tenant: String,
+    #[arg(long, value_parser = ["gold", "silver", "bronze"])]
+    pub from: String,
+    #[arg(long, value_parser = ["gold", "silver", "bronze"])]
+    pub to: String,
+    /// A rate: `10mbit`, `500kbit`.
+    #[arg(long)]
+    pub amount: String,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -76,6 +76,7 @@ pub async fn serve(
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<api::ReloadRequest>(4);
+    let (exchange_tx, mut exchange_rx) = tokio::sync::mpsc::channel::<api::ExchangeRequest>(4);
     let shared = api::Shared {
         snapshot: Arc::new(RwLock::new(api::Snapshot {
             iface: args.iface.clone(),
@@ -88,6 +89,7 @@ pub async fn serve(
         })),
         config: Arc::new(RwLock::new(cfg.clone())),
         reload: reload_tx,
+        exchange: exchange_tx,
     };
     let (stop_api, api_stop) = tokio::sync::watch::channel(false);
     let (tcp, unix) = api::serve(
@@ -118,6 +120,8 @@ pub async fn serve(
             Some(args.iface.clone())
         }),
         last_pre: std::collections::HashMap::new(),
+        exchanged: std::collections::HashMap::new(),
+        last_alloc: std::collections::HashMap::new(),
     };
     // The interface must stay the one attached to: if it disappears (a veth deleted, a NIC
     // unplugged), the program went with it and the agent says so and exits.
@@ -132,6 +136,9 @@ pub async fn serve(
             }
             Some(reply) = reload_rx.recv() => {
                 let _ = reply.send(agent.reload());
+            }
+            Some((body, reply)) = exchange_rx.recv() => {
+                let _ = reply.send(agent.exchange(&body));
             }
             _ = ticker.tick() => {
                 if crate::netns::ifindex(&args.iface, args.netns.as_deref()).unwrap_or(0) != ifindex {
@@ -177,6 +184,10 @@ struct AgentLoop {
     host: HostSampler,
     /// Each tenant's deposit totals at the last cycle, for this cycle's used and expired.
     last_pre: std::collections::HashMap<String, collect::PrePool>,
+    /// Tenants whose split over token types `shaper exchange` changed: bits/s per type.
+    exchanged: std::collections::HashMap<String, [f64; 3]>,
+    /// Each tenant's last allocation, so an exchange can be written at once.
+    last_alloc: std::collections::HashMap<String, crate::allocate::Allocation>,
 }
 
 /// The allocator writes predicted rates unless the policy is static.
@@ -238,7 +249,96 @@ impl HostSampler {
     }
 }
 
+/// A tenant's split after exchanges, as shares of the whole, and how its total compares with
+/// its configured rate (exchange prices can change it); `(None, 1)` if it never exchanged.
+fn split_of(
+    exchanged: &std::collections::HashMap<String, [f64; 3]>,
+    t: &crate::config::Tenant,
+) -> (Option<[f64; 3]>, f64) {
+    match exchanged.get(&t.name) {
+        Some(split) => {
+            let total: f64 = split.iter().sum();
+            let shares = split.map(|v| v / total.max(1.0));
+            (Some(shares), total / t.rate.bits_per_sec().max(1) as f64)
+        }
+        None => (None, 1.0),
+    }
+}
+
 impl AgentLoop {
+    /// `shaper exchange` / `POST /v1/exchange`: moves rate between a tenant's token types
+    /// within `policy.max_exchange_fraction`, writes it at once, and keeps it until the
+    /// tenant's rate or mix changes in the config.
+    fn exchange(&mut self, req: &api::ExchangeBody) -> Result<serde_json::Value, String> {
+        let amount = crate::units::Rate::parse(&req.amount)
+            .map_err(|e| format!("amount '{}': {e}", req.amount))?
+            .bits_per_sec() as f64;
+        let t = self
+            .cfg
+            .tenants
+            .iter()
+            .find(|t| t.name == req.tenant)
+            .ok_or_else(|| format!("no tenant named '{}'", req.tenant))?
+            .clone();
+        let rate = t.rate.bits_per_sec() as f64;
+        let mix = t
+            .mix
+            .clone()
+            .unwrap_or_else(|| self.cfg.token_types.default_mix());
+        let configured = mix.shares().map(|s| s * rate);
+        let current = self.exchanged.get(&t.name).copied().unwrap_or(configured);
+        let values = self
+            .cfg
+            .token_types
+            .exchange_rates
+            .as_ref()
+            .map_or([1.0; 3], |m| m.shares());
+        let next = crate::allocate::exchange(
+            configured,
+            current,
+            (req.from.index(), req.to.index()),
+            amount,
+            values,
+            self.cfg.policy.max_exchange_fraction * rate,
+        )?;
+        self.exchanged.insert(t.name.clone(), next);
+        self.write_now(&t)?;
+        info!(tenant = %t.name, from = ?req.from, to = ?req.to, amount = %req.amount, "exchanged");
+        Ok(serde_json::json!({
+            "api": api::API_VERSION,
+            "exchanged": true,
+            "tenant": t.name,
+            "split_bps": { "gold": next[0], "silver": next[1], "bronze": next[2] },
+        }))
+    }
+
+    /// Writes tenant `t` now, with its exchanged split, at its last allocation (or its rate).
+    fn write_now(&mut self, t: &crate::config::Tenant) -> Result<(), String> {
+        let id = self
+            .table
+            .iter()
+            .find(|i| i.name == t.name)
+            .map(|i| i.id)
+            .ok_or_else(|| format!("tenant '{}' has no id", t.name))?;
+        let base = crate::allocate::Allocation {
+            fill: t.rate.bits_per_sec() as f64 / 8.0,
+            pre_rate: 0.0,
+            pre_cap: 0.0,
+            deposit: None,
+            overridden: None,
+        };
+        let last = self.last_alloc.get(&t.name).cloned().unwrap_or(base);
+        let (shares, factor) = split_of(&self.exchanged, t);
+        let a = crate::allocate::Allocation {
+            fill: last.fill * factor,
+            deposit: None,
+            ..last
+        };
+        self.dp
+            .apply_allocation(id, (t, &self.cfg), &a, self.interval, shares)
+            .map_err(|e| crate::datapath::error_chain(&e))
+    }
+
     /// Forecast and allocate from this cycle's stats, write the allocations, and add the
     /// forecast and allocation to the stats the API shows.
     fn plan(&mut self, tenants: &mut [collect::TenantStats]) {
@@ -302,9 +402,15 @@ impl AgentLoop {
             let Some(id) = ids.get(t.name.as_str()) else {
                 continue;
             };
-            if let Err(e) = self
-                .dp
-                .apply_allocation(*id, t, &self.cfg, a, self.interval)
+            let (shares, factor) = split_of(&self.exchanged, t);
+            let scaled = crate::allocate::Allocation {
+                fill: a.fill * factor,
+                ..a.clone()
+            };
+            self.last_alloc.insert(t.name.clone(), a.clone());
+            if let Err(e) =
+                self.dp
+                    .apply_allocation(*id, (t, &self.cfg), &scaled, self.interval, shares)
             {
                 // The datapath keeps the last rates it had: fail-static.
                 warn!(tenant = %t.name, cause = %e, "cannot write the allocation");
@@ -368,17 +474,38 @@ impl AgentLoop {
     /// SIGHUP or `POST /v1/reload`: the new table's size, or why nothing changed.
     fn reload(&mut self) -> Result<usize, String> {
         let result = reload(&mut self.dp, &self.config, &self.table);
-        let mut snap = self
-            .shared
-            .snapshot
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let snapshot = self.shared.snapshot.clone();
+        let mut snap = snapshot.write().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok((cfg, new)) => {
                 info!(tenants = new.len(), "config reloaded");
                 self.planner = predicting(&cfg)
                     .then(|| Planner::new(&cfg, cfg.policy.mode, self.planner.take()));
-                self.cfg = cfg.clone();
+                // Exchanges stand while the tenant's rate and mix stay as they were.
+                let old = std::mem::replace(&mut self.cfg, cfg.clone());
+                let kept: Vec<crate::config::Tenant> = cfg
+                    .tenants
+                    .iter()
+                    .filter(|t| {
+                        old.tenants
+                            .iter()
+                            .any(|o| o.name == t.name && o.rate == t.rate && o.mix == t.mix)
+                    })
+                    .cloned()
+                    .collect();
+                self.exchanged
+                    .retain(|name, _| kept.iter().any(|t| &t.name == name));
+                self.last_alloc
+                    .retain(|name, _| kept.iter().any(|t| &t.name == name));
+                let rewrite: Vec<crate::config::Tenant> = kept
+                    .into_iter()
+                    .filter(|t| self.exchanged.contains_key(&t.name))
+                    .collect();
+                for t in &rewrite {
+                    if let Err(e) = self.write_now(t) {
+                        warn!(tenant = %t.name, cause = %e, "cannot rewrite an exchange");
+                    }
+                }
                 if let Err(e) = collect::write_tenant_table(&self.state, &new) {
                     warn!(cause = %e, "cannot write the tenant table");
                 }

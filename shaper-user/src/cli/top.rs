@@ -3,10 +3,9 @@
 //! Reads the agent's API (`/run/shaper/IF/api.addr`) and falls back to the pinned maps when
 //! the agent is down. Keys: `q` quits, `s` cycles the sort, `/` filters by name, Esc clears.
 use std::collections::{HashMap, VecDeque};
-use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Modifier, Style};
@@ -76,19 +75,8 @@ fn fetch(iface: &str, window: Duration) -> Result<(Vec<TenantStats>, &'static st
 }
 
 fn from_api(addr: std::net::SocketAddr) -> Result<Vec<TenantStats>> {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        s,
-        "GET /v1/stats HTTP/1.1\r\nHost: shaper\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .context("no HTTP body")?;
-    let v: serde_json::Value = serde_json::from_str(body)?;
+    let (_, body) = crate::api::request(addr, "GET", "/v1/stats", None)?;
+    let v: serde_json::Value = serde_json::from_str(&body)?;
     Ok(serde_json::from_value(v["tenants"].clone())?)
 }
 

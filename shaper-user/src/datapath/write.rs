@@ -35,19 +35,31 @@ pub const ECN_MARK_FRACTION: f64 = 0.2;
 /// marking, its tier's borrowing (up to `ceil`) and emergency access. The pre-allocated pool
 /// is the allocator's, not the config's: it starts empty.
 pub fn tenant_params(t: &crate::config::Tenant, cfg: &Config) -> TenantConfig {
-    tenant_params_at(t, cfg, t.rate.bits_per_sec())
+    tenant_params_at(t, cfg, t.rate.bits_per_sec(), None)
 }
 
 /// As [`tenant_params`], with the tenant's buckets filled at `fill_bits` (the allocator's
-/// predicted fill rate) instead of its configured rate; borrowing covers the rest of the way
-/// to its ceiling.
-pub fn tenant_params_at(t: &crate::config::Tenant, cfg: &Config, fill_bits: u64) -> TenantConfig {
+/// predicted fill rate) instead of its configured rate, split by `shares` (after `shaper
+/// exchange`) instead of its mix; borrowing covers the rest of the way to its ceiling.
+pub fn tenant_params_at(
+    t: &crate::config::Tenant,
+    cfg: &Config,
+    fill_bits: u64,
+    shares: Option<[f64; 3]>,
+) -> TenantConfig {
     let rate = fill_bits.max(1);
     let burst = t.burst.bytes();
-    let mix = t
-        .mix
-        .clone()
-        .unwrap_or_else(|| cfg.token_types.default_mix());
+    let mix = match shares {
+        Some([gold, silver, bronze]) => crate::config::Mix {
+            gold,
+            silver,
+            bronze,
+        },
+        None => t
+            .mix
+            .clone()
+            .unwrap_or_else(|| cfg.token_types.default_mix()),
+    };
     let mut tc = TenantConfig {
         rate_bytes: rate / 8,
         ceil_bytes: t
@@ -557,13 +569,13 @@ impl Datapath {
     pub fn apply_allocation(
         &mut self,
         id: u32,
-        t: &crate::config::Tenant,
-        cfg: &Config,
+        (t, cfg): (&crate::config::Tenant, &Config),
         a: &crate::allocate::Allocation,
         interval: std::time::Duration,
+        shares: Option<[f64; 3]>,
     ) -> Result<(), DatapathError> {
         let live = self.tenant(id)?;
-        let mut tc = tenant_params_at(t, cfg, (a.fill * 8.0).round() as u64);
+        let mut tc = tenant_params_at(t, cfg, (a.fill * 8.0).round() as u64, shares);
         keep_pre_pool(&mut tc, &live);
         let pre_bits = (a.pre_rate * 8.0).round() as u64;
         let cap = a.pre_cap.round() as u64;

@@ -1,0 +1,50 @@
+//! `shaper exchange`: asks the running agent to move rate between a tenant's token types.
+use anyhow::{Context as _, Result, bail};
+
+use crate::cli::ExchangeArgs;
+use crate::cli::stats::only_running_iface;
+use crate::collect;
+
+pub fn execute(args: &ExchangeArgs) -> Result<()> {
+    let iface = match &args.iface {
+        Some(i) => i.clone(),
+        None => only_running_iface()?,
+    };
+    let path = collect::state_dir(&iface).join("api.addr");
+    let addr: std::net::SocketAddr = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|a| a.trim().parse().ok())
+        .with_context(|| {
+            format!("no agent API for {iface} ({} missing): an exchange needs `shaper run` running with api.listen", path.display())
+        })?;
+    let body = serde_json::json!({
+        "tenant": args.tenant,
+        "from": args.from,
+        "to": args.to,
+        "amount": args.amount,
+    })
+    .to_string();
+    let (code, reply) = crate::api::request(addr, "POST", "/v1/exchange", Some(&body))
+        .with_context(|| format!("cannot reach the agent's API at {addr}"))?;
+    let v: serde_json::Value = serde_json::from_str(&reply)
+        .with_context(|| format!("the agent answered {code}: {}", reply.trim()))?;
+    if code != 200 {
+        bail!(
+            "exchange refused: {}",
+            v["error"].as_str().unwrap_or(reply.trim())
+        );
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let mbit = |k: &str| v["split_bps"][k].as_f64().unwrap_or(0.0) / 1e6;
+        println!(
+            "{}: gold {:.3}, silver {:.3}, bronze {:.3} Mbit/s",
+            args.tenant,
+            mbit("gold"),
+            mbit("silver"),
+            mbit("bronze")
+        );
+    }
+    Ok(())
+}
