@@ -8,9 +8,10 @@ log() { printf 'setup: %s\n' "$*"; }
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# Debian packages: LLVM 22 for bpf-linker, and the tools the tests and demo drive.
+# Debian packages: LLVM 22 for bpf-linker, a C compiler (the bundled SQLite of the history
+# store), and the tools the tests and demo drive.
 APT_PKGS=(
-  llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
+  llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev gcc libc6-dev
   iproute2 iperf3 netsniff-ng ethtool bpftool procps tmux util-linux
 )
 missing=()

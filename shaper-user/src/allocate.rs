@@ -700,4 +700,24 @@ impl Planner {
     pub fn names(&self) -> &[String] {
         &self.names
     }
+
+    /// Feeds tenant `name`'s forecaster past (unix time, offered bytes/s) samples, oldest
+    /// first: a restart continues from history instead of from nothing. Returns how many it
+    /// took.
+    pub fn warm(&mut self, name: &str, samples: &[(f64, f64)]) -> usize {
+        let Some(i) = self.names.iter().position(|n| n == name) else {
+            return 0;
+        };
+        samples
+            .iter()
+            .filter(|(ts, v)| {
+                matches!(
+                    self.forecasters[i].update(*ts, *v),
+                    crate::forecast::Outcome::Accepted
+                        | crate::forecast::Outcome::Gap { .. }
+                        | crate::forecast::Outcome::Clamped { .. }
+                )
+            })
+            .count()
+    }
 }

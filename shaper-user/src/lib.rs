@@ -3,7 +3,8 @@
 //!
 //! Data flow: [`config`] -> [`datapath`] (load, write maps, attach, pin) -> [`collect`]
 //! (per-CPU counters summed, rates) -> [`forecast`] -> [`allocate`] (pure) -> [`cli`] (run,
-//! stats, demo); [`simulate`] replays traces through the same forecaster and allocator.
+//! stats, demo); [`store`] keeps every cycle on disk; [`simulate`] replays traces through the
+//! same forecaster and allocator.
 pub mod allocate;
 pub mod api;
 pub mod cli;
@@ -14,5 +15,6 @@ pub mod forecast;
 pub mod lock;
 pub mod netns;
 pub mod simulate;
+pub mod store;
 pub mod traffic;
 pub mod units;

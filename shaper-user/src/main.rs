@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use shaper::cli::{
     Cli, Command, ConfigCommand, ForecastCommand, TraceCommand, config_check, demo, detach,
-    exchange, forecast, run, simulate, stats, top,
+    exchange, forecast, history, run, simulate, stats, top,
 };
 
 fn main() -> ExitCode {
@@ -46,6 +46,7 @@ fn main() -> ExitCode {
         Command::Trace(TraceCommand::Gen(args)) => simulate::generate(args),
         Command::Simulate(args) => simulate::execute(args),
         Command::Exchange(args) => exchange::execute(args),
+        Command::History(args) => history::execute(args),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::execute(args))),
     };
     match result {

@@ -1109,3 +1109,75 @@ fn exchange_moves_rate_between_token_types_within_the_limit() {
     assert_one_line_error(&exchange("1mbit", "nobody"), "no tenant named 'nobody'");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// History: every cycle lands in the store; SIGKILL loses nothing already written; the next
+/// `shaper run` warm-starts its forecasters from it; `shaper history --csv` exports it.
+#[test]
+fn history_survives_a_kill_and_warm_starts_the_next_run() {
+    if skip_unless_root("history_survives_a_kill_and_warm_starts_the_next_run") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new(&["10.10.1", "10.10.2", "10.10.3"], &[]).expect("lab");
+    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-hist-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let db = tmp.join("history.db");
+    let text = std::fs::read_to_string(example())
+        .expect("example")
+        .replace("127.0.0.1:9464", "127.0.0.1:0")
+        .replace(
+            "/run/shaper/shaper.sock",
+            &tmp.join("api.sock").display().to_string(),
+        )
+        .replace("/var/lib/shaper/history.db", &db.display().to_string())
+        .replace(r#""interval_ms": 1000"#, r#""interval_ms": 200"#);
+    let config = tmp.join("tiers.json");
+    std::fs::write(&config, text).expect("write");
+    let mut first = start_run(&lab, &config, &tmp.join("first.log"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = start_flood(
+        Flood {
+            netns: lab.src.name.clone(),
+            dst: "10.10.2.1:9000".parse().expect("addr"),
+            rate_bits: Some(50_000_000),
+            payload: 1400,
+            duration: Duration::from_millis(1500),
+            cpu: None,
+        },
+        stop.clone(),
+    );
+    let _ = sender.join();
+    kill9(&mut first);
+    let store = shaper::store::Store::open(&db, &lab.dut_if).expect("store");
+    let rows = store.since(Some("globex"), 0.0).expect("rows");
+    assert!(rows.len() >= 5, "{} rows", rows.len());
+    assert!(
+        rows.iter().any(|r| r.offered * 8.0 > 30e6),
+        "the flood is in the history: {rows:?}"
+    );
+    let log = tmp.join("second.log");
+    let _second = start_run(&lab, &config, &log);
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("forecasters warm-started from history")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no warm start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let o = shaper()
+        .args(["history", "--iface", &lab.dut_if, "--tenant", "globex"])
+        .args(["--since", "1h", "--csv", "--db"])
+        .arg(&db)
+        .output()
+        .expect("history");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = String::from_utf8_lossy(&o.stdout);
+    assert!(csv.starts_with("time,tenant,offered_bps"), "{csv}");
+    assert!(csv.lines().count() > rows.len(), "{csv}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod detach;
 pub mod exchange;
 pub mod forecast;
+pub mod history;
 pub mod run;
 pub mod simulate;
 pub mod stats;
@@ -64,6 +65,9 @@ pub enum Command {
     /// Move rate between a tenant's token types, within policy.max_exchange_fraction, at the
     /// config's exchange rates (through the running agent).
     Exchange(ExchangeArgs),
+    /// Export the history store: every tenant's offered, passed and dropped rate per cycle,
+    /// with its forecast and allocation.
+    History(HistoryArgs),
     /// Synthetic multi-tenant traces.
     #[command(subcommand)]
     Trace(TraceCommand),
@@ -87,6 +91,25 @@ pub struct ExchangeArgs {
     pub amount: String,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// Interface whose history to read; optional when only one shaper runs.
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// One tenant; default all.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// How far back: `90s`, `15m`, `1h`, `2d`.
+    #[arg(long, default_value = "1h")]
+    pub since: String,
+    /// The store (the config's history.path).
+    #[arg(long, default_value = "/var/lib/shaper/history.db")]
+    pub db: PathBuf,
+    /// CSV instead of a table.
+    #[arg(long)]
+    pub csv: bool,
 }
 
 #[derive(Debug, Subcommand)]

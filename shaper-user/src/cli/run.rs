@@ -16,6 +16,7 @@ use crate::datapath::{
     self, Datapath, DatapathError, FLOWS, GLOBAL_COUNTERS, TENANT_COUNTERS, TENANT_STATE,
 };
 use crate::lock::AgentLock;
+use crate::store::{Row as StoreRow, Store};
 use crate::units::human_bits;
 
 /// `shaper run`: runs until `shutdown` completes. Everything attached or pinned is removed
@@ -103,7 +104,16 @@ pub async fn serve(
         info!(%addr, socket = ?unix, "API serving /v1/stats, /v1/health, /v1/config, POST /v1/reload, /metrics");
         let _ = std::fs::write(state.join("api.addr"), addr.to_string());
     }
-    let planner = predicting(cfg).then(|| Planner::new(cfg, cfg.policy.mode, None));
+    let mut planner = predicting(cfg).then(|| Planner::new(cfg, cfg.policy.mode, None));
+    let mut store = Store::open(&cfg.history.path, &args.iface)
+        .with_context(|| "change history.path in the config to a writable place".to_string())?;
+    if let Some(p) = planner.as_mut() {
+        let warmed = warm_start(p, &store, cfg);
+        if warmed > 0 {
+            info!(samples = warmed, path = %cfg.history.path.display(), "forecasters warm-started from history");
+        }
+    }
+    purge_history(&mut store, cfg);
     let mut agent = AgentLoop {
         dp,
         table,
@@ -122,6 +132,8 @@ pub async fn serve(
         last_pre: std::collections::HashMap::new(),
         exchanged: std::collections::HashMap::new(),
         last_alloc: std::collections::HashMap::new(),
+        store,
+        cycles_recorded: 1,
     };
     // The interface must stay the one attached to: if it disappears (a veth deleted, a NIC
     // unplugged), the program went with it and the agent says so and exits.
@@ -188,6 +200,44 @@ struct AgentLoop {
     exchanged: std::collections::HashMap<String, [f64; 3]>,
     /// Each tenant's last allocation, so an exchange can be written at once.
     last_alloc: std::collections::HashMap<String, crate::allocate::Allocation>,
+    /// The history store: one row per tenant per cycle.
+    store: Store,
+    cycles_recorded: u64,
+}
+
+/// How many past cycles per tenant a restart feeds its forecaster: two days of one-second
+/// cycles at most, enough for the daily season.
+const WARM_SAMPLES: usize = 2 * 86_400;
+
+/// Feeds every tenant's forecaster its history; returns how many samples were taken.
+fn warm_start(planner: &mut Planner, store: &Store, cfg: &Config) -> usize {
+    let per_tenant = (2.0 * cfg.forecast.season_s as f64 * 1000.0
+        / cfg.forecast.interval_ms.max(1) as f64)
+        .min(WARM_SAMPLES as f64) as usize;
+    cfg.tenants
+        .iter()
+        .map(|t| match store.recent(&t.name, per_tenant.max(1)) {
+            Ok(samples) => planner.warm(&t.name, &samples),
+            Err(e) => {
+                warn!(tenant = %t.name, cause = %e, "cannot read history");
+                0
+            }
+        })
+        .sum()
+}
+
+/// Deletes history older than `history.retention_days`.
+fn purge_history(store: &mut Store, cfg: &Config) {
+    let before = unix_now() - f64::from(cfg.history.retention_days) * 86_400.0;
+    if let Err(e) = store.purge(before) {
+        warn!(cause = %e, "cannot purge old history");
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The allocator writes predicted rates unless the policy is static.
@@ -266,6 +316,32 @@ fn split_of(
 }
 
 impl AgentLoop {
+    /// Appends this cycle to the history store (one transaction); purges old rows hourly.
+    fn record(&mut self, tenants: &[collect::TenantStats]) {
+        let ts = unix_now();
+        let rows: Vec<StoreRow> = tenants
+            .iter()
+            .map(|t| StoreRow {
+                ts,
+                tenant: t.name.clone(),
+                offered: t.offered_bps / 8.0,
+                passed: t.passed_bps / 8.0,
+                dropped: t.offered_bps / 8.0 * t.drop_ratio,
+                forecast: t.forecast.map(|f| (f.mean, f.lo, f.hi)),
+                fill: t.allocation.as_ref().map(|a| a.fill_bps / 8.0),
+                pre: t.allocation.as_ref().map(|a| a.pre_bps / 8.0),
+            })
+            .collect();
+        if let Err(e) = self.store.append(&rows) {
+            warn!(cause = %e, "cannot write history");
+        }
+        let cycles_per_hour = 3_600_000 / self.cfg.forecast.interval_ms.max(1);
+        if self.cycles_recorded.is_multiple_of(cycles_per_hour.max(1)) {
+            purge_history(&mut self.store, &self.cfg);
+        }
+        self.cycles_recorded += 1;
+    }
+
     /// `shaper exchange` / `POST /v1/exchange`: moves rate between a tenant's token types
     /// within `policy.max_exchange_fraction`, writes it at once, and keeps it until the
     /// tenant's rate or mix changes in the config.
@@ -374,9 +450,7 @@ impl AgentLoop {
         for s in tenants.iter() {
             self.last_pre.insert(s.name.clone(), s.pre_pool);
         }
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        let ts = unix_now();
         let (allocs, events, demand) = planner.step(ts, &observed, self.host.sample());
         for ev in &events {
             let name = |i: &usize| self.cfg.tenants.get(*i).map_or("?", |t| t.name.as_str());
@@ -445,6 +519,7 @@ impl AgentLoop {
         };
         let mut tenants = collect::tenant_stats(&self.table, &prev, &snap);
         self.plan(&mut tenants);
+        self.record(&tenants);
         for s in &tenants {
             debug!(tenant = %s.name, passed = %human_bits(s.passed_bps), offered = %human_bits(s.offered_bps), drop_ratio = s.drop_ratio, "cycle");
         }
