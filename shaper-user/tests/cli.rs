@@ -26,6 +26,29 @@ fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tiers.json")
 }
 
+/// The example config written into `tmp` with the API on a free loopback port and its socket,
+/// and the history store, inside `tmp`, then `edits` (text replacements) applied.
+fn example_in(tmp: &Path, edits: &[(&str, &str)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(example())
+        .expect("example")
+        .replace("127.0.0.1:9464", "127.0.0.1:0")
+        .replace(
+            "/run/shaper/shaper.sock",
+            &tmp.join("api.sock").display().to_string(),
+        )
+        .replace(
+            "/var/lib/shaper/history.db",
+            &tmp.join("history.db").display().to_string(),
+        );
+    for (from, to) in edits {
+        assert!(text.contains(from), "the example has no {from}");
+        text = text.replace(from, to);
+    }
+    let config = tmp.join("tiers.json");
+    std::fs::write(&config, text).expect("write config");
+    config
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -230,12 +253,13 @@ fn run_stats_and_sigterm() {
     // back to bronze (40).
     let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-stats-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
-    let config = tmp.join("tiers.json");
-    let text = std::fs::read_to_string(example())
-        .expect("example")
-        .replace(r#""ceil": "400mbit","#, "")
-        .replace(r#""emergency": 0.05"#, r#""emergency": 0.0"#);
-    std::fs::write(&config, text).expect("write config");
+    let config = example_in(
+        &tmp,
+        &[
+            (r#""ceil": "400mbit","#, ""),
+            (r#""emergency": 0.05"#, r#""emergency": 0.0"#),
+        ],
+    );
     let child = lab_run(&lab)
         .arg("--config")
         .arg(&config)
@@ -739,12 +763,8 @@ fn api_over_tcp_and_unix_socket() {
     let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-api-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
     let socket = tmp.join("api.sock");
-    let good = std::fs::read_to_string(example())
-        .expect("example")
-        .replace("127.0.0.1:9464", "127.0.0.1:0")
-        .replace("/run/shaper/shaper.sock", &socket.display().to_string());
-    let config = tmp.join("tiers.json");
-    std::fs::write(&config, &good).expect("write");
+    let config = example_in(&tmp, &[]);
+    let good = std::fs::read_to_string(&config).expect("config");
     let log = tmp.join("run.log");
     let agent = start_run(&lab, &config, &log);
     let addr_file = shaper::collect::state_dir(&lab.dut_if).join("api.addr");
@@ -923,15 +943,7 @@ fn top_in_a_real_terminal() {
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-top-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
-    let config = tmp.join("tiers.json");
-    let text = std::fs::read_to_string(example())
-        .expect("example")
-        .replace("127.0.0.1:9464", "127.0.0.1:0")
-        .replace(
-            "/run/shaper/shaper.sock",
-            &tmp.join("api.sock").display().to_string(),
-        );
-    std::fs::write(&config, text).expect("write");
+    let config = example_in(&tmp, &[]);
     let mut agent = start_run(&lab, &config, &tmp.join("run.log"));
     let top = format!(
         "{} top --iface {} --refresh-ms 300",
@@ -1056,20 +1068,16 @@ fn exchange_moves_rate_between_token_types_within_the_limit() {
     let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-xchg-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
     // Static policy: only the exchange changes the buckets. The limit: 10% of 200 Mbit/s.
-    let text = std::fs::read_to_string(example())
-        .expect("example")
-        .replace("127.0.0.1:9464", "127.0.0.1:0")
-        .replace(
-            "/run/shaper/shaper.sock",
-            &tmp.join("api.sock").display().to_string(),
-        )
-        .replace(r#""mode": "predictive""#, r#""mode": "static""#)
-        .replace(
-            r#""max_exchange_fraction": 0.5"#,
-            r#""max_exchange_fraction": 0.1"#,
-        );
-    let config = tmp.join("tiers.json");
-    std::fs::write(&config, text).expect("write");
+    let config = example_in(
+        &tmp,
+        &[
+            (r#""mode": "predictive""#, r#""mode": "static""#),
+            (
+                r#""max_exchange_fraction": 0.5"#,
+                r#""max_exchange_fraction": 0.1"#,
+            ),
+        ],
+    );
     let log = tmp.join("run.log");
     let _agent = start_run(&lab, &config, &log);
     let addr_file = shaper::collect::state_dir(&lab.dut_if).join("api.addr");
@@ -1122,17 +1130,7 @@ fn history_survives_a_kill_and_warm_starts_the_next_run() {
     let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-hist-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
     let db = tmp.join("history.db");
-    let text = std::fs::read_to_string(example())
-        .expect("example")
-        .replace("127.0.0.1:9464", "127.0.0.1:0")
-        .replace(
-            "/run/shaper/shaper.sock",
-            &tmp.join("api.sock").display().to_string(),
-        )
-        .replace("/var/lib/shaper/history.db", &db.display().to_string())
-        .replace(r#""interval_ms": 1000"#, r#""interval_ms": 200"#);
-    let config = tmp.join("tiers.json");
-    std::fs::write(&config, text).expect("write");
+    let config = example_in(&tmp, &[(r#""interval_ms": 1000"#, r#""interval_ms": 200"#)]);
     let mut first = start_run(&lab, &config, &tmp.join("first.log"));
     let stop = Arc::new(AtomicBool::new(false));
     let sender = start_flood(
