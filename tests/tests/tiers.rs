@@ -489,3 +489,39 @@ fn rate_and_depth_changes_carry_tokens_over() {
     let c = tenant(&dp, 1);
     assert_eq!(c.packets[TYPE_SILVER][OUTCOME_GREEN], 9);
 }
+
+/// An allocation's fill and pre-allocated pool count against the ceiling: borrowing gets only
+/// what they leave of it, and none when they take all of it.
+#[test]
+fn an_allocation_leaves_borrowing_what_fill_and_pool_leave_of_the_ceiling() {
+    if skip_unless_root("an_allocation_leaves_borrowing_what_fill_and_pool_leave_of_the_ceiling") {
+        return;
+    }
+    let _serial = serial();
+    let cfg = config();
+    let (mut dp, _) = load();
+    let rate = |b: shaper_common::BucketParams| 8e9 * 65536.0 / b.cost_fp as f64;
+    let mut a = shaper::allocate::Allocation {
+        fill: 120e9 / 8.0,
+        pre_rate: 30e9 / 8.0,
+        pre_cap: 1e6,
+        deposit: None,
+        overridden: None,
+    };
+    let t0 = (&cfg.tenants[0], &cfg);
+    dp.apply_allocation(0, t0, &a, Duration::from_secs(1), None)
+        .expect("apply");
+    let live = dp.tenant(0).expect("live");
+    let types: f64 = live.types.iter().map(|b| rate(*b)).sum();
+    assert!((types - 120e9).abs() / 120e9 < 1e-3, "fill {types}");
+    assert!((rate(live.pre) - 30e9).abs() / 30e9 < 1e-3);
+    assert!(
+        (rate(live.borrow) - 50e9).abs() / 50e9 < 1e-3,
+        "200 - 120 - 30: {}",
+        rate(live.borrow)
+    );
+    a.pre_rate = 80e9 / 8.0;
+    dp.apply_allocation(0, t0, &a, Duration::from_secs(1), None)
+        .expect("apply");
+    assert_eq!(dp.tenant(0).expect("live").flags & TENANT_BORROW, 0);
+}

@@ -585,6 +585,18 @@ impl Datapath {
             bucket(pre_bits, cap)
         };
         tc.pre_cap_bytes = cap;
+        // The pre-allocated pool's fill counts against the ceiling too: borrowing covers only
+        // what fill and pool leave of it.
+        if tc.flags & TENANT_BORROW != 0 && pre_bits > 0 {
+            let fill_bits = (a.fill * 8.0).round() as u64;
+            let room = (tc.ceil_bytes * 8).saturating_sub(fill_bits + pre_bits);
+            if room == 0 {
+                tc.flags &= !TENANT_BORROW;
+                tc.borrow = BucketParams::default();
+            } else {
+                tc.borrow = bucket(room, t.burst.bytes());
+            }
+        }
         if let Some(d) = a.deposit {
             let applied = self.tenant_state(id)?.deposit_seq;
             tc.deposit_seq = tc.deposit_seq.max(applied) + 1;
