@@ -473,7 +473,7 @@ impl Datapath {
 
     /// The live config of tenant `id` (the slot its slot word selects).
     pub fn tenant(&self, id: u32) -> Result<TenantConfig, DatapathError> {
-        live_tenant(self.map(TENANT_CONFIG)?, self.map(TENANT_SLOT)?, id)
+        self.live(id).map(|(_, tc)| tc)
     }
 
     /// Replaces tenant `id`'s config as one unit from the datapath's point of view: the slot
@@ -484,14 +484,28 @@ impl Datapath {
     /// tenant must not be written twice within one program run (microseconds); the agent
     /// writes each tenant at most once per cycle.
     pub fn write_tenant(&mut self, id: u32, tc: &TenantConfig) -> Result<(), DatapathError> {
+        let (live_slot, live) = self.live(id)?;
+        let state = self.tenant_state(id)?;
+        self.write_over(id, (live_slot, &live), &state, tc)
+    }
+
+    /// The slot word of tenant `id` and the config it selects.
+    fn live(&self, id: u32) -> Result<(u32, TenantConfig), DatapathError> {
+        live_slot(self.map(TENANT_CONFIG)?, self.map(TENANT_SLOT)?, id)
+    }
+
+    /// [`Datapath::write_tenant`] for a caller that has read the live slot and config and the
+    /// tenant's state already.
+    fn write_over(
+        &mut self,
+        id: u32,
+        (live_slot, live): (u32, &TenantConfig),
+        state: &TenantState,
+        tc: &TenantConfig,
+    ) -> Result<(), DatapathError> {
         let err = |map| move |source| DatapathError::Map { map, source };
-        let live_slot = {
-            let slots: Array<&MapData, u32> = self.map_typed(TENANT_SLOT)?;
-            slots.get(&id, 0).map_err(err(TENANT_SLOT))? & 1
-        };
-        let live = self.tenant(id)?;
-        let tc = with_epoch(tc, &live, self.tenant_state(id)?.epoch);
-        if live == tc {
+        let tc = with_epoch(tc, live, state.epoch);
+        if *live == tc {
             return Ok(());
         }
         let next = if self.populated {
@@ -549,17 +563,16 @@ impl Datapath {
         bytes: u64,
         ttl: std::time::Duration,
     ) -> Result<u64, DatapathError> {
-        let mut tc = self.tenant(id)?;
-        if tc.flags & TENANT_ACTIVE == 0 {
+        let (slot, live) = self.live(id)?;
+        if live.flags & TENANT_ACTIVE == 0 {
             return Err(DatapathError::Load(format!(
                 "tenant id {id} is not configured"
             )));
         }
-        let applied = self.tenant_state(id)?.deposit_seq;
-        tc.deposit_seq = tc.deposit_seq.max(applied) + 1;
-        tc.deposit_bytes = bytes;
-        tc.deposit_expires_ns = crate::collect::monotonic_ns() + ttl.as_nanos() as u64;
-        self.write_tenant(id, &tc)?;
+        let state = self.tenant_state(id)?;
+        let mut tc = live;
+        with_deposit(&mut tc, &state, bytes, ttl);
+        self.write_over(id, (slot, &live), &state, &tc)?;
         Ok(tc.deposit_seq)
     }
 
@@ -574,7 +587,8 @@ impl Datapath {
         interval: std::time::Duration,
         shares: Option<[f64; 3]>,
     ) -> Result<(), DatapathError> {
-        let live = self.tenant(id)?;
+        let (slot, live) = self.live(id)?;
+        let state = self.tenant_state(id)?;
         let mut tc = tenant_params_at(t, cfg, (a.fill * 8.0).round() as u64, shares);
         keep_pre_pool(&mut tc, &live);
         let pre_bits = (a.pre_rate * 8.0).round() as u64;
@@ -598,13 +612,10 @@ impl Datapath {
             }
         }
         if let Some(d) = a.deposit {
-            let applied = self.tenant_state(id)?.deposit_seq;
-            tc.deposit_seq = tc.deposit_seq.max(applied) + 1;
-            tc.deposit_bytes = d.bytes.round() as u64;
             let ttl = std::time::Duration::from_secs_f64(d.ttl_s.max(interval.as_secs_f64()));
-            tc.deposit_expires_ns = crate::collect::monotonic_ns() + ttl.as_nanos() as u64;
+            with_deposit(&mut tc, &state, d.bytes.round() as u64, ttl);
         }
-        self.write_tenant(id, &tc)
+        self.write_over(id, (slot, &live), &state, &tc)
     }
 
     /// Writes the global config (tests and benchmarks that build one by hand).
@@ -704,11 +715,27 @@ fn with_epoch(tc: &TenantConfig, live: &TenantConfig, applied: u64) -> TenantCon
 /// The live config of tenant `id` from the `TENANT_CONFIG` and `TENANT_SLOT` maps (loaded or
 /// pinned).
 pub fn live_tenant(configs: &Map, slots: &Map, id: u32) -> Result<TenantConfig, DatapathError> {
+    live_slot(configs, slots, id).map(|(_, tc)| tc)
+}
+
+/// The slot word of tenant `id` and the config it selects.
+fn live_slot(configs: &Map, slots: &Map, id: u32) -> Result<(u32, TenantConfig), DatapathError> {
     let err = |map| move |source| DatapathError::Map { map, source };
     let slots: Array<&MapData, u32> = Array::try_from(slots).map_err(err(TENANT_SLOT))?;
     let slot = slots.get(&id, 0).map_err(err(TENANT_SLOT))? & 1;
     let tc: Array<&MapData, TenantConfig> = Array::try_from(configs).map_err(err(TENANT_CONFIG))?;
-    tc.get(&(2 * id + slot), 0).map_err(err(TENANT_CONFIG))
+    Ok((
+        slot,
+        tc.get(&(2 * id + slot), 0).map_err(err(TENANT_CONFIG))?,
+    ))
+}
+
+/// Sets a deposit of `bytes`, expiring after `ttl`, numbered past both the live config's and
+/// the last one the datapath applied (`state`), so it is applied exactly once.
+fn with_deposit(tc: &mut TenantConfig, state: &TenantState, bytes: u64, ttl: std::time::Duration) {
+    tc.deposit_seq = tc.deposit_seq.max(state.deposit_seq) + 1;
+    tc.deposit_bytes = bytes;
+    tc.deposit_expires_ns = crate::collect::monotonic_ns() + ttl.as_nanos() as u64;
 }
 
 /// Copies the allocator-owned fields (pre-allocated pool, deposit) of the live config.
