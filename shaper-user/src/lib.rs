@@ -14,6 +14,7 @@ pub mod datapath;
 pub mod forecast;
 pub mod lock;
 pub mod netns;
+pub mod report;
 pub mod simulate;
 pub mod store;
 pub mod traffic;

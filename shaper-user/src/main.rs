@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::execute(args),
         Command::Exchange(args) => exchange::execute(args),
         Command::History(args) => history::execute(args),
+        Command::Report(args) => history::report(args),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::execute(args))),
     };
     match result {

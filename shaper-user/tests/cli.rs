@@ -1177,5 +1177,68 @@ fn history_survives_a_kill_and_warm_starts_the_next_run() {
     let csv = String::from_utf8_lossy(&o.stdout);
     assert!(csv.starts_with("time,tenant,offered_bps"), "{csv}");
     assert!(csv.lines().count() > rows.len(), "{csv}");
+    // The report draws what the killed and the running agent stored.
+    let out = tmp.join("report");
+    let o = shaper()
+        .args(["report", "--iface", &lab.dut_if, "--since", "1h", "--db"])
+        .arg(&db)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("report");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let index = std::fs::read_to_string(out.join("index.html")).expect("index.html");
+    for t in ["acme", "globex", "initech"] {
+        assert!(index.contains(&format!(">{t}</a>")), "{t} missing: {index}");
+    }
+    let chart = std::fs::read_to_string(out.join("tenant-1-globex.svg")).expect("globex chart");
+    assert!(chart.contains("<polyline") && chart.contains("forecast interval"));
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn report_writes_charts_and_refuses_an_empty_range() {
+    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-report-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let db = tmp.join("history.db");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let mut store = shaper::store::Store::open(&db, "veth9").expect("store");
+    let rows: Vec<shaper::store::Row> = (0..30)
+        .map(|i| shaper::store::Row {
+            ts: now - 7200.0 + f64::from(i),
+            tenant: "acme".into(),
+            offered: 1e6,
+            passed: 9e5,
+            dropped: 1e5,
+            forecast: Some((1e6, 8e5, 1.2e6)),
+            fill: Some(9e5),
+            pre: Some(0.0),
+        })
+        .collect();
+    store.append(&rows).expect("append");
+    drop(store);
+    let report = |since: &str, out: &Path| {
+        shaper()
+            .args(["report", "--iface", "veth9", "--since", since, "--db"])
+            .arg(&db)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .expect("report")
+    };
+    // The rows are two hours old: the last hour has nothing, and nothing is written.
+    let empty = tmp.join("empty");
+    let o = report("1h", &empty);
+    assert_one_line_error(&o, "widen --since");
+    assert!(!empty.exists());
+    let out = tmp.join("out");
+    let o = report("3h", &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("30 rows"));
+    assert!(out.join("index.html").exists() && out.join("tenant-0-acme.svg").exists());
+    assert!(out.join("overview.svg").exists());
     let _ = std::fs::remove_dir_all(&tmp);
 }

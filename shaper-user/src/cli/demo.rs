@@ -2,7 +2,8 @@
 //! joined by a veth pair), runs the shaper with the example config's three tenants on the
 //! receiving veth, offers each tenant UDP at three times its rate, prints what each offered,
 //! got and lost and which tokens paid (its own, borrowed up to its ceiling, the emergency
-//! reserve), and tears everything down, also on Ctrl-C.
+//! reserve), tears everything down (also on Ctrl-C), and draws a report of the agent's history
+//! (see `report`).
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -30,7 +31,11 @@ pub async fn execute(args: &DemoArgs) -> Result<()> {
             "the demo builds network namespaces and loads XDP: run it as root (sudo shaper demo)"
         );
     }
-    let cfg = Config::parse(EXAMPLE)?;
+    let mut cfg = Config::parse(EXAMPLE)?;
+    // The demo's history goes to a scratch store the report is drawn from, not the system's.
+    let scratch = Scratch(std::env::temp_dir().join(format!("shaper-demo-{}", std::process::id())));
+    cfg.history.path = scratch.0.join("history.db");
+    let started = unix_now();
     println!(
         "building the lab: namespaces joined by a veth pair, tenants {}",
         names(&cfg)
@@ -107,13 +112,47 @@ pub async fn execute(args: &DemoArgs) -> Result<()> {
     let _ = quit_tx.send(());
     let agent_result = agent.await.context("agent task")?;
     ctrlc.abort();
+    let lab_iface = lab.dut_if.clone();
     drop(lab);
     println!("lab torn down");
     agent_result?;
     if let Some(((flows, floods), counters)) = outcome? {
         print!("{}", report(&cfg, &flows, &floods, &counters));
+        let w = write_report(&cfg, &lab_iface, started, &args.report)?;
+        println!(
+            "report: {} (offered, forecast with its interval, allocation and drops per tenant)",
+            w.index.display()
+        );
     }
     Ok(())
+}
+
+/// The demo's scratch directory, removed however the demo ends.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Draws what the agent stored during the demo into `out`.
+fn write_report(
+    cfg: &Config,
+    iface: &str,
+    since: f64,
+    out: &std::path::Path,
+) -> Result<crate::report::Written> {
+    let store = crate::store::Store::open(&cfg.history.path, iface)?;
+    let rows = store.since(None, since)?;
+    let title = format!("shaper demo on {iface}");
+    Ok(crate::report::write(out, &title, &rows)?)
 }
 
 fn names(cfg: &Config) -> String {

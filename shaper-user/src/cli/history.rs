@@ -1,11 +1,11 @@
-//! `shaper history`: exports the history store.
+//! `shaper history` and `shaper report`: the history store exported as a table or CSV, or drawn.
 use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
 
-use crate::cli::HistoryArgs;
 use crate::cli::stats::only_running_iface;
-use crate::store::{Store, to_csv};
+use crate::cli::{HistoryArgs, HistorySource, ReportArgs};
+use crate::store::{Row, Store, to_csv};
 use crate::units::human_bits;
 
 /// `90s`, `15m`, `1h`, `2d` in seconds.
@@ -24,28 +24,59 @@ pub fn parse_age(s: &str) -> Option<f64> {
     Some(n * mult)
 }
 
-pub fn execute(args: &HistoryArgs) -> Result<()> {
-    let Some(age) = parse_age(&args.since) else {
+/// The rows `src` selects, oldest first per tenant, and the interface they belong to.
+fn load(src: &HistorySource) -> Result<(String, Vec<Row>)> {
+    let Some(age) = parse_age(&src.since) else {
         bail!(
             "--since '{}': want a number and s, m, h or d (`1h`, `30m`)",
-            args.since
+            src.since
         );
     };
-    if !args.db.exists() {
+    if !src.db.exists() {
         bail!(
             "no history store at {}: pass --db (the config's history.path)",
-            args.db.display()
+            src.db.display()
         );
     }
-    let iface = match &args.iface {
+    let iface = match &src.iface {
         Some(i) => i.clone(),
         None => only_running_iface()?,
     };
-    let store = Store::open(&args.db, &iface)?;
+    let store = Store::open(&src.db, &iface)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    let rows = store.since(args.tenant.as_deref(), now - age)?;
+    let rows = store.since(src.tenant.as_deref(), now - age)?;
+    Ok((iface, rows))
+}
+
+/// `shaper report`: the selected history as charts and an index page.
+pub fn report(args: &ReportArgs) -> Result<()> {
+    let (iface, rows) = load(&args.source)?;
+    if rows.is_empty() {
+        bail!(
+            "no history for {iface} in the last {}{}: widen --since, or check --iface and --db",
+            args.source.since,
+            args.source
+                .tenant
+                .as_deref()
+                .map_or(String::new(), |t| format!(" for tenant {t}")),
+        );
+    }
+    let title = format!("shaper on {iface}: the last {}", args.source.since);
+    let w = crate::report::write(&args.out, &title, &rows)?;
+    println!(
+        "wrote {} ({} charts, {} tenants, {} rows)",
+        w.index.display(),
+        w.charts.len(),
+        w.summaries.len(),
+        rows.len()
+    );
+    Ok(())
+}
+
+pub fn execute(args: &HistoryArgs) -> Result<()> {
+    let (iface, rows) = load(&args.source)?;
     if args.csv {
         print!("{}", to_csv(&rows));
         return Ok(());
@@ -75,7 +106,11 @@ pub fn execute(args: &HistoryArgs) -> Result<()> {
         );
     }
     if rows.is_empty() {
-        let _ = writeln!(s, "(no history for {iface} in the last {})", args.since);
+        let _ = writeln!(
+            s,
+            "(no history for {iface} in the last {})",
+            args.source.since
+        );
     }
     print!("{s}");
     Ok(())

@@ -68,6 +68,9 @@ pub enum Command {
     /// Export the history store: every tenant's offered, passed and dropped rate per cycle,
     /// with its forecast and allocation.
     History(HistoryArgs),
+    /// Charts of the history store (offered, forecast with its interval, allocation, drops per
+    /// tenant) as SVG files and an index.html.
+    Report(ReportArgs),
     /// Synthetic multi-tenant traces.
     #[command(subcommand)]
     Trace(TraceCommand),
@@ -93,8 +96,9 @@ pub struct ExchangeArgs {
     pub json: bool,
 }
 
+/// Which rows of the history store to read: `shaper history` and `shaper report`.
 #[derive(Debug, clap::Args)]
-pub struct HistoryArgs {
+pub struct HistorySource {
     /// Interface whose history to read; optional when only one shaper runs.
     #[arg(long)]
     pub iface: Option<String>,
@@ -107,9 +111,24 @@ pub struct HistoryArgs {
     /// The store (the config's history.path).
     #[arg(long, default_value = "/var/lib/shaper/history.db")]
     pub db: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub source: HistorySource,
     /// CSV instead of a table.
     #[arg(long)]
     pub csv: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub source: HistorySource,
+    /// Directory to write index.html and the SVG charts into (created if needed).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,4 +273,7 @@ pub struct DemoArgs {
     /// Seconds of traffic.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(2..=600))]
     pub seconds: u64,
+    /// Where to write the report of the run (index.html and SVG charts).
+    #[arg(long, default_value = "shaper-demo-report")]
+    pub report: PathBuf,
 }
