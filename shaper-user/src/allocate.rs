@@ -152,6 +152,8 @@ pub struct Allocation {
 pub enum Event {
     Override {
         tenant: usize,
+        /// What crossed its threshold: `in_profile_drops`, `cpu_busy` or `nic_drops`.
+        trigger: &'static str,
         reason: String,
     },
     Resume {
@@ -200,13 +202,19 @@ pub fn allocate(inp: &Inputs, state: &mut [TenantState]) -> (Vec<Allocation>, Ve
         return (out, events);
     }
     let host_reason = if inp.host.cpu_busy > p.cpu_busy_ratio {
-        Some(format!(
-            "CPU {:.0}% busy (threshold {:.0}%)",
-            inp.host.cpu_busy * 100.0,
-            p.cpu_busy_ratio * 100.0
+        Some((
+            "cpu_busy",
+            format!(
+                "CPU {:.0}% busy (threshold {:.0}%)",
+                inp.host.cpu_busy * 100.0,
+                p.cpu_busy_ratio * 100.0
+            ),
         ))
     } else if inp.host.nic_drops > 0 {
-        Some(format!("the NIC dropped {} packets", inp.host.nic_drops))
+        Some((
+            "nic_drops",
+            format!("the NIC dropped {} packets", inp.host.nic_drops),
+        ))
     } else {
         None
     };
@@ -220,7 +228,7 @@ pub fn allocate(inp: &Inputs, state: &mut [TenantState]) -> (Vec<Allocation>, Ve
         let (prof, obs, dem) = (&inp.profiles[i], &inp.observed[i], &inp.demand[i]);
         let st = &mut state[i];
         if p.mode == PolicyMode::Predictive {
-            override_step(i, p, prof, obs, host_reason.as_deref(), st, &mut events);
+            override_step(i, p, prof, obs, host_reason.as_ref(), st, &mut events);
             if p.auto_tune && st.overridden.is_none() {
                 tune(i, obs, st, &mut events);
             }
@@ -344,26 +352,30 @@ fn override_step(
     p: &Policy,
     prof: &Profile,
     obs: &Observed,
-    host: Option<&str>,
+    host: Option<&(&'static str, String)>,
     st: &mut TenantState,
     events: &mut Vec<Event>,
 ) {
     let in_profile = obs.offered.min(prof.rate);
     let reason =
         if in_profile > 0.0 && obs.in_profile_dropped / in_profile > p.in_profile_drop_ratio {
-            Some(format!(
-                "{:.1}% of in-profile traffic dropped (threshold {:.1}%)",
-                obs.in_profile_dropped / in_profile * 100.0,
-                p.in_profile_drop_ratio * 100.0
+            Some((
+                "in_profile_drops",
+                format!(
+                    "{:.1}% of in-profile traffic dropped (threshold {:.1}%)",
+                    obs.in_profile_dropped / in_profile * 100.0,
+                    p.in_profile_drop_ratio * 100.0
+                ),
             ))
         } else {
-            host.map(str::to_string)
+            host.cloned()
         };
     match reason {
-        Some(r) => {
+        Some((trigger, r)) => {
             if st.overridden.is_none() {
                 events.push(Event::Override {
                     tenant: i,
+                    trigger,
                     reason: r.clone(),
                 });
             }

@@ -44,6 +44,12 @@ pub struct Health {
     pub reloads_ok: u64,
     pub reloads_rejected: u64,
     pub last_error: Option<String>,
+    /// Reactive overrides entered since the agent started: (tenant, trigger, count).
+    pub overrides: Vec<(String, &'static str, u64)>,
+    /// Alerts since the agent started, by kind: `protected_violation` (a gold or platinum
+    /// tenant lost in-profile traffic in a cycle), `cycle_overrun`, `write_failed` (an
+    /// allocation could not be written; the datapath kept its last rates).
+    pub alerts: std::collections::BTreeMap<&'static str, u64>,
     /// Cumulative counts per bucket of [`CYCLE_BUCKETS`], then the total and the sum (s).
     #[serde(skip)]
     pub cycle_buckets: [u64; 8],
@@ -427,8 +433,34 @@ pub fn render_metrics(snap: &Snapshot) -> String {
         "shaper_reloads_total{{result=\"rejected\"}} {}",
         h.reloads_rejected
     );
+    family(
+        &mut m,
+        "shaper_tenant_overrides_total",
+        "counter",
+        "Reactive overrides entered (tenant back to its base rate), by trigger.",
+    );
+    for (tenant, trigger, n) in &h.overrides {
+        let _ = writeln!(
+            m,
+            "shaper_tenant_overrides_total{{tenant=\"{}\",trigger=\"{trigger}\"}} {n}",
+            esc(tenant)
+        );
+    }
+    family(
+        &mut m,
+        "shaper_alerts_total",
+        "counter",
+        "Alerts by kind: protected_violation (gold or platinum in-profile traffic dropped in a cycle), cycle_overrun, write_failed.",
+    );
+    for kind in ALERTS {
+        let n = h.alerts.get(kind).copied().unwrap_or(0);
+        let _ = writeln!(m, "shaper_alerts_total{{alert=\"{kind}\"}} {n}");
+    }
     m
 }
+
+/// Every alert kind, exported at 0 before it first fires.
+pub const ALERTS: [&str; 3] = ["protected_violation", "cycle_overrun", "write_failed"];
 
 /// Serves `router` on TCP `listen` and on the Unix socket `socket` until `stop` resolves.
 /// A listener that cannot be opened is reported and skipped: the shaper keeps shaping without
@@ -549,7 +581,16 @@ mod tests {
         snap.classes.push(("ipv4".into(), 12, 18_000));
         snap.health.record_cycle(0.002);
         snap.health.record_cycle(0.2);
+        snap.health.overrides.push(("a\"b".into(), "cpu_busy", 2));
+        snap.health.alerts.insert("cycle_overrun", 1);
         let text = render_metrics(&snap);
+        assert!(
+            text.contains(
+                "shaper_tenant_overrides_total{tenant=\"a\\\"b\",trigger=\"cpu_busy\"} 2"
+            )
+        );
+        assert!(text.contains("shaper_alerts_total{alert=\"cycle_overrun\"} 1"));
+        assert!(text.contains("shaper_alerts_total{alert=\"protected_violation\"} 0"));
         assert!(text.contains("shaper_tenant_bytes_total{tenant=\"a\\\"b\",tier=\"gold\",token_type=\"gold\",outcome=\"dropped\"} 3000"), "{text}");
         assert!(text.contains("shaper_agent_cycle_seconds_bucket{le=\"0.005\"} 1"));
         assert!(text.contains(

@@ -367,7 +367,7 @@ impl PrePool {
 }
 
 /// One tenant's counters and its rates between two snapshots.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TenantStats {
     pub id: u32,
     pub name: String,

@@ -35,6 +35,10 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("config: at {path}: {message}")]
     Invalid { path: String, message: String },
+    #[error(
+        "config {path} is world-writable (mode {mode:o}): anyone could change the rates; run chmod o-w on it"
+    )]
+    WorldWritable { path: PathBuf, mode: u32 },
 }
 
 /// A mix's shares are fractions that add up to 1.
@@ -411,6 +415,10 @@ pub struct Event {
 pub struct Api {
     pub listen: SocketAddr,
     pub socket: PathBuf,
+    /// The API can change rates (reload, exchange): a `listen` beyond loopback must be asked
+    /// for explicitly.
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 impl Default for Api {
@@ -418,6 +426,7 @@ impl Default for Api {
         Api {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             socket: PathBuf::from("/run/shaper/shaper.sock"),
+            allow_remote: false,
         }
     }
 }
@@ -534,10 +543,20 @@ impl std::fmt::Display for Prefix {
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        use std::os::unix::fs::PermissionsExt as _;
+        let read = |source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let mode = std::fs::metadata(path).map_err(read)?.permissions().mode();
+        // Whoever writes the config sets every tenant's rate on the next reload.
+        if mode & 0o002 != 0 {
+            return Err(ConfigError::WorldWritable {
+                path: path.to_path_buf(),
+                mode: mode & 0o7777,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
         Config::parse(&text)
     }
 
@@ -581,6 +600,15 @@ impl Config {
         self.validate_forecast()?;
         self.validate_policy()?;
         self.validate_events()?;
+        if !self.api.listen.ip().is_loopback() && !self.api.allow_remote {
+            return Err(invalid(
+                "api.listen",
+                format!(
+                    "{} is reachable from other hosts and the API can change rates: use 127.0.0.1, or set api.allow_remote to true",
+                    self.api.listen
+                ),
+            ));
+        }
         if self.history.retention_days == 0 || self.history.retention_days > 3650 {
             return Err(invalid("history.retention_days", "must be 1..=3650"));
         }

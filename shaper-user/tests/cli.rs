@@ -791,6 +791,17 @@ fn api_over_tcp_and_unix_socket() {
             & 0o777,
         0o600
     );
+    // The pins are the control surface too: the directory 0700, every pin 0600.
+    let pins = shaper::datapath::pin_dir(&lab.dut_if);
+    let mode = |p: &Path| std::fs::metadata(p).expect("pin").permissions().mode() & 0o777;
+    assert_eq!(mode(&pins), 0o700);
+    let mut n = 0;
+    for e in std::fs::read_dir(&pins).expect("pins") {
+        let p = e.expect("entry").path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+        n += 1;
+    }
+    assert!(n > 5, "{n} pins");
     std::thread::sleep(Duration::from_millis(2200)); // two cycles: rates exist
     let tcp = || std::net::TcpStream::connect(addr).expect("connect");
     let (code, body) = http(tcp(), "GET", "/v1/stats");
@@ -827,7 +838,9 @@ fn api_over_tcp_and_unix_socket() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("shaper_agent_cycle_seconds_count "),
+        metrics.contains("shaper_agent_cycle_seconds_count ")
+            && metrics.contains("# TYPE shaper_tenant_overrides_total counter")
+            && metrics.contains("shaper_alerts_total{alert=\"protected_violation\"} 0"),
         "{metrics}"
     );
     assert_eq!(
@@ -1240,5 +1253,28 @@ fn report_writes_charts_and_refuses_an_empty_range() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("30 rows"));
     assert!(out.join("index.html").exists() && out.join("tenant-0-acme.svg").exists());
     assert!(out.join("overview.svg").exists());
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn a_world_writable_config_is_refused_in_one_line() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-ww-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let config = example_in(&tmp, &[]);
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o646)).expect("chmod");
+    let o = shaper()
+        .args(["config", "check"])
+        .arg(&config)
+        .output()
+        .expect("config check");
+    assert_one_line_error(&o, "world-writable");
+    // `shaper run` refuses it before touching the interface.
+    let o = shaper()
+        .args(["run", "--iface", "shaper-none0", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "world-writable");
     let _ = std::fs::remove_dir_all(&tmp);
 }

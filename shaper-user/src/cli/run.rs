@@ -134,6 +134,8 @@ pub async fn serve(
         last_alloc: std::collections::HashMap::new(),
         store,
         cycles_recorded: 1,
+        overrides: Default::default(),
+        alerts: Default::default(),
     };
     // The interface must stay the one attached to: if it disappears (a veth deleted, a NIC
     // unplugged), the program went with it and the agent says so and exits.
@@ -203,6 +205,20 @@ struct AgentLoop {
     /// The history store: one row per tenant per cycle.
     store: Store,
     cycles_recorded: u64,
+    /// Reactive overrides entered, by tenant and trigger, since the agent started.
+    overrides: std::collections::BTreeMap<(String, &'static str), u64>,
+    /// Alerts raised since the agent started, by kind (see [`api::Health::alerts`]).
+    alerts: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// A gold or platinum tenant lost more than 0.1% of its in-profile traffic (what it offered
+/// up to its rate) in the cycle: the simulator's definition of a violation.
+fn violated(s: &collect::TenantStats) -> bool {
+    let in_profile = s.offered_bps.min(s.rate_bits as f64);
+    matches!(s.tier.as_str(), "gold" | "platinum")
+        && s.drop_ratio > 0.0
+        && in_profile > 0.0
+        && in_profile - s.passed_bps > 0.001 * in_profile
 }
 
 /// How many past cycles per tenant a restart feeds its forecaster: two days of one-second
@@ -455,8 +471,16 @@ impl AgentLoop {
         for ev in &events {
             let name = |i: &usize| self.cfg.tenants.get(*i).map_or("?", |t| t.name.as_str());
             match ev {
-                Event::Override { tenant, reason } => {
-                    warn!(tenant = name(tenant), %reason, "reactive override: back to base rates")
+                Event::Override {
+                    tenant,
+                    trigger,
+                    reason,
+                } => {
+                    warn!(tenant = name(tenant), %reason, "reactive override: back to base rates");
+                    *self
+                        .overrides
+                        .entry((name(tenant).to_string(), trigger))
+                        .or_default() += 1;
                 }
                 Event::Resume { tenant } => info!(tenant = name(tenant), "prediction resumes"),
                 Event::Tuned {
@@ -488,6 +512,7 @@ impl AgentLoop {
             {
                 // The datapath keeps the last rates it had: fail-static.
                 warn!(tenant = %t.name, cause = %e, "cannot write the allocation");
+                *self.alerts.entry("write_failed").or_default() += 1;
             }
             if let Some(i) = by_name.get(&t.name) {
                 tenants[*i].forecast = Some(d.next);
@@ -523,7 +548,14 @@ impl AgentLoop {
         for s in &tenants {
             debug!(tenant = %s.name, passed = %human_bits(s.passed_bps), offered = %human_bits(s.offered_bps), drop_ratio = s.drop_ratio, "cycle");
         }
+        for s in tenants.iter().filter(|s| violated(s)) {
+            warn!(tenant = %s.name, tier = %s.tier, offered = %human_bits(s.offered_bps), passed = %human_bits(s.passed_bps), "in-profile traffic of a protected tier dropped");
+            *self.alerts.entry("protected_violation").or_default() += 1;
+        }
         let took = started.elapsed();
+        if took > self.interval {
+            *self.alerts.entry("cycle_overrun").or_default() += 1;
+        }
         let mut out = self
             .shared
             .snapshot
@@ -535,6 +567,12 @@ impl AgentLoop {
             .map(|c| (c.class.to_string(), c.packets, c.bytes))
             .collect();
         out.health.record_cycle(took.as_secs_f64());
+        out.health.overrides = self
+            .overrides
+            .iter()
+            .map(|((t, trigger), n)| (t.clone(), *trigger, *n))
+            .collect();
+        out.health.alerts = self.alerts.clone();
         if took > self.interval {
             out.health.overruns += 1;
             warn!(
@@ -653,5 +691,41 @@ impl Drop for RemoveOnDrop {
         if self.1 {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::violated;
+    use crate::collect::TenantStats;
+
+    fn stats(tier: &str, offered: f64, passed: f64) -> TenantStats {
+        TenantStats {
+            tier: tier.into(),
+            rate_bits: 100_000_000,
+            offered_bps: offered,
+            passed_bps: passed,
+            drop_ratio: if offered > 0.0 {
+                1.0 - passed / offered
+            } else {
+                0.0
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_violation_is_in_profile_traffic_of_a_protected_tier_lost() {
+        // Gold offered 80 of its 100 and got 79: 1.25% of in-profile lost.
+        assert!(violated(&stats("gold", 80e6, 79e6)));
+        assert!(violated(&stats("platinum", 300e6, 90e6)));
+        // Above its rate and got all of its rate: drops beyond the profile are not a violation.
+        assert!(!violated(&stats("gold", 300e6, 100e6)));
+        assert!(!violated(&stats("gold", 80e6, 79.99e6)), "within 0.1%");
+        assert!(
+            !violated(&stats("silver", 80e6, 10e6)),
+            "silver is not protected"
+        );
+        assert!(!violated(&stats("gold", 0.0, 0.0)));
     }
 }

@@ -332,3 +332,32 @@ fn prefix_math() {
     assert!(Prefix::parse("0.0.0.0/0").expect("valid").overlaps(&p));
     assert!(!Prefix::parse("2001:db8::/32").expect("valid").overlaps(&p));
 }
+
+#[test]
+fn the_api_stays_on_loopback_unless_asked() {
+    let e = rejected(|v| v["api"]["listen"] = json!("0.0.0.0:9464"), "api.listen");
+    assert!(e.contains("allow_remote"), "{e}");
+    rejected(|v| v["api"]["listen"] = json!("[::]:9464"), "api.listen");
+    let mut v = example();
+    v["api"]["listen"] = json!("[::1]:9464");
+    Config::parse(&v.to_string()).expect("IPv6 loopback is local");
+    v["api"]["listen"] = json!("0.0.0.0:9464");
+    v["api"]["allow_remote"] = json!(true);
+    Config::parse(&v.to_string()).expect("remote API asked for");
+}
+
+#[test]
+fn a_world_writable_config_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = std::env::temp_dir().join(format!("shaper-ww-{}.json", std::process::id()));
+    std::fs::write(&path, EXAMPLE).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let e = Config::load(&path).expect_err("world-writable").to_string();
+    assert!(
+        e.contains("world-writable") && e.contains("chmod o-w"),
+        "{e}"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    Config::load(&path).expect("0644 is fine");
+    let _ = std::fs::remove_file(&path);
+}

@@ -333,6 +333,9 @@ impl Datapath {
             .map_err(|e| DatapathError::Load(error_chain(&e)))?;
             self.link = Some(Link::Pinned(fd));
             self.owns_pins = true;
+            if let Some(dir) = link_pin.parent() {
+                pins::restrict(dir)?;
+            }
             return Ok("adopted");
         }
         let mut last = None;

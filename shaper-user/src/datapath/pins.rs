@@ -55,8 +55,15 @@ impl Datapath {
     /// dies. A netlink attachment (kernels without XDP bpf_link) cannot be pinned: it stays
     /// managed, and the agent says so.
     pub(super) fn pin_link(&mut self) -> Result<(), DatapathError> {
-        let (Some(dir), Some(Link::Managed(id))) = (self.pins.clone(), self.link.take()) else {
+        let Some(dir) = self.pins.clone() else {
             return Ok(());
+        };
+        let id = match self.link.take() {
+            Some(Link::Managed(id)) => id,
+            other => {
+                self.link = other;
+                return restrict(&dir);
+            }
         };
         let prog = self.program_mut()?;
         let link = prog
@@ -66,7 +73,7 @@ impl Datapath {
             Ok(fd) => fd,
             Err(e) => {
                 tracing::warn!(cause = %e, "XDP attached through netlink: the program detaches if the agent dies");
-                return Ok(());
+                return restrict(&dir);
             }
         };
         let path = dir.join(LINK_PIN);
@@ -75,8 +82,30 @@ impl Datapath {
             reason: error_chain(&e),
         })?;
         self.link = Some(Link::Pinned(FdLink::from(pinned)));
-        Ok(())
+        restrict(&dir)
     }
+}
+
+/// Pins are the shaper's control surface (whoever writes TENANT_CONFIG sets every rate): the
+/// directory is 0700 and every pin 0600, whatever the umask.
+pub(super) fn restrict(dir: &Path) -> Result<(), DatapathError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let set = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+            DatapathError::Pin {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })
+    };
+    set(dir, 0o700)?;
+    for name in PINNED_MAPS.iter().chain([&LINK_PIN]) {
+        let path = dir.join(name);
+        if path.exists() {
+            set(&path, 0o600)?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes the link and map pins of `dir` and the directory (and `/sys/fs/bpf/shaper` when it
