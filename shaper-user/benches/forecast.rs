@@ -16,6 +16,7 @@ fn bench(c: &mut Criterion) {
         confidence: 0.95,
         model: ModelChoice::Auto,
         alert_mase: 1.5,
+        intervals: Default::default(),
     };
     let (ts, ys) = traffic_series(&TrafficShape::five_minute(60), 9);
     let warm = 288 * 21;

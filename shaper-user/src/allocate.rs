@@ -569,6 +569,10 @@ pub fn exchange(
 /// The forecast-and-allocate stage of one agent, or of one simulation: a forecaster per
 /// tenant, the allocator's state, and the profiles from the config. Pure like the rest of the
 /// module: callers bring the measurements and apply the allocations.
+/// Tenants from which `Planner::step` forecasts on several threads, and at most how many.
+const PARALLEL_FROM: usize = 4096;
+const MAX_THREADS: usize = 8;
+
 pub struct Planner {
     pub policy: Policy,
     pub profiles: Vec<Profile>,
@@ -578,7 +582,6 @@ pub struct Planner {
     capacity: f64,
     guaranteed: f64,
     interval_s: f64,
-    horizon: usize,
     cycle: u64,
 }
 
@@ -649,7 +652,6 @@ impl Planner {
             capacity: cfg.link.capacity.bits_per_sec() as f64 / 8.0,
             guaranteed: cfg.pools.guaranteed,
             interval_s: cfg.forecast.interval_ms as f64 / 1000.0,
-            horizon: settings.horizon,
             cycle: 0,
             profiles,
         }
@@ -663,31 +665,43 @@ impl Planner {
         observed: &[Observed],
         host: Host,
     ) -> (Vec<Allocation>, Vec<Event>, Vec<Demand>) {
-        for (f, o) in self.forecasters.iter_mut().zip(observed) {
-            f.update(ts, o.offered);
-        }
-        let horizon = self.horizon;
-        let demand: Vec<Demand> = self
-            .forecasters
-            .iter()
-            .map(|f| {
-                let next = f.forecast(1);
-                let (peak_in, peak) =
-                    (1..=horizon)
-                        .map(|h| (h, f.forecast(h)))
-                        .fold(
-                            (1, next),
-                            |best, cur| {
-                                if cur.1.mean > best.1.mean { cur } else { best }
-                            },
-                        );
-                Demand {
-                    next,
-                    peak,
-                    peak_in,
+        let forecast =
+            |fs: &mut [crate::forecast::Forecaster], obs: &[Observed], out: &mut [Demand]| {
+                for ((f, o), d) in fs.iter_mut().zip(obs).zip(out) {
+                    f.update(ts, o.offered);
+                    let next = f.forecast(1);
+                    let (peak_in, peak) = f.peak();
+                    *d = Demand {
+                        next,
+                        peak,
+                        peak_in,
+                    };
                 }
-            })
-            .collect();
+            };
+        let n = self.forecasters.len().min(observed.len());
+        let mut demand = vec![Demand::default(); n];
+        // Forecasters are independent: with many tenants, one chunk per core. Each tenant's
+        // update touches its own few kilobytes, so the cycle is bound by memory, and cores
+        // share that work well.
+        let threads = if n >= PARALLEL_FROM {
+            std::thread::available_parallelism().map_or(1, |c| c.get().min(MAX_THREADS))
+        } else {
+            1
+        };
+        if threads == 1 {
+            forecast(&mut self.forecasters[..n], &observed[..n], &mut demand);
+        } else {
+            let chunk = n.div_ceil(threads);
+            std::thread::scope(|s| {
+                for ((fs, os), ds) in self.forecasters[..n]
+                    .chunks_mut(chunk)
+                    .zip(observed[..n].chunks(chunk))
+                    .zip(demand.chunks_mut(chunk))
+                {
+                    s.spawn(move || forecast(fs, os, ds));
+                }
+            });
+        }
         let (a, ev) = allocate(
             &Inputs {
                 policy: &self.policy,

@@ -333,6 +333,10 @@ pub struct Forecast {
     pub model: ModelChoice,
     pub confidence: f64,
     pub accuracy_alert_mase: f64,
+    /// `window` (default) or `tracking`: how intervals are kept (see
+    /// `forecast::IntervalMethod`); tracking for hundreds of thousands of tenants.
+    #[serde(default)]
+    pub intervals: crate::forecast::IntervalMethod,
 }
 
 impl Default for Forecast {
@@ -344,6 +348,7 @@ impl Default for Forecast {
             model: ModelChoice::Auto,
             confidence: 0.95,
             accuracy_alert_mase: 1.5,
+            intervals: Default::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ use shaper::config::synthetic;
 use shaper::datapath::{Clock, Datapath};
 use shaper::units::{Rate, Size};
 
+mod cycle;
 mod tiers;
 
 #[derive(Parser)]
@@ -45,6 +46,27 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// The agent's cycle: forecast and allocate for many tenants (`Planner::step`), per-cycle
+    /// time and memory per tenant.
+    Cycle {
+        #[arg(long, value_delimiter = ',', default_values_t = [100_000usize, 1_000_000])]
+        tenants: Vec<usize>,
+        /// Untimed cycles first, so windows and seasons fill.
+        #[arg(long, default_value_t = 300)]
+        warm: u64,
+        #[arg(long, default_value_t = 20)]
+        cycles: u64,
+        /// forecast.model: auto or one model.
+        #[arg(long, default_value = "auto")]
+        model: String,
+        /// forecast.intervals: window or tracking.
+        #[arg(long, default_value = "window")]
+        intervals: String,
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 86_400)]
+        season_s: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -55,6 +77,23 @@ fn main() -> Result<()> {
             tenants,
         }) => bench_datapath(repeat, rounds, &tenants),
         Cmd::Bench(Bench::Tiers { repeat, rounds }) => tiers::bench(repeat, rounds),
+        Cmd::Bench(Bench::Cycle {
+            tenants,
+            warm,
+            cycles,
+            model,
+            intervals,
+            interval_ms,
+            season_s,
+        }) => cycle::bench(
+            &tenants,
+            warm,
+            cycles,
+            &model,
+            &intervals,
+            interval_ms,
+            season_s,
+        ),
     }
 }
 

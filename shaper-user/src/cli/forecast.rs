@@ -95,6 +95,7 @@ pub fn eval(args: &ForecastEvalArgs) -> Result<()> {
         confidence: args.confidence,
         model: ModelChoice::Auto,
         alert_mase: 1.5,
+        intervals: args.intervals,
     };
     let results = evaluate(&ts, &ys, &settings, &all_choices(&settings), args.origins);
     if args.json {

@@ -196,6 +196,9 @@ pub struct ForecastEvalArgs {
     /// Score only this many evenly spaced origins (the Python comparison uses the same ones).
     #[arg(long)]
     pub origins: Option<usize>,
+    /// How intervals are kept: window (default) or tracking.
+    #[arg(long, value_enum, default_value = "window")]
+    pub intervals: crate::forecast::IntervalMethod,
     #[arg(long)]
     pub json: bool,
 }

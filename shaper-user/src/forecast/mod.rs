@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 pub use self::accuracy::Accuracy;
 use self::accuracy::AccuracyTracker;
 pub use self::bursts::{BurstEvent, BurstTracker, Pattern, Recurrence};
-use self::conformal::ResidualWindow;
+pub use self::conformal::IntervalMethod;
+use self::conformal::Residuals;
 pub use self::models::{Model, ModelKind};
 use crate::config;
 
@@ -41,7 +42,6 @@ const WARMUP: u64 = 64;
 /// An update is clamped to the one-step upper bound plus this many interval widths, so one
 /// enormous sample cannot poison the state; a real level shift still moves it sample by sample.
 const OUTLIER_WIDTHS: f64 = 3.0;
-const SNAPSHOT_EVERY: u64 = 256;
 /// A pending slot with no forecast (forecasts are never negative). Not NaN: JSON has no NaN,
 /// and the state must survive a save and restore.
 const NO_FORECAST: f64 = -1.0;
@@ -134,6 +134,8 @@ pub struct Settings {
     pub confidence: f64,
     pub model: ModelChoice,
     pub alert_mase: f64,
+    #[serde(default)]
+    pub intervals: IntervalMethod,
 }
 
 impl Settings {
@@ -153,6 +155,7 @@ impl Settings {
             confidence: f.confidence,
             model: f.model,
             alert_mase: f.accuracy_alert_mase,
+            intervals: f.intervals,
         }
     }
 
@@ -222,7 +225,7 @@ pub enum Outcome {
     },
     /// Not used; the state is unchanged.
     Rejected(Rejection),
-    /// The state went non-finite and was restored from the last good snapshot.
+    /// A model's state went non-finite; that model started afresh.
     Restored,
 }
 
@@ -245,7 +248,7 @@ impl std::fmt::Display for Outcome {
             ),
             Outcome::Clamped { used } => write!(f, "outlier: state updated with {used:.0} instead"),
             Outcome::Rejected(r) => write!(f, "sample rejected ({r:?}); state unchanged"),
-            Outcome::Restored => f.write_str("state went non-finite; restored the last good state"),
+            Outcome::Restored => f.write_str("a model's state went non-finite; it starts afresh"),
         }
     }
 }
@@ -268,7 +271,7 @@ pub struct Forecaster {
     /// Horizons that keep residual windows (see [`anchor_horizons`]); others interpolate.
     anchors: Vec<usize>,
     /// Per anchor: recent out-of-sample residuals.
-    windows: Vec<ResidualWindow>,
+    windows: Vec<Residuals>,
     /// Per anchor: the miscoverage level the interval is drawn at (adapted, see ACI_STEP).
     levels: Vec<f64>,
     /// `pending[slot * horizon + h - 1]`: the forecast issued at update `slot` for `h` later.
@@ -284,8 +287,12 @@ pub struct Forecaster {
     accuracy: AccuracyTracker,
     bursts: BurstTracker,
     events: Vec<KnownEvent>,
-    good: Option<Box<(Vec<Model>, Model)>>,
     pub counts: Counts,
+    /// Each anchor's residual bounds as of the last update: forecasts read these few values
+    /// instead of two quantiles of a 2 kB window per horizon (cache misses that were half
+    /// of a cycle's time with 10,000 tenants). Empty after deserializing: then computed.
+    #[serde(skip)]
+    bounds: Vec<Option<(f64, f64)>>,
 }
 
 /// How many samples took each path, for the agent's logs and the API.
@@ -317,7 +324,7 @@ impl Forecaster {
             far: vec![vec![NO_FORECAST; settings.horizon.clamp(1, MAX_HORIZON)]; kinds.len()],
             selected: 0,
             naive: Model::new(ModelKind::SeasonalNaive, season, weekly),
-            windows: vec![ResidualWindow::default(); anchor_horizons(h).len()],
+            windows: vec![Residuals::new(settings.intervals); anchor_horizons(h).len()],
             levels: vec![1.0 - settings.confidence; anchor_horizons(h).len()],
             anchors: anchor_horizons(h),
             pending: vec![NO_FORECAST; h * h],
@@ -328,8 +335,8 @@ impl Forecaster {
             accuracy: AccuracyTracker::default(),
             bursts: BurstTracker::default(),
             events: Vec::new(),
-            good: None,
             counts: Counts::default(),
+            bounds: Vec::new(),
             settings: Settings {
                 horizon: h,
                 ..settings
@@ -405,14 +412,22 @@ impl Forecaster {
                 let f = self.pending[slot * h_max + h - 1];
                 if f >= 0.0 {
                     let r = value - f;
-                    if let Some((lo, hi)) = self.residual_bounds(k) {
+                    // Adaptive conformal levels for windows; a tracker adapts by itself.
+                    if let (Some((lo, hi)), IntervalMethod::Window) =
+                        (self.residual_bounds(k), self.settings.intervals)
+                    {
                         let miss = if lo <= r && r <= hi { 0.0 } else { 1.0 };
                         self.levels[k] =
                             (self.levels[k] + ACI_STEP * (target - miss)).clamp(target / 20.0, 0.5);
                     }
-                    self.windows[k].push(r);
+                    self.windows[k].push(r, target);
                 }
             }
+        }
+        self.bounds.clear();
+        for k in 0..self.anchors.len() {
+            let b = self.window_bounds(k);
+            self.bounds.push(b);
         }
         let naive_abs = (value - self.naive.forecast(1)).abs();
         let mut used = value;
@@ -466,9 +481,6 @@ impl Forecaster {
         self.n += 1;
         self.last_ts = Some(ts);
         self.issue();
-        if self.n.is_multiple_of(SNAPSHOT_EVERY) {
-            self.good = Some(Box::new((self.models.clone(), self.naive.clone())));
-        }
         self.counts.accepted += 1;
         outcome
     }
@@ -497,19 +509,25 @@ impl Forecaster {
         }
     }
 
+    /// Starts afresh each model whose state went non-finite. It re-learns from the next
+    /// sample on, trusted least meanwhile (the largest error of the others); the other models
+    /// keep forecasting. No snapshot is kept: at 100,000s of tenants a copy of every model's
+    /// seasons would double the agent's memory for a case bounded inputs make rare.
     fn restore(&mut self) {
         self.counts.restored += 1;
-        match self.good.as_deref() {
-            Some((models, naive)) => {
-                self.models = models.clone();
-                self.naive = naive.clone();
-            }
-            None => {
-                let s = self.settings.clone();
-                *self = Forecaster {
-                    counts: self.counts,
-                    ..Forecaster::new(s)
-                };
+        let worst = self
+            .errors
+            .iter()
+            .copied()
+            .filter(|e| e.is_finite())
+            .fold(0.0, f64::max);
+        let (season, weekly) = (self.settings.season.max(1), self.settings.weekly.max(1));
+        for k in 0..self.models.len() {
+            if !self.models[k].is_finite() {
+                self.models[k] = Model::new(self.models[k].kind(), season, weekly);
+                self.errors[k] = worst;
+                self.far_errors[k] = 0.0;
+                self.far[k].iter_mut().for_each(|p| *p = NO_FORECAST);
             }
         }
     }
@@ -580,12 +598,19 @@ impl Forecaster {
 
     /// The residual quantiles of anchor `k` at its adapted level, once there are enough.
     fn residual_bounds(&self, k: usize) -> Option<(f64, f64)> {
+        match self.bounds.get(k) {
+            Some(b) => *b,
+            None => self.window_bounds(k),
+        }
+    }
+
+    /// Anchor `k`'s residual quantiles at its current level.
+    fn window_bounds(&self, k: usize) -> Option<(f64, f64)> {
         let w = &self.windows[k];
         if w.len() < 20 {
             return None;
         }
-        let a = self.levels[k];
-        Some((w.quantile(a / 2.0)?, w.quantile(1.0 - a / 2.0)?))
+        w.bounds(self.levels[k])
     }
 
     /// Residual bounds for any horizon: its anchor's, or interpolated between the two anchors
@@ -606,7 +631,21 @@ impl Forecaster {
         ))
     }
 
-    fn predict(&self, h: usize) -> Prediction {
+    /// The largest point forecast within the horizon, how many steps ahead (the first if
+    /// several tie), with its interval: one interval computed instead of one per horizon.
+    pub fn peak(&self) -> (usize, Prediction) {
+        let mut best = (1, self.point(1));
+        for h in 2..=self.settings.horizon {
+            let p = self.point(h);
+            if p > best.1 {
+                best = (h, p);
+            }
+        }
+        (best.0, self.predict(best.0))
+    }
+
+    /// The point forecast `h` steps ahead, finite and within 0..=MAX_VALUE.
+    fn point(&self, h: usize) -> f64 {
         let h_max = self.settings.horizon;
         let base = if self.n == 0 {
             0.0
@@ -621,11 +660,15 @@ impl Forecaster {
         } else {
             self.naive.forecast(h)
         };
-        let base = if base.is_finite() {
+        if base.is_finite() {
             base.clamp(0.0, MAX_VALUE)
         } else {
             0.0
-        };
+        }
+    }
+
+    fn predict(&self, h: usize) -> Prediction {
+        let base = self.point(h);
         let (mut lo, mut hi) = match (self.bounds_at(h), self.residual_bounds(0)) {
             (Some((l, u)), _) => (base + l, base + u),
             // Too few residuals at this horizon yet: the one-step spread, widened.

@@ -45,6 +45,85 @@ fn ahead(base: usize, h: usize, m: usize) -> usize {
     }
 }
 
+/// Most slots a daily season keeps (five-minute slots of a day), and a weekly one.
+pub const DAILY_SLOTS: usize = 288;
+pub const WEEKLY_SLOTS: usize = 2016;
+
+/// A seasonal profile's clock: `len` slots of `stride` samples each. A season of 86,400
+/// one-second samples is kept as 288 five-minute slots, so a tenant's memory stays bounded
+/// whatever the interval (7.7 MB per tenant before, at one second), and each slot averages
+/// the samples that fall in it. At coarse intervals the stride is 1: one slot per sample.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Slots {
+    stride: usize,
+    /// Samples already seen of the current slot.
+    phase: usize,
+    /// The next sample's slot.
+    pos: usize,
+    len: usize,
+}
+
+impl Slots {
+    /// `season` samples in at most `cap` slots: the stride is the smallest divisor of the
+    /// season that fits, so slots stay aligned to the season.
+    pub fn new(season: usize, cap: usize) -> Slots {
+        let season = season.max(1);
+        let mut stride = season.div_ceil(cap.max(1));
+        while season % stride != 0 {
+            stride += 1;
+        }
+        Slots {
+            stride,
+            phase: 0,
+            pos: 0,
+            len: season / stride,
+        }
+    }
+    /// Moves past one sample; true when that sample completed its slot.
+    #[inline]
+    fn advance(&mut self) -> bool {
+        self.phase += 1;
+        if self.phase == self.stride {
+            self.phase = 0;
+            self.pos = ahead(self.pos, 2, self.len);
+            true
+        } else {
+            false
+        }
+    }
+    /// The slot of the sample `h` >= 1 updates ahead (1 = the next).
+    #[inline]
+    fn at(&self, h: usize) -> usize {
+        if self.stride == 1 {
+            ahead(self.pos, h, self.len)
+        } else {
+            (self.pos + (self.phase + h - 1) / self.stride) % self.len
+        }
+    }
+    /// The slot the last update wrote.
+    #[inline]
+    fn last(&self) -> usize {
+        if self.phase == 0 {
+            (self.pos + self.len - 1) % self.len
+        } else {
+            self.pos
+        }
+    }
+    /// Samples in a whole season.
+    fn season(&self) -> u64 {
+        (self.len * self.stride) as u64
+    }
+    /// Per-sample smoothing that gives a slot, updated `stride` times a season, the same
+    /// weight per season as `g` gives a one-sample slot.
+    fn per_sample(&self, g: f64) -> f64 {
+        if self.stride == 1 {
+            g
+        } else {
+            1.0 - (1.0 - g).powf(1.0 / self.stride as f64)
+        }
+    }
+}
+
 /// level + damped(h) * trend + season(h) for h = 1..=out.len(), the damping accumulated.
 #[inline]
 fn trend_path(level: f64, trend: f64, out: &mut [f64], mut season: impl FnMut(usize) -> f64) {
@@ -125,23 +204,12 @@ impl Model {
             Model::Ar(m) => m.path(out),
             Model::Ewma(m) => out.iter_mut().for_each(|v| *v = m.level),
             Model::Holt(m) => trend_path(m.level, m.trend, out, |_| 0.0),
-            Model::HoltWinters(m) if (m.t as usize) >= m.m() => {
-                let mut i = m.pos;
-                trend_path(m.level, m.trend, out, |_| {
-                    let s = m.season[i];
-                    i = if i + 1 == m.season.len() { 0 } else { i + 1 };
-                    s
-                })
+            Model::HoltWinters(m) if m.t >= m.slots.season() => {
+                trend_path(m.level, m.trend, out, |h| m.season[m.slots.at(h + 1)])
             }
-            Model::Mstl(m) if (m.t as usize) >= m.daily.len() => {
-                let (mut i, mut j) = (m.pos1, m.pos2);
-                trend_path(m.level, m.trend, out, |_| {
-                    let s = m.daily[i] + m.weekly[j];
-                    i = if i + 1 == m.daily.len() { 0 } else { i + 1 };
-                    j = if j + 1 == m.weekly.len() { 0 } else { j + 1 };
-                    s
-                })
-            }
+            Model::Mstl(m) if m.t >= m.s1.season() => trend_path(m.level, m.trend, out, |h| {
+                m.daily[m.s1.at(h + 1)] + m.weekly[m.s2.at(h + 1)]
+            }),
             _ => {
                 for (h, v) in out.iter_mut().enumerate() {
                     *v = self.forecast(h + 1);
@@ -155,55 +223,65 @@ impl Model {
     pub fn is_finite(&self) -> bool {
         let back = |v: &[f64], pos: usize| v[(pos + v.len() - 1) % v.len()].is_finite();
         match self {
-            Model::SeasonalNaive(m) => back(&m.hist, m.pos),
+            Model::SeasonalNaive(m) => {
+                m.hist[m.slots.last()].is_finite() && m.acc.is_finite() && m.last.is_finite()
+            }
             Model::Ewma(m) => m.level.is_finite(),
             Model::Holt(m) => m.level.is_finite() && m.trend.is_finite(),
             Model::HoltWinters(m) => {
-                m.level.is_finite() && m.trend.is_finite() && back(&m.season, m.pos)
+                m.level.is_finite() && m.trend.is_finite() && m.season[m.slots.last()].is_finite()
             }
             Model::Mstl(m) => {
                 m.level.is_finite()
                     && m.trend.is_finite()
-                    && back(&m.daily, m.pos1)
-                    && back(&m.weekly, m.pos2)
+                    && m.daily[m.s1.last()].is_finite()
+                    && m.weekly[m.s2.last()].is_finite()
             }
             Model::Ar(m) => m.coef.iter().all(|v| v.is_finite()) && back(&m.window, m.pos),
         }
     }
 }
 
-/// y(t+h) = y(t+h-k*m): the baseline every other model must beat (MASE's denominator).
+/// y(t+h) = y(t+h-k*m): the baseline every other model must beat (MASE's denominator). With
+/// slots of several samples, the slot's mean a season ago.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SeasonalNaive {
+    /// Each slot's mean in its last complete pass.
     hist: Vec<f64>,
-    /// Next slot to overwrite = the oldest value once full.
-    pos: usize,
-    count: usize,
+    slots: Slots,
+    /// Sum of the current slot's samples so far.
+    acc: f64,
+    last: f64,
+    count: u64,
 }
 
 impl SeasonalNaive {
     pub fn new(season: usize) -> Self {
+        let slots = Slots::new(season, DAILY_SLOTS);
         SeasonalNaive {
-            hist: vec![0.0; season.max(1)],
-            pos: 0,
+            hist: vec![0.0; slots.len],
+            slots,
+            acc: 0.0,
+            last: 0.0,
             count: 0,
         }
     }
     fn update(&mut self, y: f64) {
-        self.hist[self.pos] = y;
-        self.pos = (self.pos + 1) % self.hist.len();
+        let slot = self.slots.pos;
+        self.acc += y;
+        self.last = y;
         self.count += 1;
+        if self.slots.advance() {
+            self.hist[slot] = self.acc / self.slots.stride as f64;
+            self.acc = 0.0;
+        }
     }
     fn forecast(&self, h: usize) -> f64 {
-        let m = self.hist.len();
-        if self.count == 0 {
-            return 0.0;
-        }
-        if self.count < m {
+        if self.count < self.slots.season() {
             // Less than a season seen: the last value.
-            return self.hist[(self.pos + m - 1) % m];
+            return self.last;
         }
-        self.hist[(self.pos + (h - 1) % m) % m]
+        self.hist[self.slots.at(h)]
     }
 }
 
@@ -280,70 +358,72 @@ impl Holt {
 pub struct HoltWinters {
     alpha: f64,
     beta: f64,
+    /// Per sample (see [`Slots::per_sample`]).
     gamma: f64,
     level: f64,
     trend: f64,
     season: Vec<f64>,
+    slots: Slots,
     /// Samples seen.
     t: u64,
-    /// The next sample's seasonal slot, `t % m`, kept without dividing.
-    pos: usize,
+    /// During the first season: each slot's sum.
     warm: Vec<f64>,
+}
+
+/// The first season: each slot's sum so far, and the level as the running mean. Returns the
+/// level; at the season's end `profile` gets each slot's mean less the season's mean.
+fn warm_up(warm: &mut Vec<f64>, slots: &Slots, t: u64, y: f64, profile: &mut [f64]) -> f64 {
+    if warm.is_empty() {
+        *warm = vec![0.0; slots.len];
+    }
+    warm[slots.pos] += y;
+    let total: f64 = warm.iter().sum();
+    let mean = total / (t + 1) as f64;
+    if t + 1 == slots.season() {
+        for (p, w) in profile.iter_mut().zip(warm.iter()) {
+            *p = w / slots.stride as f64 - mean;
+        }
+        *warm = Vec::new();
+    }
+    mean
 }
 
 impl HoltWinters {
     pub fn new(season: usize, alpha: f64, beta: f64, gamma: f64) -> Self {
+        let slots = Slots::new(season, DAILY_SLOTS);
         HoltWinters {
             alpha,
             beta,
-            gamma,
+            gamma: slots.per_sample(gamma),
             level: 0.0,
             trend: 0.0,
-            season: vec![0.0; season.max(1)],
+            season: vec![0.0; slots.len],
+            slots,
             t: 0,
-            pos: 0,
             warm: Vec::new(),
         }
     }
-    fn advance(&mut self) {
-        self.t += 1;
-        self.pos = ahead(self.pos, 2, self.season.len());
-    }
-    fn m(&self) -> usize {
-        self.season.len()
-    }
     fn update(&mut self, y: f64) {
-        let m = self.m();
-        if (self.t as usize) < m {
-            // First season: collect, then level = mean, profile = deviations.
-            self.warm.push(y);
-            self.advance();
-            if self.warm.len() == m {
-                let mean = self.warm.iter().sum::<f64>() / m as f64;
-                self.level = mean;
-                for (s, w) in self.season.iter_mut().zip(&self.warm) {
-                    *s = w - mean;
-                }
-                self.warm = Vec::new();
-            } else {
-                self.level = self.warm.iter().sum::<f64>() / self.warm.len() as f64;
-            }
+        if self.t < self.slots.season() {
+            self.level = warm_up(&mut self.warm, &self.slots, self.t, y, &mut self.season);
+            self.t += 1;
+            self.slots.advance();
             return;
         }
-        let i = self.pos;
+        let i = self.slots.pos;
         let prev = self.level;
         self.level =
             self.alpha * (y - self.season[i]) + (1.0 - self.alpha) * (prev + PHI * self.trend);
         self.trend = self.beta * (self.level - prev) + (1.0 - self.beta) * PHI * self.trend;
         self.season[i] = self.gamma * (y - self.level) + (1.0 - self.gamma) * self.season[i];
-        self.advance();
+        self.t += 1;
+        self.slots.advance();
     }
     fn forecast(&self, h: usize) -> f64 {
-        let m = self.m();
-        if (self.t as usize) < m {
+        if self.t < self.slots.season() {
             return self.level;
         }
-        self.level + damped(h) * self.trend + self.season[ahead(self.pos, h, m)]
+        self.level + damped(h) * self.trend + self.season[self.slots.at(h)]
     }
 }
 
@@ -353,16 +433,16 @@ impl HoltWinters {
 pub struct Mstl {
     alpha: f64,
     beta: f64,
+    /// Per sample (see [`Slots::per_sample`]).
     g_daily: f64,
     g_weekly: f64,
     level: f64,
     trend: f64,
     daily: Vec<f64>,
     weekly: Vec<f64>,
+    s1: Slots,
+    s2: Slots,
     t: u64,
-    /// `t % daily.len()` and `t % weekly.len()`, kept without dividing.
-    pos1: usize,
-    pos2: usize,
     warm: Vec<f64>,
 }
 
@@ -375,42 +455,35 @@ impl Mstl {
         g_daily: f64,
         g_weekly: f64,
     ) -> Self {
+        let s1 = Slots::new(daily, DAILY_SLOTS);
+        let s2 = Slots::new(weekly, WEEKLY_SLOTS);
         Mstl {
             alpha,
             beta,
-            g_daily,
-            g_weekly,
+            g_daily: s1.per_sample(g_daily),
+            g_weekly: s2.per_sample(g_weekly),
             level: 0.0,
             trend: 0.0,
-            daily: vec![0.0; daily.max(1)],
-            weekly: vec![0.0; weekly.max(1)],
+            daily: vec![0.0; s1.len],
+            weekly: vec![0.0; s2.len],
+            s1,
+            s2,
             t: 0,
-            pos1: 0,
-            pos2: 0,
             warm: Vec::new(),
         }
     }
     fn advance(&mut self) {
         self.t += 1;
-        self.pos1 = ahead(self.pos1, 2, self.daily.len());
-        self.pos2 = ahead(self.pos2, 2, self.weekly.len());
+        self.s1.advance();
+        self.s2.advance();
     }
     fn update(&mut self, y: f64) {
-        let m1 = self.daily.len();
-        if (self.t as usize) < m1 {
-            self.warm.push(y);
+        if self.t < self.s1.season() {
+            self.level = warm_up(&mut self.warm, &self.s1, self.t, y, &mut self.daily);
             self.advance();
-            let mean = self.warm.iter().sum::<f64>() / self.warm.len() as f64;
-            self.level = mean;
-            if self.warm.len() == m1 {
-                for (s, w) in self.daily.iter_mut().zip(&self.warm) {
-                    *s = w - mean;
-                }
-                self.warm = Vec::new();
-            }
             return;
         }
-        let (i1, i2) = (self.pos1, self.pos2);
+        let (i1, i2) = (self.s1.pos, self.s2.pos);
         let (s1, s2) = (self.daily[i1], self.weekly[i2]);
         let prev = self.level;
         self.level = self.alpha * (y - s1 - s2) + (1.0 - self.alpha) * (prev + PHI * self.trend);
@@ -420,14 +493,10 @@ impl Mstl {
         self.advance();
     }
     fn forecast(&self, h: usize) -> f64 {
-        let m1 = self.daily.len();
-        if (self.t as usize) < m1 {
+        if self.t < self.s1.season() {
             return self.level;
         }
-        self.level
-            + damped(h) * self.trend
-            + self.daily[ahead(self.pos1, h, m1)]
-            + self.weekly[ahead(self.pos2, h, self.weekly.len())]
+        self.level + damped(h) * self.trend + self.daily[self.s1.at(h)] + self.weekly[self.s2.at(h)]
     }
 }
 

@@ -12,6 +12,7 @@ fn settings(season: usize, horizon: usize, model: ModelChoice) -> Settings {
         confidence: 0.95,
         model,
         alert_mase: 1.5,
+        intervals: Default::default(),
     }
 }
 
@@ -262,6 +263,7 @@ fn accuracy_alert_when_mase_is_high() {
     let mut rng = StdRng::seed_from_u64(3);
     let mut f = Forecaster::new(Settings {
         alert_mase: 0.5,
+        intervals: Default::default(),
         ..settings(24, 1, ModelChoice::Fixed(ModelKind::Holt))
     });
     let ys: Vec<f64> = (0..1000).map(|_| rng.random_range(0.0..1000.0)).collect();
@@ -305,5 +307,58 @@ mod properties {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn fine_seasons_are_kept_in_bounded_slots() {
+    // One-second samples, a season of 3,600: kept as 240 slots of 15 samples.
+    let slots = models::Slots::new(3_600, models::DAILY_SLOTS);
+    assert_eq!(
+        format!("{slots:?}"),
+        "Slots { stride: 15, phase: 0, pos: 0, len: 240 }"
+    );
+    assert_eq!(
+        format!("{:?}", models::Slots::new(288, models::DAILY_SLOTS)),
+        "Slots { stride: 1, phase: 0, pos: 0, len: 288 }",
+        "coarse seasons keep a slot per sample"
+    );
+    // A square wave over the season: high for its first quarter. After three seasons, every
+    // seasonal model forecasts the step where it is, a slot's width (15 samples) at worst.
+    let season = 3_600;
+    let wave = |t: usize| {
+        if t % season < season / 4 {
+            5_000.0
+        } else {
+            1_000.0
+        }
+    };
+    for kind in [
+        ModelKind::SeasonalNaive,
+        ModelKind::HoltWinters,
+        ModelKind::Mstl,
+    ] {
+        let mut m = models::Model::new(kind, season, season * 7);
+        let end = 3 * season + season / 4 - 40;
+        for t in 0..end {
+            m.update(wave(t));
+        }
+        // 40 samples before the wave falls: high for the next 25, low after the slot that
+        // straddles the step.
+        for h in [1, 20] {
+            assert!(
+                (m.forecast(h) - 5_000.0).abs() < 800.0,
+                "{kind:?} h={h}: {}",
+                m.forecast(h)
+            );
+        }
+        for h in [60, 100] {
+            assert!(
+                (m.forecast(h) - 1_000.0).abs() < 800.0,
+                "{kind:?} h={h}: {}",
+                m.forecast(h)
+            );
+        }
+        assert!(m.is_finite());
     }
 }
