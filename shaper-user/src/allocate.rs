@@ -29,6 +29,10 @@ pub struct Profile {
     pub priority: u8,
     /// Tier risk tolerance 0..1: how much of an uncertain prediction to pre-allocate.
     pub risk: f64,
+    /// The configured split of the rate over gold, silver and bronze tokens.
+    pub mix: [f64; 3],
+    /// What a bit/s of each type is worth (`token_types.exchange_rates`, default 1).
+    pub worth: [f64; 3],
 }
 
 /// What the datapath measured of one tenant over the last cycle.
@@ -42,6 +46,8 @@ pub struct Observed {
     /// Deposit bytes used and expired during the cycle.
     pub pre_used: f64,
     pub pre_expired: f64,
+    /// Offered bytes/s per token type (gold, silver, bronze).
+    pub by_type: [f64; 3],
 }
 
 /// A tenant's forecast: the next cycle, and the largest predicted cycle within the horizon
@@ -72,6 +78,8 @@ pub struct Policy {
     pub cpu_busy_ratio: f64,
     /// Fills may go below base rates (see `config::Policy::overcommit`).
     pub overcommit: bool,
+    /// How far a tenant's mix may move from the configured one (`max_exchange_fraction`).
+    pub mix_limit: f64,
 }
 
 impl Policy {
@@ -83,6 +91,7 @@ impl Policy {
             in_profile_drop_ratio: p.reactive_override.in_profile_drop_ratio,
             cpu_busy_ratio: p.reactive_override.cpu_busy_ratio,
             overcommit: p.overcommit,
+            mix_limit: p.max_exchange_fraction,
         }
     }
 }
@@ -98,6 +107,43 @@ pub const BURST_FACTOR: f64 = 1.5;
 pub const DEPOSIT_LEAD: usize = 2;
 /// With overcommit, no tenant's fill goes below this share of its base rate.
 pub const FLOOR_SHARE: f64 = 0.1;
+/// Weight of a cycle in a tenant's smoothed per-type demand shares.
+pub const MIX_WEIGHT: f64 = 0.2;
+
+/// `configured` moved toward `demand` (both splits over gold, silver, bronze summing to 1):
+/// each share stays between `(1 - limit)` times its configured value and that value plus
+/// `limit` of what is left to 1, and the result sums to 1.
+pub fn adjust_mix(configured: [f64; 3], demand: [f64; 3], limit: f64) -> [f64; 3] {
+    let limit = limit.clamp(0.0, 1.0);
+    let lo = configured.map(|c| c * (1.0 - limit));
+    let hi = configured.map(|c| c + limit * (1.0 - c));
+    let mut m: [f64; 3] = std::array::from_fn(|k| demand[k].clamp(lo[k], hi[k]));
+    // Back to a sum of 1, moving each share in proportion to its room: the bounds allow it
+    // (their sums bracket 1), so one pass is exact.
+    let sum: f64 = m.iter().sum();
+    if sum > 1.0 {
+        let room: f64 = (0..3).map(|k| m[k] - lo[k]).sum();
+        if room > 0.0 {
+            let cut = (sum - 1.0) / room;
+            m = std::array::from_fn(|k| m[k] - cut * (m[k] - lo[k]));
+        }
+    } else if sum < 1.0 {
+        let room: f64 = (0..3).map(|k| hi[k] - m[k]).sum();
+        if room > 0.0 {
+            let add = (1.0 - sum) / room;
+            m = std::array::from_fn(|k| m[k] + add * (hi[k] - m[k]));
+        }
+    }
+    m
+}
+
+/// The factor on the fill that keeps a moved mix worth what the configured one is at the
+/// exchange rates: more of a dearer type costs rate, more of a cheaper one adds it.
+pub fn worth_factor(p: &Profile, mix: &[f64; 3]) -> f64 {
+    let of = |m: &[f64; 3]| (0..3).map(|k| m[k] * p.worth[k]).sum::<f64>();
+    let now = of(mix);
+    if now > 0.0 { of(&p.mix) / now } else { 1.0 }
+}
 
 /// What the allocator carries from one cycle to the next, per tenant.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -112,6 +158,9 @@ pub struct TenantState {
     pub hold: u32,
     /// Cycle of the burst the last deposit was for, so one burst gets one deposit.
     pub deposited_for: Option<u64>,
+    /// Smoothed share of the offered bytes per token type: the per-type demand the mix
+    /// follows. `None` until the tenant sent anything.
+    pub type_share: Option<[f64; 3]>,
 }
 
 impl TenantState {
@@ -123,6 +172,7 @@ impl TenantState {
             overridden: None,
             hold: 0,
             deposited_for: None,
+            type_share: None,
         }
     }
 }
@@ -145,6 +195,10 @@ pub struct Allocation {
     pub deposit: Option<Deposit>,
     /// Why the tenant is held at its base rate, if it is.
     pub overridden: Option<String>,
+    /// The split over gold, silver and bronze moved toward the tenant's per-type demand
+    /// (predictive mode only; `None`: the configured mix). `fill` already includes what the
+    /// move is worth at the exchange rates.
+    pub mix: Option<[f64; 3]>,
 }
 
 /// Something the allocator changed on its own, for the log.
@@ -197,6 +251,7 @@ pub fn allocate(inp: &Inputs, state: &mut [TenantState]) -> (Vec<Allocation>, Ve
                 pre_cap: 0.0,
                 deposit: None,
                 overridden: None,
+                mix: None,
             })
             .collect();
         return (out, events);
@@ -232,6 +287,14 @@ pub fn allocate(inp: &Inputs, state: &mut [TenantState]) -> (Vec<Allocation>, Ve
             if p.auto_tune && st.overridden.is_none() {
                 tune(i, obs, st, &mut events);
             }
+        }
+        let offered_by_type: f64 = obs.by_type.iter().sum();
+        if offered_by_type > 0.0 {
+            let now = obs.by_type.map(|b| b / offered_by_type);
+            st.type_share = Some(match st.type_share {
+                Some(old) => std::array::from_fn(|k| old[k] + MIX_WEIGHT * (now[k] - old[k])),
+                None => now,
+            });
         }
         let headroom = (prof.ceil - prof.rate).max(0.0);
         match p.mode {
@@ -334,12 +397,21 @@ pub fn allocate(inp: &Inputs, state: &mut [TenantState]) -> (Vec<Allocation>, Ve
         let pre_cap = (pre * inp.interval_s)
             .max(if pre > 0.0 { prof.burst } else { 0.0 })
             .max(deposit.map_or(0.0, |d| d.bytes));
+        // The mix follows the per-type demand in predictive mode, value for value.
+        let (mix, fill) = match state[i].type_share {
+            Some(share) if p.mode == PolicyMode::Predictive && state[i].overridden.is_none() => {
+                let m = adjust_mix(prof.mix, share, p.mix_limit);
+                (Some(m), fill * worth_factor(prof, &m))
+            }
+            _ => (None, fill),
+        };
         out.push(Allocation {
             fill,
             pre_rate: pre,
             pre_cap,
             deposit,
             overridden: state[i].overridden.clone(),
+            mix,
         });
     }
     (out, events)
@@ -598,6 +670,18 @@ pub fn profiles(cfg: &crate::config::Config) -> Vec<Profile> {
                 burst: t.burst.bytes() as f64,
                 priority: tier.map_or(0, |t| t.priority.min(3)),
                 risk: tier.map_or(0.5, |t| t.risk),
+                mix: {
+                    let m = t
+                        .mix
+                        .clone()
+                        .unwrap_or_else(|| cfg.token_types.default_mix());
+                    [m.gold, m.silver, m.bronze]
+                },
+                worth: cfg
+                    .token_types
+                    .exchange_rates
+                    .as_ref()
+                    .map_or([1.0; 3], |m| [m.gold, m.silver, m.bronze]),
             }
         })
         .collect()

@@ -543,6 +543,7 @@ mod tests {
             passed_bps: 1e6,
             offered_bps: 1.2e6,
             drop_ratio: 1.0 / 6.0,
+            offered_by_type_bps: [1.2e6, 0.0, 0.0],
             marked_packets: 1,
             marked_bytes: 1_500,
             by_type: [(

@@ -14,7 +14,9 @@ use shaper_common::{
 };
 
 use crate::config::{Config, tier_str};
-use crate::datapath::{DatapathError, FLOWS, GLOBAL_COUNTERS, TENANT_COUNTERS, TENANT_STATE};
+use crate::datapath::{
+    DatapathError, FLOWS, GLOBAL_COUNTERS, TENANT_COUNTERS, TENANT_STATE, batch,
+};
 
 /// What `shaper run` applied, saved beside the pins so `shaper stats` can name tenant ids.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -105,6 +107,17 @@ pub fn read_tenant_states(map: &Map, n: u32) -> Result<Vec<TenantState>, Datapat
         map: TENANT_STATE,
         source,
     };
+    if let Map::Array(data) = map {
+        let batched = batch::lookup_array::<TenantState>(data, n, 1).map_err(|source| {
+            DatapathError::Batch {
+                map: TENANT_STATE,
+                source,
+            }
+        })?;
+        if let Some(v) = batched.filter(|v| v.len() == n as usize) {
+            return Ok(v.into_iter().filter_map(|c| c.first().copied()).collect());
+        }
+    }
     let arr: Array<&MapData, TenantState> = Array::try_from(map).map_err(err)?;
     (0..n).map(|id| arr.get(&id, 0).map_err(err)).collect()
 }
@@ -112,6 +125,13 @@ pub fn read_tenant_states(map: &Map, n: u32) -> Result<Vec<TenantState>, Datapat
 /// Every entry of the flow table.
 pub fn read_flows(map: &Map) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
     let err = |source| DatapathError::Map { map: FLOWS, source };
+    if let Map::LruHashMap(data) = map {
+        let batched = batch::lookup_hash::<FlowKey, FlowStats>(data)
+            .map_err(|source| DatapathError::Batch { map: FLOWS, source })?;
+        if let Some(v) = batched {
+            return Ok(v);
+        }
+    }
     let m: aya::maps::HashMap<&MapData, FlowKey, FlowStats> =
         aya::maps::HashMap::try_from(map).map_err(err)?;
     // Entries evicted while iterating end the walk early or are skipped: a snapshot of an
@@ -216,6 +236,23 @@ pub fn top_flows(
 
 /// Reads the counters of tenant ids `0..n`, summed over CPUs.
 pub fn read_tenant_counters(map: &Map, n: u32) -> Result<Vec<TenantCounters>, DatapathError> {
+    if let (Map::PerCpuArray(data), Ok(cpus)) = (map, aya::util::nr_cpus()) {
+        let batched = batch::lookup_array::<TenantCounters>(data, n, cpus).map_err(|source| {
+            DatapathError::Batch {
+                map: TENANT_COUNTERS,
+                source,
+            }
+        })?;
+        if let Some(v) = batched.filter(|v| v.len() == n as usize) {
+            return Ok(v.iter().map(|c| sum_cpus(c)).collect());
+        }
+    }
+    read_tenant_counters_each(map, n)
+}
+
+/// The same as [`read_tenant_counters`], one syscall per tenant: the fallback where the kernel
+/// has no batched lookups, and the reference the batched read is tested against.
+pub fn read_tenant_counters_each(map: &Map, n: u32) -> Result<Vec<TenantCounters>, DatapathError> {
     let arr: PerCpuArray<&MapData, TenantCounters> =
         PerCpuArray::try_from(map).map_err(|source| DatapathError::Map {
             map: TENANT_COUNTERS,
@@ -333,6 +370,9 @@ pub struct AllocationView {
     /// Why the tenant is held at its base rate (reactive override), if it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub override_reason: Option<String>,
+    /// The split over gold, silver and bronze the allocator moved toward the per-type demand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<[f64; 3]>,
 }
 
 /// Packets and bytes of one token type and outcome.
@@ -403,6 +443,9 @@ pub struct TenantStats {
     pub offered_bps: f64,
     /// Dropped share of offered bytes over the window, 0..=1.
     pub drop_ratio: f64,
+    /// Offered IP bits per second per token type (gold, silver, bronze) over the window.
+    #[serde(default)]
+    pub offered_by_type_bps: [f64; 3],
 }
 
 /// Rates between `prev` and `cur`. A counter that went backwards (the program was reloaded)
@@ -464,6 +507,14 @@ pub fn tenant_stats(table: &[TenantInfo], prev: &Snapshot, cur: &Snapshot) -> Ve
                 active_flows: cur.flows.get(&t.id).copied().unwrap_or(0),
                 forecast: None,
                 allocation: None,
+                offered_by_type_bps: std::array::from_fn(|k| {
+                    rate(
+                        c.bytes[k]
+                            .iter()
+                            .sum::<u64>()
+                            .saturating_sub(p.bytes[k].iter().sum::<u64>()),
+                    )
+                }),
                 passed_bps: rate(dp),
                 offered_bps: rate(dp + dd),
                 drop_ratio: if dp + dd > 0 {

@@ -291,7 +291,6 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
         .iter()
         .map(|t| cfg.tiers.get(&t.tier).is_some_and(|t| t.emergency))
         .collect();
-    let protected: Vec<bool> = profiles.iter().map(|p| p.priority >= 2).collect();
     let mut alloc: Vec<allocate::Allocation> = profiles
         .iter()
         .map(|p| allocate::Allocation {
@@ -300,6 +299,7 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
             pre_cap: 0.0,
             deposit: None,
             overridden: None,
+            mix: None,
         })
         .collect();
     let mut buckets: Vec<Buckets> = profiles
@@ -381,17 +381,8 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
         }
         let ts = trace.start + c as f64 * dt;
         for i in 0..n {
-            let ip = d[i].min(profiles[i].rate * dt);
-            let ip_dropped = (ip - passed[i]).max(0.0);
+            let ip_dropped = account(&mut res[i], &profiles[i], dt, d[i], passed[i]);
             let r = &mut res[i];
-            r.offered_bytes += d[i];
-            r.passed_bytes += passed[i];
-            r.dropped_bytes += rem[i].max(0.0);
-            r.in_profile_bytes += ip;
-            r.in_profile_dropped_bytes += ip_dropped;
-            if protected[i] && ip > 0.0 && ip_dropped > 0.001 * ip {
-                r.violations += 1;
-            }
             r.pre_used_bytes += used[i];
             r.pre_expired_bytes += expired[i];
             observed[i] = Observed {
@@ -400,6 +391,8 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
                 in_profile_dropped: ip_dropped / dt,
                 pre_used: used[i],
                 pre_expired: expired[i],
+                // The trace has no token types: the mix stays as configured.
+                by_type: [0.0; 3],
             };
         }
         // Allocate the next cycle.
@@ -415,11 +408,46 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
         }
         alloc = a;
     }
-    let cycles = trace.cycles();
+    Ok(summarize(
+        &format!("{mode:?}").to_lowercase(),
+        trace.cycles(),
+        dt,
+        cap,
+        &profiles,
+        res,
+    ))
+}
+
+/// Adds one cycle of one tenant (bytes offered and passed in it) to its totals; returns the
+/// in-profile bytes dropped. In profile: what was offered up to the base rate. A gold or
+/// platinum tenant that lost more than 0.1% of it had a violation.
+fn account(r: &mut TenantResult, p: &allocate::Profile, dt: f64, offered: f64, passed: f64) -> f64 {
+    let ip = offered.min(p.rate * dt);
+    let ip_dropped = (ip - passed).max(0.0);
+    r.offered_bytes += offered;
+    r.passed_bytes += passed;
+    r.dropped_bytes += (offered - passed).max(0.0);
+    r.in_profile_bytes += ip;
+    r.in_profile_dropped_bytes += ip_dropped;
+    if p.priority >= 2 && ip > 0.0 && ip_dropped > 0.001 * ip {
+        r.violations += 1;
+    }
+    ip_dropped
+}
+
+/// The run's totals, link utilization and fairness from each tenant's totals.
+fn summarize(
+    policy: &str,
+    cycles: usize,
+    dt: f64,
+    cap: f64,
+    profiles: &[allocate::Profile],
+    res: Vec<TenantResult>,
+) -> SimResult {
     let sum = |f: fn(&TenantResult) -> f64| res.iter().map(f).sum::<f64>();
     let xs: Vec<f64> = res
         .iter()
-        .zip(&profiles)
+        .zip(profiles)
         .map(|(r, p)| {
             let want = r.offered_bytes.min(p.ceil * dt * cycles as f64);
             if want > 0.0 {
@@ -438,8 +466,8 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
             1.0
         }
     };
-    Ok(SimResult {
-        policy: format!("{mode:?}").to_lowercase(),
+    SimResult {
+        policy: policy.to_string(),
         cycles,
         offered_bytes: sum(|r| r.offered_bytes),
         passed_bytes: sum(|r| r.passed_bytes),
@@ -451,7 +479,38 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
         pre_used_bytes: sum(|r| r.pre_used_bytes),
         pre_expired_bytes: sum(|r| r.pre_expired_bytes),
         tenants: res,
-    })
+    }
+}
+
+/// The simulator's measures of a real run: `offered[t][c]` and `passed[t][c]` are tenant
+/// `t`'s bytes/s in cycle `c`, tenants in config order (what `shaper run` stores each cycle).
+/// Pre-allocation totals are not in the history, so they stay 0.
+pub fn score(
+    cfg: &Config,
+    policy: &str,
+    dt: f64,
+    offered: &[Vec<f64>],
+    passed: &[Vec<f64>],
+) -> SimResult {
+    let profiles = allocate::profiles(cfg);
+    let cycles = offered.iter().map(Vec::len).min().unwrap_or(0);
+    let mut res: Vec<TenantResult> = cfg
+        .tenants
+        .iter()
+        .map(|t| TenantResult {
+            name: t.name.clone(),
+            tier: crate::config::tier_str(t.tier).to_string(),
+            ..TenantResult::default()
+        })
+        .collect();
+    for (i, r) in res.iter_mut().enumerate() {
+        for c in 0..cycles {
+            let (o, p) = (offered[i][c] * dt, passed[i][c] * dt);
+            account(r, &profiles[i], dt, o, p.min(o));
+        }
+    }
+    let cap = cfg.link.capacity.bits_per_sec() as f64 / 8.0;
+    summarize(policy, cycles, dt, cap, &profiles, res)
 }
 
 #[cfg(test)]

@@ -67,68 +67,111 @@ pub fn start_flood(f: Flood, stop: Arc<AtomicBool>) -> JoinHandle<io::Result<Sen
         if let Some(cpu) = f.cpu {
             pin_to_cpu(cpu);
         }
-        let _ns = NetNsEnter::enter(&f.netns)?;
-        let bind: SocketAddr = if f.dst.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
+        let pkt_bytes = f.payload as u64 + ip_overhead(f.dst.ip());
+        let per_sec = f.rate_bits.map(|r| r as f64 / 8.0 / pkt_bytes as f64);
+        send_paced(&f.netns, f.dst, f.payload, f.duration, &stop, |t| {
+            per_sec.map(|p| t * p)
+        })
+    })
+}
+
+/// Starts a UDP sender whose rate follows `rates` (IP bits per second), one per `interval`,
+/// for as long as they last: a trace's tenant replayed on the wire.
+pub fn start_schedule(
+    netns: String,
+    dst: SocketAddr,
+    payload: usize,
+    interval: Duration,
+    rates: Vec<u64>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<io::Result<Sent>> {
+    std::thread::spawn(move || {
+        let pkt_bytes = (payload as u64 + ip_overhead(dst.ip())) as f64;
+        let step = interval.as_secs_f64();
+        // Packets due by the start of each interval.
+        let mut before = Vec::with_capacity(rates.len() + 1);
+        let mut sum = 0.0;
+        for r in &rates {
+            before.push(sum);
+            sum += *r as f64 / 8.0 / pkt_bytes * step;
         }
+        let duration = interval * rates.len() as u32;
+        send_paced(&netns, dst, payload, duration, &stop, |t| {
+            let k = ((t / step) as usize).min(rates.len().saturating_sub(1));
+            let rate = rates.get(k).map_or(0.0, |r| *r as f64 / 8.0 / pkt_bytes);
+            Some(before.get(k).copied().unwrap_or(sum) + (t - k as f64 * step) * rate)
+        })
+    })
+}
+
+/// Sends `payload`-byte datagrams to `dst` from `netns` until `duration` or `stop`, keeping
+/// up with `due(t)`: the packets due `t` seconds in (`None`: as fast as possible).
+fn send_paced(
+    netns: &str,
+    dst: SocketAddr,
+    payload: usize,
+    duration: Duration,
+    stop: &AtomicBool,
+    due: impl Fn(f64) -> Option<f64>,
+) -> io::Result<Sent> {
+    let _ns = NetNsEnter::enter(netns)?;
+    let bind: SocketAddr = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
         .parse()
         .map_err(io::Error::other)?;
-        let sock = UdpSocket::bind(bind)?;
-        sock.connect(f.dst)?;
-        let buf = vec![0x5au8; f.payload];
-        let pkt_bytes = f.payload as u64 + ip_overhead(f.dst.ip());
-        let start = Instant::now();
-        let mut sent = Sent::default();
-        // Packets the schedule is ahead of what was sent; a sender that was descheduled does
-        // not catch up with a burst (which a policer would rightly drop) beyond 2 ms' worth.
-        let per_sec = f.rate_bits.map(|r| r as f64 / 8.0 / pkt_bytes as f64);
-        let max_backlog = per_sec.map_or(0, |p| (p * 0.002).ceil() as u64 + 1);
-        let mut skipped = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let elapsed = start.elapsed();
-            if elapsed >= f.duration {
-                break;
-            }
-            let due = match per_sec {
-                Some(p) => {
-                    let mut due = (elapsed.as_secs_f64() * p) as u64 + 1 - skipped;
-                    if due > sent.packets + max_backlog {
-                        skipped += due - sent.packets - max_backlog;
-                        due = sent.packets + max_backlog;
-                    }
-                    due
+    let sock = UdpSocket::bind(bind)?;
+    sock.connect(dst)?;
+    let buf = vec![0x5au8; payload];
+    let pkt_bytes = payload as u64 + ip_overhead(dst.ip());
+    let start = Instant::now();
+    let mut sent = Sent::default();
+    // Packets the schedule is ahead of what was sent; a sender that was descheduled does not
+    // catch up with a burst (which a policer would rightly drop) beyond 2 ms' worth.
+    let mut skipped = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let elapsed = start.elapsed();
+        if elapsed >= duration {
+            break;
+        }
+        let t = elapsed.as_secs_f64();
+        let target = match due(t) {
+            Some(d) => {
+                let max_backlog =
+                    due(t + 0.002).map_or(0.0, |a| (a - d).max(0.0)).ceil() as u64 + 1;
+                let mut target = (d as u64 + 1).saturating_sub(skipped);
+                if target > sent.packets + max_backlog {
+                    skipped += target - sent.packets - max_backlog;
+                    target = sent.packets + max_backlog;
                 }
-                None => sent.packets + 64,
-            };
-            if sent.packets >= due {
-                std::thread::sleep(Duration::from_micros(200));
-                continue;
+                target
             }
-            while sent.packets < due {
-                match sock.send(&buf) {
-                    Ok(_) => {
-                        sent.packets += 1;
-                        sent.bytes += pkt_bytes;
-                    }
-                    // A full socket buffer or an ICMP error from an earlier packet: not fatal.
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::ConnectionRefused
-                        ) =>
-                    {
-                        break;
-                    }
-                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => break,
-                    Err(e) => return Err(e),
+            None => sent.packets + 64,
+        };
+        if sent.packets >= target {
+            std::thread::sleep(Duration::from_micros(200));
+            continue;
+        }
+        while sent.packets < target {
+            match sock.send(&buf) {
+                Ok(_) => {
+                    sent.packets += 1;
+                    sent.bytes += pkt_bytes;
                 }
+                // A full socket buffer or an ICMP error from an earlier packet: not fatal.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    break;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => break,
+                Err(e) => return Err(e),
             }
         }
-        sent.elapsed = start.elapsed();
-        Ok(sent)
-    })
+    }
+    sent.elapsed = start.elapsed();
+    Ok(sent)
 }
 
 /// A bound UDP sink; bind it before the flood starts so no packet is refused.

@@ -960,3 +960,78 @@ fn ecn_levels_rearm_when_the_bucket_refills() {
     std::thread::sleep(Duration::from_millis(150));
     assert_eq!(marks(&mut dp), want, "re-armed after the refill");
 }
+
+/// The agent's batched reads (BPF_MAP_LOOKUP_BATCH) return what one lookup per key returns:
+/// counters summed over CPUs, bucket states, and the flow table.
+#[test]
+fn batched_map_reads_match_per_key_reads() {
+    if skip_unless_root("batched_map_reads_match_per_key_reads") {
+        return;
+    }
+    let _serial = serial();
+    let mut dp = load(&config("drop", "dst"));
+    // Different counts per tenant, from many source ports (flows).
+    for (dst, n) in [
+        ([10, 1, 7, 7], 40u16),
+        ([10, 2, 3, 4], 7),
+        ([10, 3, 0, 1], 3),
+    ] {
+        for k in 0..n {
+            let f = FrameBuilder {
+                sport: 1000 + k,
+                ..Default::default()
+            }
+            .v4(SRC4, dst);
+            run(&mut dp, &f);
+        }
+    }
+    let counters = dp.map(TENANT_COUNTERS).expect("map");
+    // The batch path itself answers (no silent fallback to per-key reads).
+    let aya::maps::Map::PerCpuArray(data) = counters else {
+        panic!("TENANT_COUNTERS is a per-CPU array")
+    };
+    let cpus = aya::util::nr_cpus().expect("cpus");
+    let raw = shaper::datapath::batch::lookup_array::<TenantCounters>(data, 3, cpus)
+        .expect("batch lookup")
+        .expect("this kernel does batched lookups");
+    assert_eq!(raw.len(), 3);
+    assert_eq!(raw[0].len(), cpus);
+    let batched = shaper::collect::read_tenant_counters(counters, 3).expect("batched");
+    let each = shaper::collect::read_tenant_counters_each(counters, 3).expect("each");
+    assert_eq!(batched, each);
+    let total = |c: &TenantCounters| c.packets.iter().flatten().sum::<u64>();
+    assert_eq!(batched.iter().map(total).collect::<Vec<_>>(), [40, 7, 3]);
+    // More ids than tenants: the array's unused entries read as zero, both ways.
+    assert_eq!(
+        shaper::collect::read_tenant_counters(counters, 64).expect("batched"),
+        shaper::collect::read_tenant_counters_each(counters, 64).expect("each")
+    );
+    let states = dp.map(shaper::datapath::TENANT_STATE).expect("map");
+    let s = shaper::collect::read_tenant_states(states, 3).expect("states");
+    let arr: aya::maps::Array<&MapData, shaper_common::TenantState> =
+        aya::maps::Array::try_from(states).expect("typed");
+    for (id, st) in s.iter().enumerate() {
+        let one = arr.get(&(id as u32), 0).expect("read");
+        assert_eq!(format!("{st:?}"), format!("{one:?}"));
+    }
+    let flows = dp.map(shaper::datapath::FLOWS).expect("map");
+    let aya::maps::Map::LruHashMap(fdata) = flows else {
+        panic!("FLOWS is an LRU hash")
+    };
+    assert!(
+        shaper::datapath::batch::lookup_hash::<shaper_common::FlowKey, shaper_common::FlowStats>(
+            fdata
+        )
+        .expect("batch lookup")
+        .is_some()
+    );
+    let mut batched = shaper::collect::read_flows(flows).expect("flows");
+    let m: aya::maps::HashMap<&MapData, shaper_common::FlowKey, shaper_common::FlowStats> =
+        aya::maps::HashMap::try_from(flows).expect("typed");
+    let mut each: Vec<_> = m.iter().filter_map(Result::ok).collect();
+    let key = |e: &(shaper_common::FlowKey, shaper_common::FlowStats)| format!("{:?}", e.0);
+    batched.sort_by_key(key);
+    each.sort_by_key(key);
+    assert!(!each.is_empty(), "sampled flows exist");
+    assert_eq!(format!("{batched:?}"), format!("{each:?}"));
+}

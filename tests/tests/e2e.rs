@@ -623,3 +623,84 @@ fn the_agent_writes_predicted_fill_rates() {
         }
     }
 }
+
+/// The trace replayer's sender on the real datapath: a tenant's rate follows a schedule, one
+/// step a second, and the agent's history records what the schedule offered and what the
+/// shaper let through.
+#[test]
+fn a_scheduled_sender_replays_its_rates_through_the_shaper() {
+    if skip_unless_root("a_scheduled_sender_replays_its_rates_through_the_shaper") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-sched-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let db = tmp.join("history.db");
+    let config = Config::parse(&format!(
+        r#"{{"link":{{"capacity":"1gbit"}},
+            "tenants":[{{"name":"t","tier":"bronze","prefixes":["10.10.1.0/24"],"rate":"40mbit","burst":"64kb"}}],
+            "forecast":{{"interval_ms":500,"horizon_s":2,"season_s":86400,"model":"auto","confidence":0.95,"accuracy_alert_mase":1.5}},
+            "policy":{{"mode":"static","adjustment_multiplier":0.5,"auto_tune":false,"max_exchange_fraction":0.5,
+                       "reactive_override":{{"in_profile_drop_ratio":0.01,"cpu_busy_ratio":1.0}}}},
+            "history":{{"path":"{}","retention_days":1}},
+            "api":{{"listen":"127.0.0.1:0","socket":"{}"}}}}"#,
+        db.display(),
+        tmp.join("api.sock").display()
+    ))
+    .expect("config");
+    let agent = Agent::start(&config, &lab.dut_if, &lab.dut.name).expect("agent");
+    let stop = Arc::new(AtomicBool::new(false));
+    let sink = traffic::Sink::bind(&lab.dut.name, dst(1))
+        .expect("sink")
+        .start(Duration::from_secs(8), stop.clone());
+    // Mbit/s per second: below the rate, above it (the shaper drops the excess), back down.
+    let schedule = [10u64, 30, 80, 80, 20, 10];
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let sent = traffic::start_schedule(
+        lab.src.name.clone(),
+        dst(1),
+        1400,
+        Duration::from_secs(1),
+        schedule.iter().map(|m| m * 1_000_000).collect(),
+        stop.clone(),
+    )
+    .join()
+    .expect("sender")
+    .expect("send");
+    std::thread::sleep(Duration::from_millis(1200));
+    drop(agent);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let received = sink.join().expect("sink").expect("received");
+    let want: u64 = schedule.iter().map(|m| m * 1_000_000 / 8).sum();
+    assert!(
+        within(sent.bytes as f64, want as f64, 0.03),
+        "sent {} of the schedule's {want} bytes",
+        sent.bytes
+    );
+    // 80 Mbit/s for two seconds into 40: about 10 MB of the 28.75 MB cannot pass.
+    let dropped = sent.bytes as f64 - received.bytes as f64;
+    assert!(
+        within(dropped, 10e6, 0.2),
+        "dropped {dropped} bytes, want about 10 MB"
+    );
+    let store = shaper::store::Store::open(&db, &lab.dut_if).expect("store");
+    let rows = store.since(Some("t"), started).expect("rows");
+    let peak = rows.iter().map(|r| r.offered).fold(0.0, f64::max) * 8.0;
+    let passed_peak = rows.iter().map(|r| r.passed).fold(0.0, f64::max) * 8.0;
+    eprintln!(
+        "sent {:.1} MB, received {:.1} MB; history: {} cycles, offered peak {:.1} Mbit/s, passed peak {:.1}",
+        sent.bytes as f64 / 1e6,
+        received.bytes as f64 / 1e6,
+        rows.len(),
+        peak / 1e6,
+        passed_peak / 1e6
+    );
+    assert!(rows.len() >= 10, "{} cycles recorded", rows.len());
+    assert!(within(peak, 80e6, 0.15), "offered peak {peak}");
+    assert!(passed_peak <= 40e6 * 1.1, "passed peak {passed_peak}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

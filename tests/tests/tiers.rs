@@ -507,6 +507,7 @@ fn an_allocation_leaves_borrowing_what_fill_and_pool_leave_of_the_ceiling() {
         pre_cap: 1e6,
         deposit: None,
         overridden: None,
+        mix: None,
     };
     let t0 = (&cfg.tenants[0], &cfg);
     dp.apply_allocation(0, t0, &a, Duration::from_secs(1), None)

@@ -10,6 +10,7 @@ use shaper::datapath::{Clock, Datapath};
 use shaper::units::{Rate, Size};
 
 mod cycle;
+mod replay;
 mod tiers;
 
 #[derive(Parser)]
@@ -22,6 +23,31 @@ struct Cli {
 enum Cmd {
     #[command(subcommand)]
     Bench(Bench),
+    /// Replay a trace through the real datapath (netns lab, `shaper run`) under each policy,
+    /// one trace cycle per second, and score the agent's history like `shaper simulate`.
+    Replay {
+        #[arg(long)]
+        trace: std::path::PathBuf,
+        #[arg(long)]
+        config: std::path::PathBuf,
+        #[arg(long, value_delimiter = ',', default_values_t = ["reactive".to_string(), "predictive".to_string()])]
+        policies: Vec<String>,
+        /// First trace cycle replayed.
+        #[arg(long)]
+        from: usize,
+        /// Cycles replayed (seconds on the wire per policy).
+        #[arg(long, default_value_t = 240)]
+        cycles: usize,
+        /// Cycles before `from` written to the history store for the forecasters.
+        #[arg(long, default_value_t = 2880)]
+        warm: usize,
+        /// Rates (trace, tenants, link) multiplied by this, to fit the lab's veth.
+        #[arg(long, default_value_t = 0.5)]
+        scale: f64,
+        /// Alternating rounds of all policies.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,6 +103,25 @@ fn main() -> Result<()> {
             tenants,
         }) => bench_datapath(repeat, rounds, &tenants),
         Cmd::Bench(Bench::Tiers { repeat, rounds }) => tiers::bench(repeat, rounds),
+        Cmd::Replay {
+            trace,
+            config,
+            policies,
+            from,
+            cycles,
+            warm,
+            scale,
+            rounds,
+        } => replay::replay(&replay::Args {
+            trace: &trace,
+            config: &config,
+            policies: &policies,
+            from,
+            cycles,
+            warm,
+            scale,
+            rounds,
+        }),
         Cmd::Bench(Bench::Cycle {
             tenants,
             warm,

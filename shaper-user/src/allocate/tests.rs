@@ -12,6 +12,7 @@ fn policy(mode: PolicyMode) -> Policy {
         in_profile_drop_ratio: 0.01,
         cpu_busy_ratio: 0.95,
         overcommit: false,
+        mix_limit: 0.5,
     }
 }
 
@@ -22,6 +23,8 @@ fn profile(rate: f64, ceil: f64, priority: u8) -> Profile {
         burst: 100_000.0,
         priority,
         risk: 0.8,
+        mix: [0.2, 0.5, 0.3],
+        worth: [1.0; 3],
     }
 }
 
@@ -326,7 +329,7 @@ prop_compose! {
     fn tenant()(rate in 0.1f64..20.0, extra in 0.0f64..30.0, prio in 0u8..4, risk in 0.0f64..1.0,
                 mean in 0.0f64..60.0, spread in 0.0f64..30.0, offered in 0.0f64..60.0,
                 drop in 0.0f64..1.0) -> (Profile, Demand, Observed) {
-        let p = Profile { rate: rate * MB, ceil: (rate + extra) * MB, burst: 64_000.0, priority: prio, risk };
+        let p = Profile { rate: rate * MB, ceil: (rate + extra) * MB, burst: 64_000.0, priority: prio, risk, mix: [0.2, 0.5, 0.3], worth: [1.0; 3] };
         let d = demand(mean * MB, (mean - spread).max(0.0) * MB, (mean + spread) * MB);
         let o = Observed { offered: offered * MB, dropped: offered * drop * MB, ..Observed::default() };
         (p, d, o)
@@ -381,5 +384,64 @@ proptest! {
         let c = Case::new(PolicyMode::Predictive, profiles, vec![d, d]);
         let (a, _) = c.run(&mut c.state(), 0);
         prop_assert!(a[1].fill + a[1].pre_rate >= a[0].fill + a[0].pre_rate - 1e-6, "{:?}", a);
+    }
+}
+
+#[test]
+fn the_mix_moves_toward_per_type_demand_within_the_limit() {
+    // Configured 20/50/30; all traffic is bronze: bronze rises to 30 + 50% of 70 = 65,
+    // the others give it up in proportion to their room above half their share.
+    let m = adjust_mix([0.2, 0.5, 0.3], [0.0, 0.0, 1.0], 0.5);
+    assert!((m.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{m:?}");
+    assert!((m[2] - 0.65).abs() < 1e-12, "{m:?}");
+    assert!(m[0] >= 0.1 - 1e-12 && m[1] >= 0.25 - 1e-12, "{m:?}");
+    // Demand like the configuration: nothing moves. No room to move: nothing moves.
+    assert_eq!(
+        adjust_mix([0.2, 0.5, 0.3], [0.2, 0.5, 0.3], 0.5),
+        [0.2, 0.5, 0.3]
+    );
+    let fixed = adjust_mix([0.2, 0.5, 0.3], [1.0, 0.0, 0.0], 0.0);
+    assert!(
+        fixed
+            .iter()
+            .zip([0.2, 0.5, 0.3])
+            .all(|(a, b)| (a - b).abs() < 1e-12)
+    );
+}
+
+#[test]
+fn a_moved_mix_keeps_its_worth_at_the_exchange_rates() {
+    // Gold is worth 2, bronze 0.5: moving toward bronze adds rate, toward gold costs it.
+    let mut p = profile(10.0 * MB, 20.0 * MB, 1);
+    p.worth = [2.0, 1.0, 0.5];
+    let to_bronze = adjust_mix(p.mix, [0.0, 0.0, 1.0], 0.5);
+    let to_gold = adjust_mix(p.mix, [1.0, 0.0, 0.0], 0.5);
+    assert!(worth_factor(&p, &to_bronze) > 1.0);
+    assert!(worth_factor(&p, &to_gold) < 1.0);
+    let worth = |m: &[f64; 3], f: f64| (0..3).map(|k| m[k] * f * p.worth[k]).sum::<f64>();
+    let base = worth(&p.mix, 1.0);
+    for m in [to_bronze, to_gold] {
+        assert!((worth(&m, worth_factor(&p, &m)) - base).abs() < 1e-12);
+    }
+}
+
+proptest! {
+    #[test]
+    fn adjusted_mixes_sum_to_one_within_bounds(
+        c in (0.0f64..1.0, 0.0f64..1.0, 0.0f64..1.0),
+        d in (0.0f64..1.0, 0.0f64..1.0, 0.0f64..1.0),
+        limit in 0.0f64..1.0,
+    ) {
+        let norm = |(a, b, c): (f64, f64, f64)| {
+            let s = a + b + c;
+            if s > 0.0 { [a / s, b / s, c / s] } else { [1.0, 0.0, 0.0] }
+        };
+        let (conf, dem) = (norm(c), norm(d));
+        let m = adjust_mix(conf, dem, limit);
+        prop_assert!((m.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{:?}", m);
+        for k in 0..3 {
+            prop_assert!(m[k] >= conf[k] * (1.0 - limit) - 1e-9, "{:?} {:?}", m, conf);
+            prop_assert!(m[k] <= conf[k] + limit * (1.0 - conf[k]) + 1e-9, "{:?} {:?}", m, conf);
+        }
     }
 }

@@ -418,6 +418,7 @@ impl AgentLoop {
             pre_cap: 0.0,
             deposit: None,
             overridden: None,
+            mix: None,
         };
         let last = self.last_alloc.get(&t.name).cloned().unwrap_or(base);
         let (shares, factor) = split_of(&self.exchanged, t);
@@ -460,6 +461,7 @@ impl AgentLoop {
                     in_profile_dropped: (offered.min(rate) - passed).max(0.0),
                     pre_used: s.pre_pool.used_bytes.saturating_sub(last.used_bytes) as f64,
                     pre_expired: s.pre_pool.expired_bytes.saturating_sub(last.expired_bytes) as f64,
+                    by_type: s.offered_by_type_bps.map(|b| b / 8.0),
                 }
             })
             .collect();
@@ -500,7 +502,9 @@ impl AgentLoop {
             let Some(id) = ids.get(t.name.as_str()) else {
                 continue;
             };
+            // An operator's exchange stands over the allocator's mix.
             let (shares, factor) = split_of(&self.exchanged, t);
+            let shares = shares.or(a.mix);
             let scaled = crate::allocate::Allocation {
                 fill: a.fill * factor,
                 ..a.clone()
@@ -522,6 +526,7 @@ impl AgentLoop {
                     pre_cap_bytes: a.pre_cap,
                     deposit_bytes: a.deposit.map_or(0.0, |d| d.bytes),
                     override_reason: a.overridden.clone(),
+                    mix: shares,
                 });
             }
         }

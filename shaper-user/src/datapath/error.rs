@@ -58,6 +58,11 @@ pub enum DatapathError {
         map: &'static str,
         source: aya::maps::MapError,
     },
+    #[error("BPF map {map}: batched read: {source}")]
+    Batch {
+        map: &'static str,
+        source: io::Error,
+    },
     #[error("pinning {path}: {reason}")]
     Pin { path: PathBuf, reason: String },
 }

@@ -25,6 +25,7 @@ use shaper_common::{TYPE_BRONZE, TYPE_GOLD, TokenRule};
 use crate::config::{Config, MatchDir, Prefix, Unmatched};
 use crate::netns::NetNsEnter;
 
+pub mod batch;
 mod error;
 mod pins;
 mod write;

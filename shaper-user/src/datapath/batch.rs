@@ -1,0 +1,134 @@
+//! Batched map reads (`BPF_MAP_LOOKUP_BATCH`, kernels since 5.6): thousands of array entries
+//! per syscall instead of one syscall per tenant, so a cycle's collection stays cheap at a
+//! million tenants. aya has no batch API yet, hence the raw `bpf(2)` call. Callers fall back
+//! to per-key reads when the kernel refuses (`Ok(None)`).
+use std::io;
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
+use aya::maps::MapData;
+
+/// `BPF_MAP_LOOKUP_BATCH` from `enum bpf_cmd`.
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// Entries per syscall: 4096 per-CPU counter entries on 2 CPUs is about 2.4 MB of buffer.
+const CHUNK: u32 = 4096;
+
+/// The `batch` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Reads entries `0..n` of an array map (per-CPU if `cpus > 1`: each entry is `cpus` values
+/// of `V`, each padded to 8 bytes, as the kernel lays them out). `Ok(None)`: this kernel or
+/// map type does not do batches.
+pub fn lookup_array<V: aya::Pod>(
+    map: &MapData,
+    n: u32,
+    cpus: usize,
+) -> io::Result<Option<Vec<Vec<V>>>> {
+    let Some(entries) = lookup::<u32, V>(map, n as usize, cpus)? else {
+        return Ok(None);
+    };
+    // Arrays come back in index order; anything else is not what was asked for.
+    if entries
+        .iter()
+        .enumerate()
+        .any(|(i, (k, _))| *k as usize != i)
+    {
+        return Ok(None);
+    }
+    Ok(Some(entries.into_iter().map(|(_, v)| v).collect()))
+}
+
+/// Every entry of a hash map (one value per key), a few syscalls for a whole table.
+pub fn lookup_hash<K: aya::Pod, V: aya::Pod>(map: &MapData) -> io::Result<Option<Vec<(K, V)>>> {
+    Ok(lookup::<K, V>(map, usize::MAX, 1)?.map(|e| {
+        e.into_iter()
+            .filter_map(|(k, v)| Some((k, *v.first()?)))
+            .collect()
+    }))
+}
+
+/// Up to `max` entries from the start of the map, `cpus` values each.
+fn lookup<K: aya::Pod, V: aya::Pod>(
+    map: &MapData,
+    max: usize,
+    cpus: usize,
+) -> io::Result<Option<Vec<(K, Vec<V>)>>> {
+    let cpus = cpus.max(1);
+    let stride = size_of::<V>().div_ceil(8) * 8;
+    let per_key = stride * cpus;
+    let mut out: Vec<(K, Vec<V>)> = Vec::new();
+    let mut token: u32 = 0;
+    let mut first = true;
+    while out.len() < max {
+        let want = (max - out.len()).min(CHUNK as usize);
+        let mut keys = vec![0u8; want * size_of::<K>()];
+        let mut values = vec![0u8; want * per_key];
+        let mut next: u32 = 0;
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                std::ptr::from_mut(&mut token) as u64
+            },
+            out_batch: std::ptr::from_mut(&mut next) as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: want as u32,
+            map_fd: map.fd().as_fd().as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` points at buffers sized for `count` keys and values, alive for the
+        // call; the kernel writes at most `count` of each, and the u32 token.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                std::ptr::from_mut(&mut attr),
+                size_of::<BatchAttr>(),
+            )
+        };
+        let done = if ret < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                // The end of the map: what `count` says was filled is valid.
+                Some(libc::ENOENT) => true,
+                // 524 is the kernel's ENOTSUPP.
+                Some(libc::EINVAL | libc::ENOTSUP | 524) if first => return Ok(None),
+                _ => return Err(e),
+            }
+        } else {
+            false
+        };
+        let got = (attr.count as usize).min(want);
+        for k in 0..got {
+            // SAFETY: `keys` holds `want` keys and `values` `want` entries of `cpus` strides
+            // of at least size_of::<V>() bytes; K and V are Pod (any bytes are a value).
+            let key = unsafe {
+                std::ptr::read_unaligned(keys[k * size_of::<K>()..].as_ptr().cast::<K>())
+            };
+            let entry = &values[k * per_key..(k + 1) * per_key];
+            let vals = (0..cpus)
+                .map(|c| unsafe {
+                    std::ptr::read_unaligned(entry[c * stride..].as_ptr().cast::<V>())
+                })
+                .collect();
+            out.push((key, vals));
+        }
+        if done || got == 0 {
+            break;
+        }
+        token = next;
+        first = false;
+    }
+    Ok(Some(out))
+}
