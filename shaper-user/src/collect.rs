@@ -108,7 +108,7 @@ pub fn read_tenant_states(map: &Map, n: u32) -> Result<Vec<TenantState>, Datapat
         source,
     };
     if let Map::Array(data) = map {
-        let batched = batch::lookup_array::<TenantState>(data, n, 1).map_err(|source| {
+        let batched = batch::lookup_array::<TenantState>(data, n, None).map_err(|source| {
             DatapathError::Batch {
                 map: TENANT_STATE,
                 source,
@@ -237,12 +237,13 @@ pub fn top_flows(
 /// Reads the counters of tenant ids `0..n`, summed over CPUs.
 pub fn read_tenant_counters(map: &Map, n: u32) -> Result<Vec<TenantCounters>, DatapathError> {
     if let (Map::PerCpuArray(data), Ok(cpus)) = (map, aya::util::nr_cpus()) {
-        let batched = batch::lookup_array::<TenantCounters>(data, n, cpus).map_err(|source| {
-            DatapathError::Batch {
-                map: TENANT_COUNTERS,
-                source,
-            }
-        })?;
+        let batched =
+            batch::lookup_array::<TenantCounters>(data, n, Some(cpus)).map_err(|source| {
+                DatapathError::Batch {
+                    map: TENANT_COUNTERS,
+                    source,
+                }
+            })?;
         if let Some(v) = batched.filter(|v| v.len() == n as usize) {
             return Ok(v.iter().map(|c| sum_cpus(c)).collect());
         }

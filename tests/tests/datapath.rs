@@ -991,7 +991,7 @@ fn batched_map_reads_match_per_key_reads() {
         panic!("TENANT_COUNTERS is a per-CPU array")
     };
     let cpus = aya::util::nr_cpus().expect("cpus");
-    let raw = shaper::datapath::batch::lookup_array::<TenantCounters>(data, 3, cpus)
+    let raw = shaper::datapath::batch::lookup_array::<TenantCounters>(data, 3, Some(cpus))
         .expect("batch lookup")
         .expect("this kernel does batched lookups");
     assert_eq!(raw.len(), 3);

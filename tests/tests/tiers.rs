@@ -526,3 +526,73 @@ fn an_allocation_leaves_borrowing_what_fill_and_pool_leave_of_the_ceiling() {
         .expect("apply");
     assert_eq!(dp.tenant(0).expect("live").flags & TENANT_BORROW, 0);
 }
+
+/// The agent's batched write of a cycle's allocations leaves every tenant exactly as one
+/// write per tenant does: the same live config (mix, pool, borrowing, deposit, epoch) and
+/// slot; a tenant whose allocation did not change is not rewritten.
+#[test]
+fn batched_allocation_writes_match_one_write_per_tenant() {
+    if skip_unless_root("batched_allocation_writes_match_one_write_per_tenant") {
+        return;
+    }
+    let _serial = serial();
+    let cfg = config();
+    let (mut each, _) = load();
+    let (mut batched, _) = load();
+    let alloc = |fill: f64, deposit: bool| shaper::allocate::Allocation {
+        fill: fill / 8.0,
+        pre_rate: 20e9 / 8.0,
+        pre_cap: 2e6,
+        deposit: deposit.then_some(shaper::allocate::Deposit {
+            bytes: 5e5,
+            ttl_s: 2.0,
+        }),
+        overridden: None,
+        mix: None,
+    };
+    let one_second = Duration::from_secs(1);
+    // Two cycles: the second flips each tenant's slot again; tenant 1 keeps its allocation.
+    for (cycle, fills) in [[120e9, 90e9], [150e9, 90e9]].iter().enumerate() {
+        let writes: Vec<shaper::datapath::AllocationWrite> = fills
+            .iter()
+            .enumerate()
+            .map(|(i, f)| shaper::datapath::AllocationWrite {
+                id: i as u32,
+                tenant: i,
+                alloc: alloc(*f, i == 0 && cycle == 1),
+                shares: (i == 1).then_some([0.2, 0.2, 0.6]),
+            })
+            .collect();
+        for w in &writes {
+            each.apply_allocation(
+                w.id,
+                (&cfg.tenants[w.tenant], &cfg),
+                &w.alloc,
+                one_second,
+                w.shares,
+            )
+            .expect("one write");
+        }
+        batched
+            .apply_allocations(&cfg, &writes, one_second)
+            .expect("batched write");
+        for id in 0..2 {
+            let mut a = each.tenant(id).expect("live");
+            let mut b = batched.tenant(id).expect("live");
+            // The deposit's expiry is a clock reading at the write.
+            assert!(a.deposit_expires_ns.abs_diff(b.deposit_expires_ns) < 1_000_000_000);
+            (a.deposit_expires_ns, b.deposit_expires_ns) = (0, 0);
+            assert_eq!(a, b, "cycle {cycle}, tenant {id}");
+        }
+    }
+    // The slot words were read and written in batches (u32 values, no padding).
+    let aya::maps::Map::Array(slots) = batched.map(shaper::datapath::TENANT_SLOT).expect("map")
+    else {
+        panic!("TENANT_SLOT is an array")
+    };
+    let words = shaper::datapath::batch::lookup_array::<u32>(slots, 2, None)
+        .expect("batch")
+        .expect("batched lookups");
+    // Tenant 0 changed twice (back to its first slot), tenant 1 once.
+    assert_eq!(words, [vec![0], vec![1]]);
+}

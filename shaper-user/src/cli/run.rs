@@ -498,26 +498,31 @@ impl AgentLoop {
         }
         let ids: std::collections::HashMap<&str, u32> =
             self.table.iter().map(|t| (t.name.as_str(), t.id)).collect();
-        for ((t, a), d) in self.cfg.tenants.iter().zip(&allocs).zip(&demand) {
+        let mut writes = Vec::with_capacity(allocs.len());
+        for (k, ((t, a), d)) in self
+            .cfg
+            .tenants
+            .iter()
+            .zip(&allocs)
+            .zip(&demand)
+            .enumerate()
+        {
             let Some(id) = ids.get(t.name.as_str()) else {
                 continue;
             };
             // An operator's exchange stands over the allocator's mix.
             let (shares, factor) = split_of(&self.exchanged, t);
             let shares = shares.or(a.mix);
-            let scaled = crate::allocate::Allocation {
-                fill: a.fill * factor,
-                ..a.clone()
-            };
+            writes.push(crate::datapath::AllocationWrite {
+                id: *id,
+                tenant: k,
+                alloc: crate::allocate::Allocation {
+                    fill: a.fill * factor,
+                    ..a.clone()
+                },
+                shares,
+            });
             self.last_alloc.insert(t.name.clone(), a.clone());
-            if let Err(e) =
-                self.dp
-                    .apply_allocation(*id, (t, &self.cfg), &scaled, self.interval, shares)
-            {
-                // The datapath keeps the last rates it had: fail-static.
-                warn!(tenant = %t.name, cause = %e, "cannot write the allocation");
-                *self.alerts.entry("write_failed").or_default() += 1;
-            }
             if let Some(i) = by_name.get(&t.name) {
                 tenants[*i].forecast = Some(d.next);
                 tenants[*i].allocation = Some(collect::AllocationView {
@@ -529,6 +534,12 @@ impl AgentLoop {
                     mix: shares,
                 });
             }
+        }
+        // All tenants in a few batched syscalls; each still changes as one unit.
+        if let Err(e) = self.dp.apply_allocations(&self.cfg, &writes, self.interval) {
+            // The datapath keeps the last rates it had: fail-static.
+            warn!(cause = %e, "cannot write the allocations");
+            *self.alerts.entry("write_failed").or_default() += 1;
         }
     }
 

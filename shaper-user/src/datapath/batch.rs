@@ -26,15 +26,15 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Reads entries `0..n` of an array map (per-CPU if `cpus > 1`: each entry is `cpus` values
-/// of `V`, each padded to 8 bytes, as the kernel lays them out). `Ok(None)`: this kernel or
-/// map type does not do batches.
+/// Reads entries `0..n` of an array map: one value each, or for a per-CPU map
+/// (`per_cpu: Some(possible CPUs)`) one per CPU. `Ok(None)`: this kernel or map type does not
+/// do batches.
 pub fn lookup_array<V: aya::Pod>(
     map: &MapData,
     n: u32,
-    cpus: usize,
+    per_cpu: Option<usize>,
 ) -> io::Result<Option<Vec<Vec<V>>>> {
-    let Some(entries) = lookup::<u32, V>(map, n as usize, cpus)? else {
+    let Some(entries) = lookup::<u32, V>(map, n as usize, per_cpu)? else {
         return Ok(None);
     };
     // Arrays come back in index order; anything else is not what was asked for.
@@ -50,21 +50,27 @@ pub fn lookup_array<V: aya::Pod>(
 
 /// Every entry of a hash map (one value per key), a few syscalls for a whole table.
 pub fn lookup_hash<K: aya::Pod, V: aya::Pod>(map: &MapData) -> io::Result<Option<Vec<(K, V)>>> {
-    Ok(lookup::<K, V>(map, usize::MAX, 1)?.map(|e| {
+    Ok(lookup::<K, V>(map, usize::MAX, None)?.map(|e| {
         e.into_iter()
             .filter_map(|(k, v)| Some((k, *v.first()?)))
             .collect()
     }))
 }
 
-/// Up to `max` entries from the start of the map, `cpus` values each.
+/// Keys with their values (one per CPU for per-CPU maps).
+type Entries<K, V> = Vec<(K, Vec<V>)>;
+
+/// Up to `max` entries from the start of the map. The kernel lays a per-CPU entry out as one
+/// value per possible CPU, each padded to 8 bytes; any other entry is one value as it is.
 fn lookup<K: aya::Pod, V: aya::Pod>(
     map: &MapData,
     max: usize,
-    cpus: usize,
-) -> io::Result<Option<Vec<(K, Vec<V>)>>> {
-    let cpus = cpus.max(1);
-    let stride = size_of::<V>().div_ceil(8) * 8;
+    per_cpu: Option<usize>,
+) -> io::Result<Option<Entries<K, V>>> {
+    let (cpus, stride) = match per_cpu {
+        Some(c) => (c.max(1), size_of::<V>().div_ceil(8) * 8),
+        None => (1, size_of::<V>()),
+    };
     let per_key = stride * cpus;
     let mut out: Vec<(K, Vec<V>)> = Vec::new();
     let mut token: u32 = 0;
@@ -131,4 +137,41 @@ fn lookup<K: aya::Pod, V: aya::Pod>(
         first = false;
     }
     Ok(Some(out))
+}
+
+/// `BPF_MAP_UPDATE_BATCH` from `enum bpf_cmd`.
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// Writes `entries` (key, value) into a map in batches of [`CHUNK`], in order. `Ok(false)`: this
+/// kernel or map type does not do batches, and nothing was written.
+pub fn update<K: aya::Pod, V: aya::Pod>(map: &MapData, entries: &[(K, V)]) -> io::Result<bool> {
+    for (i, chunk) in entries.chunks(CHUNK as usize).enumerate() {
+        let keys: Vec<K> = chunk.iter().map(|e| e.0).collect();
+        let values: Vec<V> = chunk.iter().map(|e| e.1).collect();
+        let mut attr = BatchAttr {
+            keys: keys.as_ptr() as u64,
+            values: values.as_ptr() as u64,
+            count: chunk.len() as u32,
+            map_fd: map.fd().as_fd().as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `keys` and `values` hold `count` plain-data entries each and outlive the
+        // call; the kernel only reads them (and writes `count` back into `attr`).
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_UPDATE_BATCH,
+                std::ptr::from_mut(&mut attr),
+                size_of::<BatchAttr>(),
+            )
+        };
+        if ret < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EINVAL | libc::ENOTSUP | 524) if i == 0 && attr.count == 0 => Ok(false),
+                _ => Err(e),
+            };
+        }
+    }
+    Ok(true)
 }

@@ -35,8 +35,9 @@ pub(crate) use self::error::os_error;
 pub use self::error::{DatapathError, error_chain};
 pub use self::pins::{check_pinned_version, ensure_bpffs, open_pinned, pin_dir, remove_pins};
 pub use self::write::{
-    ECN_MARK_FRACTION, FLOW_SAMPLE_SHIFT, Lookup, bucket, global_config, link_burst_bytes,
-    live_tenant, lookup_plan, tenant_config, tenant_params, tenant_params_at, token_rules,
+    AllocationWrite, ECN_MARK_FRACTION, FLOW_SAMPLE_SHIFT, Lookup, bucket, global_config,
+    link_burst_bytes, live_tenant, lookup_plan, tenant_config, tenant_params, tenant_params_at,
+    token_rules,
 };
 
 /// The XDP program, built from shaper-ebpf by build.rs.

@@ -589,33 +589,95 @@ impl Datapath {
     ) -> Result<(), DatapathError> {
         let (slot, live) = self.live(id)?;
         let state = self.tenant_state(id)?;
-        let mut tc = tenant_params_at(t, cfg, (a.fill * 8.0).round() as u64, shares);
-        keep_pre_pool(&mut tc, &live);
-        let pre_bits = (a.pre_rate * 8.0).round() as u64;
-        let cap = a.pre_cap.round() as u64;
-        tc.pre = if pre_bits == 0 || cap == 0 {
-            BucketParams::default()
-        } else {
-            bucket(pre_bits, cap)
+        let tc = allocation_config((t, cfg), a, interval, shares, &live, &state);
+        self.write_over(id, (slot, &live), &state, &tc)
+    }
+
+    /// One cycle's allocations for many tenants, in a handful of syscalls: slots, live configs
+    /// and states read in batches, every changed config written to its tenant's free slot in
+    /// one batch, then every slot word flipped in another. Each tenant still changes as one
+    /// unit (its config is whole before its slot flips). Falls back to
+    /// [`Datapath::apply_allocation`] per tenant where the kernel has no batches.
+    pub fn apply_allocations(
+        &mut self,
+        cfg: &Config,
+        items: &[AllocationWrite],
+        interval: std::time::Duration,
+    ) -> Result<(), DatapathError> {
+        let span = items.iter().map(|w| w.id + 1).max().unwrap_or(0);
+        let read = |name: &'static str| move |source| DatapathError::Batch { map: name, source };
+        let arr = |name: &'static str| match self.map(name) {
+            Ok(Map::Array(d)) => Ok(d),
+            Ok(_) => Err(DatapathError::Load(format!("{name} is not an array"))),
+            Err(e) => Err(e),
         };
-        tc.pre_cap_bytes = cap;
-        // The pre-allocated pool's fill counts against the ceiling too: borrowing covers only
-        // what fill and pool leave of it.
-        if tc.flags & TENANT_BORROW != 0 && pre_bits > 0 {
-            let fill_bits = (a.fill * 8.0).round() as u64;
-            let room = (tc.ceil_bytes * 8).saturating_sub(fill_bits + pre_bits);
-            if room == 0 {
-                tc.flags &= !TENANT_BORROW;
-                tc.borrow = BucketParams::default();
-            } else {
-                tc.borrow = bucket(room, t.burst.bytes());
+        let slots =
+            batch::lookup_array::<u32>(arr(TENANT_SLOT)?, span, None).map_err(read(TENANT_SLOT))?;
+        let configs = batch::lookup_array::<TenantConfig>(arr(TENANT_CONFIG)?, 2 * span, None)
+            .map_err(read(TENANT_CONFIG))?;
+        let states = batch::lookup_array::<TenantState>(arr(TENANT_STATE)?, span, None)
+            .map_err(read(TENANT_STATE))?;
+        let (Some(slots), Some(configs), Some(states)) = (slots, configs, states) else {
+            for w in items {
+                self.apply_allocation(
+                    w.id,
+                    (&cfg.tenants[w.tenant], cfg),
+                    &w.alloc,
+                    interval,
+                    w.shares,
+                )?;
+            }
+            return Ok(());
+        };
+        let mut new_configs = Vec::new();
+        let mut flips = Vec::new();
+        for w in items {
+            let (Some(slot), Some(state)) = (first_of(&slots, w.id), first_of(&states, w.id))
+            else {
+                continue;
+            };
+            let slot = slot & 1;
+            let Some(live) = first_of(&configs, 2 * w.id + slot) else {
+                continue;
+            };
+            let t = &cfg.tenants[w.tenant];
+            let tc = allocation_config((t, cfg), &w.alloc, interval, w.shares, &live, &state);
+            let tc = with_epoch(&tc, &live, state.epoch);
+            if live == tc {
+                continue;
+            }
+            let next = if self.populated { 1 - slot } else { slot };
+            new_configs.push((2 * w.id + next, tc));
+            if next != slot {
+                flips.push((w.id, next));
             }
         }
-        if let Some(d) = a.deposit {
-            let ttl = std::time::Duration::from_secs_f64(d.ttl_s.max(interval.as_secs_f64()));
-            with_deposit(&mut tc, &state, d.bytes.round() as u64, ttl);
+        let write = |name: &'static str| move |source| DatapathError::Batch { map: name, source };
+        let written =
+            batch::update(arr(TENANT_CONFIG)?, &new_configs).map_err(write(TENANT_CONFIG))?;
+        if !written {
+            for w in items {
+                self.apply_allocation(
+                    w.id,
+                    (&cfg.tenants[w.tenant], cfg),
+                    &w.alloc,
+                    interval,
+                    w.shares,
+                )?;
+            }
+            return Ok(());
         }
-        self.write_over(id, (slot, &live), &state, &tc)
+        // Only once every new config is whole do the slot words flip to them.
+        if !batch::update(arr(TENANT_SLOT)?, &flips).map_err(write(TENANT_SLOT))? {
+            let mut m: Array<&mut MapData, u32> = self.map_mut(TENANT_SLOT)?;
+            for (id, next) in flips {
+                m.set(id, next, 0).map_err(|source| DatapathError::Map {
+                    map: TENANT_SLOT,
+                    source,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the global config (tests and benchmarks that build one by hand).
@@ -683,6 +745,60 @@ impl Datapath {
 }
 
 /// The buckets whose tokens carry across parameter changes, in `RESCALED` order.
+/// Entry `i` of a batched array read (one value per entry).
+fn first_of<T: Copy>(v: &[Vec<T>], i: u32) -> Option<T> {
+    v.get(i as usize).and_then(|e| e.first().copied())
+}
+
+/// One tenant's allocation to write: its map id, its index in the config's tenants, the
+/// allocation and the split over token types (`None`: the configured mix).
+#[derive(Clone, Debug)]
+pub struct AllocationWrite {
+    pub id: u32,
+    pub tenant: usize,
+    pub alloc: crate::allocate::Allocation,
+    pub shares: Option<[f64; 3]>,
+}
+
+/// The config an allocation makes of tenant `t`, from its `live` config and `state`: buckets
+/// at the allocated fill, its pre-allocated pool, and a deposit if there is one.
+fn allocation_config(
+    (t, cfg): (&crate::config::Tenant, &Config),
+    a: &crate::allocate::Allocation,
+    interval: std::time::Duration,
+    shares: Option<[f64; 3]>,
+    live: &TenantConfig,
+    state: &TenantState,
+) -> TenantConfig {
+    let mut tc = tenant_params_at(t, cfg, (a.fill * 8.0).round() as u64, shares);
+    keep_pre_pool(&mut tc, live);
+    let pre_bits = (a.pre_rate * 8.0).round() as u64;
+    let cap = a.pre_cap.round() as u64;
+    tc.pre = if pre_bits == 0 || cap == 0 {
+        BucketParams::default()
+    } else {
+        bucket(pre_bits, cap)
+    };
+    tc.pre_cap_bytes = cap;
+    // The pre-allocated pool's fill counts against the ceiling too: borrowing covers only
+    // what fill and pool leave of it.
+    if tc.flags & TENANT_BORROW != 0 && pre_bits > 0 {
+        let fill_bits = (a.fill * 8.0).round() as u64;
+        let room = (tc.ceil_bytes * 8).saturating_sub(fill_bits + pre_bits);
+        if room == 0 {
+            tc.flags &= !TENANT_BORROW;
+            tc.borrow = BucketParams::default();
+        } else {
+            tc.borrow = bucket(room, t.burst.bytes());
+        }
+    }
+    if let Some(d) = a.deposit {
+        let ttl = std::time::Duration::from_secs_f64(d.ttl_s.max(interval.as_secs_f64()));
+        with_deposit(&mut tc, state, d.bytes.round() as u64, ttl);
+    }
+    tc
+}
+
 fn rescaled(tc: &TenantConfig) -> [BucketParams; RESCALED] {
     [tc.types[0], tc.types[1], tc.types[2], tc.pre, tc.borrow]
 }

@@ -69,7 +69,7 @@ impl Slots {
     pub fn new(season: usize, cap: usize) -> Slots {
         let season = season.max(1);
         let mut stride = season.div_ceil(cap.max(1));
-        while season % stride != 0 {
+        while !season.is_multiple_of(stride) {
             stride += 1;
         }
         Slots {
