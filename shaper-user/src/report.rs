@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::store::Row;
@@ -197,6 +198,36 @@ fn ranges(t0: f64, t1: f64, max: f64) -> (std::ops::Range<f64>, std::ops::Range<
     (t0..t1, 0.0..y)
 }
 
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A white chart titled `title` over `ranges`, time labels below, `unit` beside.
+fn frame<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    title: &str,
+    (xr, yr): (std::ops::Range<f64>, std::ops::Range<f64>),
+    unit: &str,
+    err: &impl Fn(String) -> ReportError,
+) -> Result<Chart<'a, 'b>, ReportError> {
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(xr, yr)
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("time (UTC)")
+        .y_desc(unit)
+        .x_labels(8)
+        .x_label_formatter(&|x| clock(*x))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    Ok(chart)
+}
+
 const FORECAST: RGBColor = RGBColor(31, 119, 180);
 const OFFERED: RGBColor = RGBColor(40, 40, 40);
 const PASSED: RGBColor = RGBColor(44, 160, 44);
@@ -224,23 +255,7 @@ fn tenant_chart(name: &str, rows: &[Row]) -> Result<String, ReportError> {
     {
         let err = draw_err(name);
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(name, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(64)
-            .build_cartesian_2d(xr, yr)
-            .map_err(|e| err(e.to_string()))?;
-        chart
-            .configure_mesh()
-            .x_desc("time (UTC)")
-            .y_desc(unit_name)
-            .x_labels(8)
-            .x_label_formatter(&|x| clock(*x))
-            .light_line_style(WHITE.mix(0.0))
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
+        let mut chart = frame(&root, name, (xr, yr), unit_name, &err)?;
         let runs = runs(rows);
         // Forecasts and allocations are drawn at the cycle they were made for, one cycle after
         // the row that made them.
@@ -318,23 +333,7 @@ fn overview_chart(tenants: &BTreeMap<String, Vec<Row>>) -> Result<String, Report
     {
         let err = draw_err("all tenants");
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("passed, all tenants", ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(64)
-            .build_cartesian_2d(xr, yr)
-            .map_err(|e| err(e.to_string()))?;
-        chart
-            .configure_mesh()
-            .x_desc("time (UTC)")
-            .y_desc(unit_name)
-            .x_labels(8)
-            .x_label_formatter(&|x| clock(*x))
-            .light_line_style(WHITE.mix(0.0))
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
+        let mut chart = frame(&root, "passed, all tenants", (xr, yr), unit_name, &err)?;
         for (i, (name, rows)) in tenants.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             let mut first = true;

@@ -27,6 +27,19 @@ pub struct Trace {
 }
 
 impl Trace {
+    /// Where each of `cfg`'s tenants is in the trace, config order.
+    pub fn indices(&self, cfg: &Config) -> Result<Vec<usize>, String> {
+        cfg.tenants
+            .iter()
+            .map(|t| {
+                self.tenants
+                    .iter()
+                    .position(|n| *n == t.name)
+                    .ok_or_else(|| format!("tenant '{}' is not in the trace", t.name))
+            })
+            .collect()
+    }
+
     pub fn cycles(&self) -> usize {
         self.offered.first().map_or(0, Vec::len)
     }
@@ -266,17 +279,7 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
             trace.interval_s, interval
         ));
     }
-    let idx: Vec<usize> = cfg
-        .tenants
-        .iter()
-        .map(|t| {
-            trace
-                .tenants
-                .iter()
-                .position(|n| *n == t.name)
-                .ok_or_else(|| format!("tenant '{}' is not in the trace", t.name))
-        })
-        .collect::<Result<_, _>>()?;
+    let idx = trace.indices(cfg)?;
     let n = cfg.tenants.len();
     let cap = cfg.link.capacity.bits_per_sec() as f64 / 8.0;
     let mut planner = Planner::new(cfg, mode, None);
@@ -309,15 +312,7 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
             ..Buckets::default()
         })
         .collect();
-    let mut res: Vec<TenantResult> = cfg
-        .tenants
-        .iter()
-        .map(|t| TenantResult {
-            name: t.name.clone(),
-            tier: crate::config::tier_str(t.tier).to_string(),
-            ..TenantResult::default()
-        })
-        .collect();
+    let mut res = empty_results(cfg);
     let link_pool = cap * (cfg.pools.guaranteed + cfg.pools.opportunistic);
     let emergency_pool = cap * cfg.pools.emergency;
     let dt = interval;
@@ -418,6 +413,18 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
     ))
 }
 
+/// A zero result per tenant of `cfg`, named and tiered.
+fn empty_results(cfg: &Config) -> Vec<TenantResult> {
+    cfg.tenants
+        .iter()
+        .map(|t| TenantResult {
+            name: t.name.clone(),
+            tier: crate::config::tier_str(t.tier).to_string(),
+            ..TenantResult::default()
+        })
+        .collect()
+}
+
 /// Adds one cycle of one tenant (bytes offered and passed in it) to its totals; returns the
 /// in-profile bytes dropped. In profile: what was offered up to the base rate. A gold or
 /// platinum tenant that lost more than 0.1% of it had a violation.
@@ -494,15 +501,7 @@ pub fn score(
 ) -> SimResult {
     let profiles = allocate::profiles(cfg);
     let cycles = offered.iter().map(Vec::len).min().unwrap_or(0);
-    let mut res: Vec<TenantResult> = cfg
-        .tenants
-        .iter()
-        .map(|t| TenantResult {
-            name: t.name.clone(),
-            tier: crate::config::tier_str(t.tier).to_string(),
-            ..TenantResult::default()
-        })
-        .collect();
+    let mut res = empty_results(cfg);
     for (i, r) in res.iter_mut().enumerate() {
         for c in 0..cycles {
             let (o, p) = (offered[i][c] * dt, passed[i][c] * dt);

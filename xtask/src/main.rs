@@ -9,6 +9,7 @@ use shaper::config::synthetic;
 use shaper::datapath::{Clock, Datapath};
 use shaper::units::{Rate, Size};
 
+mod compare;
 mod cycle;
 mod replay;
 mod tiers;
@@ -72,6 +73,18 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// The shaper against tc HTB on an IFB device on the same veth, alternating: rate
+    /// accuracy, isolation, TCP through a 100 Mbit/s tenant, per-packet cost.
+    Compare {
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Seconds of traffic per measurement.
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+        /// Which measurements.
+        #[arg(long, value_delimiter = ',', default_values_t = ["accuracy".to_string(), "isolation".to_string(), "tcp".to_string(), "cost".to_string()])]
+        tests: Vec<String>,
+    },
     /// The agent's cycle: forecast and allocate for many tenants (`Planner::step`), per-cycle
     /// time and memory per tenant.
     Cycle {
@@ -103,6 +116,7 @@ fn main() -> Result<()> {
             tenants,
         }) => bench_datapath(repeat, rounds, &tenants),
         Cmd::Bench(Bench::Tiers { repeat, rounds }) => tiers::bench(repeat, rounds),
+        Cmd::Bench(Bench::Compare { reps, secs, tests }) => compare::compare(reps, secs, &tests),
         Cmd::Replay {
             trace,
             config,

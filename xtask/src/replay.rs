@@ -86,7 +86,7 @@ fn targets(cfg: &Config) -> Result<Vec<(String, SocketAddr)>> {
         .collect()
 }
 
-struct Agent(Child);
+pub(crate) struct Agent(Child);
 
 impl Drop for Agent {
     fn drop(&mut self) {
@@ -106,7 +106,7 @@ impl Drop for Agent {
     }
 }
 
-fn start_agent(lab: &Lab, config: &Path, log: &Path) -> Result<Agent> {
+pub(crate) fn start_agent(lab: &Lab, config: &Path, log: &Path, extra: &[&str]) -> Result<Agent> {
     let exe = std::env::current_exe()?;
     let shaper = exe.with_file_name("shaper");
     if !shaper.exists() {
@@ -118,6 +118,7 @@ fn start_agent(lab: &Lab, config: &Path, log: &Path) -> Result<Agent> {
     let err = std::fs::File::create(log)?;
     let child = Command::new(&shaper)
         .args(["run", "--iface", &lab.dut_if, "--netns", &lab.dut.name])
+        .args(extra)
         .arg("--config")
         .arg(config)
         .stdout(Stdio::null())
@@ -165,17 +166,7 @@ fn run_one(
             .open(&path)?;
         f.write_all(serde_json::to_string_pretty(&cfg)?.as_bytes())?;
     }
-    let idx: Vec<usize> = cfg
-        .tenants
-        .iter()
-        .map(|t| {
-            trace
-                .tenants
-                .iter()
-                .position(|n| *n == t.name)
-                .with_context(|| format!("tenant {} is not in the trace", t.name))
-        })
-        .collect::<Result<_>>()?;
+    let idx = trace.indices(&cfg).map_err(|e| anyhow::anyhow!(e))?;
     let targets = targets(&cfg)?;
     let nets: Vec<&str> = targets.iter().map(|(n, _)| n.as_str()).collect();
     let lab = Lab::new(&nets, &[]).context("building the lab")?;
@@ -207,7 +198,7 @@ fn run_one(
             store.append(&rows)?;
         }
     }
-    let agent = start_agent(&lab, &path, &dir.join("run.log"))?;
+    let agent = start_agent(&lab, &path, &dir.join("run.log"), &[])?;
     let stop = Arc::new(AtomicBool::new(false));
     let window = Duration::from_secs(a.cycles as u64);
     let sinks = targets

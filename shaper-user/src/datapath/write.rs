@@ -593,6 +593,20 @@ impl Datapath {
         self.write_over(id, (slot, &live), &state, &tc)
     }
 
+    /// [`Datapath::apply_allocation`] for each of `items`: where the kernel has no batches.
+    fn apply_each(
+        &mut self,
+        cfg: &Config,
+        items: &[AllocationWrite],
+        interval: std::time::Duration,
+    ) -> Result<(), DatapathError> {
+        for w in items {
+            let t = (&cfg.tenants[w.tenant], cfg);
+            self.apply_allocation(w.id, t, &w.alloc, interval, w.shares)?;
+        }
+        Ok(())
+    }
+
     /// One cycle's allocations for many tenants, in a handful of syscalls: slots, live configs
     /// and states read in batches, every changed config written to its tenant's free slot in
     /// one batch, then every slot word flipped in another. Each tenant still changes as one
@@ -618,16 +632,7 @@ impl Datapath {
         let states = batch::lookup_array::<TenantState>(arr(TENANT_STATE)?, span, None)
             .map_err(read(TENANT_STATE))?;
         let (Some(slots), Some(configs), Some(states)) = (slots, configs, states) else {
-            for w in items {
-                self.apply_allocation(
-                    w.id,
-                    (&cfg.tenants[w.tenant], cfg),
-                    &w.alloc,
-                    interval,
-                    w.shares,
-                )?;
-            }
-            return Ok(());
+            return self.apply_each(cfg, items, interval);
         };
         let mut new_configs = Vec::new();
         let mut flips = Vec::new();
@@ -656,16 +661,7 @@ impl Datapath {
         let written =
             batch::update(arr(TENANT_CONFIG)?, &new_configs).map_err(write(TENANT_CONFIG))?;
         if !written {
-            for w in items {
-                self.apply_allocation(
-                    w.id,
-                    (&cfg.tenants[w.tenant], cfg),
-                    &w.alloc,
-                    interval,
-                    w.shares,
-                )?;
-            }
-            return Ok(());
+            return self.apply_each(cfg, items, interval);
         }
         // Only once every new config is whole do the slot words flip to them.
         if !batch::update(arr(TENANT_SLOT)?, &flips).map_err(write(TENANT_SLOT))? {
