@@ -677,6 +677,22 @@ pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The ifindex `xdp_tx_gen` sends out of (benchmarks only).
+#[map]
+static TX_IFINDEX: Array<u32> = Array::with_max_entries(1, 0);
+
+/// A traffic generator for `cargo xtask bench compare`: run through `BPF_PROG_TEST_RUN` with
+/// live frames, it sends every frame out of the device in `TX_IFINDEX`, so a veth's peer
+/// receives XDP frames (as from a NIC) rather than socket buffers.
+#[xdp]
+pub fn xdp_tx_gen(_ctx: XdpContext) -> u32 {
+    match TX_IFINDEX.get(0) {
+        // SAFETY: a helper call with plain integer arguments.
+        Some(i) => unsafe { aya_ebpf::helpers::bpf_redirect(*i, 0) as u32 },
+        None => xdp_action::XDP_ABORTED,
+    }
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -376,6 +376,113 @@ fn cost(lab: &Lab, setup: Setup, secs: u64, dir: &Path) -> Result<(f64, f64)> {
     Ok((pps, cpu_ns))
 }
 
+/// A 64-byte UDP frame from the src side to `10.10.1.1:9000`, addressed to the dut's MAC.
+fn wire_frame(lab: &Lab) -> Result<Vec<u8>> {
+    let mac = |ns: &str, dev: &str| -> Result<[u8; 6]> {
+        let out = in_ns(ns, "cat")
+            .arg(format!("/sys/class/net/{dev}/address"))
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let b: Vec<u8> = text
+            .trim()
+            .split(':')
+            .filter_map(|h| u8::from_str_radix(h, 16).ok())
+            .collect();
+        b.try_into()
+            .map_err(|_| anyhow::anyhow!("no MAC address for {dev} in {ns}: {text}"))
+    };
+    let (dst, src) = (
+        mac(&lab.dut.name, &lab.dut_if)?,
+        mac(&lab.src.name, &lab.src_if)?,
+    );
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[10, 10, 1, 2]);
+    ip[16..20].copy_from_slice(&[10, 10, 1, 1]);
+    let sum = ip
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&9000u16.to_be_bytes());
+    f.extend_from_slice(&26u16.to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.resize(60, 0);
+    Ok(f)
+}
+
+/// Frames per second one CPU turns around: a live-frames generator on CPU 0 sends 64-byte
+/// frames out of the src veth (`BPF_PROG_TEST_RUN` with `BPF_F_TEST_XDP_LIVE_FRAMES`), so
+/// the dut's veth receives XDP frames, and everything after (the shaper's XDP program, or the
+/// sk_buff, tc ingress, IFB and HTB) runs on that CPU. The tenant's rate is `rate_bits`.
+fn wire_cost(lab: &Lab, setup: Setup, rate_bits: u64, secs: u64, dir: &Path) -> Result<f64> {
+    let t = Tenant {
+        net: 1,
+        rate_bits,
+        burst_bytes: 64_000,
+    };
+    let _a = attach(lab, setup, &[t], dir)?;
+    let frame = wire_frame(lab)?;
+    let ifindex = shaper::netns::ifindex(&lab.src_if, Some(&lab.src.name))?;
+    // What the dut's veth took off its ring (every frame the generator sent beyond a full ring
+    // is dropped by the sending side, uncounted here).
+    let received = || -> Result<u64> {
+        let out = in_ns(&lab.dut.name, "ethtool")
+            .args(["-S", &lab.dut_if])
+            .output()
+            .context("ethtool -S")?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.trim_start().starts_with("rx_queue_") && l.contains("_xdp_packets:"))
+            .filter_map(|l| l.rsplit(':').next()?.trim().parse::<u64>().ok())
+            .sum())
+    };
+    let before = received()?;
+    let ns = lab.src.name.clone();
+    let sent = std::thread::spawn(move || -> Result<(u64, f64)> {
+        traffic::pin_to_cpu(0);
+        let _in = shaper::netns::NetNsEnter::enter(&ns)?;
+        let mut dp = shaper::datapath::Datapath::load(8)?;
+        let prog = dp.generator_mut(ifindex)?;
+        let start = std::time::Instant::now();
+        let mut frames = 0u64;
+        let repeat = 1u32 << 20;
+        while start.elapsed() < Duration::from_secs(secs) {
+            use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions};
+            prog.test_run(TestRunOptions {
+                data_in: Some(&frame),
+                repeat,
+                attrs: TestRunAttrs::new().xdp_live_frames(64),
+                ..Default::default()
+            })
+            .context("BPF_PROG_TEST_RUN with live frames")?;
+            frames += u64::from(repeat);
+        }
+        Ok((frames, start.elapsed().as_secs_f64()))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("generator thread panicked"))??;
+    let got = received()? - before;
+    eprintln!(
+        "  {}: generator {:.0}/s, received {:.0}/s",
+        setup.name(),
+        sent.0 as f64 / sent.1,
+        got as f64 / sent.1
+    );
+    Ok(got as f64 / sent.1)
+}
+
 pub fn compare(reps: usize, secs: u64, tests: &[String]) -> Result<()> {
     let run = |t: &str| tests.iter().any(|x| x == t);
     if !shaper::netns::is_root() {
@@ -507,6 +614,52 @@ pub fn compare(reps: usize, secs: u64, tests: &[String]) -> Result<()> {
         for (name, pps, _) in &added {
             if let Some(htb) = added.iter().find(|a| a.0 == "HTB+IFB") {
                 println!("{name} / HTB+IFB: {:.2}x the packets/s", pps / htb.1);
+            }
+        }
+    }
+    if run("wire") {
+        // A veth accepts XDP frames only when its receiving side runs NAPI: an XDP program
+        // does that, GRO does it for the setups without one.
+        in_ns(&lab.dut.name, "ethtool")
+            .args(["-K", &lab.dut_if, "gro", "on"])
+            .output()
+            .context("ethtool")?;
+        println!("\n## cost on one CPU: 64-byte XDP frames into the veth (live-frames generator)");
+        for (what, rate) in [
+            ("over its rate (1 Mbit/s): policed", 1_000_000u64),
+            ("within its rate (40 Gbit/s): passed", 40_000_000_000),
+        ] {
+            let mut res: Vec<(Setup, Vec<f64>)> = vec![
+                (Setup::Bare, vec![]),
+                (Setup::Shaper { ecn: false }, vec![]),
+                (Setup::Htb, vec![]),
+            ];
+            for _ in 0..reps {
+                for (s, v) in res.iter_mut() {
+                    v.push(wire_cost(&lab, *s, rate, secs, &dir)?);
+                }
+            }
+            println!("tenant {what}:");
+            let mut meds = Vec::new();
+            for (s, mut v) in res {
+                let (lo, hi) = spread(&v);
+                let m = median(&mut v);
+                meds.push((s.name(), m));
+                println!(
+                    "{:>12}: {:.0} frames/s [{lo:.0}-{hi:.0}], {:.0} ns per frame",
+                    s.name(),
+                    m,
+                    1e9 / m
+                );
+            }
+            if let (Some(sh), Some(htb)) = (
+                meds.iter().find(|m| m.0 == "shaper"),
+                meds.iter().find(|m| m.0 == "HTB+IFB"),
+            ) {
+                println!(
+                    "shaper / HTB+IFB: {:.2}x the frames/s on one CPU",
+                    sh.1 / htb.1
+                );
             }
         }
     }

@@ -82,7 +82,7 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         secs: u64,
         /// Which measurements.
-        #[arg(long, value_delimiter = ',', default_values_t = ["accuracy".to_string(), "isolation".to_string(), "tcp".to_string(), "cost".to_string()])]
+        #[arg(long, value_delimiter = ',', default_values_t = ["accuracy".to_string(), "isolation".to_string(), "tcp".to_string(), "cost".to_string(), "wire".to_string()])]
         tests: Vec<String>,
     },
     /// The agent's cycle: forecast and allocate for many tenants (`Planner::step`), per-cycle

@@ -46,6 +46,9 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const PROGRAM: &str = "shaper";
 /// An XDP_PASS program in the same object: the benchmarks' baseline.
 pub const BASELINE_PROGRAM: &str = "xdp_pass";
+/// The benchmark traffic generator and the map holding its output ifindex.
+pub const GENERATOR_PROGRAM: &str = "xdp_tx_gen";
+pub const GENERATOR_MAP: &str = "TX_IFINDEX";
 pub const GLOBAL_CONFIG: &str = "GLOBAL_CONFIG";
 pub const TENANT_BY_PREFIX_V4: &str = "TENANT_BY_PREFIX_V4";
 pub const TENANT_BY_PREFIX_V6: &str = "TENANT_BY_PREFIX_V6";
@@ -256,6 +259,29 @@ impl Datapath {
             .ebpf
             .program_mut(BASELINE_PROGRAM)
             .ok_or_else(|| DatapathError::Load(format!("program {BASELINE_PROGRAM} missing")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(error_chain(&e)))?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|e| DatapathError::Load(error_chain(&e)))?;
+        }
+        Ok(prog)
+    }
+
+    /// The live-frames traffic generator (benchmarks only), loaded on first use, sending out
+    /// of `ifindex` (in the network namespace it is run from).
+    pub fn generator_mut(&mut self, ifindex: u32) -> Result<&mut Xdp, DatapathError> {
+        {
+            let mut m: Array<&mut MapData, u32> = self.map_mut(GENERATOR_MAP)?;
+            m.set(0, ifindex, 0).map_err(|source| DatapathError::Map {
+                map: GENERATOR_MAP,
+                source,
+            })?;
+        }
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(GENERATOR_PROGRAM)
+            .ok_or_else(|| DatapathError::Load(format!("program {GENERATOR_PROGRAM} missing")))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| DatapathError::Load(error_chain(&e)))?;
         if prog.fd().is_err() {
