@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result, bail};
 use shaper::netns::{Lab, in_ns};
 use shaper::traffic::{self, Flood};
 
-use crate::replay::{Agent, start_agent};
+use crate::replay::{Agent, start_agent, write_private};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Setup {
@@ -118,7 +118,7 @@ fn attach(lab: &Lab, setup: Setup, tenants: &[Tenant], dir: &Path) -> Result<Att
                 dir.join("api.sock").display()
             );
             let path = dir.join("config.json");
-            std::fs::write(&path, text)?;
+            write_private(&path, &text)?;
             let mode = if setup == Setup::ShaperSkb {
                 "skb"
             } else {

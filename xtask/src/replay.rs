@@ -86,6 +86,20 @@ fn targets(cfg: &Config) -> Result<Vec<(String, SocketAddr)>> {
         .collect()
 }
 
+/// Writes a config the agent accepts whatever the umask: `shaper run` refuses world-writable
+/// configs.
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
 pub(crate) struct Agent(Child);
 
 impl Drop for Agent {
@@ -156,16 +170,7 @@ fn run_one(
     std::fs::create_dir_all(dir)?;
     let cfg = replay_config(base, policy, a.scale, dir)?;
     let path = dir.join("config.json");
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?;
-        f.write_all(serde_json::to_string_pretty(&cfg)?.as_bytes())?;
-    }
+    write_private(&path, &serde_json::to_string_pretty(&cfg)?)?;
     let idx = trace.indices(&cfg).map_err(|e| anyhow::anyhow!(e))?;
     let targets = targets(&cfg)?;
     let nets: Vec<&str> = targets.iter().map(|(n, _)| n.as_str()).collect();
