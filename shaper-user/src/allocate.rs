@@ -201,6 +201,20 @@ pub struct Allocation {
     pub mix: Option<[f64; 3]>,
 }
 
+impl Allocation {
+    /// The tenant's configured rate and nothing else: no pool, deposit, or moved mix.
+    pub fn base(rate: f64) -> Allocation {
+        Allocation {
+            fill: rate,
+            pre_rate: 0.0,
+            pre_cap: 0.0,
+            deposit: None,
+            overridden: None,
+            mix: None,
+        }
+    }
+}
+
 /// Something the allocator changed on its own, for the log.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum Event {
@@ -245,14 +259,7 @@ pub fn allocate(inp: &Inputs, state: &mut [TenantState]) -> (Vec<Allocation>, Ve
         let out = inp
             .profiles
             .iter()
-            .map(|prof| Allocation {
-                fill: prof.rate,
-                pre_rate: 0.0,
-                pre_cap: 0.0,
-                deposit: None,
-                overridden: None,
-                mix: None,
-            })
+            .map(|prof| Allocation::base(prof.rate))
             .collect();
         return (out, events);
     }

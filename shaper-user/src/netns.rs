@@ -254,8 +254,8 @@ impl Drop for DelayLine {
     }
 }
 
-/// The MAC address of `iface` in namespace `ns`.
-fn mac_of(ns: &str, iface: &str) -> io::Result<[u8; 6]> {
+/// The MAC address of `iface` in network namespace `ns`.
+pub fn mac_of(ns: &str, iface: &str) -> io::Result<[u8; 6]> {
     let out = ip(&["-n", ns, "-o", "link", "show", iface])?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mac = text

@@ -102,16 +102,8 @@ fn by_tenant(rows: &[Row]) -> BTreeMap<String, Vec<Row>> {
 
 /// The cycle length: the median gap between consecutive rows (1 s when there is one row).
 fn cycle(rows: &[Row]) -> f64 {
-    let mut gaps: Vec<f64> = rows
-        .windows(2)
-        .map(|w| w[1].ts - w[0].ts)
-        .filter(|g| *g > 0.0)
-        .collect();
-    if gaps.is_empty() {
-        return 1.0;
-    }
-    gaps.sort_by(f64::total_cmp);
-    gaps[gaps.len() / 2]
+    let ts: Vec<f64> = rows.iter().map(|r| r.ts).collect();
+    crate::forecast::eval::median_interval(&ts)
 }
 
 /// Runs of rows without a gap (an agent stopped and restarted), so lines do not bridge the
@@ -228,6 +220,22 @@ fn frame<'a, 'b>(
     Ok(chart)
 }
 
+/// Draws the legend in the upper left and writes the chart out.
+fn finish<'a, 'b>(
+    chart: &mut Chart<'a, 'b>,
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    err: &impl Fn(String) -> ReportError,
+) -> Result<(), ReportError> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))
+}
+
 const FORECAST: RGBColor = RGBColor(31, 119, 180);
 const OFFERED: RGBColor = RGBColor(40, 40, 40);
 const PASSED: RGBColor = RGBColor(44, 160, 44);
@@ -309,14 +317,7 @@ fn tenant_chart(name: &str, rows: &[Row]) -> Result<String, ReportError> {
                 }
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
-        root.present().map_err(|e| err(e.to_string()))?;
+        finish(&mut chart, &root, &err)?;
     }
     Ok(svg)
 }
@@ -349,14 +350,7 @@ fn overview_chart(tenants: &BTreeMap<String, Vec<Row>>) -> Result<String, Report
                 }
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
-        root.present().map_err(|e| err(e.to_string()))?;
+        finish(&mut chart, &root, &err)?;
     }
     Ok(svg)
 }

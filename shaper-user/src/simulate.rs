@@ -296,14 +296,7 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
         .collect();
     let mut alloc: Vec<allocate::Allocation> = profiles
         .iter()
-        .map(|p| allocate::Allocation {
-            fill: p.rate,
-            pre_rate: 0.0,
-            pre_cap: 0.0,
-            deposit: None,
-            overridden: None,
-            mix: None,
-        })
+        .map(|p| allocate::Allocation::base(p.rate))
         .collect();
     let mut buckets: Vec<Buckets> = profiles
         .iter()

@@ -378,48 +378,14 @@ fn cost(lab: &Lab, setup: Setup, secs: u64, dir: &Path) -> Result<(f64, f64)> {
 
 /// A 64-byte UDP frame from the src side to `10.10.1.1:9000`, addressed to the dut's MAC.
 fn wire_frame(lab: &Lab) -> Result<Vec<u8>> {
-    let mac = |ns: &str, dev: &str| -> Result<[u8; 6]> {
-        let out = in_ns(ns, "cat")
-            .arg(format!("/sys/class/net/{dev}/address"))
-            .output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let b: Vec<u8> = text
-            .trim()
-            .split(':')
-            .filter_map(|h| u8::from_str_radix(h, 16).ok())
-            .collect();
-        b.try_into()
-            .map_err(|_| anyhow::anyhow!("no MAC address for {dev} in {ns}: {text}"))
-    };
-    let (dst, src) = (
-        mac(&lab.dut.name, &lab.dut_if)?,
-        mac(&lab.src.name, &lab.src_if)?,
-    );
-    let mut f = Vec::with_capacity(60);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&[10, 10, 1, 2]);
-    ip[16..20].copy_from_slice(&[10, 10, 1, 1]);
-    let sum = ip
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum::<u32>();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&40000u16.to_be_bytes());
-    f.extend_from_slice(&9000u16.to_be_bytes());
-    f.extend_from_slice(&26u16.to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.resize(60, 0);
-    Ok(f)
+    let dst = shaper::netns::mac_of(&lab.dut.name, &lab.dut_if)?;
+    let src = shaper::netns::mac_of(&lab.src.name, &lab.src_if)?;
+    Ok(crate::udp4_frame(
+        (dst, src),
+        [10, 10, 1, 2],
+        [10, 10, 1, 1],
+        (40000, 9000),
+    ))
 }
 
 /// Frames per second one CPU turns around: a live-frames generator on CPU 0 sends 64-byte

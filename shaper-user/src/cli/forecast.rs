@@ -6,7 +6,9 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 
 use crate::cli::{ForecastEvalArgs, ForecastGenArgs};
-use crate::forecast::eval::{EvalResult, TrafficShape, all_choices, evaluate, traffic_series};
+use crate::forecast::eval::{
+    EvalResult, TrafficShape, all_choices, evaluate, median_interval, traffic_series,
+};
 use crate::forecast::{MAX_HORIZON, ModelChoice, Settings};
 
 /// Reads `timestamp,value` rows (a header line is skipped). Timestamps are unix seconds or
@@ -54,20 +56,6 @@ pub fn read_csv(path: &Path) -> Result<(Vec<f64>, Vec<f64>)> {
         );
     }
     Ok((ts, ys))
-}
-
-/// The sampling interval: the median gap between timestamps.
-fn median_interval(ts: &[f64]) -> f64 {
-    let mut gaps: Vec<f64> = ts
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .filter(|g| *g > 0.0)
-        .collect();
-    if gaps.is_empty() {
-        return 1.0;
-    }
-    gaps.sort_by(f64::total_cmp);
-    gaps[gaps.len() / 2]
 }
 
 pub fn eval(args: &ForecastEvalArgs) -> Result<()> {

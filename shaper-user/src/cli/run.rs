@@ -412,14 +412,7 @@ impl AgentLoop {
             .find(|i| i.name == t.name)
             .map(|i| i.id)
             .ok_or_else(|| format!("tenant '{}' has no id", t.name))?;
-        let base = crate::allocate::Allocation {
-            fill: t.rate.bits_per_sec() as f64 / 8.0,
-            pre_rate: 0.0,
-            pre_cap: 0.0,
-            deposit: None,
-            overridden: None,
-            mix: None,
-        };
+        let base = crate::allocate::Allocation::base(t.rate.bits_per_sec() as f64 / 8.0);
         let last = self.last_alloc.get(&t.name).cloned().unwrap_or(base);
         let (shares, factor) = split_of(&self.exchanged, t);
         let a = crate::allocate::Allocation {

@@ -26,6 +26,29 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// One `bpf(2)` batch command on `attr`.
+///
+/// # Safety
+/// Every pointer in `attr` must point at a buffer the command may read (and, for lookups,
+/// write) `attr.count` keys and values of the map's sizes in, alive for the call.
+unsafe fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
+    // SAFETY: the caller vouches for the buffers; `attr` itself is a live `union bpf_attr`
+    // prefix of the size passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr),
+            size_of::<BatchAttr>(),
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Reads entries `0..n` of an array map: one value each, or for a per-CPU map
 /// (`per_cpu: Some(possible CPUs)`) one per CPU. `Ok(None)`: this kernel or map type does not
 /// do batches.
@@ -95,25 +118,16 @@ fn lookup<K: aya::Pod, V: aya::Pod>(
         };
         // SAFETY: `attr` points at buffers sized for `count` keys and values, alive for the
         // call; the kernel writes at most `count` of each, and the u32 token.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                std::ptr::from_mut(&mut attr),
-                size_of::<BatchAttr>(),
-            )
-        };
-        let done = if ret < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
+        let ret = unsafe { bpf_batch(BPF_MAP_LOOKUP_BATCH, &mut attr) };
+        let done = match ret {
+            Ok(()) => false,
+            Err(e) => match e.raw_os_error() {
                 // The end of the map: what `count` says was filled is valid.
                 Some(libc::ENOENT) => true,
                 // 524 is the kernel's ENOTSUPP.
                 Some(libc::EINVAL | libc::ENOTSUP | 524) if first => return Ok(None),
                 _ => return Err(e),
-            }
-        } else {
-            false
+            },
         };
         let got = (attr.count as usize).min(want);
         for k in 0..got {
@@ -157,16 +171,7 @@ pub fn update<K: aya::Pod, V: aya::Pod>(map: &MapData, entries: &[(K, V)]) -> io
         };
         // SAFETY: `keys` and `values` hold `count` plain-data entries each and outlive the
         // call; the kernel only reads them (and writes `count` back into `attr`).
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_BATCH,
-                std::ptr::from_mut(&mut attr),
-                size_of::<BatchAttr>(),
-            )
-        };
-        if ret < 0 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = unsafe { bpf_batch(BPF_MAP_UPDATE_BATCH, &mut attr) } {
             return match e.raw_os_error() {
                 Some(libc::EINVAL | libc::ENOTSUP | 524) if i == 0 && attr.count == 0 => Ok(false),
                 _ => Err(e),

@@ -255,10 +255,15 @@ impl Datapath {
 
     /// The XDP_PASS baseline, loaded on first use (benchmarks only).
     pub fn baseline_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
+        self.loaded_mut(BASELINE_PROGRAM)
+    }
+
+    /// The object's XDP program `name`, loaded into the kernel on first use.
+    fn loaded_mut(&mut self, name: &str) -> Result<&mut Xdp, DatapathError> {
         let prog: &mut Xdp = self
             .ebpf
-            .program_mut(BASELINE_PROGRAM)
-            .ok_or_else(|| DatapathError::Load(format!("program {BASELINE_PROGRAM} missing")))?
+            .program_mut(name)
+            .ok_or_else(|| DatapathError::Load(format!("program {name} missing")))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| DatapathError::Load(error_chain(&e)))?;
         if prog.fd().is_err() {
@@ -278,17 +283,7 @@ impl Datapath {
                 source,
             })?;
         }
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(GENERATOR_PROGRAM)
-            .ok_or_else(|| DatapathError::Load(format!("program {GENERATOR_PROGRAM} missing")))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(error_chain(&e)))?;
-        if prog.fd().is_err() {
-            prog.load()
-                .map_err(|e| DatapathError::Load(error_chain(&e)))?;
-        }
-        Ok(prog)
+        self.loaded_mut(GENERATOR_PROGRAM)
     }
 
     /// The program, shared, for `BPF_PROG_TEST_RUN` from several threads at once.

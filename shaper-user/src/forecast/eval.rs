@@ -21,6 +21,21 @@ pub struct EvalResult {
     pub final_model: String,
 }
 
+/// The sampling interval of a series: the median gap between its timestamps (1 s with
+/// fewer than two).
+pub fn median_interval(ts: &[f64]) -> f64 {
+    let mut gaps: Vec<f64> = ts
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|g| *g > 0.0)
+        .collect();
+    if gaps.is_empty() {
+        return 1.0;
+    }
+    gaps.sort_by(f64::total_cmp);
+    gaps[gaps.len() / 2]
+}
+
 /// The first origin: the models need a fifth of the series or two seasons to learn.
 pub fn warmup(n: usize, season: usize) -> usize {
     (n / 5).max(2 * season).min(n.saturating_sub(1))
