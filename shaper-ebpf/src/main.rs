@@ -677,6 +677,13 @@ pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Drops everything: the floor `cargo xtask bench compare` measures a policing drop against
+/// (what receiving and dropping an XDP frame costs with no work at all).
+#[xdp]
+pub fn xdp_drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
 /// The ifindex `xdp_tx_gen` sends out of (benchmarks only).
 #[map]
 static TX_IFINDEX: Array<u32> = Array::with_max_entries(1, 0);

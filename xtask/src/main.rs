@@ -11,6 +11,7 @@ use shaper::units::{Rate, Size};
 
 mod compare;
 mod cycle;
+mod plot;
 mod replay;
 mod tiers;
 
@@ -82,8 +83,11 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         secs: u64,
         /// Which measurements.
-        #[arg(long, value_delimiter = ',', default_values_t = ["accuracy".to_string(), "isolation".to_string(), "tcp".to_string(), "cost".to_string(), "wire".to_string()])]
+        #[arg(long, value_delimiter = ',', default_values_t = ["accuracy".to_string(), "isolation".to_string(), "tcp".to_string(), "cost".to_string(), "wire".to_string(), "load".to_string(), "scale".to_string()])]
         tests: Vec<String>,
+        /// Where the PNG charts and the raw results (results.json) go.
+        #[arg(long, default_value = "bench/compare")]
+        out: std::path::PathBuf,
     },
     /// The agent's cycle: forecast and allocate for many tenants (`Planner::step`), per-cycle
     /// time and memory per tenant.
@@ -116,7 +120,12 @@ fn main() -> Result<()> {
             tenants,
         }) => bench_datapath(repeat, rounds, &tenants),
         Cmd::Bench(Bench::Tiers { repeat, rounds }) => tiers::bench(repeat, rounds),
-        Cmd::Bench(Bench::Compare { reps, secs, tests }) => compare::compare(reps, secs, &tests),
+        Cmd::Bench(Bench::Compare {
+            reps,
+            secs,
+            tests,
+            out,
+        }) => compare::compare(reps, secs, &tests, &out),
         Cmd::Replay {
             trace,
             config,

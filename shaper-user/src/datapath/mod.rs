@@ -46,6 +46,8 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const PROGRAM: &str = "shaper";
 /// An XDP_PASS program in the same object: the benchmarks' baseline.
 pub const BASELINE_PROGRAM: &str = "xdp_pass";
+/// The XDP_DROP floor (benchmarks only).
+pub const DROP_PROGRAM: &str = "xdp_drop";
 /// The benchmark traffic generator and the map holding its output ifindex.
 pub const GENERATOR_PROGRAM: &str = "xdp_tx_gen";
 pub const GENERATOR_MAP: &str = "TX_IFINDEX";
@@ -256,6 +258,11 @@ impl Datapath {
     /// The XDP_PASS baseline, loaded on first use (benchmarks only).
     pub fn baseline_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
         self.loaded_mut(BASELINE_PROGRAM)
+    }
+
+    /// The XDP_DROP floor, loaded on first use (benchmarks only).
+    pub fn drop_baseline_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
+        self.loaded_mut(DROP_PROGRAM)
     }
 
     /// The object's XDP program `name`, loaded into the kernel on first use.
