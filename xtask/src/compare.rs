@@ -3,8 +3,9 @@
 //! redirect of everything arriving on the veth to an IFB device, an HTB root there with a
 //! parent class at link rate and one class per tenant (`rate`, `ceil`, `burst`, `cburst` from
 //! the same numbers as the shaper's tenant, `quantum` one MTU), a u32 filter per tenant
-//! prefix. Both sides get the same tenants: bronze (no borrowing), so each tenant's rate is
-//! all it gets.
+//! prefix (hashing filters when there are many). Both sides get the same tenants: bronze (no
+//! borrowing), so each tenant's rate is all it gets. Charts (PNG) and raw results go to
+//! `--out`.
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -527,9 +528,12 @@ fn gro_on(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
-/// [`wire_rate`] through one tenant (10.10.1.0/24) of `rate_bits`.
+/// [`wire_rate`] through one tenant (10.10.1.0/24) of `rate_bits`, whose burst is 64 kB or
+/// 10 ms of its rate.
 fn wire_cost(lab: &Lab, setup: Setup, rate_bits: u64, secs: u64, dir: &Path) -> Result<f64> {
-    let t = Tenant::net(1, rate_bits, 64_000);
+    // At least 10 ms of the rate: the coarse clock (one jiffy, up to 4 ms) must hold a tick's
+    // tokens, or it polices a tenant sending within its rate.
+    let t = Tenant::net(1, rate_bits, (rate_bits / 800).max(64_000));
     let _a = attach(lab, setup, std::slice::from_ref(&t), dir)?;
     wire_rate(lab, setup.name(), [10, 10, 1, 1], secs)
 }
@@ -777,7 +781,12 @@ pub fn compare(reps: usize, secs: u64, tests: &[String], out: &Path) -> Result<(
             .output()?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut json = serde_json::Map::new();
+    // Results of the tests run now replace theirs in an earlier results.json; others stay.
+    let mut json: serde_json::Map<String, serde_json::Value> =
+        std::fs::read(out.join("results.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
     println!("{reps} repetitions, {secs} s each, setups alternating; medians [min-max]\n");
 
     if run("accuracy") {
@@ -970,6 +979,7 @@ pub fn compare(reps: usize, secs: u64, tests: &[String], out: &Path) -> Result<(
             println!("tenant {what}:");
             let mut meds = Vec::new();
             for (s, mut v) in res {
+                json.insert(format!("wire {} {what}", s.name()), serde_json::json!(v));
                 let (lo, hi) = spread(&v);
                 let m = median(&mut v);
                 meds.push((s.name(), m));

@@ -75,15 +75,17 @@ enum Bench {
         rounds: usize,
     },
     /// The shaper against tc HTB on an IFB device on the same veth, alternating: rate
-    /// accuracy, isolation, TCP through a 100 Mbit/s tenant, per-packet cost.
+    /// accuracy, isolation, TCP through a 100 Mbit/s tenant, per-frame cost on one CPU,
+    /// offered load stepped up to the loss point, 1/1,000/100,000 tenants; PNG charts.
     Compare {
         #[arg(long, default_value_t = 3)]
         reps: usize,
         /// Seconds of traffic per measurement.
         #[arg(long, default_value_t = 5)]
         secs: u64,
-        /// Which measurements.
-        #[arg(long, value_delimiter = ',', default_values_t = ["accuracy".to_string(), "isolation".to_string(), "tcp".to_string(), "cost".to_string(), "wire".to_string(), "load".to_string(), "scale".to_string()])]
+        /// Which measurements: accuracy, isolation, tcp, wire, load, scale, and cost (two
+        /// unpaced socket senders, not run by default: `load` measures the same, stepped).
+        #[arg(long, value_delimiter = ',', default_values_t = ["accuracy".to_string(), "isolation".to_string(), "tcp".to_string(), "wire".to_string(), "load".to_string(), "scale".to_string()])]
         tests: Vec<String>,
         /// Where the PNG charts and the raw results (results.json) go.
         #[arg(long, default_value = "bench/compare")]
