@@ -1,36 +1,184 @@
 //! PNG charts for `bench compare` (plotters' bitmap backend). Text is drawn with a TrueType
-//! font read at run time (DejaVu Sans, Debian's `fonts-dejavu-core`), so no font library is
-//! linked.
+//! font read at run time (DejaVu Sans, Debian's `fonts-dejavu-core`) by ab_glyph, so no font
+//! library is linked.
 use std::path::Path;
 
+use ab_glyph::{Font as _, FontVec, PxScale, ScaleFont as _};
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, VPos};
+use plotters_backend::{BackendColor, BackendCoord, BackendTextStyle, DrawingErrorKind};
 
 const FONTS: [&str; 2] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
 ];
 
-/// Registers the font once; charts fail with one line naming the package when it is missing.
-fn font() -> Result<()> {
-    static DONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *DONE.get_or_init(|| {
-        FONTS.iter().any(|f| {
-            std::fs::read(f).ok().is_some_and(|b| {
-                plotters::style::register_font(
-                    "sans-serif",
-                    FontStyle::Normal,
-                    Box::leak(b.into_boxed_slice()),
-                )
-                .is_ok()
-            })
-        })
-    }) {
+/// The chart font, read once; one line naming the package when it is missing.
+fn font() -> Result<&'static FontVec> {
+    static FONT: std::sync::OnceLock<Option<FontVec>> = std::sync::OnceLock::new();
+    FONT.get_or_init(|| {
+        FONTS
+            .iter()
+            .find_map(|f| FontVec::try_from_vec(std::fs::read(f).ok()?).ok())
+    })
+    .as_ref()
+    .ok_or_else(|| anyhow!("no DejaVuSans.ttf for chart text: apt-get install fonts-dejavu-core"))
+}
+
+/// plotters' bitmap backend with text drawn by ab_glyph (plotters' own font support stays off,
+/// see Cargo.toml).
+struct Png<'a> {
+    inner: BitMapBackend<'a>,
+    font: &'static FontVec,
+}
+
+impl Png<'_> {
+    /// Glyphs of `text` at `px` pixels, positioned from (0, baseline 0), and the text's width.
+    fn layout(&self, text: &str, px: f32) -> (Vec<ab_glyph::Glyph>, f32) {
+        let scaled = self.font.as_scaled(PxScale::from(px));
+        let mut x = 0.0;
+        let mut glyphs = Vec::new();
+        let mut prev = None;
+        for c in text.chars() {
+            let id = scaled.glyph_id(c);
+            if let Some(p) = prev {
+                x += scaled.kern(p, id);
+            }
+            glyphs.push(id.with_scale_and_position(px, ab_glyph::point(x, 0.0)));
+            x += scaled.h_advance(id);
+            prev = Some(id);
+        }
+        (glyphs, x)
+    }
+}
+
+type DrawResult<E> = Result<(), DrawingErrorKind<E>>;
+
+impl DrawingBackend for Png<'_> {
+    type ErrorType = <BitMapBackend<'static> as DrawingBackend>::ErrorType;
+
+    fn get_size(&self) -> (u32, u32) {
+        self.inner.get_size()
+    }
+
+    fn ensure_prepared(&mut self) -> DrawResult<Self::ErrorType> {
+        self.inner.ensure_prepared()
+    }
+
+    fn present(&mut self) -> DrawResult<Self::ErrorType> {
+        self.inner.present()
+    }
+
+    fn draw_pixel(&mut self, p: BackendCoord, c: BackendColor) -> DrawResult<Self::ErrorType> {
+        self.inner.draw_pixel(p, c)
+    }
+
+    fn draw_line<S: plotters_backend::BackendStyle>(
+        &mut self,
+        a: BackendCoord,
+        b: BackendCoord,
+        s: &S,
+    ) -> DrawResult<Self::ErrorType> {
+        self.inner.draw_line(a, b, s)
+    }
+
+    fn draw_rect<S: plotters_backend::BackendStyle>(
+        &mut self,
+        a: BackendCoord,
+        b: BackendCoord,
+        s: &S,
+        fill: bool,
+    ) -> DrawResult<Self::ErrorType> {
+        self.inner.draw_rect(a, b, s, fill)
+    }
+
+    fn draw_path<S: plotters_backend::BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        path: I,
+        s: &S,
+    ) -> DrawResult<Self::ErrorType> {
+        self.inner.draw_path(path, s)
+    }
+
+    fn draw_circle<S: plotters_backend::BackendStyle>(
+        &mut self,
+        c: BackendCoord,
+        r: u32,
+        s: &S,
+        fill: bool,
+    ) -> DrawResult<Self::ErrorType> {
+        self.inner.draw_circle(c, r, s, fill)
+    }
+
+    fn fill_polygon<S: plotters_backend::BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        vert: I,
+        s: &S,
+    ) -> DrawResult<Self::ErrorType> {
+        self.inner.fill_polygon(vert, s)
+    }
+
+    fn estimate_text_size<T: BackendTextStyle>(
+        &self,
+        text: &str,
+        style: &T,
+    ) -> Result<(u32, u32), DrawingErrorKind<Self::ErrorType>> {
+        let (_, w) = self.layout(text, style.size() as f32);
+        Ok((w.ceil() as u32, style.size().ceil() as u32))
+    }
+
+    fn draw_text<T: BackendTextStyle>(
+        &mut self,
+        text: &str,
+        style: &T,
+        pos: BackendCoord,
+    ) -> DrawResult<Self::ErrorType> {
+        let color = style.color();
+        let px = style.size() as f32;
+        let (glyphs, width) = self.layout(text, px);
+        let scaled = self.font.as_scaled(PxScale::from(px));
+        let (ascent, height) = (scaled.ascent(), scaled.height());
+        // Offsets of the anchor within the text box (its top left at 0, 0).
+        let dx = match style.anchor().h_pos {
+            HPos::Left => 0.0,
+            HPos::Center => -width / 2.0,
+            HPos::Right => -width,
+        };
+        let dy = match style.anchor().v_pos {
+            VPos::Top => 0.0,
+            VPos::Center => -height / 2.0,
+            VPos::Bottom => -height,
+        };
+        let trans = style.transform();
+        let (w, h) = self.get_size();
+        let mut pixels = Vec::new();
+        for g in glyphs {
+            if let Some(o) = self.font.outline_glyph(g) {
+                let b = o.px_bounds();
+                o.draw(|x, y, cover| {
+                    if cover > 0.05 {
+                        let fx = b.min.x + x as f32 + dx;
+                        let fy = b.min.y + y as f32 + ascent + dy;
+                        pixels.push((fx.round() as i32, fy.round() as i32, cover));
+                    }
+                });
+            }
+        }
+        for (x, y, cover) in pixels {
+            let (x, y) = trans.transform(x, y);
+            let (x, y) = (pos.0 + x, pos.1 + y);
+            if x >= 0 && y >= 0 && (x as u32) < w && (y as u32) < h {
+                self.inner.draw_pixel(
+                    (x, y),
+                    BackendColor {
+                        alpha: color.alpha * f64::from(cover),
+                        rgb: color.rgb,
+                    },
+                )?;
+            }
+        }
         Ok(())
-    } else {
-        Err(anyhow!(
-            "no DejaVuSans.ttf for chart text: apt-get install fonts-dejavu-core"
-        ))
     }
 }
 
@@ -171,11 +319,15 @@ where
 
 /// Writes `panels` side by side (two per row) into one PNG.
 pub fn png(path: &Path, panels: &[Panel]) -> Result<()> {
-    font()?;
+    let font = font()?;
     let cols = panels.len().clamp(1, 2);
     let rows = panels.len().div_ceil(2).max(1);
     let size = (640 * cols as u32, 440 * rows as u32);
-    let root = BitMapBackend::new(path, size).into_drawing_area();
+    let root = Png {
+        inner: BitMapBackend::new(path, size),
+        font,
+    }
+    .into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("chart: {e}"))?;
     for (area, p) in root.split_evenly((rows, cols)).iter().zip(panels) {
         draw(area, p)?;
@@ -183,4 +335,39 @@ pub fn png(path: &Path, panels: &[Panel]) -> Result<()> {
     root.present()
         .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chart_with_text_is_written() {
+        if font().is_err() {
+            eprintln!("skipped: no DejaVuSans.ttf (apt-get install fonts-dejavu-core)");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("shaper-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("chart.png");
+        let panels = [Panel {
+            title: "a title".into(),
+            x: "x".into(),
+            y: "y".into(),
+            log_x: true,
+            y_zero: false,
+            series: vec![Series {
+                name: "line".into(),
+                color: 0,
+                points: vec![(1.0, 0.99), (10.0, 1.01), (100.0, 1.0)],
+                scatter: false,
+            }],
+        }];
+        png(&path, &panels).expect("chart");
+        let bytes = std::fs::read(&path).expect("read chart");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(&bytes[1..4], b"PNG");
+        // Text and lines make a compressed image well above a blank canvas's few kB.
+        assert!(bytes.len() > 10_000, "{} bytes", bytes.len());
+    }
 }
