@@ -95,6 +95,19 @@ pub enum AttachMode {
     Skb,
 }
 
+/// One jiffy in ns: the resolution of `CLOCK_MONOTONIC_COARSE`, which is what
+/// `bpf_ktime_get_coarse_ns` reads; 10 ms (HZ = 100, the slowest tick) if it cannot be read.
+fn coarse_tick_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a plain syscall writing into a local.
+    let ok = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0;
+    let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    if ok && ns > 0 { ns } else { 10_000_000 }
+}
+
 /// The buckets' clock, fixed at load time (see `shaper_common::CLOCK_COARSE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum Clock {
@@ -159,9 +172,14 @@ impl Datapath {
             Clock::Precise => CLOCK_PRECISE,
             Clock::Coarse => CLOCK_COARSE,
         };
+        let slack_ns = match clock {
+            Clock::Precise => 0u64,
+            Clock::Coarse => coarse_tick_ns(),
+        };
         let mut loader = EbpfLoader::new();
         loader
             .override_global("CLOCK", &clock_value, true)
+            .override_global("CLOCK_SLACK_NS", &slack_ns, true)
             .map_max_entries(TENANT_CONFIG, 2 * max_tenants)
             .map_max_entries(TENANT_SLOT, max_tenants)
             .map_max_entries(TENANT_STATE, max_tenants)
