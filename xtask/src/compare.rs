@@ -718,10 +718,12 @@ fn scale(
     };
     let k0 = kernel_memory();
     let a = attach(lab, setup, &tenants, dir)?;
-    // A few agent cycles, so its tables and forecasters are all allocated.
-    std::thread::sleep(Duration::from_secs(3));
     let (m0, m1) = match &a {
-        Attached::Shaper(agent) => process_memory(agent.0.id()),
+        Attached::Shaper(agent) => {
+            // A few agent cycles, so its tables and forecasters are all allocated.
+            std::thread::sleep(Duration::from_secs(3));
+            process_memory(agent.0.id())
+        }
         _ => (kernel_memory().saturating_sub(k0), 0),
     };
     let fps = wire_rate(lab, &format!("{} x{n}", setup.name()), dst, secs)?;
