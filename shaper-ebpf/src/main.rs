@@ -316,7 +316,10 @@ fn enforce(
 
 /// The spending order. Returns the outcome.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "inlined: the packet context, its parsed fields and the maps it spends from"
+)]
 fn spend(
     ctx: &XdpContext,
     cfg: &GlobalConfig,

@@ -7,10 +7,19 @@
 //! extra demand, higher tiers first, then in proportion to predicted demand (weighted max-min
 //! water-filling). The opportunistic and emergency pools are the datapath's, sized from the
 //! config, and not the allocator's to hand out.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::PolicyMode;
 use crate::forecast::Prediction;
+
+/// What the allocator does with forecasts: `static` keeps the configured rates, `reactive`
+/// follows last cycle's use, `predictive` acts on the forecast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    Static,
+    Reactive,
+    Predictive,
+}
 
 /// The link and its pools, as the config gives them.
 #[derive(Clone, Copy, Debug)]
@@ -82,18 +91,12 @@ pub struct Policy {
     pub mix_limit: f64,
 }
 
-impl Policy {
-    pub fn from_config(p: &crate::config::Policy) -> Policy {
-        Policy {
-            mode: p.mode,
-            multiplier: p.adjustment_multiplier,
-            auto_tune: p.auto_tune,
-            in_profile_drop_ratio: p.reactive_override.in_profile_drop_ratio,
-            cpu_busy_ratio: p.reactive_override.cpu_busy_ratio,
-            overcommit: p.overcommit,
-            mix_limit: p.max_exchange_fraction,
-        }
-    }
+/// An SLA violation: a tenant of a protected tier (priority 2 and up: gold, platinum) lost
+/// more than 0.1% of its in-profile traffic (what it offered up to its base rate) in a cycle.
+/// `offered`, `passed` and `rate` in the same unit (bytes or bytes/s).
+pub fn violated(priority: u8, offered: f64, passed: f64, rate: f64) -> bool {
+    let in_profile = offered.min(rate);
+    priority >= 2 && in_profile > 0.0 && (in_profile - passed).max(0.0) > 0.001 * in_profile
 }
 
 /// Cycles without a trigger before prediction resumes after a reactive override.
@@ -147,7 +150,7 @@ pub fn worth_factor(p: &Profile, mix: &[f64; 3]) -> f64 {
 
 /// What the allocator carries from one cycle to the next, per tenant.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct TenantState {
+pub struct Tuning {
     pub multiplier: f64,
     pub margin: f64,
     /// The fill rate in force (the reactive policy steps it).
@@ -163,9 +166,9 @@ pub struct TenantState {
     pub type_share: Option<[f64; 3]>,
 }
 
-impl TenantState {
-    pub fn new(policy: &Policy, profile: &Profile) -> TenantState {
-        TenantState {
+impl Tuning {
+    pub fn new(policy: &Policy, profile: &Profile) -> Tuning {
+        Tuning {
             multiplier: policy.multiplier,
             margin: 0.1,
             fill: profile.rate,
@@ -250,7 +253,7 @@ pub struct Inputs<'a> {
 
 /// One cycle of allocation. Updates `state` (feedback, overrides) and returns one allocation
 /// per tenant, and what changed on its own.
-pub fn allocate(inp: &Inputs, state: &mut [TenantState]) -> (Vec<Allocation>, Vec<Event>) {
+pub fn allocate(inp: &Inputs, state: &mut [Tuning]) -> (Vec<Allocation>, Vec<Event>) {
     let n = inp.profiles.len();
     let mut events = Vec::new();
     let p = inp.policy;
@@ -432,7 +435,7 @@ fn override_step(
     prof: &Profile,
     obs: &Observed,
     host: Option<&(&'static str, String)>,
-    st: &mut TenantState,
+    st: &mut Tuning,
     events: &mut Vec<Event>,
 ) {
     let in_profile = obs.offered.min(prof.rate);
@@ -474,7 +477,7 @@ fn override_step(
 
 /// Feedback: expired pre-allocation means the forecast ran high (shrink the multiplier and
 /// the margin); drops beyond the fill mean it ran low (grow them). Bounded.
-fn tune(i: usize, obs: &Observed, st: &mut TenantState, events: &mut Vec<Event>) {
+fn tune(i: usize, obs: &Observed, st: &mut Tuning, events: &mut Vec<Event>) {
     let (m0, g0) = (st.multiplier, st.margin);
     let why = if obs.pre_expired > obs.pre_used && obs.pre_expired > 0.0 {
         st.multiplier *= 0.9;
@@ -643,198 +646,4 @@ pub fn exchange(
         ));
     }
     Ok(next)
-}
-
-/// The forecast-and-allocate stage of one agent, or of one simulation: a forecaster per
-/// tenant, the allocator's state, and the profiles from the config. Pure like the rest of the
-/// module: callers bring the measurements and apply the allocations.
-/// Tenants from which `Planner::step` forecasts on several threads, and at most how many.
-const PARALLEL_FROM: usize = 4096;
-const MAX_THREADS: usize = 8;
-
-pub struct Planner {
-    pub policy: Policy,
-    pub profiles: Vec<Profile>,
-    names: Vec<String>,
-    forecasters: Vec<crate::forecast::Forecaster>,
-    state: Vec<TenantState>,
-    capacity: f64,
-    guaranteed: f64,
-    interval_s: f64,
-    cycle: u64,
-}
-
-/// The profiles of a config's tenants, in config order.
-pub fn profiles(cfg: &crate::config::Config) -> Vec<Profile> {
-    cfg.tenants
-        .iter()
-        .map(|t| {
-            let tier = cfg.tiers.get(&t.tier);
-            let rate = t.rate.bits_per_sec() as f64 / 8.0;
-            Profile {
-                rate,
-                ceil: t.ceil.map_or(rate, |c| c.bits_per_sec() as f64 / 8.0),
-                burst: t.burst.bytes() as f64,
-                priority: tier.map_or(0, |t| t.priority.min(3)),
-                risk: tier.map_or(0.5, |t| t.risk),
-                mix: {
-                    let m = t
-                        .mix
-                        .clone()
-                        .unwrap_or_else(|| cfg.token_types.default_mix());
-                    [m.gold, m.silver, m.bronze]
-                },
-                worth: cfg
-                    .token_types
-                    .exchange_rates
-                    .as_ref()
-                    .map_or([1.0; 3], |m| [m.gold, m.silver, m.bronze]),
-            }
-        })
-        .collect()
-}
-
-impl Planner {
-    /// A planner for `cfg` under `mode`. Tenants of `previous` that `cfg` still has keep their
-    /// forecaster and allocator state (a reload does not forget what was learned).
-    pub fn new(
-        cfg: &crate::config::Config,
-        mode: PolicyMode,
-        previous: Option<Planner>,
-    ) -> Planner {
-        let mut policy = Policy::from_config(&cfg.policy);
-        policy.mode = mode;
-        let profiles = profiles(cfg);
-        let settings = crate::forecast::Settings::from_config(&cfg.forecast);
-        let mut old: std::collections::HashMap<String, (crate::forecast::Forecaster, TenantState)> =
-            previous
-                .map(|p| {
-                    p.names
-                        .into_iter()
-                        .zip(p.forecasters.into_iter().zip(p.state))
-                        .collect()
-                })
-                .unwrap_or_default();
-        let mut forecasters = Vec::new();
-        let mut state = Vec::new();
-        for (t, prof) in cfg.tenants.iter().zip(&profiles) {
-            let (mut f, s) = old.remove(&t.name).unwrap_or_else(|| {
-                (
-                    crate::forecast::Forecaster::new(settings.clone()),
-                    TenantState::new(&policy, prof),
-                )
-            });
-            // Scheduled demand (config `events`) is known, not forecast.
-            f.set_events(
-                cfg.events
-                    .iter()
-                    .filter(|e| e.tenant == t.name)
-                    .filter_map(crate::forecast::KnownEvent::from_config)
-                    .collect(),
-            );
-            forecasters.push(f);
-            state.push(s);
-        }
-        Planner {
-            policy,
-            names: cfg.tenants.iter().map(|t| t.name.clone()).collect(),
-            forecasters,
-            state,
-            capacity: cfg.link.capacity.bits_per_sec() as f64 / 8.0,
-            guaranteed: cfg.pools.guaranteed,
-            interval_s: cfg.forecast.interval_ms as f64 / 1000.0,
-            cycle: 0,
-            profiles,
-        }
-    }
-
-    /// One cycle: learns what each tenant offered (`observed`, config order) at unix time
-    /// `ts`, forecasts, and allocates the next cycle.
-    pub fn step(
-        &mut self,
-        ts: f64,
-        observed: &[Observed],
-        host: Host,
-    ) -> (Vec<Allocation>, Vec<Event>, Vec<Demand>) {
-        let forecast =
-            |fs: &mut [crate::forecast::Forecaster], obs: &[Observed], out: &mut [Demand]| {
-                for ((f, o), d) in fs.iter_mut().zip(obs).zip(out) {
-                    f.update(ts, o.offered);
-                    let next = f.forecast(1);
-                    let (peak_in, peak) = f.peak();
-                    *d = Demand {
-                        next,
-                        peak,
-                        peak_in,
-                    };
-                }
-            };
-        let n = self.forecasters.len().min(observed.len());
-        let mut demand = vec![Demand::default(); n];
-        // Forecasters are independent: with many tenants, one chunk per core. Each tenant's
-        // update touches its own few kilobytes, so the cycle is bound by memory, and cores
-        // share that work well.
-        let threads = if n >= PARALLEL_FROM {
-            std::thread::available_parallelism().map_or(1, |c| c.get().min(MAX_THREADS))
-        } else {
-            1
-        };
-        if threads == 1 {
-            forecast(&mut self.forecasters[..n], &observed[..n], &mut demand);
-        } else {
-            let chunk = n.div_ceil(threads);
-            std::thread::scope(|s| {
-                for ((fs, os), ds) in self.forecasters[..n]
-                    .chunks_mut(chunk)
-                    .zip(observed[..n].chunks(chunk))
-                    .zip(demand.chunks_mut(chunk))
-                {
-                    s.spawn(move || forecast(fs, os, ds));
-                }
-            });
-        }
-        let (a, ev) = allocate(
-            &Inputs {
-                policy: &self.policy,
-                link: Link {
-                    capacity: self.capacity,
-                    guaranteed: self.guaranteed,
-                },
-                profiles: &self.profiles,
-                observed,
-                demand: &demand,
-                host,
-                interval_s: self.interval_s,
-                cycle: self.cycle,
-            },
-            &mut self.state,
-        );
-        self.cycle += 1;
-        (a, ev, demand)
-    }
-
-    /// Tenant names, config order.
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
-    /// Feeds tenant `name`'s forecaster past (unix time, offered bytes/s) samples, oldest
-    /// first: a restart continues from history instead of from nothing. Returns how many it
-    /// took.
-    pub fn warm(&mut self, name: &str, samples: &[(f64, f64)]) -> usize {
-        let Some(i) = self.names.iter().position(|n| n == name) else {
-            return 0;
-        };
-        samples
-            .iter()
-            .filter(|(ts, v)| {
-                matches!(
-                    self.forecasters[i].update(*ts, *v),
-                    crate::forecast::Outcome::Accepted
-                        | crate::forecast::Outcome::Gap { .. }
-                        | crate::forecast::Outcome::Clamped { .. }
-                )
-            })
-            .count()
-    }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::allocate::PolicyMode;
 use crate::forecast::ModelChoice;
 use crate::units::{Rate, Size};
 
@@ -351,14 +352,6 @@ impl Default for Forecast {
             intervals: Default::default(),
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PolicyMode {
-    Static,
-    Reactive,
-    Predictive,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,21 +1,23 @@
-//! shaper: a predictive multi-tenant traffic shaper. The library holds every stage of the
-//! agent; `main.rs` only parses arguments and calls into it.
+//! shaper: a predictive multi-tenant traffic shaper. The library holds the agent and every
+//! stage below it; the `shaper` binary (`main.rs` and `cli/`) parses arguments and calls in.
 //!
-//! Data flow: [`config`] -> [`datapath`] (load, write maps, attach, pin) -> [`collect`]
-//! (per-CPU counters summed, rates) -> [`forecast`] -> [`allocate`] (pure) -> [`cli`] (run,
-//! stats, demo); [`store`] keeps every cycle on disk; [`simulate`] replays traces through the
-//! same forecaster and allocator.
+//! From the bottom up: [`units`] and [`config`]; the pure stages [`forecast`] and
+//! [`allocate`], joined to the config by the [`planner`]; [`datapath`] (load, write maps,
+//! attach, pin, read counters) and [`stats`] (rates between two counter snapshots); [`store`]
+//! (history on disk); [`api`]; and the [`agent`] that runs the cycle. [`simulate`] replays
+//! traces through the same planner; [`report`] draws the history; [`netns`] and [`traffic`]
+//! build the demo's and the tests' labs.
+pub mod agent;
 pub mod allocate;
 pub mod api;
-pub mod cli;
-pub mod collect;
 pub mod config;
 pub mod datapath;
 pub mod forecast;
-pub mod lock;
 pub mod netns;
+pub mod planner;
 pub mod report;
 pub mod simulate;
+pub mod stats;
 pub mod store;
 pub mod traffic;
 pub mod units;

@@ -3,7 +3,10 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use shaper::cli::{
+
+mod cli;
+
+use cli::{
     Cli, Command, ConfigCommand, ForecastCommand, TraceCommand, config_check, demo, detach,
     exchange, forecast, history, run, simulate, stats, top,
 };

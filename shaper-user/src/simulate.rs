@@ -12,8 +12,9 @@
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
-use crate::allocate::{self, Host, Observed, Planner};
+use crate::allocate::{self, Host, Observed};
 use crate::config::{Config, PolicyMode};
+use crate::planner::{self, Planner};
 
 /// Offered bytes/s per tenant and cycle.
 #[derive(Clone, Debug, PartialEq)]
@@ -429,7 +430,7 @@ fn account(r: &mut TenantResult, p: &allocate::Profile, dt: f64, offered: f64, p
     r.dropped_bytes += (offered - passed).max(0.0);
     r.in_profile_bytes += ip;
     r.in_profile_dropped_bytes += ip_dropped;
-    if p.priority >= 2 && ip > 0.0 && ip_dropped > 0.001 * ip {
+    if allocate::violated(p.priority, offered, passed, p.rate * dt) {
         r.violations += 1;
     }
     ip_dropped
@@ -492,7 +493,7 @@ pub fn score(
     offered: &[Vec<f64>],
     passed: &[Vec<f64>],
 ) -> SimResult {
-    let profiles = allocate::profiles(cfg);
+    let profiles = planner::profiles(cfg);
     let cycles = offered.iter().map(Vec::len).min().unwrap_or(0);
     let mut res = empty_results(cfg);
     for (i, r) in res.iter_mut().enumerate() {

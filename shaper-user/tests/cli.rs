@@ -420,7 +420,7 @@ impl Drop for KillOnDrop {
             }
         }
         shaper::datapath::remove_pins(&pin_dir(&self.1));
-        let _ = std::fs::remove_dir_all(shaper::collect::state_dir(&self.1));
+        let _ = std::fs::remove_dir_all(shaper::agent::state_dir(&self.1));
     }
 }
 
@@ -485,7 +485,7 @@ fn pinned_passed(lab: &Lab) -> u64 {
         shaper::datapath::open_pinned(&pin_dir(&lab.dut_if), shaper::datapath::TENANT_COUNTERS)
             .expect("pinned counters"),
     );
-    shaper::collect::read_tenant_counters(&map, 1).expect("read")[0]
+    shaper::datapath::read_tenant_counters(&map, 1).expect("read")[0]
         .packets_of(shaper_common::OUTCOME_GREEN)
 }
 
@@ -576,7 +576,7 @@ fn detach_removes_what_a_killed_agent_left() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_nothing_left(&lab);
     assert!(
-        !shaper::collect::state_dir(&lab.dut_if).exists(),
+        !shaper::agent::state_dir(&lab.dut_if).exists(),
         "state left"
     );
     let o = shaper()
@@ -767,7 +767,7 @@ fn api_over_tcp_and_unix_socket() {
     let good = std::fs::read_to_string(&config).expect("config");
     let log = tmp.join("run.log");
     let agent = start_run(&lab, &config, &log);
-    let addr_file = shaper::collect::state_dir(&lab.dut_if).join("api.addr");
+    let addr_file = shaper::agent::state_dir(&lab.dut_if).join("api.addr");
     let start = Instant::now();
     while !addr_file.exists() || !socket.exists() {
         assert!(
@@ -1093,7 +1093,7 @@ fn exchange_moves_rate_between_token_types_within_the_limit() {
     );
     let log = tmp.join("run.log");
     let _agent = start_run(&lab, &config, &log);
-    let addr_file = shaper::collect::state_dir(&lab.dut_if).join("api.addr");
+    let addr_file = shaper::agent::state_dir(&lab.dut_if).join("api.addr");
     let start = Instant::now();
     while !addr_file.exists() {
         assert!(start.elapsed() < Duration::from_secs(5), "API not up");

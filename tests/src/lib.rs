@@ -33,7 +33,7 @@ pub fn run_out(dp: &mut Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
 
 /// Counters of tenant `id`, summed over CPUs.
 pub fn tenant(dp: &Datapath, id: u32) -> TenantCounters {
-    shaper::collect::read_tenant_counters(dp.map(TENANT_COUNTERS).expect("map"), id + 1)
+    shaper::datapath::read_tenant_counters(dp.map(TENANT_COUNTERS).expect("map"), id + 1)
         .expect("read")[id as usize]
 }
 
@@ -277,7 +277,7 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(cfg: &shaper::config::Config, iface: &str, netns: &str) -> anyhow::Result<Agent> {
-        let args = shaper::cli::RunArgs {
+        let options = shaper::agent::Options {
             iface: iface.to_string(),
             config: "(test)".into(),
             xdp_mode: shaper::datapath::AttachMode::Native,
@@ -292,16 +292,17 @@ impl Agent {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(shaper::cli::run::serve(
+            rt.block_on(shaper::agent::run(
+                &options,
                 &cfg,
-                &args,
                 move || {
                     let _ = ready_tx.send(());
                 },
                 async {
                     let _ = stop_rx.await;
                 },
-            ))
+            ))?;
+            anyhow::Ok(())
         });
         let mut agent = Agent {
             stop: Some(stop_tx),

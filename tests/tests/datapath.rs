@@ -1018,18 +1018,18 @@ fn batched_map_reads_match_per_key_reads() {
         .expect("this kernel does batched lookups");
     assert_eq!(raw.len(), 3);
     assert_eq!(raw[0].len(), cpus);
-    let batched = shaper::collect::read_tenant_counters(counters, 3).expect("batched");
-    let each = shaper::collect::read_tenant_counters_each(counters, 3).expect("each");
+    let batched = shaper::datapath::read_tenant_counters(counters, 3).expect("batched");
+    let each = shaper::datapath::read_tenant_counters_each(counters, 3).expect("each");
     assert_eq!(batched, each);
     let total = |c: &TenantCounters| c.packets.iter().flatten().sum::<u64>();
     assert_eq!(batched.iter().map(total).collect::<Vec<_>>(), [40, 7, 3]);
     // More ids than tenants: the array's unused entries read as zero, both ways.
     assert_eq!(
-        shaper::collect::read_tenant_counters(counters, 64).expect("batched"),
-        shaper::collect::read_tenant_counters_each(counters, 64).expect("each")
+        shaper::datapath::read_tenant_counters(counters, 64).expect("batched"),
+        shaper::datapath::read_tenant_counters_each(counters, 64).expect("each")
     );
     let states = dp.map(shaper::datapath::TENANT_STATE).expect("map");
-    let s = shaper::collect::read_tenant_states(states, 3).expect("states");
+    let s = shaper::datapath::read_tenant_states(states, 3).expect("states");
     let arr: aya::maps::Array<&MapData, shaper_common::TenantState> =
         aya::maps::Array::try_from(states).expect("typed");
     for (id, st) in s.iter().enumerate() {
@@ -1047,7 +1047,7 @@ fn batched_map_reads_match_per_key_reads() {
         .expect("batch lookup")
         .is_some()
     );
-    let mut batched = shaper::collect::read_flows(flows).expect("flows");
+    let mut batched = shaper::datapath::read_flows(flows).expect("flows");
     let m: aya::maps::HashMap<&MapData, shaper_common::FlowKey, shaper_common::FlowStats> =
         aya::maps::HashMap::try_from(flows).expect("typed");
     let mut each: Vec<_> = m.iter().filter_map(Result::ok).collect();

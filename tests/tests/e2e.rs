@@ -286,7 +286,7 @@ fn stopping_the_agent_detaches_and_unpins() {
     );
     assert!(!pins.exists(), "pins left at {}", pins.display());
     assert!(
-        !shaper::collect::state_dir(&lab.dut_if).exists(),
+        !shaper::agent::state_dir(&lab.dut_if).exists(),
         "tenant table left behind"
     );
 }
@@ -467,7 +467,7 @@ fn a_deposit_lets_through_a_burst_the_bucket_alone_drops() {
     dp.deposit(0, SENT, Duration::from_secs(10))
         .expect("deposit");
     let with = burst(&dp);
-    let pre = shaper::collect::PrePool::from_state(&dp.tenant_state(0).expect("state"));
+    let pre = shaper::stats::PrePool::from_state(&dp.tenant_state(0).expect("state"));
     eprintln!(
         "burst of {SENT} B: {without} B passed without a deposit, {with} B with one ({pre:?})"
     );

@@ -59,7 +59,7 @@ fn load() -> (Datapath, GlobalConfig) {
 
 /// A GCRA word that says "full": its theoretical arrival time is not in the future.
 fn full(tat: u64) -> bool {
-    tat <= shaper::collect::monotonic_ns()
+    tat <= shaper::datapath::monotonic_ns()
 }
 
 /// A tenant whose types hold `bytes[k]` each (0: no share), at 8 kbit/s.
@@ -440,7 +440,7 @@ fn deposits_are_used_clamped_and_expire() {
     assert_eq!(run(&mut dp, &p), XDP_PASS);
     let st = dp.tenant_state(0).expect("state");
     assert_eq!((st.deposited, st.expired, st.credit), (5000, 3000, 0));
-    let pre = shaper::collect::PrePool::from_state(&st);
+    let pre = shaper::stats::PrePool::from_state(&st);
     assert_eq!(pre.used_bytes, 2000);
     let c = tenant(&dp, 0);
     assert_eq!(c.packets[TYPE_SILVER][OUTCOME_PRE], 2);
@@ -501,13 +501,11 @@ fn an_allocation_leaves_borrowing_what_fill_and_pool_leave_of_the_ceiling() {
     let cfg = config();
     let (mut dp, _) = load();
     let rate = |b: shaper_common::BucketParams| 8e9 * 65536.0 / b.cost_fp as f64;
-    let mut a = shaper::allocate::Allocation {
+    let mut a = shaper::datapath::TenantRates {
         fill: 120e9 / 8.0,
         pre_rate: 30e9 / 8.0,
         pre_cap: 1e6,
         deposit: None,
-        overridden: None,
-        mix: None,
     };
     let t0 = (&cfg.tenants[0], &cfg);
     dp.apply_allocation(0, t0, &a, Duration::from_secs(1), None)
@@ -539,27 +537,25 @@ fn batched_allocation_writes_match_one_write_per_tenant() {
     let cfg = config();
     let (mut each, _) = load();
     let (mut batched, _) = load();
-    let alloc = |fill: f64, deposit: bool| shaper::allocate::Allocation {
+    let alloc = |fill: f64, deposit: bool| shaper::datapath::TenantRates {
         fill: fill / 8.0,
         pre_rate: 20e9 / 8.0,
         pre_cap: 2e6,
-        deposit: deposit.then_some(shaper::allocate::Deposit {
+        deposit: deposit.then_some(shaper::datapath::DepositWrite {
             bytes: 5e5,
             ttl_s: 2.0,
         }),
-        overridden: None,
-        mix: None,
     };
     let one_second = Duration::from_secs(1);
     // Two cycles: the second flips each tenant's slot again; tenant 1 keeps its allocation.
     for (cycle, fills) in [[120e9, 90e9], [150e9, 90e9]].iter().enumerate() {
-        let writes: Vec<shaper::datapath::AllocationWrite> = fills
+        let writes: Vec<shaper::datapath::TenantWrite> = fills
             .iter()
             .enumerate()
-            .map(|(i, f)| shaper::datapath::AllocationWrite {
+            .map(|(i, f)| shaper::datapath::TenantWrite {
                 id: i as u32,
                 tenant: i,
-                alloc: alloc(*f, i == 0 && cycle == 1),
+                rates: alloc(*f, i == 0 && cycle == 1),
                 shares: (i == 1).then_some([0.2, 0.2, 0.6]),
             })
             .collect();
@@ -567,7 +563,7 @@ fn batched_allocation_writes_match_one_write_per_tenant() {
             each.apply_allocation(
                 w.id,
                 (&cfg.tenants[w.tenant], &cfg),
-                &w.alloc,
+                &w.rates,
                 one_second,
                 w.shares,
             )

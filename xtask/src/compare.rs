@@ -97,7 +97,7 @@ fn dst(net: u8) -> SocketAddr {
 /// Whatever a setup attached; removed on drop (the lab's namespaces go with the lab).
 enum Attached {
     /// Held for its drop: SIGTERM detaches the shaper.
-    Shaper(#[allow(dead_code)] Agent),
+    Shaper(Agent),
     Htb {
         ns: String,
         dev: String,
@@ -105,7 +105,7 @@ enum Attached {
     },
     Bare,
     /// Held for its drop: the object's programs detach with it.
-    Floor(#[allow(dead_code)] Box<shaper::datapath::Datapath>),
+    Floor(#[expect(dead_code, reason = "held for its drop")] Box<shaper::datapath::Datapath>),
 }
 
 impl Drop for Attached {

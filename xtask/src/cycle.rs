@@ -4,8 +4,9 @@
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
-use shaper::allocate::{Host, Observed, Planner};
+use shaper::allocate::{Host, Observed};
 use shaper::config::{Config, EXAMPLE, PolicyMode};
+use shaper::planner::Planner;
 
 /// Resident memory of this process, bytes (VmRSS).
 fn rss() -> u64 {

@@ -203,7 +203,7 @@ pub fn bench(repeat: u32, rounds: usize) -> Result<()> {
 }
 
 fn shaper_tests_free_counters(dp: &Datapath) -> Result<shaper_common::TenantCounters> {
-    Ok(shaper::collect::read_tenant_counters(dp.map(shaper::datapath::TENANT_COUNTERS)?, 1)?[0])
+    Ok(shaper::datapath::read_tenant_counters(dp.map(shaper::datapath::TENANT_COUNTERS)?, 1)?[0])
 }
 
 /// Two CPUs running the program at once, each on its own tenant or both on one, charging the

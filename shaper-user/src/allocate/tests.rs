@@ -62,14 +62,14 @@ impl Case {
         }
     }
 
-    fn state(&self) -> Vec<TenantState> {
+    fn state(&self) -> Vec<Tuning> {
         self.profiles
             .iter()
-            .map(|p| TenantState::new(&self.policy, p))
+            .map(|p| Tuning::new(&self.policy, p))
             .collect()
     }
 
-    fn run(&self, state: &mut [TenantState], cycle: u64) -> (Vec<Allocation>, Vec<Event>) {
+    fn run(&self, state: &mut [Tuning], cycle: u64) -> (Vec<Allocation>, Vec<Event>) {
         allocate(
             &Inputs {
                 policy: &self.policy,
@@ -444,4 +444,20 @@ proptest! {
             prop_assert!(m[k] <= conf[k] + limit * (1.0 - conf[k]) + 1e-9, "{:?} {:?}", m, conf);
         }
     }
+}
+
+#[test]
+fn a_violation_is_in_profile_traffic_of_a_protected_tier_lost() {
+    let (gold, platinum, silver) = (2, 3, 1);
+    // Gold offered 80 of its 100 and got 79: 1.25% of in-profile lost.
+    assert!(violated(gold, 80e6, 79e6, 100e6));
+    assert!(violated(platinum, 300e6, 90e6, 100e6));
+    // Above its rate and got all of its rate: drops beyond the profile are not a violation.
+    assert!(!violated(gold, 300e6, 100e6, 100e6));
+    assert!(!violated(gold, 80e6, 79.99e6, 100e6), "within 0.1%");
+    assert!(
+        !violated(silver, 80e6, 10e6, 100e6),
+        "silver is not protected"
+    );
+    assert!(!violated(gold, 0.0, 0.0, 100e6));
 }

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::config::{Config, tier_str};
-use crate::units::{Rate, Size};
+use shaper::config::{Config, tier_str};
+use shaper::units::{Rate, Size};
 
 pub fn execute(file: &Path, json: bool) -> Result<()> {
     let cfg = Config::load(file)?;
@@ -84,7 +84,7 @@ mod tests {
 
     #[test]
     fn describes_every_tenant_and_its_bucket_depth() {
-        let cfg = Config::parse(crate::config::EXAMPLE).expect("valid");
+        let cfg = Config::parse(shaper::config::EXAMPLE).expect("valid");
         let d = describe(&cfg);
         assert!(
             d.contains("link: 1gbit  match: dst  unmatched: pass"),

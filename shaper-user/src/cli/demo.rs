@@ -13,20 +13,20 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use aya::maps::Map;
 
-use crate::cli::{DemoArgs, RunArgs};
-use crate::collect;
-use crate::config::{Config, EXAMPLE};
-use crate::datapath::{self, AttachMode, TENANT_COUNTERS};
-use crate::netns::Lab;
-use crate::traffic::{self, Flood};
-use crate::units::human_bits;
+use crate::cli::DemoArgs;
+use shaper::agent::{self, Options};
+use shaper::config::{Config, EXAMPLE};
+use shaper::datapath::{self, AttachMode, TENANT_COUNTERS};
+use shaper::netns::Lab;
+use shaper::traffic::{self, Flood};
+use shaper::units::human_bits;
 
 /// Offered load as a multiple of each tenant's rate.
 const OVERLOAD: u64 = 3;
 const PAYLOAD: usize = 1400;
 
 pub async fn execute(args: &DemoArgs) -> Result<()> {
-    if !crate::netns::is_root() {
+    if !shaper::netns::is_root() {
         bail!(
             "the demo builds network namespaces and loads XDP: run it as root (sudo shaper demo)"
         );
@@ -42,13 +42,13 @@ pub async fn execute(args: &DemoArgs) -> Result<()> {
     );
     let lab = Lab::new(&["10.10.1", "10.10.2", "10.10.3"], &["2001:db8:1:"])
         .context("building the lab")?;
-    let run_args = RunArgs {
+    let options = Options {
         iface: lab.dut_if.clone(),
         config: "(embedded example)".into(),
         xdp_mode: AttachMode::Native,
         max_tenants: shaper_common::DEFAULT_MAX_TENANTS,
         netns: Some(lab.dut.name.clone()),
-        clock: crate::datapath::Clock::Precise,
+        clock: shaper::datapath::Clock::Precise,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -59,7 +59,7 @@ pub async fn execute(args: &DemoArgs) -> Result<()> {
             let ready = move || {
                 let _ = ready_tx.send(());
             };
-            super::run::serve(&cfg, &run_args, ready, async {
+            agent::run(&options, &cfg, ready, async {
                 let _ = quit_rx.await;
             })
             .await
@@ -102,7 +102,7 @@ pub async fn execute(args: &DemoArgs) -> Result<()> {
         let flows = tokio::task::spawn_blocking(move || traffic::run_flows(&dut_ns, &floods, &stop2).map(|r| (r, floods)))
             .await
             .context("traffic thread")??;
-        let counters = collect::read_tenant_counters(
+        let counters = shaper::datapath::read_tenant_counters(
             &Map::PerCpuArray(datapath::open_pinned(&datapath::pin_dir(&lab.dut_if), TENANT_COUNTERS)?),
             cfg.tenants.len() as u32,
         )?;
@@ -148,11 +148,11 @@ fn write_report(
     iface: &str,
     since: f64,
     out: &std::path::Path,
-) -> Result<crate::report::Written> {
-    let store = crate::store::Store::open(&cfg.history.path, iface)?;
+) -> Result<shaper::report::Written> {
+    let store = shaper::store::Store::open(&cfg.history.path, iface)?;
     let rows = store.since(None, since)?;
     let title = format!("shaper demo on {iface}");
-    Ok(crate::report::write(out, &title, &rows)?)
+    Ok(shaper::report::write(out, &title, &rows)?)
 }
 
 fn names(cfg: &Config) -> String {
@@ -162,7 +162,7 @@ fn names(cfg: &Config) -> String {
             format!(
                 "{} ({} {})",
                 t.name,
-                crate::config::tier_str(t.tier),
+                shaper::config::tier_str(t.tier),
                 t.rate
             )
         })
@@ -206,7 +206,7 @@ fn report(
             s,
             "{:<10} {:<8} {:>12} {:>12} {:>14} {:>14} {:>6.1}% {:>8.1}% {:>11} {:>11} {:>11} {:>11}",
             t.name,
-            crate::config::tier_str(t.tier),
+            shaper::config::tier_str(t.tier),
             human_bits(t.rate.bits_per_sec() as f64),
             t.ceil
                 .map_or_else(|| "-".to_string(), |c| human_bits(c.bits_per_sec() as f64)),

@@ -2,16 +2,15 @@
 //! killed): the pinned link, the pinned maps and the agent's state.
 use anyhow::{Result, bail};
 
-use crate::collect;
-use crate::datapath::{self, DatapathError};
-use crate::lock::AgentLock;
+use shaper::agent::{AgentLock, state_dir};
+use shaper::datapath::{self, DatapathError};
 
 pub fn execute(iface: &str) -> Result<()> {
     let dir = datapath::pin_dir(iface);
     if !dir.exists() {
         bail!(DatapathError::NotPinned(dir));
     }
-    let state = collect::state_dir(iface);
+    let state = state_dir(iface);
     // Refused while an agent runs: it owns the datapath and detaches it itself on SIGTERM.
     let lock = AgentLock::acquire(&state, iface)?;
     // No process holds the link: removing its pin detaches the program.

@@ -3,20 +3,17 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::cli::ExchangeArgs;
 use crate::cli::stats::only_running_iface;
-use crate::collect;
+use shaper::agent::StateDir;
 
 pub fn execute(args: &ExchangeArgs) -> Result<()> {
     let iface = match &args.iface {
         Some(i) => i.clone(),
         None => only_running_iface()?,
     };
-    let path = collect::state_dir(&iface).join("api.addr");
-    let addr: std::net::SocketAddr = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|a| a.trim().parse().ok())
-        .with_context(|| {
-            format!("no agent API for {iface} ({} missing): an exchange needs `shaper run` running with api.listen", path.display())
-        })?;
+    let state = StateDir::new(&iface);
+    let addr = state.api_addr().with_context(|| {
+        format!("no agent API for {iface} ({} missing): an exchange needs `shaper run` running with api.listen", state.path().join("api.addr").display())
+    })?;
     let body = serde_json::json!({
         "tenant": args.tenant,
         "from": args.from,
@@ -24,7 +21,7 @@ pub fn execute(args: &ExchangeArgs) -> Result<()> {
         "amount": args.amount,
     })
     .to_string();
-    let (code, reply) = crate::api::request(addr, "POST", "/v1/exchange", Some(&body))
+    let (code, reply) = shaper::api::request(addr, "POST", "/v1/exchange", Some(&body))
         .with_context(|| format!("cannot reach the agent's API at {addr}"))?;
     let v: serde_json::Value = serde_json::from_str(&reply)
         .with_context(|| format!("the agent answered {code}: {}", reply.trim()))?;

@@ -6,10 +6,10 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 
 use crate::cli::{ForecastEvalArgs, ForecastGenArgs};
-use crate::forecast::eval::{
+use shaper::forecast::eval::{
     EvalResult, TrafficShape, all_choices, evaluate, median_interval, traffic_series,
 };
-use crate::forecast::{MAX_HORIZON, ModelChoice, Settings};
+use shaper::forecast::{MAX_HORIZON, ModelChoice, Settings};
 
 /// Reads `timestamp,value` rows (a header line is skipped). Timestamps are unix seconds or
 /// RFC 3339 times.
@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn csv_with_header_rfc3339_and_unix_times() {
-        let dir = std::env::temp_dir().join(crate::netns::unique_name("shaper-csv-"));
+        let dir = std::env::temp_dir().join(shaper::netns::unique_name("shaper-csv-"));
         std::fs::create_dir_all(&dir).expect("tmp");
         let p = dir.join("s.csv");
         let mut text = String::from("timestamp,value\n");

@@ -5,8 +5,8 @@ use anyhow::{Result, bail};
 
 use crate::cli::stats::only_running_iface;
 use crate::cli::{HistoryArgs, HistorySource, ReportArgs};
-use crate::store::{Row, Store, to_csv};
-use crate::units::human_bits;
+use shaper::store::{Row, Store, to_csv};
+use shaper::units::human_bits;
 
 /// `90s`, `15m`, `1h`, `2d` in seconds.
 pub fn parse_age(s: &str) -> Option<f64> {
@@ -64,7 +64,7 @@ pub fn report(args: &ReportArgs) -> Result<()> {
         );
     }
     let title = format!("shaper on {iface}: the last {}", args.source.since);
-    let w = crate::report::write(&args.out, &title, &rows)?;
+    let w = shaper::report::write(&args.out, &title, &rows)?;
     println!(
         "wrote {} ({} charts, {} tenants, {} rows)",
         w.index.display(),

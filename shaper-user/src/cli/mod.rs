@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::datapath::{AttachMode, Clock};
+use shaper::datapath::{AttachMode, Clock};
 
 pub mod config_check;
 pub mod demo;
@@ -140,7 +140,7 @@ pub enum TraceCommand {
 #[derive(Debug, clap::Args)]
 pub struct TraceGenArgs {
     #[arg(long, value_enum)]
-    pub kind: crate::simulate::TraceKind,
+    pub kind: shaper::simulate::TraceKind,
     /// The tenants (and their rates) and the interval (forecast.interval_ms) come from here.
     #[arg(long)]
     pub config: PathBuf,
@@ -198,7 +198,7 @@ pub struct ForecastEvalArgs {
     pub origins: Option<usize>,
     /// How intervals are kept: window (default) or tracking.
     #[arg(long, value_enum, default_value = "window")]
-    pub intervals: crate::forecast::IntervalMethod,
+    pub intervals: shaper::forecast::IntervalMethod,
     #[arg(long)]
     pub json: bool,
 }

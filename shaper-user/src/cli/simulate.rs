@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 use anyhow::{Context as _, Result};
 
 use crate::cli::{PolicyArg, SimulateArgs, TraceGenArgs};
-use crate::config::{Config, PolicyMode};
-use crate::simulate::{SimResult, Trace, generate as gen_trace, simulate};
-use crate::units::human_bits;
+use shaper::config::{Config, PolicyMode};
+use shaper::simulate::{SimResult, Trace, generate as gen_trace, simulate};
+use shaper::units::human_bits;
 
 pub fn generate(args: &TraceGenArgs) -> Result<()> {
     let cfg = Config::load(&args.config)?;

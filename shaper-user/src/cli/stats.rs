@@ -9,16 +9,18 @@ use aya::maps::Map;
 use serde::Serialize;
 
 use crate::cli::StatsArgs;
-use crate::collect::{self, TenantStats};
-use crate::datapath::{self, FLOWS, GLOBAL_COUNTERS, PIN_ROOT, TENANT_COUNTERS, TENANT_STATE};
-use crate::units::human_bits;
+use shaper::agent::StateDir;
+use shaper::api::TenantView;
+use shaper::datapath::{self, FLOWS, GLOBAL_COUNTERS, PIN_ROOT, TENANT_COUNTERS, TENANT_STATE};
+use shaper::stats;
+use shaper::units::human_bits;
 
 #[derive(Debug, Serialize)]
 pub struct StatsReport {
     pub iface: String,
     pub window_ms: u64,
-    pub tenants: Vec<TenantStats>,
-    pub classes: Vec<collect::ClassStats>,
+    pub tenants: Vec<TenantView>,
+    pub classes: Vec<stats::ClassStats>,
 }
 
 pub fn execute(args: &StatsArgs) -> Result<()> {
@@ -72,21 +74,25 @@ pub fn collect_report(iface: &str, window: Duration) -> Result<StatsReport> {
     datapath::check_pinned_version(&dir)?;
     let counters = Map::PerCpuArray(datapath::open_pinned(&dir, TENANT_COUNTERS)?);
     let classes = Map::PerCpuArray(datapath::open_pinned(&dir, GLOBAL_COUNTERS)?);
-    let state = collect::state_dir(iface);
-    let table = collect::read_tenant_table(&state)
-        .with_context(|| format!("cannot read the tenant table in {}", state.display()))?;
+    let state = StateDir::new(iface);
+    let table = state
+        .read_table()
+        .with_context(|| format!("cannot read the tenant table in {}", state.path().display()))?;
     let n = table.len() as u32;
     let states = Map::Array(datapath::open_pinned(&dir, TENANT_STATE)?);
     let flows = Map::LruHashMap(datapath::open_pinned(&dir, FLOWS)?);
-    let first = collect::snapshot(&counters, &states, &flows, n)?;
+    let first = stats::snapshot(&counters, &states, &flows, n)?;
     std::thread::sleep(window);
-    let second = collect::snapshot(&counters, &states, &flows, n)?;
-    let class_counts = collect::read_class_counters(&classes)?;
+    let second = stats::snapshot(&counters, &states, &flows, n)?;
+    let class_counts = datapath::read_class_counters(&classes)?;
     Ok(StatsReport {
         iface: iface.to_string(),
         window_ms: window.as_millis() as u64,
-        tenants: collect::tenant_stats(&table, &first, &second),
-        classes: collect::class_stats(&class_counts),
+        tenants: stats::tenant_stats(&table, &first, &second)
+            .iter()
+            .map(|s| TenantView::new(s, None, None))
+            .collect(),
+        classes: stats::class_stats(&class_counts),
     })
 }
 
@@ -96,7 +102,7 @@ pub struct FlowReport {
     pub window_ms: u64,
     /// One packet in this many is sampled into the flow table; counts are scaled by it.
     pub sample_every: u64,
-    pub flows: Vec<collect::FlowRate>,
+    pub flows: Vec<stats::FlowRate>,
 }
 
 /// Reads the pinned flow table of `iface` twice, `window` apart: the top flows by rate.
@@ -109,24 +115,25 @@ pub fn collect_flows(
     let dir = datapath::pin_dir(iface);
     datapath::check_pinned_version(&dir)?;
     let flows = Map::LruHashMap(datapath::open_pinned(&dir, FLOWS)?);
-    let state = collect::state_dir(iface);
-    let table = collect::read_tenant_table(&state)
-        .with_context(|| format!("cannot read the tenant table in {}", state.display()))?;
+    let state = StateDir::new(iface);
+    let table = state
+        .read_table()
+        .with_context(|| format!("cannot read the tenant table in {}", state.path().display()))?;
     if let Some(t) = tenant
         && !table.iter().any(|i| i.name == t)
     {
         bail!("no tenant named '{t}' on {iface}: see `shaper stats --iface {iface}`");
     }
-    let before = collect::read_flows(&flows)?;
+    let before = datapath::read_flows(&flows)?;
     let start = std::time::Instant::now();
     std::thread::sleep(window);
-    let after = collect::read_flows(&flows)?;
+    let after = datapath::read_flows(&flows)?;
     let secs = start.elapsed().as_secs_f64();
     Ok(FlowReport {
         iface: iface.to_string(),
         window_ms: window.as_millis() as u64,
         sample_every: 1 << datapath::FLOW_SAMPLE_SHIFT,
-        flows: collect::top_flows(&table, &before, &after, secs, tenant, top),
+        flows: stats::top_flows(&table, &before, &after, secs, tenant, top),
     })
 }
 

@@ -13,8 +13,9 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph, Row, Table};
 
 use crate::cli::stats::{collect_report, only_running_iface};
-use crate::collect::{self, TenantStats};
-use crate::units::human_bits;
+use shaper::agent::StateDir;
+use shaper::api::TenantView;
+use shaper::units::human_bits;
 
 /// Samples of history per tenant (one a refresh).
 const HISTORY: usize = 60;
@@ -61,9 +62,8 @@ pub fn sparkline(values: &VecDeque<f64>, width: usize) -> String {
 }
 
 /// Where the rows come from this refresh.
-fn fetch(iface: &str, window: Duration) -> Result<(Vec<TenantStats>, &'static str)> {
-    let addr = std::fs::read_to_string(collect::state_dir(iface).join("api.addr")).ok();
-    if let Some(addr) = addr.and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok())
+fn fetch(iface: &str, window: Duration) -> Result<(Vec<TenantView>, &'static str)> {
+    if let Some(addr) = StateDir::new(iface).api_addr()
         && let Ok(tenants) = from_api(addr)
     {
         return Ok((tenants, "agent API"));
@@ -74,8 +74,8 @@ fn fetch(iface: &str, window: Duration) -> Result<(Vec<TenantStats>, &'static st
     ))
 }
 
-fn from_api(addr: std::net::SocketAddr) -> Result<Vec<TenantStats>> {
-    let (_, body) = crate::api::request(addr, "GET", "/v1/stats", None)?;
+fn from_api(addr: std::net::SocketAddr) -> Result<Vec<TenantView>> {
+    let (_, body) = shaper::api::request(addr, "GET", "/v1/stats", None)?;
     let v: serde_json::Value = serde_json::from_str(&body)?;
     Ok(serde_json::from_value(v["tenants"].clone())?)
 }
@@ -96,7 +96,7 @@ pub fn execute(iface: Option<&str>, refresh: Duration) -> Result<()> {
 fn run(terminal: &mut ratatui::DefaultTerminal, iface: &str, refresh: Duration) -> Result<()> {
     let mut history: HashMap<String, VecDeque<f64>> = HashMap::new();
     let (mut sort, mut filter, mut typing) = (SortBy::Passed, String::new(), false);
-    let mut rows: Vec<TenantStats> = Vec::new();
+    let mut rows: Vec<TenantView> = Vec::new();
     let mut source = "";
     let mut next = Instant::now();
     loop {
@@ -113,7 +113,7 @@ fn run(terminal: &mut ratatui::DefaultTerminal, iface: &str, refresh: Duration) 
             }
             rows = r;
         }
-        let mut shown: Vec<&TenantStats> = rows
+        let mut shown: Vec<&TenantView> = rows
             .iter()
             .filter(|t| t.name.contains(filter.as_str()))
             .collect();

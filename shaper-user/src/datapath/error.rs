@@ -39,10 +39,6 @@ pub enum DatapathError {
         pinned: u32,
         asked: u32,
     },
-    #[error("cannot use the agent state at {path}: {source}")]
-    State { path: PathBuf, source: io::Error },
-    #[error("another shaper agent runs on '{iface}'{pid}: stop it first (SIGTERM detaches it)")]
-    AnotherAgent { iface: String, pid: String },
     #[error(
         "bpffs is not mounted at /sys/fs/bpf and mounting it failed ({0}): run `mount -t bpf bpf /sys/fs/bpf`"
     )]

@@ -28,16 +28,23 @@ use crate::netns::NetNsEnter;
 pub mod batch;
 mod error;
 mod pins;
+mod read;
+mod tenants;
 mod write;
 
 use self::error::is_permission;
 pub(crate) use self::error::os_error;
 pub use self::error::{DatapathError, error_chain};
 pub use self::pins::{check_pinned_version, ensure_bpffs, open_pinned, pin_dir, remove_pins};
+pub use self::read::{
+    monotonic_ns, read_class_counters, read_flows, read_tenant_counters, read_tenant_counters_each,
+    read_tenant_states, sum_cpus,
+};
+pub use self::tenants::{TenantInfo, id_span, tenant_table};
 pub use self::write::{
-    AllocationWrite, ECN_MARK_FRACTION, FLOW_SAMPLE_SHIFT, Lookup, bucket, global_config,
-    link_burst_bytes, live_tenant, lookup_plan, tenant_config, tenant_params, tenant_params_at,
-    token_rules,
+    DepositWrite, ECN_MARK_FRACTION, FLOW_SAMPLE_SHIFT, Lookup, TenantRates, TenantWrite, bucket,
+    global_config, link_burst_bytes, live_tenant, lookup_plan, tenant_config, tenant_params,
+    tenant_params_at, token_rules,
 };
 
 /// The XDP program, built from shaper-ebpf by build.rs.

@@ -267,10 +267,10 @@ fn prune<K>(
 impl Datapath {
     /// Writes `cfg` with ids in config order (a fresh load).
     pub fn apply(&mut self, cfg: &Config) -> Result<(), DatapathError> {
-        self.apply_table(cfg, &crate::collect::tenant_table(cfg, &[]), Some(&[]))
+        self.apply_table(cfg, &tenant_table(cfg, &[]), Some(&[]))
     }
 
-    /// Writes the tenants of `cfg` under the ids of `table` (see `collect::tenant_table`), then
+    /// Writes the tenants of `cfg` under the ids of `table` (see [`tenant_table`]), then
     /// their prefixes, then the global config. Over maps that already hold a config (adopted,
     /// or a reload): tenants of `previous` no longer configured are deactivated (`None`: the
     /// previous table is unknown, every id is checked), stale prefixes are deleted, and ids
@@ -279,10 +279,10 @@ impl Datapath {
     pub fn apply_table(
         &mut self,
         cfg: &Config,
-        table: &[crate::collect::TenantInfo],
-        previous: Option<&[crate::collect::TenantInfo]>,
+        table: &[TenantInfo],
+        previous: Option<&[TenantInfo]>,
     ) -> Result<(), DatapathError> {
-        let span = crate::collect::id_span(table);
+        let span = id_span(table);
         if cfg.tenants.len() > self.max_tenants as usize || span > self.max_tenants {
             return Err(DatapathError::TooManyTenants {
                 tenants: cfg.tenants.len(),
@@ -362,7 +362,7 @@ impl Datapath {
     fn retire_and_reset(
         &mut self,
         ids: &[u32],
-        previous: Option<&[crate::collect::TenantInfo]>,
+        previous: Option<&[TenantInfo]>,
     ) -> Result<(), DatapathError> {
         let live: std::collections::HashSet<u32> = ids.iter().copied().collect();
         let max = self.max_tenants;
@@ -583,7 +583,7 @@ impl Datapath {
         &mut self,
         id: u32,
         (t, cfg): (&crate::config::Tenant, &Config),
-        a: &crate::allocate::Allocation,
+        a: &TenantRates,
         interval: std::time::Duration,
         shares: Option<[f64; 3]>,
     ) -> Result<(), DatapathError> {
@@ -597,12 +597,12 @@ impl Datapath {
     fn apply_each(
         &mut self,
         cfg: &Config,
-        items: &[AllocationWrite],
+        items: &[TenantWrite],
         interval: std::time::Duration,
     ) -> Result<(), DatapathError> {
         for w in items {
             let t = (&cfg.tenants[w.tenant], cfg);
-            self.apply_allocation(w.id, t, &w.alloc, interval, w.shares)?;
+            self.apply_allocation(w.id, t, &w.rates, interval, w.shares)?;
         }
         Ok(())
     }
@@ -615,7 +615,7 @@ impl Datapath {
     pub fn apply_allocations(
         &mut self,
         cfg: &Config,
-        items: &[AllocationWrite],
+        items: &[TenantWrite],
         interval: std::time::Duration,
     ) -> Result<(), DatapathError> {
         let span = items.iter().map(|w| w.id + 1).max().unwrap_or(0);
@@ -646,7 +646,7 @@ impl Datapath {
                 continue;
             };
             let t = &cfg.tenants[w.tenant];
-            let tc = allocation_config((t, cfg), &w.alloc, interval, w.shares, &live, &state);
+            let tc = allocation_config((t, cfg), &w.rates, interval, w.shares, &live, &state);
             let tc = with_epoch(&tc, &live, state.epoch);
             if live == tc {
                 continue;
@@ -746,13 +746,32 @@ fn first_of<T: Copy>(v: &[Vec<T>], i: u32) -> Option<T> {
     v.get(i as usize).and_then(|e| e.first().copied())
 }
 
-/// One tenant's allocation to write: its map id, its index in the config's tenants, the
-/// allocation and the split over token types (`None`: the configured mix).
+/// One cycle's rates for a tenant, as the agent decided them: bytes/s and bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TenantRates {
+    /// The buckets' fill, split over the token types by the write's shares.
+    pub fill: f64,
+    /// The pre-allocated pool's fill rate and cap.
+    pub pre_rate: f64,
+    pub pre_cap: f64,
+    pub deposit: Option<DepositWrite>,
+}
+
+/// Bytes deposited into the pre-allocated pool, spendable for `ttl_s` seconds (at least one
+/// cycle).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DepositWrite {
+    pub bytes: f64,
+    pub ttl_s: f64,
+}
+
+/// One tenant's rates to write: its map id, its index in the config's tenants, the rates and
+/// the split over token types (`None`: the configured mix).
 #[derive(Clone, Debug)]
-pub struct AllocationWrite {
+pub struct TenantWrite {
     pub id: u32,
     pub tenant: usize,
-    pub alloc: crate::allocate::Allocation,
+    pub rates: TenantRates,
     pub shares: Option<[f64; 3]>,
 }
 
@@ -760,7 +779,7 @@ pub struct AllocationWrite {
 /// at the allocated fill, its pre-allocated pool, and a deposit if there is one.
 fn allocation_config(
     (t, cfg): (&crate::config::Tenant, &Config),
-    a: &crate::allocate::Allocation,
+    a: &TenantRates,
     interval: std::time::Duration,
     shares: Option<[f64; 3]>,
     live: &TenantConfig,
@@ -847,7 +866,7 @@ fn live_slot(configs: &Map, slots: &Map, id: u32) -> Result<(u32, TenantConfig),
 fn with_deposit(tc: &mut TenantConfig, state: &TenantState, bytes: u64, ttl: std::time::Duration) {
     tc.deposit_seq = tc.deposit_seq.max(state.deposit_seq) + 1;
     tc.deposit_bytes = bytes;
-    tc.deposit_expires_ns = crate::collect::monotonic_ns() + ttl.as_nanos() as u64;
+    tc.deposit_expires_ns = monotonic_ns() + ttl.as_nanos() as u64;
 }
 
 /// Copies the allocator-owned fields (pre-allocated pool, deposit) of the live config.

@@ -22,7 +22,6 @@ pub use self::bursts::{BurstEvent, BurstTracker, Pattern, Recurrence};
 pub use self::conformal::IntervalMethod;
 use self::conformal::Residuals;
 pub use self::models::{Model, ModelKind};
-use crate::config;
 
 /// Longest horizon, in samples, a forecaster keeps intervals for.
 pub const MAX_HORIZON: usize = 64;
@@ -139,26 +138,6 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// From the config's `forecast` section. A daily `season_s` also gives a weekly season.
-    pub fn from_config(f: &config::Forecast) -> Settings {
-        let interval_s = f.interval_ms as f64 / 1000.0;
-        let steps = |secs: u64| ((secs as f64 / interval_s).round() as usize).max(1);
-        Settings {
-            interval_s,
-            horizon: steps(f.horizon_s).clamp(1, MAX_HORIZON),
-            season: steps(f.season_s),
-            weekly: if f.season_s == 86_400 {
-                7 * steps(f.season_s)
-            } else {
-                1
-            },
-            confidence: f.confidence,
-            model: f.model,
-            alert_mase: f.accuracy_alert_mase,
-            intervals: f.intervals,
-        }
-    }
-
     /// The models `auto` chooses among: seasonal ones only when there is a season.
     pub fn candidates(&self) -> Vec<ModelKind> {
         let mut k = vec![ModelKind::Ewma, ModelKind::Holt, ModelKind::Ar];
@@ -189,19 +168,6 @@ pub struct KnownEvent {
 }
 
 impl KnownEvent {
-    pub fn from_config(e: &config::Event) -> Option<KnownEvent> {
-        let start = humantime::parse_rfc3339(&e.start).ok()?;
-        let start = start
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?
-            .as_secs_f64();
-        Some(KnownEvent {
-            start,
-            duration_s: e.duration_s as f64,
-            rate: e.rate.bytes_per_sec() as f64,
-        })
-    }
-
     fn rate_at(&self, ts: f64) -> f64 {
         if ts >= self.start && ts < self.start + self.duration_s {
             self.rate

@@ -207,15 +207,6 @@ fn known_events_add_to_the_forecast_in_their_window() {
         "{m:?}"
     );
     assert!((m[6] - 100.0).abs() < 1e-6, "{m:?}");
-    let ev = config::Event {
-        tenant: "a".into(),
-        start: "2026-12-01T02:00:00Z".into(),
-        duration_s: 1800,
-        rate: crate::units::Rate(8_000_000),
-        note: None,
-    };
-    let k = KnownEvent::from_config(&ev).expect("parse");
-    assert_eq!((k.start, k.rate), (1_796_090_400.0, 1_000_000.0));
 }
 
 #[test]

@@ -1,154 +1,20 @@
-//! Collect: per-tenant and per-class counters read from the maps (live or pinned), summed over
-//! CPUs, and the rate math between two snapshots. The math is pure and tested without BPF.
+//! Per-tenant statistics between two snapshots of the datapath's counters: rates, drops,
+//! token types and outcomes, deposits, flows. Rates are bytes/s; bits only at the edges
+//! (the API, the CLI).
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use aya::maps::{Array, Map, MapData, PerCpuArray};
+use aya::maps::Map;
 use serde::{Deserialize, Serialize};
 use shaper_common::{
     CLASS_IPV4, CLASS_IPV6, CLASS_MALFORMED, CLASS_NON_IP, CLASS_UNMATCHED_DROPPED,
-    CLASS_UNMATCHED_PASSED, CLASS_VLAN, CLASSES, FlowKey, FlowStats, OUTCOME_DROPPED,
-    OUTCOME_MARKED, OUTCOME_NAMES, OUTCOMES, PacketCount, TOKEN_TYPES, TYPE_NAMES, TenantCounters,
-    TenantState,
+    CLASS_UNMATCHED_PASSED, CLASS_VLAN, FlowKey, FlowStats, OUTCOME_DROPPED, OUTCOME_MARKED,
+    OUTCOME_NAMES, PacketCount, TYPE_NAMES, TenantCounters, TenantState,
 };
 
-use crate::config::{Config, tier_str};
 use crate::datapath::{
-    DatapathError, FLOWS, GLOBAL_COUNTERS, TENANT_COUNTERS, TENANT_STATE, batch,
+    DatapathError, TenantInfo, monotonic_ns, read_flows, read_tenant_counters, read_tenant_states,
 };
-
-/// What `shaper run` applied, saved beside the pins so `shaper stats` can name tenant ids.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TenantInfo {
-    pub id: u32,
-    pub name: String,
-    pub tier: String,
-    pub rate_bits: u64,
-    pub burst_bytes: u64,
-}
-
-/// The tenants of `cfg` with their ids. A tenant named in `previous` (the table a previous
-/// agent or config applied) keeps its id, so its bucket state and counters carry over; new
-/// tenants take the lowest ids unused by either table (the datapath zeroes their state).
-pub fn tenant_table(cfg: &Config, previous: &[TenantInfo]) -> Vec<TenantInfo> {
-    let old: std::collections::HashMap<&str, u32> =
-        previous.iter().map(|t| (t.name.as_str(), t.id)).collect();
-    // Ids of the previous table are not reused in the same change, even those freed by it:
-    // packets in flight may still be counted to them.
-    let mut used: std::collections::HashSet<u32> = previous.iter().map(|t| t.id).collect();
-    let mut next = 0u32;
-    cfg.tenants
-        .iter()
-        .map(|t| {
-            let id = match old.get(t.name.as_str()) {
-                Some(id) => *id,
-                None => {
-                    while used.contains(&next) {
-                        next += 1;
-                    }
-                    used.insert(next);
-                    next
-                }
-            };
-            TenantInfo {
-                id,
-                name: t.name.clone(),
-                tier: tier_str(t.tier).to_string(),
-                rate_bits: t.rate.bits_per_sec(),
-                burst_bytes: t.burst.bytes(),
-            }
-        })
-        .collect()
-}
-
-/// Ids to read counters for: 0..=the largest id in the table.
-pub fn id_span(table: &[TenantInfo]) -> u32 {
-    table.iter().map(|t| t.id + 1).max().unwrap_or(0)
-}
-
-/// Where the tenant table of `iface` lives.
-pub fn state_dir(iface: &str) -> PathBuf {
-    Path::new("/run/shaper").join(iface)
-}
-
-pub fn write_tenant_table(dir: &Path, table: &[TenantInfo]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join("tenants.json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(table).map_err(std::io::Error::other)?,
-    )?;
-    std::fs::rename(tmp, dir.join("tenants.json"))
-}
-
-pub fn read_tenant_table(dir: &Path) -> std::io::Result<Vec<TenantInfo>> {
-    let text = std::fs::read(dir.join("tenants.json"))?;
-    serde_json::from_slice(&text).map_err(std::io::Error::other)
-}
-
-/// Counters of one tenant summed over CPUs.
-pub fn sum_cpus(values: &[TenantCounters]) -> TenantCounters {
-    let mut out = TenantCounters::default();
-    for v in values {
-        for t in 0..TOKEN_TYPES {
-            for o in 0..OUTCOMES {
-                out.packets[t][o] = out.packets[t][o].wrapping_add(v.packets[t][o]);
-                out.bytes[t][o] = out.bytes[t][o].wrapping_add(v.bytes[t][o]);
-            }
-        }
-    }
-    out
-}
-
-/// Reads the bucket state of tenant ids `0..n` (deposits, credit, expiry).
-pub fn read_tenant_states(map: &Map, n: u32) -> Result<Vec<TenantState>, DatapathError> {
-    let err = |source| DatapathError::Map {
-        map: TENANT_STATE,
-        source,
-    };
-    if let Map::Array(data) = map {
-        let batched = batch::lookup_array::<TenantState>(data, n, None).map_err(|source| {
-            DatapathError::Batch {
-                map: TENANT_STATE,
-                source,
-            }
-        })?;
-        if let Some(v) = batched.filter(|v| v.len() == n as usize) {
-            return Ok(v.into_iter().filter_map(|c| c.first().copied()).collect());
-        }
-    }
-    let arr: Array<&MapData, TenantState> = Array::try_from(map).map_err(err)?;
-    (0..n).map(|id| arr.get(&id, 0).map_err(err)).collect()
-}
-
-/// Every entry of the flow table.
-pub fn read_flows(map: &Map) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
-    let err = |source| DatapathError::Map { map: FLOWS, source };
-    if let Map::LruHashMap(data) = map {
-        let batched = batch::lookup_hash::<FlowKey, FlowStats>(data)
-            .map_err(|source| DatapathError::Batch { map: FLOWS, source })?;
-        if let Some(v) = batched {
-            return Ok(v);
-        }
-    }
-    let m: aya::maps::HashMap<&MapData, FlowKey, FlowStats> =
-        aya::maps::HashMap::try_from(map).map_err(err)?;
-    // Entries evicted while iterating end the walk early or are skipped: a snapshot of an
-    // LRU that the datapath keeps changing is best effort by nature.
-    Ok(m.iter().filter_map(Result::ok).collect())
-}
-
-/// The clock the datapath stamps flows with (`bpf_ktime_get_ns` is CLOCK_MONOTONIC).
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// A flow counts as active if a packet of it was sampled within this long.
 pub const ACTIVE_FLOW_NS: u64 = 10_000_000_000;
@@ -234,67 +100,6 @@ pub fn top_flows(
     out
 }
 
-/// Reads the counters of tenant ids `0..n`, summed over CPUs.
-pub fn read_tenant_counters(map: &Map, n: u32) -> Result<Vec<TenantCounters>, DatapathError> {
-    if let (Map::PerCpuArray(data), Ok(cpus)) = (map, aya::util::nr_cpus()) {
-        let batched =
-            batch::lookup_array::<TenantCounters>(data, n, Some(cpus)).map_err(|source| {
-                DatapathError::Batch {
-                    map: TENANT_COUNTERS,
-                    source,
-                }
-            })?;
-        if let Some(v) = batched.filter(|v| v.len() == n as usize) {
-            return Ok(v.iter().map(|c| sum_cpus(c)).collect());
-        }
-    }
-    read_tenant_counters_each(map, n)
-}
-
-/// The same as [`read_tenant_counters`], one syscall per tenant: the fallback where the kernel
-/// has no batched lookups, and the reference the batched read is tested against.
-pub fn read_tenant_counters_each(map: &Map, n: u32) -> Result<Vec<TenantCounters>, DatapathError> {
-    let arr: PerCpuArray<&MapData, TenantCounters> =
-        PerCpuArray::try_from(map).map_err(|source| DatapathError::Map {
-            map: TENANT_COUNTERS,
-            source,
-        })?;
-    (0..n)
-        .map(|id| {
-            arr.get(&id, 0)
-                .map(|v| sum_cpus(&v))
-                .map_err(|source| DatapathError::Map {
-                    map: TENANT_COUNTERS,
-                    source,
-                })
-        })
-        .collect()
-}
-
-/// Reads the per-class counters, summed over CPUs, indexed by `CLASS_*`.
-pub fn read_class_counters(map: &Map) -> Result<Vec<PacketCount>, DatapathError> {
-    let arr: PerCpuArray<&MapData, PacketCount> =
-        PerCpuArray::try_from(map).map_err(|source| DatapathError::Map {
-            map: GLOBAL_COUNTERS,
-            source,
-        })?;
-    (0..CLASSES)
-        .map(|c| {
-            arr.get(&c, 0)
-                .map(|v| {
-                    v.iter().fold(PacketCount::default(), |a, b| PacketCount {
-                        packets: a.packets.wrapping_add(b.packets),
-                        bytes: a.bytes.wrapping_add(b.bytes),
-                    })
-                })
-                .map_err(|source| DatapathError::Map {
-                    map: GLOBAL_COUNTERS,
-                    source,
-                })
-        })
-        .collect()
-}
-
 #[derive(Debug, Serialize)]
 pub struct ClassStats {
     pub class: &'static str,
@@ -361,21 +166,6 @@ pub fn snapshot(
     Ok(snap)
 }
 
-/// One tenant's allocation as the API shows it: rates in bits/s.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct AllocationView {
-    pub fill_bps: f64,
-    pub pre_bps: f64,
-    pub pre_cap_bytes: f64,
-    pub deposit_bytes: f64,
-    /// Why the tenant is held at its base rate (reactive override), if it is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub override_reason: Option<String>,
-    /// The split over gold, silver and bronze the allocator moved toward the per-type demand.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mix: Option<[f64; 3]>,
-}
-
 /// Packets and bytes of one token type and outcome.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Count {
@@ -408,7 +198,7 @@ impl PrePool {
 }
 
 /// One tenant's counters and its rates between two snapshots.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TenantStats {
     pub id: u32,
     pub name: String,
@@ -419,34 +209,22 @@ pub struct TenantStats {
     pub dropped_packets: u64,
     pub dropped_bytes: u64,
     /// Passed with their ECN field set to CE (the bucket was low); counted in passed too.
-    #[serde(default)]
     pub marked_packets: u64,
-    #[serde(default)]
     pub marked_bytes: u64,
     /// Counts per token type, then per outcome (`pre`, `green`, `borrowed`, `emergency`,
     /// `marked`, `dropped`).
-    #[serde(default)]
     pub by_type: BTreeMap<String, BTreeMap<String, Count>>,
-    #[serde(default)]
     pub pre_pool: PrePool,
     /// Flows seen in the last 10 s (sampled, so small flows may be missed).
-    #[serde(default)]
     pub active_flows: u64,
-    /// The agent's forecast of offered bytes/s for the next cycle (absent in static mode).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forecast: Option<crate::forecast::Prediction>,
-    /// What the allocator gave the tenant for the next cycle (absent in static mode).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allocation: Option<AllocationView>,
-    /// Passed (marked or not) IP bits per second over the sampling window.
-    pub passed_bps: f64,
-    /// Offered (passed + marked + dropped) IP bits per second over the sampling window.
-    pub offered_bps: f64,
+    /// Passed (marked or not) IP bytes/s over the sampling window.
+    pub passed_rate: f64,
+    /// Offered (passed + marked + dropped) IP bytes/s over the sampling window.
+    pub offered_rate: f64,
     /// Dropped share of offered bytes over the window, 0..=1.
     pub drop_ratio: f64,
-    /// Offered IP bits per second per token type (gold, silver, bronze) over the window.
-    #[serde(default)]
-    pub offered_by_type_bps: [f64; 3],
+    /// Offered IP bytes/s per token type (gold, silver, bronze) over the window.
+    pub offered_by_type: [f64; 3],
 }
 
 /// Rates between `prev` and `cur`. A counter that went backwards (the program was reloaded)
@@ -454,11 +232,7 @@ pub struct TenantStats {
 pub fn tenant_stats(table: &[TenantInfo], prev: &Snapshot, cur: &Snapshot) -> Vec<TenantStats> {
     let secs = cur.at.saturating_duration_since(prev.at).as_secs_f64();
     let rate = |d: u64| {
-        if secs > 0.0 {
-            d as f64 * 8.0 / secs
-        } else {
-            0.0
-        }
+        if secs > 0.0 { d as f64 / secs } else { 0.0 }
     };
     table
         .iter()
@@ -506,9 +280,7 @@ pub fn tenant_stats(table: &[TenantInfo], prev: &Snapshot, cur: &Snapshot) -> Ve
                     .map(PrePool::from_state)
                     .unwrap_or_default(),
                 active_flows: cur.flows.get(&t.id).copied().unwrap_or(0),
-                forecast: None,
-                allocation: None,
-                offered_by_type_bps: std::array::from_fn(|k| {
+                offered_by_type: std::array::from_fn(|k| {
                     rate(
                         c.bytes[k]
                             .iter()
@@ -516,8 +288,8 @@ pub fn tenant_stats(table: &[TenantInfo], prev: &Snapshot, cur: &Snapshot) -> Ve
                             .saturating_sub(p.bytes[k].iter().sum::<u64>()),
                     )
                 }),
-                passed_bps: rate(dp),
-                offered_bps: rate(dp + dd),
+                passed_rate: rate(dp),
+                offered_rate: rate(dp + dd),
                 drop_ratio: if dp + dd > 0 {
                     dd as f64 / (dp + dd) as f64
                 } else {
@@ -572,8 +344,12 @@ mod tests {
         }];
         cur.flows.insert(0, 7);
         let s = tenant_stats(&[info(0)], &prev, &cur);
-        assert!((s[0].passed_bps - 6e6).abs() < 1.0, "{}", s[0].passed_bps);
-        assert!((s[0].offered_bps - 8e6).abs() < 1.0);
+        assert!(
+            (s[0].passed_rate - 6e6 / 8.0).abs() < 1.0,
+            "{}",
+            s[0].passed_rate
+        );
+        assert!((s[0].offered_rate - 8e6 / 8.0).abs() < 1.0);
         assert_eq!((s[0].marked_packets, s[0].marked_bytes), (2, 500_000));
         assert_eq!(s[0].passed_packets, 252, "marked packets passed");
         assert!((s[0].drop_ratio - 0.25).abs() < 1e-9);
@@ -587,12 +363,6 @@ mod tests {
     }
 
     #[test]
-    fn sums_cpus() {
-        let s = sum_cpus(&[counters(1000, 0), counters(2000, 3000)]);
-        assert_eq!(s, counters(3000, 3000));
-    }
-
-    #[test]
     fn rates_over_the_window() {
         let t0 = Instant::now();
         let prev = Snapshot::new(t0, vec![counters(0, 0), counters(500, 0)]);
@@ -602,12 +372,16 @@ mod tests {
         );
         let s = tenant_stats(&[info(0), info(1)], &prev, &cur);
         // 500 kB passed in 0.5 s = 8 Mbit/s; offered twice that; half dropped.
-        assert!((s[0].passed_bps - 8e6).abs() < 1.0, "{}", s[0].passed_bps);
-        assert!((s[0].offered_bps - 16e6).abs() < 1.0);
+        assert!(
+            (s[0].passed_rate - 8e6 / 8.0).abs() < 1.0,
+            "{}",
+            s[0].passed_rate
+        );
+        assert!((s[0].offered_rate - 16e6 / 8.0).abs() < 1.0);
         assert!((s[0].drop_ratio - 0.5).abs() < 1e-9);
         assert_eq!(s[0].passed_bytes, 500_000);
         // Idle tenant: zero rate, no division by zero.
-        assert_eq!((s[1].passed_bps, s[1].drop_ratio), (0.0, 0.0));
+        assert_eq!((s[1].passed_rate, s[1].drop_ratio), (0.0, 0.0));
     }
 
     #[test]
@@ -616,7 +390,7 @@ mod tests {
         let prev = Snapshot::new(t0, vec![counters(9_000_000, 0)]);
         let cur = Snapshot::new(t0 + Duration::from_secs(1), vec![counters(1000, 0)]);
         let s = tenant_stats(&[info(0)], &prev, &cur);
-        assert_eq!(s[0].passed_bps, 0.0);
+        assert_eq!(s[0].passed_rate, 0.0);
     }
 
     #[test]
@@ -624,46 +398,6 @@ mod tests {
         let t0 = Instant::now();
         let snap = Snapshot::new(t0, vec![]);
         let s = tenant_stats(&[info(3)], &snap, &snap);
-        assert_eq!((s[0].passed_bps, s[0].passed_bytes), (0.0, 0));
-    }
-
-    #[test]
-    fn ids_are_stable_by_name_across_configs() {
-        let mut cfg = Config::parse(crate::config::EXAMPLE).expect("valid");
-        let first = tenant_table(&cfg, &[]);
-        assert_eq!(first.iter().map(|t| t.id).collect::<Vec<_>>(), [0, 1, 2]);
-        // globex leaves, a new tenant arrives first in the list: acme and initech keep 0 and 2;
-        // the newcomer does not take globex's id 1 in the same change, but 3.
-        let mut newcomer = cfg.tenants[1].clone();
-        newcomer.name = "hooli".into();
-        newcomer.prefixes = vec!["10.10.9.0/24".into()];
-        cfg.tenants.remove(1);
-        cfg.tenants.insert(0, newcomer);
-        let second = tenant_table(&cfg, &first);
-        let ids: Vec<(&str, u32)> = second.iter().map(|t| (t.name.as_str(), t.id)).collect();
-        assert_eq!(ids, [("hooli", 3), ("acme", 0), ("initech", 2)]);
-        assert_eq!(id_span(&second), 4);
-        // One change later, id 1 is free again.
-        let mut another = cfg.tenants[0].clone();
-        another.name = "initrode".into();
-        another.prefixes = vec!["10.10.8.0/24".into()];
-        cfg.tenants.push(another);
-        let third = tenant_table(&cfg, &second);
-        assert_eq!(
-            third.last().map(|t| (t.name.as_str(), t.id)),
-            Some(("initrode", 1))
-        );
-    }
-
-    #[test]
-    fn tenant_table_round_trips_through_disk() {
-        let dir = std::env::temp_dir().join(crate::netns::unique_name("shaper-test-"));
-        let cfg = Config::parse(crate::config::EXAMPLE).expect("valid");
-        let table = tenant_table(&cfg, &[]);
-        assert_eq!(table[1].name, "globex");
-        assert_eq!(table[1].rate_bits, 100_000_000);
-        write_tenant_table(&dir, &table).expect("write");
-        assert_eq!(read_tenant_table(&dir).expect("read"), table);
-        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert_eq!((s[0].passed_rate, s[0].passed_bytes), (0.0, 0));
     }
 }

@@ -6,17 +6,33 @@ use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use crate::datapath::DatapathError;
+/// Why the lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("permission denied on {}: run as root (sudo)", path.display())]
+    NoPermission { path: std::path::PathBuf },
+    #[error("cannot use the agent state at {}: {source}", path.display())]
+    State {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another shaper agent runs on '{iface}'{pid}: stop it first (SIGTERM detaches it)")]
+    AnotherAgent { iface: String, pid: String },
+}
 
+/// Held for the agent's life.
 pub struct AgentLock {
     _file: File,
 }
 
 impl AgentLock {
-    pub fn acquire(state_dir: &Path, iface: &str) -> Result<AgentLock, DatapathError> {
+    pub fn acquire(state_dir: &Path, iface: &str) -> Result<AgentLock, LockError> {
         let io = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::PermissionDenied => DatapathError::NoPermission,
-            _ => DatapathError::State {
+            std::io::ErrorKind::PermissionDenied => LockError::NoPermission {
+                path: state_dir.to_path_buf(),
+            },
+            _ => LockError::State {
                 path: state_dir.join("agent.lock"),
                 source: e,
             },
@@ -39,7 +55,7 @@ impl AgentLock {
             } else {
                 format!(" (pid {pid})")
             };
-            return Err(DatapathError::AnotherAgent {
+            return Err(LockError::AnotherAgent {
                 iface: iface.to_string(),
                 pid,
             });

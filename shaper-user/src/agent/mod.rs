@@ -1,0 +1,299 @@
+//! The agent: loads and attaches the datapath, then every `forecast.interval_ms` runs one
+//! cycle, a stage per file in the order data flows:
+//! [`collect`] (counters, host and NIC) -> [`plan`] (forecast and allocate) -> [`write`] (the
+//! maps) -> [`record`] (the history store) -> [`publish`] (the API's view). [`reload`] and
+//! exchanges come in between cycles; [`state`] is the per-interface state beside the pins.
+//!
+//! Shaped like mini-redis's server: [`run`] takes its options (nothing of clap), a validated
+//! config, and the future that stops it, so the binary, the demo and the tests drive it alike.
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use crate::allocate::{Allocation, Profile};
+use crate::api;
+use crate::config::{Config, ConfigError, PolicyMode};
+use crate::datapath::{AttachMode, Clock, Datapath, DatapathError, TenantInfo, pin_dir};
+use crate::planner::Planner;
+use crate::stats::{PrePool, Snapshot};
+use crate::store::{Store, StoreError};
+
+mod collect;
+mod lock;
+mod plan;
+mod publish;
+mod record;
+mod reload;
+mod state;
+mod write;
+
+pub use self::lock::{AgentLock, LockError};
+pub use self::reload::reload;
+pub use self::state::{StateDir, state_dir};
+
+/// How to run the agent: what `shaper run` takes besides the config.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Interface to shape (ingress).
+    pub iface: String,
+    /// The config file, read again on reload.
+    pub config: PathBuf,
+    pub xdp_mode: AttachMode,
+    /// Tenant capacity of the maps, fixed at load time.
+    pub max_tenants: u32,
+    /// Attach to `iface` inside this named network namespace.
+    pub netns: Option<String>,
+    pub clock: Clock,
+}
+
+/// Why the agent could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(
+        "cannot open the history store (change history.path in the config to a writable place)"
+    )]
+    Store(#[source] StoreError),
+    #[error("cannot write the agent's state in {}", path.display())]
+    State {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("installing the SIGHUP handler")]
+    Signal(#[source] std::io::Error),
+    #[error(
+        "interface '{0}' disappeared: the shaper was detached with it; start `shaper run` again when it is back"
+    )]
+    InterfaceGone(String),
+}
+
+/// The agent's state between cycles.
+struct Agent {
+    dp: Datapath,
+    /// The tenants' ids in the maps, in config order.
+    table: Vec<TenantInfo>,
+    /// The previous cycle's counters: rates need two snapshots.
+    prev: Option<Snapshot>,
+    state: StateDir,
+    config_path: PathBuf,
+    shared: api::Shared,
+    interval: Duration,
+    /// The config in force, and its tenants' profiles (tier priority for violations).
+    cfg: Config,
+    profiles: Vec<Profile>,
+    /// Forecasting and allocation; `None` in static mode (the config's rates stay).
+    planner: Option<Planner>,
+    host: collect::HostSampler,
+    /// Each tenant's deposit totals at the last cycle, for this cycle's used and expired.
+    last_pre: HashMap<String, PrePool>,
+    /// Tenants whose split over token types `shaper exchange` changed: bits/s per type.
+    exchanged: HashMap<String, [f64; 3]>,
+    /// Each tenant's last allocation, so an exchange can be written at once.
+    last_alloc: HashMap<String, Allocation>,
+    /// The history store: one row per tenant per cycle.
+    store: Store,
+    cycles_recorded: u64,
+    /// Reactive overrides entered, by tenant and trigger, since the agent started.
+    overrides: BTreeMap<(String, &'static str), u64>,
+    /// Alerts raised since the agent started, by kind (see [`api::Health::alerts`]).
+    alerts: BTreeMap<&'static str, u64>,
+}
+
+/// Runs the agent on `iface` with a validated config until `shutdown` completes; `ready` is
+/// called once the program is attached. Everything attached or pinned is removed before
+/// returning.
+pub async fn run(
+    options: &Options,
+    cfg: &Config,
+    ready: impl FnOnce(),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    if cfg.tenants.len() > options.max_tenants as usize {
+        return Err(DatapathError::TooManyTenants {
+            tenants: cfg.tenants.len(),
+            max: options.max_tenants,
+        }
+        .into());
+    }
+    let state = StateDir::new(&options.iface);
+    let _lock = AgentLock::acquire(state.path(), &options.iface)?;
+    let mut dp =
+        Datapath::open_pinned(options.max_tenants, options.clock, &pin_dir(&options.iface))?;
+    // A fresh run removes what it created if it fails; an adopted datapath keeps enforcing.
+    let mut state_guard = state.remove_on_drop(!dp.adopted());
+    if let Some(logger) = dp.take_logger() {
+        tokio::spawn(crate::datapath::drain_logs(logger));
+    }
+    let table = apply_tenants(&mut dp, cfg, &state, &options.iface)?;
+    let mode = dp.attach(&options.iface, options.xdp_mode, options.netns.as_deref())?;
+    state_guard.arm();
+    info!(iface = %options.iface, mode, clock = ?options.clock, tenants = table.len(), max_tenants = dp.max_tenants(), "shaper attached");
+    ready();
+
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(AgentError::Signal)?;
+    let (shared, mut requests) = api::Shared::new(&options.iface, mode, cfg);
+    let (stop_api, api_stop) = tokio::sync::watch::channel(false);
+    let (tcp, unix) = api::serve(
+        api::router(shared.clone()),
+        cfg.api.listen,
+        &cfg.api.socket,
+        api_stop,
+    )
+    .await;
+    if let Some(addr) = tcp {
+        info!(%addr, socket = ?unix, "API serving /v1/stats, /v1/health, /v1/config, POST /v1/reload, /metrics");
+        state.write_api_addr(addr);
+    }
+    let mut agent = Agent::new(options, cfg, dp, table, state, shared)?;
+    let interval = agent.interval;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The interface must stay the one attached to: if it disappears (a veth deleted, a NIC
+    // unplugged), the program went with it and the agent says so and exits.
+    let ifindex = crate::netns::ifindex(&options.iface, options.netns.as_deref()).unwrap_or(0);
+    let mut gone = false;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = hangup.recv() => {
+                let _ = agent.reload();
+            }
+            Some(reply) = requests.reload.recv() => {
+                let _ = reply.send(agent.reload());
+            }
+            Some((body, reply)) = requests.exchange.recv() => {
+                let _ = reply.send(agent.exchange(&body));
+            }
+            _ = ticker.tick() => {
+                if crate::netns::ifindex(&options.iface, options.netns.as_deref()).unwrap_or(0) != ifindex {
+                    gone = true;
+                    break;
+                }
+                agent.cycle()?;
+            }
+        }
+    }
+    let _ = stop_api.send(true);
+    if let Some(path) = unix {
+        let _ = std::fs::remove_file(path);
+    }
+    if gone {
+        // The kernel detached the program with the interface; remove what is ours.
+        let _ = agent.dp.detach();
+        agent.dp.unpin();
+        return Err(AgentError::InterfaceGone(options.iface.clone()));
+    }
+    agent.dp.detach()?;
+    agent.dp.unpin();
+    info!(iface = %options.iface, "shaper detached");
+    Ok(())
+}
+
+/// Writes the config's tenants into the maps under ids that carry over from the agent whose
+/// pins were adopted, and saves the table beside the pins.
+fn apply_tenants(
+    dp: &mut Datapath,
+    cfg: &Config,
+    state: &StateDir,
+    iface: &str,
+) -> Result<Vec<TenantInfo>, AgentError> {
+    let previous = if dp.adopted() {
+        state.read_table().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if dp.adopted() {
+        info!(%iface, tenants = previous.len(), "adopting the pinned maps of a previous agent: buckets and counters carry over");
+    }
+    let table = crate::datapath::tenant_table(cfg, &previous);
+    // Adopted: the previous agent's table, or, if it is gone, every id is checked.
+    let known = (!previous.is_empty() || !dp.adopted()).then_some(previous.as_slice());
+    dp.apply_table(cfg, &table, known)?;
+    state.write_table(&table)?;
+    Ok(table)
+}
+
+impl Agent {
+    fn new(
+        options: &Options,
+        cfg: &Config,
+        dp: Datapath,
+        table: Vec<TenantInfo>,
+        state: StateDir,
+        shared: api::Shared,
+    ) -> Result<Agent, AgentError> {
+        let mut planner = predicting(cfg).then(|| Planner::new(cfg, cfg.policy.mode, None));
+        let mut store =
+            Store::open(&cfg.history.path, &options.iface).map_err(AgentError::Store)?;
+        if let Some(p) = planner.as_mut() {
+            record::warm_start(p, &store, cfg);
+        }
+        record::purge_history(&mut store, cfg);
+        Ok(Agent {
+            dp,
+            table,
+            prev: None,
+            state,
+            config_path: options.config.clone(),
+            shared,
+            interval: Duration::from_millis(cfg.forecast.interval_ms),
+            profiles: crate::planner::profiles(cfg),
+            cfg: cfg.clone(),
+            planner,
+            // Outside a network namespace only: sysfs shows the agent's own.
+            host: collect::HostSampler::new(options.netns.is_none().then(|| options.iface.clone())),
+            last_pre: HashMap::new(),
+            exchanged: HashMap::new(),
+            last_alloc: HashMap::new(),
+            store,
+            cycles_recorded: 1,
+            overrides: BTreeMap::new(),
+            alerts: BTreeMap::new(),
+        })
+    }
+
+    /// One cycle: collect, plan, write, record, publish. The first cycle (and the first after
+    /// a reload) only keeps a snapshot: rates need two.
+    fn cycle(&mut self) -> Result<(), AgentError> {
+        let started = Instant::now();
+        let Some(collected) = self.collect()? else {
+            return Ok(());
+        };
+        let mut plans = self.plan(&collected);
+        if let Some(plans) = plans.as_mut() {
+            self.write(plans);
+        }
+        self.record(&collected.tenants, plans.as_deref());
+        self.publish(&collected, plans.as_deref(), started.elapsed());
+        Ok(())
+    }
+}
+
+/// The allocator writes predicted rates unless the policy is static.
+fn predicting(cfg: &Config) -> bool {
+    cfg.policy.mode != PolicyMode::Static
+}
+
+/// Now as unix seconds (the history store's and the forecasters' time).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A lock's value even if a thread panicked holding it.
+fn write_lock<T>(lock: &Arc<RwLock<T>>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}

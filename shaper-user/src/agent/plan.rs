@@ -1,0 +1,98 @@
+//! Plan: each tenant's forecast and next allocation from what it offered (the planner), and a
+//! log line for what the allocator changed on its own.
+use tracing::{info, warn};
+
+use crate::allocate::{Allocation, Event, Observed};
+use crate::config::Tenant;
+use crate::forecast::Prediction;
+use crate::stats::{PrePool, TenantStats};
+
+use super::collect::Collected;
+use super::{Agent, unix_now};
+
+/// One tenant's plan for the next cycle, config order.
+pub(super) struct Planned {
+    pub forecast: Prediction,
+    pub alloc: Allocation,
+    /// The split over token types written (an exchange's, else the allocator's mix).
+    pub shares: Option<[f64; 3]>,
+}
+
+impl Agent {
+    /// Forecasts and allocates the next cycle; `None` in static mode.
+    pub(super) fn plan(&mut self, c: &Collected) -> Option<Vec<Planned>> {
+        let planner = self.planner.as_mut()?;
+        let observed: Vec<Observed> = self
+            .cfg
+            .tenants
+            .iter()
+            .enumerate()
+            .map(
+                |(i, t)| match c.tenants.get(i).filter(|s| s.name == t.name) {
+                    Some(s) => observed(s, t, self.last_pre.get(&t.name).copied()),
+                    None => Observed::default(),
+                },
+            )
+            .collect();
+        for s in &c.tenants {
+            self.last_pre.insert(s.name.clone(), s.pre_pool);
+        }
+        let (allocs, events, demand) = planner.step(unix_now(), &observed, c.host);
+        self.log_events(&events);
+        Some(
+            allocs
+                .into_iter()
+                .zip(demand)
+                .map(|(alloc, d)| Planned {
+                    forecast: d.next,
+                    shares: alloc.mix,
+                    alloc,
+                })
+                .collect(),
+        )
+    }
+
+    fn log_events(&mut self, events: &[Event]) {
+        for ev in events {
+            let name = |i: &usize| self.cfg.tenants.get(*i).map_or("?", |t| t.name.as_str());
+            match ev {
+                Event::Override {
+                    tenant,
+                    trigger,
+                    reason,
+                } => {
+                    warn!(tenant = name(tenant), %reason, "reactive override: back to base rates");
+                    *self
+                        .overrides
+                        .entry((name(tenant).to_string(), trigger))
+                        .or_default() += 1;
+                }
+                Event::Resume { tenant } => info!(tenant = name(tenant), "prediction resumes"),
+                Event::Tuned {
+                    tenant,
+                    multiplier,
+                    margin,
+                    why,
+                } => info!(
+                    tenant = name(tenant),
+                    multiplier, margin, why, "allocator tuned"
+                ),
+            }
+        }
+    }
+}
+
+/// What the allocator learns of tenant `t` from its stats `s` (bytes/s); `last` is its
+/// deposit totals a cycle ago.
+fn observed(s: &TenantStats, t: &Tenant, last: Option<PrePool>) -> Observed {
+    let rate = t.rate.bits_per_sec() as f64 / 8.0;
+    let last = last.unwrap_or(s.pre_pool);
+    Observed {
+        offered: s.offered_rate,
+        dropped: s.offered_rate * s.drop_ratio,
+        in_profile_dropped: (s.offered_rate.min(rate) - s.passed_rate).max(0.0),
+        pre_used: s.pre_pool.used_bytes.saturating_sub(last.used_bytes) as f64,
+        pre_expired: s.pre_pool.expired_bytes.saturating_sub(last.expired_bytes) as f64,
+        by_type: s.offered_by_type,
+    }
+}

@@ -1,0 +1,83 @@
+//! Publish: the cycle's view for the API (per tenant stats, forecast and allocation in bits/s;
+//! classes; the agent's health), alerts for protected tenants that lost in-profile traffic,
+//! and overruns of the interval.
+use std::time::Duration;
+
+use tracing::{debug, warn};
+
+use crate::allocate::violated;
+use crate::api::{AllocationView, ForecastView, TenantView};
+use crate::units::human_bits;
+
+use super::collect::Collected;
+use super::plan::Planned;
+use super::{Agent, write_lock};
+
+impl Agent {
+    pub(super) fn publish(&mut self, c: &Collected, plans: Option<&[Planned]>, took: Duration) {
+        for s in &c.tenants {
+            debug!(tenant = %s.name, passed = %human_bits(s.passed_rate * 8.0), offered = %human_bits(s.offered_rate * 8.0), drop_ratio = s.drop_ratio, "cycle");
+        }
+        for (s, p) in c.tenants.iter().zip(&self.profiles) {
+            if violated(p.priority, s.offered_rate, s.passed_rate, p.rate) {
+                warn!(tenant = %s.name, tier = %s.tier, offered = %human_bits(s.offered_rate * 8.0), passed = %human_bits(s.passed_rate * 8.0), "in-profile traffic of a protected tier dropped");
+                *self.alerts.entry("protected_violation").or_default() += 1;
+            }
+        }
+        let overran = took > self.interval;
+        if overran {
+            *self.alerts.entry("cycle_overrun").or_default() += 1;
+            warn!(
+                took_ms = took.as_millis() as u64,
+                interval_ms = self.interval.as_millis() as u64,
+                "agent cycle overran its interval"
+            );
+        }
+        let tenants = c
+            .tenants
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let p = plans.and_then(|p| p.get(i));
+                TenantView::new(s, p.map(forecast_view), p.map(allocation_view))
+            })
+            .collect();
+        let mut out = write_lock(&self.shared.published);
+        out.tenants = tenants;
+        out.classes = c
+            .classes
+            .iter()
+            .map(|c| (c.class.to_string(), c.packets, c.bytes))
+            .collect();
+        out.health.record_cycle(took.as_secs_f64());
+        out.health.overrides = self
+            .overrides
+            .iter()
+            .map(|((t, trigger), n)| (t.clone(), *trigger, *n))
+            .collect();
+        out.health.alerts = self.alerts.clone();
+        if overran {
+            out.health.overruns += 1;
+        }
+    }
+}
+
+fn forecast_view(p: &Planned) -> ForecastView {
+    ForecastView {
+        mean: p.forecast.mean,
+        lo: p.forecast.lo,
+        hi: p.forecast.hi,
+    }
+}
+
+fn allocation_view(p: &Planned) -> AllocationView {
+    let a = &p.alloc;
+    AllocationView {
+        fill_bps: a.fill * 8.0,
+        pre_bps: a.pre_rate * 8.0,
+        pre_cap_bytes: a.pre_cap,
+        deposit_bytes: a.deposit.map_or(0.0, |d| d.bytes),
+        override_reason: a.overridden.clone(),
+        mix: p.shares,
+    }
+}

@@ -1,0 +1,367 @@
+//! Prometheus text exposition of what the agent publishes: one function per family group.
+use std::fmt::Write as _;
+
+use super::types::{AllocationView, CYCLE_BUCKETS, Health, Published, TenantView};
+
+/// Every alert kind, exported at 0 before it first fires.
+pub const ALERTS: [&str; 3] = ["protected_violation", "cycle_overrun", "write_failed"];
+
+/// A label value escaped for the text exposition format.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition of what the agent published.
+pub fn render_metrics(snap: &Published) -> String {
+    let mut m = String::new();
+    build_info(&mut m, snap);
+    tenant_counts(&mut m, &snap.tenants);
+    tenant_gauges(&mut m, &snap.tenants);
+    tenant_plans(&mut m, &snap.tenants);
+    classes(&mut m, &snap.classes);
+    agent_health(&mut m, &snap.health);
+    m
+}
+
+/// `# HELP` and `# TYPE` of a family.
+fn family(m: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn build_info(m: &mut String, snap: &Published) {
+    family(
+        m,
+        "shaper_build_info",
+        "gauge",
+        "Build of the running agent.",
+    );
+    let _ = writeln!(
+        m,
+        "shaper_build_info{{version=\"{}\",iface=\"{}\"}} 1",
+        esc(&snap.health.version),
+        esc(&snap.iface)
+    );
+}
+
+/// Bytes and packets per tenant, token type and outcome.
+fn tenant_counts(m: &mut String, tenants: &[TenantView]) {
+    for (name, what) in [
+        ("shaper_tenant_bytes_total", "IP bytes"),
+        ("shaper_tenant_packets_total", "packets"),
+    ] {
+        family(
+            m,
+            name,
+            "counter",
+            &format!("{what} per tenant and outcome, as the datapath counted them."),
+        );
+        for t in tenants {
+            let bytes = name.contains("bytes");
+            for (ty, outcomes) in &t.by_type {
+                for (outcome, c) in outcomes {
+                    let v = if bytes { c.bytes } else { c.packets };
+                    let _ = writeln!(
+                        m,
+                        "{name}{{tenant=\"{}\",tier=\"{}\",token_type=\"{}\",outcome=\"{}\"}} {v}",
+                        esc(&t.name),
+                        esc(&t.tier),
+                        esc(ty),
+                        esc(outcome)
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// One value per tenant: deposits, configured rate, passed and offered rates, flows.
+fn tenant_gauges(m: &mut String, tenants: &[TenantView]) {
+    for (name, kind, help, get) in [
+        (
+            "shaper_tenant_pre_deposited_bytes_total",
+            "counter",
+            "Bytes deposited into the pre-allocated pool.",
+            (|t: &TenantView| t.pre_pool.deposited_bytes as f64) as fn(&TenantView) -> f64,
+        ),
+        (
+            "shaper_tenant_pre_used_bytes_total",
+            "counter",
+            "Deposited bytes spent by traffic.",
+            |t: &TenantView| t.pre_pool.used_bytes as f64,
+        ),
+        (
+            "shaper_tenant_pre_expired_bytes_total",
+            "counter",
+            "Deposited bytes that expired unused.",
+            |t: &TenantView| t.pre_pool.expired_bytes as f64,
+        ),
+        (
+            "shaper_tenant_rate_bits",
+            "gauge",
+            "Configured rate, bits/s.",
+            |t: &TenantView| t.rate_bits as f64,
+        ),
+        (
+            "shaper_tenant_passed_bits_per_second",
+            "gauge",
+            "Passed IP bits/s over the last cycle.",
+            |t: &TenantView| t.passed_bps,
+        ),
+        (
+            "shaper_tenant_offered_bits_per_second",
+            "gauge",
+            "Offered (passed + dropped) IP bits/s over the last cycle.",
+            |t: &TenantView| t.offered_bps,
+        ),
+        (
+            "shaper_tenant_active_flows",
+            "gauge",
+            "Flows seen in the last 10 s (sampled).",
+            |t: &TenantView| t.active_flows as f64,
+        ),
+    ] {
+        family(m, name, kind, help);
+        for t in tenants {
+            let _ = writeln!(
+                m,
+                "{name}{{tenant=\"{}\",tier=\"{}\"}} {}",
+                esc(&t.name),
+                esc(&t.tier),
+                get(t)
+            );
+        }
+    }
+}
+
+/// What the agent forecast and allocated per tenant.
+fn tenant_plans(m: &mut String, tenants: &[TenantView]) {
+    family(
+        m,
+        "shaper_tenant_forecast_bits_per_second",
+        "gauge",
+        "Forecast of offered IP bits/s for the next cycle: mean and prediction interval.",
+    );
+    for t in tenants {
+        if let Some(f) = &t.forecast {
+            for (bound, v) in [("mean", f.mean), ("lo", f.lo), ("hi", f.hi)] {
+                let _ = writeln!(
+                    m,
+                    "shaper_tenant_forecast_bits_per_second{{tenant=\"{}\",tier=\"{}\",bound=\"{bound}\"}} {}",
+                    esc(&t.name),
+                    esc(&t.tier),
+                    v * 8.0
+                );
+            }
+        }
+    }
+    for (name, help, get) in [
+        (
+            "shaper_tenant_fill_bits_per_second",
+            "Allocated fill rate of the tenant's buckets, bits/s.",
+            (|a: &AllocationView| a.fill_bps) as fn(&AllocationView) -> f64,
+        ),
+        (
+            "shaper_tenant_pre_allocated_bits_per_second",
+            "Allocated fill rate of the pre-allocated pool, bits/s.",
+            |a| a.pre_bps,
+        ),
+        (
+            "shaper_tenant_override",
+            "1 while a reactive override holds the tenant at its base rate.",
+            |a| f64::from(u8::from(a.override_reason.is_some())),
+        ),
+    ] {
+        family(m, name, "gauge", help);
+        for t in tenants {
+            if let Some(a) = &t.allocation {
+                let _ = writeln!(
+                    m,
+                    "{name}{{tenant=\"{}\",tier=\"{}\"}} {}",
+                    esc(&t.name),
+                    esc(&t.tier),
+                    get(a)
+                );
+            }
+        }
+    }
+}
+
+fn classes(m: &mut String, classes: &[(String, u64, u64)]) {
+    family(
+        m,
+        "shaper_packets_total",
+        "counter",
+        "Packets by class (ipv4, ipv6, non_ip, malformed, unmatched_*).",
+    );
+    for (class, packets, _) in classes {
+        let _ = writeln!(
+            m,
+            "shaper_packets_total{{class=\"{}\"}} {packets}",
+            esc(class)
+        );
+    }
+}
+
+/// The agent's own cycle times, reloads, overrides and alerts.
+fn agent_health(m: &mut String, h: &Health) {
+    family(
+        m,
+        "shaper_agent_cycle_seconds",
+        "histogram",
+        "Duration of the agent's cycles.",
+    );
+    for (le, c) in CYCLE_BUCKETS.iter().zip(h.cycle_buckets) {
+        let _ = writeln!(m, "shaper_agent_cycle_seconds_bucket{{le=\"{le}\"}} {c}");
+    }
+    let _ = writeln!(
+        m,
+        "shaper_agent_cycle_seconds_bucket{{le=\"+Inf\"}} {}",
+        h.cycles
+    );
+    let _ = writeln!(
+        m,
+        "shaper_agent_cycle_seconds_sum {}\nshaper_agent_cycle_seconds_count {}",
+        h.cycle_sum_s, h.cycles
+    );
+    family(
+        m,
+        "shaper_agent_cycle_overruns_total",
+        "counter",
+        "Cycles that took longer than the interval.",
+    );
+    let _ = writeln!(m, "shaper_agent_cycle_overruns_total {}", h.overruns);
+    family(
+        m,
+        "shaper_reloads_total",
+        "counter",
+        "Config reloads by result.",
+    );
+    let _ = writeln!(m, "shaper_reloads_total{{result=\"ok\"}} {}", h.reloads_ok);
+    let _ = writeln!(
+        m,
+        "shaper_reloads_total{{result=\"rejected\"}} {}",
+        h.reloads_rejected
+    );
+    family(
+        m,
+        "shaper_tenant_overrides_total",
+        "counter",
+        "Reactive overrides entered (tenant back to its base rate), by trigger.",
+    );
+    for (tenant, trigger, n) in &h.overrides {
+        let _ = writeln!(
+            m,
+            "shaper_tenant_overrides_total{{tenant=\"{}\",trigger=\"{trigger}\"}} {n}",
+            esc(tenant)
+        );
+    }
+    family(
+        m,
+        "shaper_alerts_total",
+        "counter",
+        "Alerts by kind: protected_violation (gold or platinum in-profile traffic dropped in a cycle), cycle_overrun, write_failed.",
+    );
+    for kind in ALERTS {
+        let n = h.alerts.get(kind).copied().unwrap_or(0);
+        let _ = writeln!(m, "shaper_alerts_total{{alert=\"{kind}\"}} {n}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ForecastView;
+
+    fn tenant(name: &str) -> TenantView {
+        TenantView {
+            id: 0,
+            name: name.into(),
+            tier: "gold".into(),
+            rate_bits: 100_000_000,
+            passed_packets: 10,
+            passed_bytes: 15_000,
+            dropped_packets: 2,
+            dropped_bytes: 3_000,
+            passed_bps: 1e6,
+            offered_bps: 1.2e6,
+            drop_ratio: 1.0 / 6.0,
+            offered_by_type_bps: [1.2e6, 0.0, 0.0],
+            marked_packets: 1,
+            marked_bytes: 1_500,
+            by_type: [(
+                "gold".to_string(),
+                [(
+                    "dropped".to_string(),
+                    crate::stats::Count {
+                        packets: 2,
+                        bytes: 3_000,
+                    },
+                )]
+                .into(),
+            )]
+            .into(),
+            pre_pool: Default::default(),
+            active_flows: 3,
+            forecast: Some(ForecastView {
+                mean: 1e6,
+                lo: 0.5e6,
+                hi: 2e6,
+            }),
+            allocation: Some(AllocationView {
+                fill_bps: 120e6,
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn metrics_are_well_formed_exposition() {
+        let mut snap = Published {
+            iface: "eth0".into(),
+            tenants: vec![tenant("a\"b")],
+            ..Default::default()
+        };
+        snap.classes.push(("ipv4".into(), 12, 18_000));
+        snap.health.record_cycle(0.002);
+        snap.health.record_cycle(0.2);
+        snap.health.overrides.push(("a\"b".into(), "cpu_busy", 2));
+        snap.health.alerts.insert("cycle_overrun", 1);
+        let text = render_metrics(&snap);
+        assert!(
+            text.contains(
+                "shaper_tenant_overrides_total{tenant=\"a\\\"b\",trigger=\"cpu_busy\"} 2"
+            )
+        );
+        assert!(text.contains("shaper_alerts_total{alert=\"cycle_overrun\"} 1"));
+        assert!(text.contains("shaper_alerts_total{alert=\"protected_violation\"} 0"));
+        assert!(text.contains("shaper_tenant_bytes_total{tenant=\"a\\\"b\",tier=\"gold\",token_type=\"gold\",outcome=\"dropped\"} 3000"), "{text}");
+        assert!(text.contains("shaper_agent_cycle_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(text.contains(
+            "shaper_tenant_forecast_bits_per_second{tenant=\"a\\\"b\",tier=\"gold\",bound=\"hi\"} 16000000"
+        ));
+        assert!(text.contains(
+            "shaper_tenant_fill_bits_per_second{tenant=\"a\\\"b\",tier=\"gold\"} 120000000"
+        ));
+        assert!(text.contains("shaper_agent_cycle_seconds_bucket{le=\"+Inf\"} 2"));
+        // Every sample line belongs to a family declared by a TYPE line before it.
+        let mut declared = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared.push(rest.split(' ').next().unwrap_or("").to_string());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap_or("");
+                assert!(
+                    declared.iter().any(|d| name == d
+                        || name
+                            .strip_prefix(d.as_str())
+                            .is_some_and(|s| ["_bucket", "_sum", "_count"].contains(&s))),
+                    "undeclared: {line}"
+                );
+                let value = line.rsplit(' ').next().unwrap_or("");
+                assert!(value.parse::<f64>().is_ok(), "bad value: {line}");
+            }
+        }
+    }
+}

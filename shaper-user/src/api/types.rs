@@ -1,0 +1,165 @@
+//! The API's wire types: what `/v1/stats`, `/v1/health` and `shaper stats --json` show, in
+//! the units operators read (rates in bits/s, like `tc`). The agent's own types stay inside
+//! it; these change only with [`API_VERSION`](super::API_VERSION).
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::TokenType;
+use crate::stats::{Count, PrePool, TenantStats};
+
+/// Upper bounds (seconds) of the cycle-time histogram buckets.
+pub const CYCLE_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+/// What the agent publishes each cycle.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Published {
+    pub iface: String,
+    pub tenants: Vec<TenantView>,
+    /// Packets by class: (class name, packets, bytes).
+    pub classes: Vec<(String, u64, u64)>,
+    pub health: Health,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Health {
+    pub version: String,
+    pub mode: String,
+    pub cycles: u64,
+    pub last_cycle_ms: f64,
+    pub overruns: u64,
+    pub reloads_ok: u64,
+    pub reloads_rejected: u64,
+    pub last_error: Option<String>,
+    /// Reactive overrides entered since the agent started: (tenant, trigger, count).
+    pub overrides: Vec<(String, &'static str, u64)>,
+    /// Alerts since the agent started, by kind: `protected_violation` (a gold or platinum
+    /// tenant lost in-profile traffic in a cycle), `cycle_overrun`, `write_failed` (an
+    /// allocation could not be written; the datapath kept its last rates).
+    pub alerts: BTreeMap<&'static str, u64>,
+    /// Cumulative counts per bucket of [`CYCLE_BUCKETS`], then the total and the sum (s).
+    #[serde(skip)]
+    pub cycle_buckets: [u64; 8],
+    #[serde(skip)]
+    pub cycle_sum_s: f64,
+}
+
+impl Health {
+    /// Records one cycle's duration.
+    pub fn record_cycle(&mut self, secs: f64) {
+        self.cycles += 1;
+        self.last_cycle_ms = secs * 1e3;
+        self.cycle_sum_s += secs;
+        for (b, le) in self.cycle_buckets.iter_mut().zip(CYCLE_BUCKETS) {
+            if secs <= le {
+                *b += 1;
+            }
+        }
+    }
+}
+
+/// A tenant's forecast of offered traffic for the next cycle, bytes/s: mean and interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ForecastView {
+    pub mean: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+/// One tenant's allocation as the API shows it: rates in bits/s.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AllocationView {
+    pub fill_bps: f64,
+    pub pre_bps: f64,
+    pub pre_cap_bytes: f64,
+    pub deposit_bytes: f64,
+    /// Why the tenant is held at its base rate (reactive override), if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_reason: Option<String>,
+    /// The split over gold, silver and bronze the allocator moved toward the per-type demand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<[f64; 3]>,
+}
+
+/// One tenant: its counters, its rates over the last window (bits/s), and what the agent
+/// forecast and allocated (absent in static mode and from the pinned maps alone).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TenantView {
+    pub id: u32,
+    pub name: String,
+    pub tier: String,
+    pub rate_bits: u64,
+    pub passed_packets: u64,
+    pub passed_bytes: u64,
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+    /// Passed with their ECN field set to CE (the bucket was low); counted in passed too.
+    #[serde(default)]
+    pub marked_packets: u64,
+    #[serde(default)]
+    pub marked_bytes: u64,
+    /// Counts per token type, then per outcome (`pre`, `green`, `borrowed`, `emergency`,
+    /// `marked`, `dropped`).
+    #[serde(default)]
+    pub by_type: BTreeMap<String, BTreeMap<String, Count>>,
+    #[serde(default)]
+    pub pre_pool: PrePool,
+    /// Flows seen in the last 10 s (sampled, so small flows may be missed).
+    #[serde(default)]
+    pub active_flows: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<AllocationView>,
+    /// Passed (marked or not) IP bits per second over the sampling window.
+    pub passed_bps: f64,
+    /// Offered (passed + marked + dropped) IP bits per second over the sampling window.
+    pub offered_bps: f64,
+    /// Dropped share of offered bytes over the window, 0..=1.
+    pub drop_ratio: f64,
+    /// Offered IP bits per second per token type (gold, silver, bronze) over the window.
+    #[serde(default)]
+    pub offered_by_type_bps: [f64; 3],
+}
+
+impl TenantView {
+    /// The view of a tenant's stats, with what the agent forecast and allocated if it did.
+    pub fn new(
+        s: &TenantStats,
+        forecast: Option<ForecastView>,
+        allocation: Option<AllocationView>,
+    ) -> TenantView {
+        TenantView {
+            id: s.id,
+            name: s.name.clone(),
+            tier: s.tier.clone(),
+            rate_bits: s.rate_bits,
+            passed_packets: s.passed_packets,
+            passed_bytes: s.passed_bytes,
+            dropped_packets: s.dropped_packets,
+            dropped_bytes: s.dropped_bytes,
+            marked_packets: s.marked_packets,
+            marked_bytes: s.marked_bytes,
+            by_type: s.by_type.clone(),
+            pre_pool: s.pre_pool,
+            active_flows: s.active_flows,
+            forecast,
+            allocation,
+            passed_bps: s.passed_rate * 8.0,
+            offered_bps: s.offered_rate * 8.0,
+            drop_ratio: s.drop_ratio,
+            offered_by_type_bps: s.offered_by_type.map(|r| r * 8.0),
+        }
+    }
+}
+
+/// `POST /v1/exchange`: move `amount` (a rate, `10mbit`) of `tenant`'s rate between two of its
+/// token types.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeBody {
+    pub tenant: String,
+    pub from: TokenType,
+    pub to: TokenType,
+    pub amount: String,
+}

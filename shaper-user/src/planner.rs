@@ -1,0 +1,263 @@
+//! The planner: one cycle's forecast and allocation for every tenant of a config. It is where
+//! the config is translated for the pure stages below it (forecasting settings and known
+//! events, the allocator's policy and profiles), so neither `forecast` nor `allocate` knows
+//! the config. The live agent, the simulator and the benchmarks share it.
+use crate::allocate::{
+    Allocation, Demand, Event, Host, Inputs, Link, Observed, Policy, PolicyMode, Profile, Tuning,
+    allocate,
+};
+use crate::config::{self, Config};
+use crate::forecast::{Forecaster, KnownEvent, Outcome, Settings};
+
+/// The allocator's policy from the config's `policy` section.
+pub fn policy(p: &config::Policy) -> Policy {
+    Policy {
+        mode: p.mode,
+        multiplier: p.adjustment_multiplier,
+        auto_tune: p.auto_tune,
+        in_profile_drop_ratio: p.reactive_override.in_profile_drop_ratio,
+        cpu_busy_ratio: p.reactive_override.cpu_busy_ratio,
+        overcommit: p.overcommit,
+        mix_limit: p.max_exchange_fraction,
+    }
+}
+
+/// Forecasting settings from the config's `forecast` section. A daily `season_s` also gives a
+/// weekly season.
+pub fn forecast_settings(f: &config::Forecast) -> Settings {
+    let interval_s = f.interval_ms as f64 / 1000.0;
+    let steps = |secs: u64| ((secs as f64 / interval_s).round() as usize).max(1);
+    Settings {
+        interval_s,
+        horizon: steps(f.horizon_s).clamp(1, crate::forecast::MAX_HORIZON),
+        season: steps(f.season_s),
+        weekly: if f.season_s == 86_400 {
+            7 * steps(f.season_s)
+        } else {
+            1
+        },
+        confidence: f.confidence,
+        model: f.model,
+        alert_mase: f.accuracy_alert_mase,
+        intervals: f.intervals,
+    }
+}
+
+/// A scheduled event of the config (`events`) as demand the forecaster adds: `None` if its
+/// start is not an RFC 3339 time.
+pub fn known_event(e: &config::Event) -> Option<KnownEvent> {
+    let start = humantime::parse_rfc3339(&e.start).ok()?;
+    let start = start
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    Some(KnownEvent {
+        start,
+        duration_s: e.duration_s as f64,
+        rate: e.rate.bytes_per_sec() as f64,
+    })
+}
+
+/// Tenants from which `Planner::step` forecasts on several threads, and at most how many.
+const PARALLEL_FROM: usize = 4096;
+const MAX_THREADS: usize = 8;
+
+/// The forecast-and-allocate stage of one agent, or of one simulation: a forecaster per
+/// tenant, the allocator's state, and the profiles from the config. Pure: callers bring the
+/// measurements and apply the allocations.
+pub struct Planner {
+    pub policy: Policy,
+    pub profiles: Vec<Profile>,
+    names: Vec<String>,
+    forecasters: Vec<Forecaster>,
+    state: Vec<Tuning>,
+    capacity: f64,
+    guaranteed: f64,
+    interval_s: f64,
+    cycle: u64,
+}
+
+/// The profiles of a config's tenants, in config order.
+pub fn profiles(cfg: &Config) -> Vec<Profile> {
+    cfg.tenants
+        .iter()
+        .map(|t| {
+            let tier = cfg.tiers.get(&t.tier);
+            let rate = t.rate.bits_per_sec() as f64 / 8.0;
+            Profile {
+                rate,
+                ceil: t.ceil.map_or(rate, |c| c.bits_per_sec() as f64 / 8.0),
+                burst: t.burst.bytes() as f64,
+                priority: tier.map_or(0, |t| t.priority.min(3)),
+                risk: tier.map_or(0.5, |t| t.risk),
+                mix: {
+                    let m = t
+                        .mix
+                        .clone()
+                        .unwrap_or_else(|| cfg.token_types.default_mix());
+                    [m.gold, m.silver, m.bronze]
+                },
+                worth: cfg
+                    .token_types
+                    .exchange_rates
+                    .as_ref()
+                    .map_or([1.0; 3], |m| [m.gold, m.silver, m.bronze]),
+            }
+        })
+        .collect()
+}
+
+impl Planner {
+    /// A planner for `cfg` under `mode`. Tenants of `previous` that `cfg` still has keep their
+    /// forecaster and allocator state (a reload does not forget what was learned).
+    pub fn new(cfg: &Config, mode: PolicyMode, previous: Option<Planner>) -> Planner {
+        let mut policy = policy(&cfg.policy);
+        policy.mode = mode;
+        let profiles = profiles(cfg);
+        let settings = forecast_settings(&cfg.forecast);
+        let mut old: std::collections::HashMap<String, (Forecaster, Tuning)> = previous
+            .map(|p| {
+                p.names
+                    .into_iter()
+                    .zip(p.forecasters.into_iter().zip(p.state))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut forecasters = Vec::new();
+        let mut state = Vec::new();
+        for (t, prof) in cfg.tenants.iter().zip(&profiles) {
+            let (mut f, s) = old.remove(&t.name).unwrap_or_else(|| {
+                (
+                    Forecaster::new(settings.clone()),
+                    Tuning::new(&policy, prof),
+                )
+            });
+            // Scheduled demand (config `events`) is known, not forecast.
+            f.set_events(
+                cfg.events
+                    .iter()
+                    .filter(|e| e.tenant == t.name)
+                    .filter_map(known_event)
+                    .collect(),
+            );
+            forecasters.push(f);
+            state.push(s);
+        }
+        Planner {
+            policy,
+            names: cfg.tenants.iter().map(|t| t.name.clone()).collect(),
+            forecasters,
+            state,
+            capacity: cfg.link.capacity.bits_per_sec() as f64 / 8.0,
+            guaranteed: cfg.pools.guaranteed,
+            interval_s: cfg.forecast.interval_ms as f64 / 1000.0,
+            cycle: 0,
+            profiles,
+        }
+    }
+
+    /// One cycle: learns what each tenant offered (`observed`, config order) at unix time
+    /// `ts`, forecasts, and allocates the next cycle.
+    pub fn step(
+        &mut self,
+        ts: f64,
+        observed: &[Observed],
+        host: Host,
+    ) -> (Vec<Allocation>, Vec<Event>, Vec<Demand>) {
+        let forecast = |fs: &mut [Forecaster], obs: &[Observed], out: &mut [Demand]| {
+            for ((f, o), d) in fs.iter_mut().zip(obs).zip(out) {
+                f.update(ts, o.offered);
+                let next = f.forecast(1);
+                let (peak_in, peak) = f.peak();
+                *d = Demand {
+                    next,
+                    peak,
+                    peak_in,
+                };
+            }
+        };
+        let n = self.forecasters.len().min(observed.len());
+        let mut demand = vec![Demand::default(); n];
+        // Forecasters are independent: with many tenants, one chunk per core. Each tenant's
+        // update touches its own few kilobytes, so the cycle is bound by memory, and cores
+        // share that work well.
+        let threads = if n >= PARALLEL_FROM {
+            std::thread::available_parallelism().map_or(1, |c| c.get().min(MAX_THREADS))
+        } else {
+            1
+        };
+        if threads == 1 {
+            forecast(&mut self.forecasters[..n], &observed[..n], &mut demand);
+        } else {
+            let chunk = n.div_ceil(threads);
+            std::thread::scope(|s| {
+                for ((fs, os), ds) in self.forecasters[..n]
+                    .chunks_mut(chunk)
+                    .zip(observed[..n].chunks(chunk))
+                    .zip(demand.chunks_mut(chunk))
+                {
+                    s.spawn(move || forecast(fs, os, ds));
+                }
+            });
+        }
+        let (a, ev) = allocate(
+            &Inputs {
+                policy: &self.policy,
+                link: Link {
+                    capacity: self.capacity,
+                    guaranteed: self.guaranteed,
+                },
+                profiles: &self.profiles,
+                observed,
+                demand: &demand,
+                host,
+                interval_s: self.interval_s,
+                cycle: self.cycle,
+            },
+            &mut self.state,
+        );
+        self.cycle += 1;
+        (a, ev, demand)
+    }
+
+    /// Tenant names, config order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Feeds tenant `name`'s forecaster past (unix time, offered bytes/s) samples, oldest
+    /// first: a restart continues from history instead of from nothing. Returns how many it
+    /// took.
+    pub fn warm(&mut self, name: &str, samples: &[(f64, f64)]) -> usize {
+        let Some(i) = self.names.iter().position(|n| n == name) else {
+            return 0;
+        };
+        samples
+            .iter()
+            .filter(|(ts, v)| {
+                matches!(
+                    self.forecasters[i].update(*ts, *v),
+                    Outcome::Accepted | Outcome::Gap { .. } | Outcome::Clamped { .. }
+                )
+            })
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduled_events_become_known_demand() {
+        let ev = config::Event {
+            tenant: "a".into(),
+            start: "2026-12-01T02:00:00Z".into(),
+            duration_s: 1800,
+            rate: crate::units::Rate(8_000_000),
+            note: None,
+        };
+        let k = known_event(&ev).expect("parse");
+        assert_eq!((k.start, k.rate), (1_796_090_400.0, 1_000_000.0));
+    }
+}
