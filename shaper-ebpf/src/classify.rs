@@ -1,9 +1,17 @@
 //! Address -> tenant id: hash probes per configured prefix length, or the LPM trie when a
-//! family has more distinct lengths than `MAX_PREFIX_PROBES` (see `GlobalConfig`).
+//! family has more distinct lengths than `MAX_PREFIX_PROBES` (see `GlobalConfig`); and the
+//! packet's token type from the token-type rules (DSCP, protocol, ports).
 use aya_ebpf::maps::lpm_trie::Key;
-use shaper_common::{GlobalConfig, LOOKUP_LPM, MAX_PREFIX_PROBES, PrefixKeyV4, PrefixKeyV6};
+use aya_ebpf::programs::XdpContext;
+use shaper_common::{
+    GlobalConfig, LOOKUP_LPM, MAX_PREFIX_PROBES, MAX_RULES, PrefixKeyV4, PrefixKeyV6, RULE_DPORT,
+    RULE_DSCP, RULE_PROTO, RULE_SPORT, TOKEN_TYPES,
+};
 
-use crate::{TENANT_BY_HASH_V4, TENANT_BY_HASH_V6, TENANT_BY_PREFIX_V4, TENANT_BY_PREFIX_V6};
+use crate::parse::{self, IpInfo};
+use crate::{
+    TENANT_BY_HASH_V4, TENANT_BY_HASH_V6, TENANT_BY_PREFIX_V4, TENANT_BY_PREFIX_V6, TOKEN_RULES,
+};
 
 #[inline(always)]
 pub fn v4(cfg: &GlobalConfig, addr: [u8; 4]) -> Option<u32> {
@@ -71,4 +79,40 @@ fn mask64(v: u64, bits: u32) -> u64 {
     } else {
         v & (u64::MAX << (64 - bits))
     }
+}
+
+/// The packet's token type: the first rule that matches, else the default.
+#[inline(always)]
+pub(crate) fn token_type(ctx: &XdpContext, cfg: &GlobalConfig, ip: &IpInfo) -> usize {
+    let fallback = (cfg.default_type as usize).min(TOKEN_TYPES - 1);
+    let n = cfg.nrules as usize;
+    if n == 0 {
+        return fallback;
+    }
+    let Some(rules) = TOKEN_RULES.get(0) else {
+        return fallback;
+    };
+    let (sport, dport) = parse::ports(ctx, ip);
+    for i in 0..MAX_RULES {
+        if i >= n {
+            break;
+        }
+        let Some(r) = rules.rules.get(i) else {
+            break;
+        };
+        if r.flags & RULE_DSCP != 0 && r.dscp_mask & (1u64 << (ip.dscp & 63)) == 0 {
+            continue;
+        }
+        if r.flags & RULE_PROTO != 0 && r.proto != ip.proto {
+            continue;
+        }
+        if r.flags & RULE_DPORT != 0 && !r.dports.contains(&dport) {
+            continue;
+        }
+        if r.flags & RULE_SPORT != 0 && !r.sports.contains(&sport) {
+            continue;
+        }
+        return (r.token_type as usize).min(TOKEN_TYPES - 1);
+    }
+    fallback
 }

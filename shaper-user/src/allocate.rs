@@ -23,7 +23,7 @@ pub enum PolicyMode {
 
 /// The link and its pools, as the config gives them.
 #[derive(Clone, Copy, Debug)]
-pub struct Link {
+pub struct LinkPools {
     pub capacity: f64,
     pub guaranteed: f64,
 }
@@ -79,13 +79,13 @@ pub struct Host {
 
 /// The policy section of the config, as the allocator uses it.
 #[derive(Clone, Copy, Debug)]
-pub struct Policy {
+pub struct PolicyParams {
     pub mode: PolicyMode,
     pub multiplier: f64,
     pub auto_tune: bool,
     pub in_profile_drop_ratio: f64,
     pub cpu_busy_ratio: f64,
-    /// Fills may go below base rates (see `config::Policy::overcommit`).
+    /// Fills may go below base rates (see `config::PolicyParams::overcommit`).
     pub overcommit: bool,
     /// How far a tenant's mix may move from the configured one (`max_exchange_fraction`).
     pub mix_limit: f64,
@@ -167,7 +167,7 @@ pub struct Tuning {
 }
 
 impl Tuning {
-    pub fn new(policy: &Policy, profile: &Profile) -> Tuning {
+    pub fn new(policy: &PolicyParams, profile: &Profile) -> Tuning {
         Tuning {
             multiplier: policy.multiplier,
             margin: 0.1,
@@ -220,7 +220,7 @@ impl Allocation {
 
 /// Something the allocator changed on its own, for the log.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub enum Event {
+pub enum Change {
     Override {
         tenant: usize,
         /// What crossed its threshold: `in_profile_drops`, `cpu_busy` or `nic_drops`.
@@ -240,8 +240,8 @@ pub enum Event {
 
 /// Everything one cycle needs. `profiles`, `observed`, `demand` and `state` are indexed alike.
 pub struct Inputs<'a> {
-    pub policy: &'a Policy,
-    pub link: Link,
+    pub policy: &'a PolicyParams,
+    pub link: LinkPools,
     pub profiles: &'a [Profile],
     pub observed: &'a [Observed],
     pub demand: &'a [Demand],
@@ -253,7 +253,7 @@ pub struct Inputs<'a> {
 
 /// One cycle of allocation. Updates `state` (feedback, overrides) and returns one allocation
 /// per tenant, and what changed on its own.
-pub fn allocate(inp: &Inputs, state: &mut [Tuning]) -> (Vec<Allocation>, Vec<Event>) {
+pub fn allocate(inp: &Inputs, state: &mut [Tuning]) -> (Vec<Allocation>, Vec<Change>) {
     let n = inp.profiles.len();
     let mut events = Vec::new();
     let p = inp.policy;
@@ -431,12 +431,12 @@ pub fn allocate(inp: &Inputs, state: &mut [Tuning]) -> (Vec<Allocation>, Vec<Eve
 /// resumes after [`OVERRIDE_HOLD`] cycles without one.
 fn override_step(
     i: usize,
-    p: &Policy,
+    p: &PolicyParams,
     prof: &Profile,
     obs: &Observed,
     host: Option<&(&'static str, String)>,
     st: &mut Tuning,
-    events: &mut Vec<Event>,
+    events: &mut Vec<Change>,
 ) {
     let in_profile = obs.offered.min(prof.rate);
     let reason =
@@ -455,7 +455,7 @@ fn override_step(
     match reason {
         Some((trigger, r)) => {
             if st.overridden.is_none() {
-                events.push(Event::Override {
+                events.push(Change::Override {
                     tenant: i,
                     trigger,
                     reason: r.clone(),
@@ -468,7 +468,7 @@ fn override_step(
             st.hold = st.hold.saturating_sub(1);
             if st.hold == 0 {
                 st.overridden = None;
-                events.push(Event::Resume { tenant: i });
+                events.push(Change::Resume { tenant: i });
             }
         }
         None => {}
@@ -477,7 +477,7 @@ fn override_step(
 
 /// Feedback: expired pre-allocation means the forecast ran high (shrink the multiplier and
 /// the margin); drops beyond the fill mean it ran low (grow them). Bounded.
-fn tune(i: usize, obs: &Observed, st: &mut Tuning, events: &mut Vec<Event>) {
+fn tune(i: usize, obs: &Observed, st: &mut Tuning, events: &mut Vec<Change>) {
     let (m0, g0) = (st.multiplier, st.margin);
     let why = if obs.pre_expired > obs.pre_used && obs.pre_expired > 0.0 {
         st.multiplier *= 0.9;
@@ -493,7 +493,7 @@ fn tune(i: usize, obs: &Observed, st: &mut Tuning, events: &mut Vec<Event>) {
     st.multiplier = st.multiplier.clamp(MULTIPLIER_RANGE.0, MULTIPLIER_RANGE.1);
     st.margin = st.margin.clamp(MARGIN_RANGE.0, MARGIN_RANGE.1);
     if (st.multiplier, st.margin) != (m0, g0) {
-        events.push(Event::Tuned {
+        events.push(Change::Tuned {
             tenant: i,
             multiplier: st.multiplier,
             margin: st.margin,

@@ -173,11 +173,11 @@ pub enum TokenType {
 #[serde(deny_unknown_fields)]
 pub struct TokenTypes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gold: Option<TokenRules>,
+    pub gold: Option<TypeRules>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub silver: Option<TokenRules>,
+    pub silver: Option<TypeRules>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bronze: Option<TokenRules>,
+    pub bronze: Option<TypeRules>,
     #[serde(default = "default_token_type")]
     pub default: TokenType,
     #[serde(default)]
@@ -257,7 +257,7 @@ impl Default for TokenTypes {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TokenRules {
+pub struct TypeRules {
     #[serde(rename = "match")]
     pub rules: Vec<MatchRule>,
 }

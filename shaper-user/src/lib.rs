@@ -5,19 +5,18 @@
 //! [`allocate`], joined to the config by the [`planner`]; [`datapath`] (load, write maps,
 //! attach, pin, read counters) and [`stats`] (rates between two counter snapshots); [`store`]
 //! (history on disk); [`api`]; and the [`agent`] that runs the cycle. [`simulate`] replays
-//! traces through the same planner; [`report`] draws the history; [`netns`] and [`traffic`]
-//! build the demo's and the tests' labs.
+//! traces through the same planner; [`report`] draws the history; [`lab`] builds the demo's,
+//! the tests' and the benchmarks' namespaces and traffic.
 pub mod agent;
 pub mod allocate;
 pub mod api;
 pub mod config;
 pub mod datapath;
 pub mod forecast;
-pub mod netns;
+pub mod lab;
 pub mod planner;
 pub mod report;
 pub mod simulate;
 pub mod stats;
 pub mod store;
-pub mod traffic;
 pub mod units;

@@ -3,15 +3,15 @@
 //! events, the allocator's policy and profiles), so neither `forecast` nor `allocate` knows
 //! the config. The live agent, the simulator and the benchmarks share it.
 use crate::allocate::{
-    Allocation, Demand, Event, Host, Inputs, Link, Observed, Policy, PolicyMode, Profile, Tuning,
-    allocate,
+    Allocation, Change, Demand, Host, Inputs, LinkPools, Observed, PolicyMode, PolicyParams,
+    Profile, Tuning, allocate,
 };
 use crate::config::{self, Config};
 use crate::forecast::{Forecaster, KnownEvent, Outcome, Settings};
 
 /// The allocator's policy from the config's `policy` section.
-pub fn policy(p: &config::Policy) -> Policy {
-    Policy {
+pub fn policy(p: &config::Policy) -> PolicyParams {
+    PolicyParams {
         mode: p.mode,
         multiplier: p.adjustment_multiplier,
         auto_tune: p.auto_tune,
@@ -66,7 +66,7 @@ const MAX_THREADS: usize = 8;
 /// tenant, the allocator's state, and the profiles from the config. Pure: callers bring the
 /// measurements and apply the allocations.
 pub struct Planner {
-    pub policy: Policy,
+    pub policy: PolicyParams,
     pub profiles: Vec<Profile>,
     names: Vec<String>,
     forecasters: Vec<Forecaster>,
@@ -163,7 +163,7 @@ impl Planner {
         ts: f64,
         observed: &[Observed],
         host: Host,
-    ) -> (Vec<Allocation>, Vec<Event>, Vec<Demand>) {
+    ) -> (Vec<Allocation>, Vec<Change>, Vec<Demand>) {
         let forecast = |fs: &mut [Forecaster], obs: &[Observed], out: &mut [Demand]| {
             for ((f, o), d) in fs.iter_mut().zip(obs).zip(out) {
                 f.update(ts, o.offered);
@@ -203,7 +203,7 @@ impl Planner {
         let (a, ev) = allocate(
             &Inputs {
                 policy: &self.policy,
-                link: Link {
+                link: LinkPools {
                     capacity: self.capacity,
                     guaranteed: self.guaranteed,
                 },

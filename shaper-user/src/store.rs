@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn appends_queries_purges_and_survives_reopening() {
-        let dir = std::env::temp_dir().join(crate::netns::unique_name("shaper-store-"));
+        let dir = std::env::temp_dir().join(crate::lab::unique_name("shaper-store-"));
         let path = dir.join("sub/history.db");
         {
             let mut s = Store::open(&path, "eth0").expect("open");

@@ -2,21 +2,14 @@
 //! attached or pinned after a failure, and `run` + `stats` + SIGTERM on a lab interface.
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use shaper::datapath::{AttachMode, Datapath, pin_dir};
-use shaper::netns::{Lab, skip_unless_root};
-use shaper::traffic::{Flood, Sink, start_flood};
-
-/// Tests that need root run one at a time: labs, program loads and traffic all compete for the
-/// two CPUs that the rate checks depend on.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+use shaper::lab::traffic::{Flood, Sink, start_flood};
+use shaper::lab::{AgentProcess, Lab, root_test};
 
 fn shaper() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shaper"))
@@ -69,7 +62,7 @@ fn lab_run(lab: &Lab) -> Command {
 }
 
 fn xdp_attached(lab: &Lab) -> bool {
-    shaper::netns::xdp_attached(&lab.dut.name, &lab.dut_if)
+    shaper::lab::xdp_attached(&lab.dut.name, &lab.dut_if)
 }
 
 fn assert_nothing_left(lab: &Lab) {
@@ -115,7 +108,7 @@ fn config_check_accepts_the_example_and_names_the_path_of_an_error() {
         "{out}"
     );
 
-    let dir = std::env::temp_dir().join(shaper::netns::unique_name("shaper-cli-"));
+    let dir = std::env::temp_dir().join(shaper::lab::unique_name("shaper-cli-"));
     std::fs::create_dir_all(&dir).expect("tmp");
     let bad = dir.join("bad.json");
     let text = std::fs::read_to_string(example())
@@ -138,10 +131,9 @@ fn config_check_accepts_the_example_and_names_the_path_of_an_error() {
 
 #[test]
 fn unknown_interface() {
-    if skip_unless_root("unknown_interface") {
+    let Some(_root) = root_test("unknown_interface") else {
         return;
-    }
-    let _serial = serial();
+    };
     let o = shaper()
         .args(["run", "--iface", "shpnosuch0", "--config"])
         .arg(example())
@@ -153,10 +145,9 @@ fn unknown_interface() {
 
 #[test]
 fn not_root_is_told_to_use_sudo_and_nothing_is_attached() {
-    if skip_unless_root("not_root_is_told_to_use_sudo_and_nothing_is_attached") {
+    let Some(_root) = root_test("not_root_is_told_to_use_sudo_and_nothing_is_attached") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     // The same command as nobody, without capabilities.
     let o = Command::new("setpriv")
@@ -184,10 +175,9 @@ fn not_root_is_told_to_use_sudo_and_nothing_is_attached() {
 
 #[test]
 fn xdp_already_attached_by_someone_else() {
-    if skip_unless_root("xdp_already_attached_by_someone_else") {
+    let Some(_root) = root_test("xdp_already_attached_by_someone_else") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let mut other = Datapath::load(16).expect("load");
     other
@@ -210,10 +200,9 @@ fn xdp_already_attached_by_someone_else() {
 
 #[test]
 fn more_tenants_than_the_maximum() {
-    if skip_unless_root("more_tenants_than_the_maximum") {
+    let Some(_root) = root_test("more_tenants_than_the_maximum") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let o = lab_run(&lab)
         .args(["--max-tenants", "2", "--config"])
@@ -226,10 +215,9 @@ fn more_tenants_than_the_maximum() {
 
 #[test]
 fn invalid_config_changes_nothing() {
-    if skip_unless_root("invalid_config_changes_nothing") {
+    let Some(_root) = root_test("invalid_config_changes_nothing") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let o = lab_run(&lab)
         .args(["--config", "/nonexistent.json"])
@@ -243,15 +231,14 @@ fn invalid_config_changes_nothing() {
 /// SIGTERM: exit 0, detached, unpinned.
 #[test]
 fn run_stats_and_sigterm() {
-    if skip_unless_root("run_stats_and_sigterm") {
+    let Some(_root) = root_test("run_stats_and_sigterm") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1", "10.10.2", "10.10.3"], &[]).expect("lab");
     // The example without acme's ceiling and with no emergency pool, so acme's own buckets
     // are all it gets: UDP to port 9000 takes silver tokens (120 of its 200 Mbit/s) and falls
     // back to bronze (40).
-    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-stats-"));
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-stats-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
     let config = example_in(
         &tmp,
@@ -267,7 +254,7 @@ fn run_stats_and_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn shaper run");
-    let mut child = KillOnDrop(child, lab.dut_if.clone());
+    let mut child = AgentProcess::new(child, &lab.dut_if);
     let pins = pin_dir(&lab.dut_if);
     let start = Instant::now();
     while !(pins.join("TENANT_COUNTERS").exists() && xdp_attached(&lab)) {
@@ -276,7 +263,7 @@ fn run_stats_and_sigterm() {
             "shaper run did not attach"
         );
         assert!(
-            child.0.try_wait().expect("wait").is_none(),
+            child.child.try_wait().expect("wait").is_none(),
             "shaper run exited early"
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -382,8 +369,8 @@ fn run_stats_and_sigterm() {
     assert_eq!(v["tenants"][1]["passed_packets"], 0);
 
     // SAFETY: kill with the pid of our own child.
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
-    let status = wait_timeout(&mut child.0, Duration::from_secs(10));
+    unsafe { libc::kill(child.child.id() as i32, libc::SIGTERM) };
+    let status = child.wait_timeout(Duration::from_secs(10));
     assert!(
         status.is_some_and(|s| s.success()),
         "shaper run did not exit cleanly on SIGTERM: {status:?}"
@@ -392,40 +379,8 @@ fn run_stats_and_sigterm() {
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
-fn wait_timeout(child: &mut Child, t: Duration) -> Option<ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < t {
-        if let Ok(Some(s)) = child.try_wait() {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
-/// Kills the child if the test fails before it exits.
-/// A `shaper run` child and its interface. On drop (test passed or failed): SIGTERM and a
-/// grace period, SIGKILL if it is still there, then the pins and state it may have left (a
-/// killed agent leaves them on purpose), so no test leaves anything in bpffs or /run.
-struct KillOnDrop(Child, String);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            // SAFETY: kill with the pid of our own child.
-            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-            if wait_timeout(&mut self.0, Duration::from_secs(5)).is_none() {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-        shaper::datapath::remove_pins(&pin_dir(&self.1));
-        let _ = std::fs::remove_dir_all(shaper::agent::state_dir(&self.1));
-    }
-}
-
 /// Starts `shaper run` on the lab with `config`, its stderr into `log`; returns once attached.
-fn start_run(lab: &Lab, config: &Path, log: &Path) -> KillOnDrop {
+fn start_run(lab: &Lab, config: &Path, log: &Path) -> AgentProcess {
     let err = std::fs::File::create(log).expect("log file");
     let child = lab_run(lab)
         .arg("--config")
@@ -434,7 +389,7 @@ fn start_run(lab: &Lab, config: &Path, log: &Path) -> KillOnDrop {
         .stderr(err)
         .spawn()
         .expect("spawn");
-    let mut child = KillOnDrop(child, lab.dut_if.clone());
+    let mut child = AgentProcess::new(child, &lab.dut_if);
     let start = Instant::now();
     while !std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -446,7 +401,7 @@ fn start_run(lab: &Lab, config: &Path, log: &Path) -> KillOnDrop {
             std::fs::read_to_string(log).unwrap_or_default()
         );
         assert!(
-            child.0.try_wait().expect("wait").is_none(),
+            child.child.try_wait().expect("wait").is_none(),
             "shaper run exited: {}",
             std::fs::read_to_string(log).unwrap_or_default()
         );
@@ -455,9 +410,9 @@ fn start_run(lab: &Lab, config: &Path, log: &Path) -> KillOnDrop {
     child
 }
 
-fn kill9(child: &mut KillOnDrop) {
-    child.0.kill().expect("SIGKILL");
-    child.0.wait().expect("reap");
+fn kill9(child: &mut AgentProcess) {
+    child.child.kill().expect("SIGKILL");
+    child.child.wait().expect("reap");
 }
 
 fn one_tenant_config(dir: &Path) -> PathBuf {
@@ -472,7 +427,7 @@ fn one_tenant_config(dir: &Path) -> PathBuf {
 
 fn pinned_tat(lab: &Lab) -> u64 {
     let map = aya::maps::Map::Array(
-        shaper::datapath::open_pinned(&pin_dir(&lab.dut_if), shaper::datapath::TENANT_STATE)
+        shaper::datapath::open_pinned_map(&pin_dir(&lab.dut_if), shaper::datapath::TENANT_STATE)
             .expect("pinned state"),
     );
     let arr: aya::maps::Array<&aya::maps::MapData, shaper_common::TenantState> =
@@ -482,7 +437,7 @@ fn pinned_tat(lab: &Lab) -> u64 {
 
 fn pinned_passed(lab: &Lab) -> u64 {
     let map = aya::maps::Map::PerCpuArray(
-        shaper::datapath::open_pinned(&pin_dir(&lab.dut_if), shaper::datapath::TENANT_COUNTERS)
+        shaper::datapath::open_pinned_map(&pin_dir(&lab.dut_if), shaper::datapath::TENANT_COUNTERS)
             .expect("pinned counters"),
     );
     shaper::datapath::read_tenant_counters(&map, 1).expect("read")[0]
@@ -494,12 +449,12 @@ fn pinned_passed(lab: &Lab) -> u64 {
 /// then removes everything.
 #[test]
 fn killed_agent_fails_static_and_a_restart_adopts_without_reset() {
-    if skip_unless_root("killed_agent_fails_static_and_a_restart_adopts_without_reset") {
+    let Some(_root) = root_test("killed_agent_fails_static_and_a_restart_adopts_without_reset")
+    else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
-    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-crash-"));
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-crash-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
     let config = one_tenant_config(&tmp);
     let mut first = start_run(&lab, &config, &tmp.join("first.log"));
@@ -525,8 +480,9 @@ fn killed_agent_fails_static_and_a_restart_adopts_without_reset() {
         duration: Duration::from_secs(3),
         cpu: None,
     };
-    let r = shaper::traffic::run_flows(&lab.dut.name, &[flood], &Arc::new(AtomicBool::new(false)))
-        .expect("traffic");
+    let r =
+        shaper::lab::traffic::run_flows(&lab.dut.name, &[flood], &Arc::new(AtomicBool::new(false)))
+            .expect("traffic");
     let got = r.received_bps(to);
     assert!(
         (got - 100e6).abs() / 100e6 <= 0.05,
@@ -543,8 +499,8 @@ fn killed_agent_fails_static_and_a_restart_adopts_without_reset() {
     assert_eq!(pinned_passed(&lab), passed, "counters reset by the restart");
 
     // SAFETY: kill with the pid of our own child.
-    unsafe { libc::kill(second.0.id() as i32, libc::SIGTERM) };
-    let status = wait_timeout(&mut second.0, Duration::from_secs(10));
+    unsafe { libc::kill(second.child.id() as i32, libc::SIGTERM) };
+    let status = second.wait_timeout(Duration::from_secs(10));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     assert_nothing_left(&lab);
     let _ = std::fs::remove_dir_all(&tmp);
@@ -553,12 +509,11 @@ fn killed_agent_fails_static_and_a_restart_adopts_without_reset() {
 /// `shaper detach` removes what a killed agent left; it refuses while an agent runs.
 #[test]
 fn detach_removes_what_a_killed_agent_left() {
-    if skip_unless_root("detach_removes_what_a_killed_agent_left") {
+    let Some(_root) = root_test("detach_removes_what_a_killed_agent_left") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
-    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-detach-"));
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-detach-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
     let config = one_tenant_config(&tmp);
     let mut agent = start_run(&lab, &config, &tmp.join("run.log"));
@@ -598,7 +553,7 @@ fn agent_maps(
 ) {
     use aya::maps::{Array, HashMap, Map, MapData};
     let dir = pin_dir(&lab.dut_if);
-    let open = |n| shaper::datapath::open_pinned(&dir, n).expect("pinned map");
+    let open = |n| shaper::datapath::open_pinned_map(&dir, n).expect("pinned map");
     let tc = Map::Array(open(shaper::datapath::TENANT_CONFIG));
     let slots = Map::Array(open(shaper::datapath::TENANT_SLOT));
     let configs = (0..8)
@@ -614,9 +569,9 @@ fn agent_maps(
     (configs, prefixes, g.get(&0, 0).expect("global"))
 }
 
-fn sighup_and_wait(child: &KillOnDrop, log: &Path, marker: &str, count: usize) {
+fn sighup_and_wait(child: &AgentProcess, log: &Path, marker: &str, count: usize) {
     // SAFETY: kill with the pid of our own child.
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGHUP) };
+    unsafe { libc::kill(child.child.id() as i32, libc::SIGHUP) };
     let start = Instant::now();
     while std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -637,12 +592,11 @@ fn sighup_and_wait(child: &KillOnDrop, log: &Path, marker: &str, count: usize) {
 /// removes and changes tenants while untouched tenants keep their config and bucket.
 #[test]
 fn sighup_reload_is_all_or_nothing() {
-    if skip_unless_root("sighup_reload_is_all_or_nothing") {
+    let Some(_root) = root_test("sighup_reload_is_all_or_nothing") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
-    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-reload-"));
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-reload-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
     let config = tmp.join("tiers.json");
     let good = std::fs::read_to_string(example()).expect("example");
@@ -755,12 +709,11 @@ fn http(
 #[test]
 fn api_over_tcp_and_unix_socket() {
     use std::os::unix::fs::PermissionsExt as _;
-    if skip_unless_root("api_over_tcp_and_unix_socket") {
+    let Some(_root) = root_test("api_over_tcp_and_unix_socket") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
-    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-api-"));
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-api-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
     let socket = tmp.join("api.sock");
     let config = example_in(&tmp, &[]);
@@ -888,7 +841,7 @@ struct Tmux(String);
 
 impl Tmux {
     fn start(cmd: &str) -> Tmux {
-        let name = shaper::netns::unique_name("shptop");
+        let name = shaper::lab::unique_name("shptop");
         let ok = Command::new("tmux")
             .args([
                 "new-session",
@@ -949,12 +902,11 @@ impl Drop for Tmux {
 /// it falls back to the pinned maps.
 #[test]
 fn top_in_a_real_terminal() {
-    if skip_unless_root("top_in_a_real_terminal") {
+    let Some(_root) = root_test("top_in_a_real_terminal") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
-    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-top-"));
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-top-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
     let config = example_in(&tmp, &[]);
     let mut agent = start_run(&lab, &config, &tmp.join("run.log"));
@@ -994,18 +946,17 @@ fn top_in_a_real_terminal() {
 /// and leaves no pins behind.
 #[test]
 fn interface_disappearing_stops_the_agent_cleanly() {
-    if skip_unless_root("interface_disappearing_stops_the_agent_cleanly") {
+    let Some(_root) = root_test("interface_disappearing_stops_the_agent_cleanly") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
-    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-gone-"));
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-gone-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
     let config = one_tenant_config(&tmp);
     let log = tmp.join("run.log");
     let mut agent = start_run(&lab, &config, &log);
-    shaper::netns::ip(&["-n", &lab.dut.name, "link", "del", &lab.dut_if]).expect("delete the veth");
-    let status = wait_timeout(&mut agent.0, Duration::from_secs(10));
+    shaper::lab::ip(&["-n", &lab.dut.name, "link", "del", &lab.dut_if]).expect("delete the veth");
+    let status = agent.wait_timeout(Duration::from_secs(10));
     assert!(
         status.is_some_and(|s| !s.success()),
         "the agent must exit non-zero: {status:?}"
@@ -1022,7 +973,7 @@ fn interface_disappearing_stops_the_agent_cleanly() {
 /// runs, predictive drops fewer in-profile bytes than reactive, a bad trace is one clear line.
 #[test]
 fn trace_gen_and_simulate() {
-    let dir = std::env::temp_dir().join(shaper::netns::unique_name("shaper-sim-"));
+    let dir = std::env::temp_dir().join(shaper::lab::unique_name("shaper-sim-"));
     std::fs::create_dir_all(&dir).expect("tmp");
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/overbooked.json");
     let trace = dir.join("batch.csv");
@@ -1073,12 +1024,11 @@ fn trace_gen_and_simulate() {
 /// `policy.max_exchange_fraction` and one for an unknown tenant are refused in one line.
 #[test]
 fn exchange_moves_rate_between_token_types_within_the_limit() {
-    if skip_unless_root("exchange_moves_rate_between_token_types_within_the_limit") {
+    let Some(_root) = root_test("exchange_moves_rate_between_token_types_within_the_limit") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
-    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-xchg-"));
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-xchg-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
     // Static policy: only the exchange changes the buckets. The limit: 10% of 200 Mbit/s.
     let config = example_in(
@@ -1113,7 +1063,7 @@ fn exchange_moves_rate_between_token_types_within_the_limit() {
         "acme: gold 30.000, silver 120.000, bronze 50.000 Mbit/s"
     );
     let dir = pin_dir(&lab.dut_if);
-    let open = |n| shaper::datapath::open_pinned(&dir, n).expect("pinned");
+    let open = |n| shaper::datapath::open_pinned_map(&dir, n).expect("pinned");
     let configs = aya::maps::Map::Array(open(shaper::datapath::TENANT_CONFIG));
     let slots = aya::maps::Map::Array(open(shaper::datapath::TENANT_SLOT));
     let live = shaper::datapath::live_tenant(&configs, &slots, 0).expect("acme");
@@ -1135,12 +1085,11 @@ fn exchange_moves_rate_between_token_types_within_the_limit() {
 /// `shaper run` warm-starts its forecasters from it; `shaper history --csv` exports it.
 #[test]
 fn history_survives_a_kill_and_warm_starts_the_next_run() {
-    if skip_unless_root("history_survives_a_kill_and_warm_starts_the_next_run") {
+    let Some(_root) = root_test("history_survives_a_kill_and_warm_starts_the_next_run") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1", "10.10.2", "10.10.3"], &[]).expect("lab");
-    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-hist-"));
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-hist-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
     let db = tmp.join("history.db");
     let config = example_in(&tmp, &[(r#""interval_ms": 1000"#, r#""interval_ms": 200"#)]);
@@ -1211,7 +1160,7 @@ fn history_survives_a_kill_and_warm_starts_the_next_run() {
 
 #[test]
 fn report_writes_charts_and_refuses_an_empty_range() {
-    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-report-"));
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-report-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
     let db = tmp.join("history.db");
     let now = std::time::SystemTime::now()
@@ -1259,7 +1208,7 @@ fn report_writes_charts_and_refuses_an_empty_range() {
 #[test]
 fn a_world_writable_config_is_refused_in_one_line() {
     use std::os::unix::fs::PermissionsExt as _;
-    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-ww-"));
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-ww-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
     let config = example_in(&tmp, &[]);
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o646)).expect("chmod");

@@ -9,7 +9,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use shaper::datapath::{Datapath, TENANT_COUNTERS};
 use shaper_common::TenantCounters;
 
-pub use shaper::netns::{skip_unless_root, xdp_attached};
+pub use shaper::lab::{root_test, xdp_attached};
 
 /// Runs one frame through the program (`BPF_PROG_TEST_RUN`) and returns its verdict.
 pub fn run(dp: &mut Datapath, frame: &[u8]) -> u32 {
@@ -35,14 +35,6 @@ pub fn run_out(dp: &mut Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
 pub fn tenant(dp: &Datapath, id: u32) -> TenantCounters {
     shaper::datapath::read_tenant_counters(dp.map(TENANT_COUNTERS).expect("map"), id + 1)
         .expect("read")[id as usize]
-}
-
-/// Tests of one binary that need root run one at a time: loading programs, building labs and
-/// sending traffic all take the CPUs that the rate measurements of the others depend on, and
-/// these machines have two.
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub const ETH_P_IPV4: u16 = 0x0800;

@@ -19,8 +19,7 @@ use shaper_common::{
     PacketCount, TYPE_SILVER, TenantConfig, TenantCounters,
 };
 use shaper_tests::{
-    FrameBuilder, RefClass, reference_lookup, reference_parse, run, run_out, serial,
-    skip_unless_root, tenant,
+    FrameBuilder, RefClass, reference_lookup, reference_parse, root_test, run, run_out, tenant,
 };
 
 const XDP_DROP: u32 = 1;
@@ -78,10 +77,9 @@ const V6_NOBODY: [u8; 16] = [
 
 #[test]
 fn ipv4_packet_is_classified_by_destination_and_counted() {
-    if skip_unless_root("ipv4_packet_is_classified_by_destination_and_counted") {
+    let Some(_root) = root_test("ipv4_packet_is_classified_by_destination_and_counted") else {
         return;
-    }
-    let _serial = serial();
+    };
     let mut dp = load(&config("drop", "dst"));
     let f = FrameBuilder {
         ip_len: 300,
@@ -106,10 +104,9 @@ fn ipv4_packet_is_classified_by_destination_and_counted() {
 
 #[test]
 fn ipv4_with_options() {
-    if skip_unless_root("ipv4_with_options") {
+    let Some(_root) = root_test("ipv4_with_options") else {
         return;
-    }
-    let _serial = serial();
+    };
     let mut dp = load(&config("drop", "dst"));
     let f = FrameBuilder {
         options: 12,
@@ -132,10 +129,9 @@ fn ipv4_with_options() {
 
 #[test]
 fn ipv6_packet() {
-    if skip_unless_root("ipv6_packet") {
+    let Some(_root) = root_test("ipv6_packet") else {
         return;
-    }
-    let _serial = serial();
+    };
     let mut dp = load(&config("drop", "dst"));
     let f = FrameBuilder {
         ip_len: 500,
@@ -152,10 +148,9 @@ fn ipv6_packet() {
 
 #[test]
 fn one_and_two_vlan_tags() {
-    if skip_unless_root("one_and_two_vlan_tags") {
+    let Some(_root) = root_test("one_and_two_vlan_tags") else {
         return;
-    }
-    let _serial = serial();
+    };
     let mut dp = load(&config("drop", "dst"));
     let f = FrameBuilder {
         vlans: vec![100],
@@ -190,10 +185,9 @@ fn one_and_two_vlan_tags() {
 
 #[test]
 fn arp_and_other_non_ip_always_pass() {
-    if skip_unless_root("arp_and_other_non_ip_always_pass") {
+    let Some(_root) = root_test("arp_and_other_non_ip_always_pass") else {
         return;
-    }
-    let _serial = serial();
+    };
     let mut dp = load(&config("drop", "dst"));
     assert_eq!(run(&mut dp, &FrameBuilder::default().arp()), XDP_PASS);
     assert_eq!(
@@ -216,10 +210,9 @@ fn arp_and_other_non_ip_always_pass() {
 
 #[test]
 fn truncated_at_every_header_passes_and_is_counted() {
-    if skip_unless_root("truncated_at_every_header_passes_and_is_counted") {
+    let Some(_root) = root_test("truncated_at_every_header_passes_and_is_counted") else {
         return;
-    }
-    let _serial = serial();
+    };
     let mut dp = load(&config("drop", "dst"));
     let v4 = FrameBuilder {
         options: 8,
@@ -288,10 +281,9 @@ fn truncated_at_every_header_passes_and_is_counted() {
 
 #[test]
 fn unknown_tenant_follows_unmatched_policy() {
-    if skip_unless_root("unknown_tenant_follows_unmatched_policy") {
+    let Some(_root) = root_test("unknown_tenant_follows_unmatched_policy") else {
         return;
-    }
-    let _serial = serial();
+    };
     let f4 = FrameBuilder::default().v4(SRC4, [10, 9, 9, 9]);
     let f6 = FrameBuilder::default().v6(V6_ALPHA, V6_NOBODY);
     let mut dp = load(&config("pass", "dst"));
@@ -306,10 +298,9 @@ fn unknown_tenant_follows_unmatched_policy() {
 
 #[test]
 fn match_on_source_address() {
-    if skip_unless_root("match_on_source_address") {
+    let Some(_root) = root_test("match_on_source_address") else {
         return;
-    }
-    let _serial = serial();
+    };
     let mut dp = load(&config("drop", "src"));
     // Source in alpha, destination in beta: src matching charges alpha.
     let f = FrameBuilder::default().v4([10, 1, 2, 3], [10, 2, 3, 4]);
@@ -325,10 +316,9 @@ fn match_on_source_address() {
 /// because the refill during the run (microseconds) is a fraction of a byte.
 #[test]
 fn burst_passes_exactly_what_it_allows() {
-    if skip_unless_root("burst_passes_exactly_what_it_allows") {
+    let Some(_root) = root_test("burst_passes_exactly_what_it_allows") else {
         return;
-    }
-    let _serial = serial();
+    };
     let mut dp = load(&config("drop", "dst"));
     let f = FrameBuilder {
         ip_len: 1000,
@@ -352,10 +342,9 @@ fn burst_passes_exactly_what_it_allows() {
 /// A packet larger than the whole bucket can never conform.
 #[test]
 fn packet_larger_than_burst_is_dropped() {
-    if skip_unless_root("packet_larger_than_burst_is_dropped") {
+    let Some(_root) = root_test("packet_larger_than_burst_is_dropped") else {
         return;
-    }
-    let _serial = serial();
+    };
     let mut dp = load(&config("drop", "dst"));
     set_tenant(&mut dp, 2, tenant_config(8_000_000, 1500));
     let f = FrameBuilder {
@@ -440,10 +429,9 @@ fn measure_refill_with(dp: &mut Datapath, dur: Duration, burst: u64) -> (f64, f6
 /// the burst plus rate x elapsed, within 3%.
 #[test]
 fn refill_over_time_matches_the_rate() {
-    if skip_unless_root("refill_over_time_matches_the_rate") {
+    let Some(_root) = root_test("refill_over_time_matches_the_rate") else {
         return;
-    }
-    let _serial = serial();
+    };
     measured_twice(|| {
         let mut dp = load(&config("drop", "dst"));
         let (passed, expected) = measure_refill(&mut dp, Duration::from_millis(400));
@@ -470,9 +458,9 @@ fn measured_twice(measure: impl Fn() -> Result<(), String>) {
 /// elapsed, within 3% plus one jiffy's worth (HZ is at least 100, so a jiffy is <= 10 ms).
 #[test]
 fn coarse_clock_keeps_the_long_term_rate() {
-    if skip_unless_root("coarse_clock_keeps_the_long_term_rate") {
+    let Some(_root) = root_test("coarse_clock_keeps_the_long_term_rate") else {
         return;
-    }
+    };
     coarse_refill_within_bounds(250_000);
 }
 
@@ -481,15 +469,14 @@ fn coarse_clock_keeps_the_long_term_rate() {
 /// moves a jiffy at a time. Without that, 2 kB per jiffy passed (a fifth of the rate or less).
 #[test]
 fn coarse_clock_keeps_the_rate_of_a_burst_under_a_jiffy() {
-    if skip_unless_root("coarse_clock_keeps_the_rate_of_a_burst_under_a_jiffy") {
+    let Some(_root) = root_test("coarse_clock_keeps_the_rate_of_a_burst_under_a_jiffy") else {
         return;
-    }
+    };
     coarse_refill_within_bounds(2_000);
 }
 
 /// [`measure_refill_with`] under the coarse clock for 600 ms: within 3% plus a jiffy's worth.
 fn coarse_refill_within_bounds(burst: u64) {
-    let _serial = serial();
     measured_twice(|| {
         let mut dp = Datapath::load_with(64, Clock::Coarse).expect("load with the coarse clock");
         dp.apply(&config("drop", "dst")).expect("apply");
@@ -506,10 +493,9 @@ fn coarse_refill_within_bounds(burst: u64) {
 /// Every CPU spends the same bucket at once: the total passed must still match the rate.
 #[test]
 fn all_cpus_at_once_never_exceed_the_rate() {
-    if skip_unless_root("all_cpus_at_once_never_exceed_the_rate") {
+    let Some(_root) = root_test("all_cpus_at_once_never_exceed_the_rate") else {
         return;
-    }
-    let _serial = serial();
+    };
     measured_twice(all_cpus_once);
 }
 
@@ -532,7 +518,7 @@ fn all_cpus_once() -> Result<(), String> {
         .map(|cpu| {
             let (dp, barrier, f) = (dp.clone(), barrier.clone(), f.clone());
             std::thread::spawn(move || {
-                shaper::traffic::pin_to_cpu(cpu);
+                shaper::lab::traffic::pin_to_cpu(cpu);
                 barrier.wait();
                 let start = Instant::now();
                 hammer(&dp, &f, Duration::from_millis(500));
@@ -579,10 +565,9 @@ fn all_cpus_once() -> Result<(), String> {
 /// burst), and what was spent stays spent.
 #[test]
 fn rate_change_does_not_reset_the_bucket() {
-    if skip_unless_root("rate_change_does_not_reset_the_bucket") {
+    let Some(_root) = root_test("rate_change_does_not_reset_the_bucket") else {
         return;
-    }
-    let _serial = serial();
+    };
     let mut dp = load(&config("drop", "dst"));
     let f = FrameBuilder {
         ip_len: 1000,
@@ -616,10 +601,9 @@ fn rate_change_does_not_reset_the_bucket() {
 /// matches the userspace reference parser and longest-prefix classifier.
 #[test]
 fn fuzz_verdicts_match_the_reference() {
-    if skip_unless_root("fuzz_verdicts_match_the_reference") {
+    let Some(_root) = root_test("fuzz_verdicts_match_the_reference") else {
         return;
-    }
-    let _serial = serial();
+    };
     let cfg = config("drop", "dst");
     assert!(matches!(lookup_plan(&cfg).0, Lookup::Hash(_)));
     fuzz(&cfg, 100_000, 0x5eed);
@@ -628,10 +612,9 @@ fn fuzz_verdicts_match_the_reference() {
 /// The same against the LPM trie: IPv4 with more distinct prefix lengths than hash probes.
 #[test]
 fn fuzz_verdicts_match_the_reference_with_the_lpm_trie() {
-    if skip_unless_root("fuzz_verdicts_match_the_reference_with_the_lpm_trie") {
+    let Some(_root) = root_test("fuzz_verdicts_match_the_reference_with_the_lpm_trie") else {
         return;
-    }
-    let _serial = serial();
+    };
     let cfg = config_with(
         "drop",
         "dst",
@@ -792,10 +775,9 @@ fn ipv4_dst_offset(f: &[u8]) -> Option<usize> {
 /// to the first and the last tenant are classified and counted.
 #[test]
 fn a_million_tenants_load_and_classify() {
-    if skip_unless_root("a_million_tenants_load_and_classify") {
+    let Some(_root) = root_test("a_million_tenants_load_and_classify") else {
         return;
-    }
-    let _serial = serial();
+    };
     let n = shaper_common::MAX_TENANTS_LIMIT;
     let cfg = shaper::config::synthetic(
         n,
@@ -843,10 +825,9 @@ fn ecn_tenant(dp: &mut Datapath, id: u32) {
 /// packets are never marked.
 #[test]
 fn ecn_marks_ipv4_before_the_bucket_is_empty() {
-    if skip_unless_root("ecn_marks_ipv4_before_the_bucket_is_empty") {
+    let Some(_root) = root_test("ecn_marks_ipv4_before_the_bucket_is_empty") else {
         return;
-    }
-    let _serial = serial();
+    };
     let mut dp = load(&config("drop", "dst"));
     ecn_tenant(&mut dp, 2);
     let ect0 = FrameBuilder {
@@ -922,10 +903,9 @@ fn ecn_marks_ipv4_before_the_bucket_is_empty() {
 /// ECN, IPv6: the ECN bits of the traffic class are set to CE (no checksum in IPv6).
 #[test]
 fn ecn_marks_ipv6_traffic_class() {
-    if skip_unless_root("ecn_marks_ipv6_traffic_class") {
+    let Some(_root) = root_test("ecn_marks_ipv6_traffic_class") else {
         return;
-    }
-    let _serial = serial();
+    };
     let mut dp = load(&config("drop", "dst"));
     ecn_tenant(&mut dp, 0);
     let ect1 = FrameBuilder {
@@ -956,10 +936,9 @@ fn ecn_marks_ipv6_traffic_class() {
 /// crossing marks again.
 #[test]
 fn ecn_levels_rearm_when_the_bucket_refills() {
-    if skip_unless_root("ecn_levels_rearm_when_the_bucket_refills") {
+    let Some(_root) = root_test("ecn_levels_rearm_when_the_bucket_refills") else {
         return;
-    }
-    let _serial = serial();
+    };
     let mut dp = load(&config("drop", "dst"));
     // 800 kbit/s: 100 bytes a millisecond, a few per test run; 10,000 bytes deep.
     let mut tc = tenant_config(800_000, 10_000);
@@ -987,10 +966,9 @@ fn ecn_levels_rearm_when_the_bucket_refills() {
 /// counters summed over CPUs, bucket states, and the flow table.
 #[test]
 fn batched_map_reads_match_per_key_reads() {
-    if skip_unless_root("batched_map_reads_match_per_key_reads") {
+    let Some(_root) = root_test("batched_map_reads_match_per_key_reads") else {
         return;
-    }
-    let _serial = serial();
+    };
     let mut dp = load(&config("drop", "dst"));
     // Different counts per tenant, from many source ports (flows).
     for (dst, n) in [

@@ -7,9 +7,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use shaper::config::Config;
-use shaper::netns::{Lab, in_ns};
-use shaper::traffic::{self, Flood};
-use shaper_tests::{Agent, serial, skip_unless_root, xdp_attached};
+use shaper::lab::traffic::{self, Flood};
+use shaper::lab::{Lab, in_ns};
+use shaper_tests::{Agent, root_test, xdp_attached};
 
 /// Rates count IP bytes; a sender's offered load is measured the same way. Bronze tenants:
 /// no borrowing, no emergency pool, so a tenant's rate is all it gets.
@@ -56,10 +56,9 @@ fn within(got: f64, want: f64, tol: f64) -> bool {
 /// 5% of the configured rate at 10, 100 and 500 Mbit/s.
 #[test]
 fn udp_rate_is_enforced_within_5_percent() {
-    if skip_unless_root("udp_rate_is_enforced_within_5_percent") {
+    let Some(_root) = root_test("udp_rate_is_enforced_within_5_percent") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1", "10.10.2", "10.10.3"], &[]).expect("lab");
     let config = cfg(&[
         ("ten", "10.10.1.0/24", "10mbit", "32kb"),
@@ -97,10 +96,9 @@ fn udp_rate_is_enforced_within_5_percent() {
 /// One tenant floods as fast as it can; the other, offered twice its rate, still gets its rate.
 #[test]
 fn a_flooding_tenant_does_not_take_another_tenants_rate() {
-    if skip_unless_root("a_flooding_tenant_does_not_take_another_tenants_rate") {
+    let Some(_root) = root_test("a_flooding_tenant_does_not_take_another_tenants_rate") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1", "10.10.2"], &[]).expect("lab");
     let config = cfg(&[
         ("flooder", "10.10.1.0/24", "100mbit", "128kb"),
@@ -132,10 +130,9 @@ fn a_flooding_tenant_does_not_take_another_tenants_rate() {
 /// Two senders on two CPUs into one tenant: the received rate stays within 5% of its rate.
 #[test]
 fn two_sender_cpus_do_not_exceed_the_rate() {
-    if skip_unless_root("two_sender_cpus_do_not_exceed_the_rate") {
+    let Some(_root) = root_test("two_sender_cpus_do_not_exceed_the_rate") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let config = cfg(&[("shared", "10.10.1.0/24", "200mbit", "128kb")]);
     let _agent = Agent::start(&config, &lab.dut_if, &lab.dut.name).expect("agent");
@@ -167,14 +164,13 @@ fn two_sender_cpus_do_not_exceed_the_rate() {
 /// sender's route gets `rto_min 5ms` to keep that ratio realistic.
 #[test]
 fn tcp_reaches_80_percent_of_the_rate() {
-    if skip_unless_root("tcp_reaches_80_percent_of_the_rate") {
+    let Some(_root) = root_test("tcp_reaches_80_percent_of_the_rate") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let config = cfg(&[("tcp", "10.10.1.0/24", "100mbit", "128kb")]);
     let _agent = Agent::start(&config, &lab.dut_if, &lab.dut.name).expect("agent");
-    shaper::netns::ip(&[
+    shaper::lab::ip(&[
         "-n",
         &lab.src.name,
         "route",
@@ -263,10 +259,9 @@ fn iperf3_tcp_stats(lab: &Lab, server: &str, secs: u32, omit: u32) -> (f64, u64)
 /// After the agent stops, nothing is left attached or pinned.
 #[test]
 fn stopping_the_agent_detaches_and_unpins() {
-    if skip_unless_root("stopping_the_agent_detaches_and_unpins") {
+    let Some(_root) = root_test("stopping_the_agent_detaches_and_unpins") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let config = cfg(&[("one", "10.10.1.0/24", "10mbit", "32kb")]);
     let agent = Agent::start(&config, &lab.dut_if, &lab.dut.name).expect("agent");
@@ -326,10 +321,10 @@ fn tiered_cfg(
 /// shrinks to what the link has left, and the total stays within the link.
 #[test]
 fn borrowing_reaches_the_ceiling_when_idle_and_yields_to_gold() {
-    if skip_unless_root("borrowing_reaches_the_ceiling_when_idle_and_yields_to_gold") {
+    let Some(_root) = root_test("borrowing_reaches_the_ceiling_when_idle_and_yields_to_gold")
+    else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1", "10.10.2", "10.10.3"], &[]).expect("lab");
     let config = tiered_cfg(
         "300mbit",
@@ -401,10 +396,9 @@ fn borrowing_reaches_the_ceiling_when_idle_and_yields_to_gold() {
 /// gets its rate plus the reserve; silver, without access, gets its rate only.
 #[test]
 fn only_gold_spends_the_emergency_reserve() {
-    if skip_unless_root("only_gold_spends_the_emergency_reserve") {
+    let Some(_root) = root_test("only_gold_spends_the_emergency_reserve") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1", "10.10.2"], &[]).expect("lab");
     let config = tiered_cfg(
         "200mbit",
@@ -439,10 +433,9 @@ fn only_gold_spends_the_emergency_reserve() {
 /// after a deposit of its size into the pre-allocated pool, it passes whole.
 #[test]
 fn a_deposit_lets_through_a_burst_the_bucket_alone_drops() {
-    if skip_unless_root("a_deposit_lets_through_a_burst_the_bucket_alone_drops") {
+    let Some(_root) = root_test("a_deposit_lets_through_a_burst_the_bucket_alone_drops") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     let config = cfg(&[("bursty", "10.10.1.0/24", "10mbit", "32kb")]);
     let mut dp = shaper::datapath::Datapath::load(16).expect("load");
@@ -485,7 +478,7 @@ fn a_deposit_lets_through_a_burst_the_bucket_alone_drops() {
 /// Sends `n` UDP datagrams of `payload` bytes to `to` from the src namespace as fast as the
 /// socket goes.
 fn send_burst(lab: &Lab, to: SocketAddr, n: usize, payload: usize) {
-    let _ns = shaper::netns::NetNsEnter::enter(&lab.src.name).expect("netns");
+    let _ns = shaper::datapath::NetNsEnter::enter(&lab.src.name).expect("netns");
     let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("socket");
     let buf = vec![0u8; payload];
     for _ in 0..n {
@@ -508,10 +501,9 @@ fn send_burst(lab: &Lab, to: SocketAddr, n: usize, payload: usize) {
 /// unused; loss-driven TCP gets 94-97% at the cost of the retransmissions).
 #[test]
 fn ecn_marking_cuts_tcp_retransmissions() {
-    if skip_unless_root("ecn_marking_cuts_tcp_retransmissions") {
+    let Some(_root) = root_test("ecn_marking_cuts_tcp_retransmissions") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
     for ns in [&lab.src.name, &lab.dut.name] {
         let o = in_ns(ns, "sysctl")
@@ -520,7 +512,7 @@ fn ecn_marking_cuts_tcp_retransmissions() {
             .expect("sysctl");
         assert!(o.status.success(), "sysctl tcp_ecn in {ns}");
     }
-    let _delay = shaper::netns::DelayLine::start(
+    let _delay = shaper::lab::DelayLine::start(
         &lab,
         "10.10.1.2".parse().expect("addr"),
         Duration::from_millis(5),
@@ -567,10 +559,9 @@ fn ecn_marking_cuts_tcp_retransmissions() {
 /// configured rate. Without a ceiling the allocator never writes more than the rate.
 #[test]
 fn the_agent_writes_predicted_fill_rates() {
-    if skip_unless_root("the_agent_writes_predicted_fill_rates") {
+    let Some(_root) = root_test("the_agent_writes_predicted_fill_rates") else {
         return;
-    }
-    let _serial = serial();
+    };
     for mode in ["predictive", "static"] {
         let lab = Lab::new(&["10.10.1", "10.10.2"], &[]).expect("lab");
         let config = Config::parse(&format!(
@@ -596,7 +587,7 @@ fn the_agent_writes_predicted_fill_rates() {
         )
         .expect("traffic");
         let dir = shaper::datapath::pin_dir(&lab.dut_if);
-        let open = |n| shaper::datapath::open_pinned(&dir, n).expect("pinned");
+        let open = |n| shaper::datapath::open_pinned_map(&dir, n).expect("pinned");
         let configs = aya::maps::Map::Array(open(shaper::datapath::TENANT_CONFIG));
         let slots = aya::maps::Map::Array(open(shaper::datapath::TENANT_SLOT));
         let fill = |id| {
@@ -629,12 +620,11 @@ fn the_agent_writes_predicted_fill_rates() {
 /// shaper let through.
 #[test]
 fn a_scheduled_sender_replays_its_rates_through_the_shaper() {
-    if skip_unless_root("a_scheduled_sender_replays_its_rates_through_the_shaper") {
+    let Some(_root) = root_test("a_scheduled_sender_replays_its_rates_through_the_shaper") else {
         return;
-    }
-    let _serial = serial();
+    };
     let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
-    let tmp = std::env::temp_dir().join(shaper::netns::unique_name("shaper-sched-"));
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-sched-"));
     std::fs::create_dir_all(&tmp).expect("tmp");
     let db = tmp.join("history.db");
     let config = Config::parse(&format!(

@@ -15,7 +15,7 @@ use shaper_common::{
     OUTCOME_EMERGENCY, OUTCOME_GREEN, OUTCOME_PRE, TENANT_ACTIVE, TENANT_BORROW, TENANT_EMERGENCY,
     TYPE_BRONZE, TYPE_GOLD, TYPE_SILVER, TenantConfig,
 };
-use shaper_tests::{FrameBuilder, run, serial, skip_unless_root, tenant};
+use shaper_tests::{FrameBuilder, root_test, run, tenant};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -99,10 +99,10 @@ fn slow_link(g: &mut GlobalConfig, depth: u64, tiers: [u64; 4]) {
 
 #[test]
 fn token_types_come_from_dscp_protocol_and_ports_in_ipv4_and_ipv6() {
-    if skip_unless_root("token_types_come_from_dscp_protocol_and_ports_in_ipv4_and_ipv6") {
+    let Some(_root) = root_test("token_types_come_from_dscp_protocol_and_ports_in_ipv4_and_ipv6")
+    else {
         return;
-    }
-    let _serial = serial();
+    };
     let (mut dp, _) = load();
     // Every type has tokens to spare, so each packet is green in its own type.
     let mut tc = slow_tenant([0; 3], 0, 3);
@@ -212,10 +212,10 @@ fn token_types_come_from_dscp_protocol_and_ports_in_ipv4_and_ipv6() {
 /// from the emergency pool; then drops.
 #[test]
 fn spending_order_is_pre_type_fallback_borrow_emergency_then_drop() {
-    if skip_unless_root("spending_order_is_pre_type_fallback_borrow_emergency_then_drop") {
+    let Some(_root) = root_test("spending_order_is_pre_type_fallback_borrow_emergency_then_drop")
+    else {
         return;
-    }
-    let _serial = serial();
+    };
     let (mut dp, mut g) = load();
     let mut tc = slow_tenant([2000; 3], TENANT_BORROW | TENANT_EMERGENCY, 2);
     tc.borrow = bucket(SLOW, 2000);
@@ -287,10 +287,9 @@ fn spending_order_is_pre_type_fallback_borrow_emergency_then_drop() {
 /// config allows fallback; a bronze packet never spends gold, even when gold is full.
 #[test]
 fn fallback_goes_to_lower_types_only_and_only_when_allowed() {
-    if skip_unless_root("fallback_goes_to_lower_types_only_and_only_when_allowed") {
+    let Some(_root) = root_test("fallback_goes_to_lower_types_only_and_only_when_allowed") else {
         return;
-    }
-    let _serial = serial();
+    };
     let (mut dp, mut g) = load();
     let bronze = FrameBuilder {
         ip_len: 1000,
@@ -330,10 +329,9 @@ fn fallback_goes_to_lower_types_only_and_only_when_allowed() {
 /// even with the pool full.
 #[test]
 fn only_tiers_with_emergency_access_spend_the_reserve() {
-    if skip_unless_root("only_tiers_with_emergency_access_spend_the_reserve") {
+    let Some(_root) = root_test("only_tiers_with_emergency_access_spend_the_reserve") else {
         return;
-    }
-    let _serial = serial();
+    };
     let (mut dp, mut g) = load();
     dp.write_tenant(0, &slow_tenant([0, 0, 0], TENANT_EMERGENCY, 3))
         .expect("write");
@@ -358,10 +356,9 @@ fn only_tiers_with_emergency_access_spend_the_reserve() {
 /// full, platinum (3) up to 8000. Traffic paid by the tenant's own tokens fills the link too.
 #[test]
 fn borrowing_stops_at_the_ceiling_and_lower_tiers_stop_first() {
-    if skip_unless_root("borrowing_stops_at_the_ceiling_and_lower_tiers_stop_first") {
+    let Some(_root) = root_test("borrowing_stops_at_the_ceiling_and_lower_tiers_stop_first") else {
         return;
-    }
-    let _serial = serial();
+    };
     let (mut dp, mut g) = load();
     g.flags |= GLOBAL_BORROW;
     slow_link(&mut g, 8000, [2000, 4000, 6000, 8000]);
@@ -409,10 +406,9 @@ fn borrowing_stops_at_the_ceiling_and_lower_tiers_stop_first() {
 /// `expired`. The pool's own fill passes packets without any deposit.
 #[test]
 fn deposits_are_used_clamped_and_expire() {
-    if skip_unless_root("deposits_are_used_clamped_and_expire") {
+    let Some(_root) = root_test("deposits_are_used_clamped_and_expire") else {
         return;
-    }
-    let _serial = serial();
+    };
     let (mut dp, _) = load();
     dp.write_tenant(0, &slow_tenant([0, 100_000, 0], 0, 0))
         .expect("write");
@@ -463,10 +459,9 @@ fn deposits_are_used_clamped_and_expire() {
 /// more than the new depth, never reset to full.
 #[test]
 fn rate_and_depth_changes_carry_tokens_over() {
-    if skip_unless_root("rate_and_depth_changes_carry_tokens_over") {
+    let Some(_root) = root_test("rate_and_depth_changes_carry_tokens_over") else {
         return;
-    }
-    let _serial = serial();
+    };
     let (mut dp, _) = load();
     let p = packet(T1, 0);
     let passes = |dp: &mut Datapath, n: usize| (0..n).filter(|_| run(dp, &p) == XDP_PASS).count();
@@ -494,10 +489,11 @@ fn rate_and_depth_changes_carry_tokens_over() {
 /// what they leave of it, and none when they take all of it.
 #[test]
 fn an_allocation_leaves_borrowing_what_fill_and_pool_leave_of_the_ceiling() {
-    if skip_unless_root("an_allocation_leaves_borrowing_what_fill_and_pool_leave_of_the_ceiling") {
+    let Some(_root) =
+        root_test("an_allocation_leaves_borrowing_what_fill_and_pool_leave_of_the_ceiling")
+    else {
         return;
-    }
-    let _serial = serial();
+    };
     let cfg = config();
     let (mut dp, _) = load();
     let rate = |b: shaper_common::BucketParams| 8e9 * 65536.0 / b.cost_fp as f64;
@@ -530,10 +526,9 @@ fn an_allocation_leaves_borrowing_what_fill_and_pool_leave_of_the_ceiling() {
 /// slot; a tenant whose allocation did not change is not rewritten.
 #[test]
 fn batched_allocation_writes_match_one_write_per_tenant() {
-    if skip_unless_root("batched_allocation_writes_match_one_write_per_tenant") {
+    let Some(_root) = root_test("batched_allocation_writes_match_one_write_per_tenant") else {
         return;
-    }
-    let _serial = serial();
+    };
     let cfg = config();
     let (mut each, _) = load();
     let (mut batched, _) = load();

@@ -13,11 +13,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use shaper::netns::{Lab, in_ns};
-use shaper::traffic::{self, Flood};
+use shaper::lab::traffic::{self, Flood};
+use shaper::lab::{Lab, in_ns};
 
 use crate::plot::{self, Panel, Series};
-use crate::replay::{Agent, start_agent, write_private};
+use crate::replay::{start_agent, write_private};
+use shaper::lab::AgentProcess;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Setup {
@@ -97,7 +98,7 @@ fn dst(net: u8) -> SocketAddr {
 /// Whatever a setup attached; removed on drop (the lab's namespaces go with the lab).
 enum Attached {
     /// Held for its drop: SIGTERM detaches the shaper.
-    Shaper(Agent),
+    Shaper(AgentProcess),
     Htb {
         ns: String,
         dev: String,
@@ -105,13 +106,13 @@ enum Attached {
     },
     Bare,
     /// Held for its drop: the object's programs detach with it.
-    Floor(#[expect(dead_code, reason = "held for its drop")] Box<shaper::datapath::Datapath>),
+    Floor(#[expect(dead_code, reason = "held for its drop")] Box<shaper::datapath::BenchPrograms>),
 }
 
 impl Drop for Attached {
     fn drop(&mut self) {
         if let Attached::Htb { ns, dev, ifb } = self {
-            let _ = shaper::netns::ip(&["-n", ns, "link", "del", ifb]);
+            let _ = shaper::lab::ip(&["-n", ns, "link", "del", ifb]);
             let _ = std::process::Command::new("tc")
                 .args(["-n", ns, "qdisc", "del", "dev", dev, "ingress"])
                 .output();
@@ -139,16 +140,16 @@ fn attach(lab: &Lab, setup: Setup, tenants: &[Tenant], dir: &Path) -> Result<Att
     match setup {
         Setup::Bare => Ok(Attached::Bare),
         Setup::Floor { drop } => {
-            let _in = shaper::netns::NetNsEnter::enter(&lab.dut.name)?;
-            let mut dp = shaper::datapath::Datapath::load(8)?;
+            let _in = shaper::datapath::NetNsEnter::enter(&lab.dut.name)?;
+            let mut floor = shaper::datapath::BenchPrograms::load()?;
             let prog = if drop {
-                dp.drop_baseline_mut()?
+                floor.drop_mut()?
             } else {
-                dp.baseline_mut()?
+                floor.pass_mut()?
             };
             prog.attach(&lab.dut_if, aya::programs::XdpMode::Driver)
                 .context("attaching the XDP floor")?;
-            Ok(Attached::Floor(Box::new(dp)))
+            Ok(Attached::Floor(Box::new(floor)))
         }
         Setup::Shaper { .. } | Setup::ShaperSkb | Setup::ShaperCoarse => {
             let ecn = setup == Setup::Shaper { ecn: true };
@@ -206,13 +207,13 @@ fn attach(lab: &Lab, setup: Setup, tenants: &[Tenant], dir: &Path) -> Result<Att
             let ns = lab.dut.name.clone();
             let dev = lab.dut_if.clone();
             let ifb = format!("{}i", lab.dut_if);
-            shaper::netns::ip(&["-n", &ns, "link", "add", &ifb, "type", "ifb"])?;
+            shaper::lab::ip(&["-n", &ns, "link", "add", &ifb, "type", "ifb"])?;
             let attached = Attached::Htb {
                 ns: ns.clone(),
                 dev: dev.clone(),
                 ifb: ifb.clone(),
             };
-            shaper::netns::ip(&["-n", &ns, "link", "set", &ifb, "up"])?;
+            shaper::lab::ip(&["-n", &ns, "link", "set", &ifb, "up"])?;
             tc(
                 &ns,
                 &["qdisc", "add", "dev", &dev, "handle", "ffff:", "ingress"],
@@ -454,8 +455,8 @@ fn cost(lab: &Lab, setup: Setup, secs: u64, dir: &Path) -> Result<(f64, f64)> {
 
 /// A 64-byte UDP frame from the src side to `dst`:9000, addressed to the dut's MAC.
 fn wire_frame(lab: &Lab, dst: [u8; 4]) -> Result<Vec<u8>> {
-    let dmac = shaper::netns::mac_of(&lab.dut.name, &lab.dut_if)?;
-    let smac = shaper::netns::mac_of(&lab.src.name, &lab.src_if)?;
+    let dmac = shaper::lab::mac_of(&lab.dut.name, &lab.dut_if)?;
+    let smac = shaper::lab::mac_of(&lab.src.name, &lab.src_if)?;
     Ok(crate::udp4_frame(
         (dmac, smac),
         [10, 10, 1, 2],
@@ -470,7 +471,7 @@ fn wire_frame(lab: &Lab, dst: [u8; 4]) -> Result<Vec<u8>> {
 /// the sk_buff, tc ingress, IFB and HTB) runs on that CPU. Whatever is attached stays so.
 fn wire_rate(lab: &Lab, name: &str, dst: [u8; 4], secs: u64) -> Result<f64> {
     let frame = wire_frame(lab, dst)?;
-    let ifindex = shaper::netns::ifindex(&lab.src_if, Some(&lab.src.name))?;
+    let ifindex = shaper::lab::ifindex(&lab.src_if, Some(&lab.src.name))?;
     // What the dut's veth took off its ring (every frame the generator sent beyond a full ring
     // is dropped by the sending side, uncounted here).
     let received = || -> Result<u64> {
@@ -488,9 +489,9 @@ fn wire_rate(lab: &Lab, name: &str, dst: [u8; 4], secs: u64) -> Result<f64> {
     let ns = lab.src.name.clone();
     let sent = std::thread::spawn(move || -> Result<(u64, f64)> {
         traffic::pin_to_cpu(0);
-        let _in = shaper::netns::NetNsEnter::enter(&ns)?;
-        let mut dp = shaper::datapath::Datapath::load(8)?;
-        let prog = dp.generator_mut(ifindex)?;
+        let _in = shaper::datapath::NetNsEnter::enter(&ns)?;
+        let mut gen_programs = shaper::datapath::BenchPrograms::load()?;
+        let prog = gen_programs.generator_mut(ifindex)?;
         let start = std::time::Instant::now();
         let mut frames = 0u64;
         let repeat = 1u32 << 20;
@@ -722,7 +723,7 @@ fn scale(
         Attached::Shaper(agent) => {
             // A few agent cycles, so its tables and forecasters are all allocated.
             std::thread::sleep(Duration::from_secs(3));
-            process_memory(agent.0.id())
+            process_memory(agent.child.id())
         }
         _ => (kernel_memory().saturating_sub(k0), 0),
     };
@@ -771,10 +772,10 @@ fn median_run<T>(runs: &[T], key: impl Fn(&T) -> f64) -> Option<&T> {
 
 pub fn compare(reps: usize, secs: u64, tests: &[String], out: &Path) -> Result<()> {
     let run = |t: &str| tests.iter().any(|x| x == t);
-    if !shaper::netns::is_root() {
+    if !shaper::lab::is_root() {
         bail!("compare builds network namespaces, loads XDP and runs tc: run it as root");
     }
-    let dir = std::env::temp_dir().join(shaper::netns::unique_name("shaper-cmp-"));
+    let dir = std::env::temp_dir().join(shaper::lab::unique_name("shaper-cmp-"));
     std::fs::create_dir_all(&dir)?;
     let lab = Lab::new(&["10.10.1", "10.10.2"], &[]).context("building the lab")?;
     for ns in [&lab.src.name, &lab.dut.name] {
@@ -864,7 +865,7 @@ pub fn compare(reps: usize, secs: u64, tests: &[String], out: &Path) -> Result<(
     }
     if run("tcp") {
         println!("\n## TCP: one cubic flow, 100 Mbit/s tenant, 5 ms return path");
-        let _delay = shaper::netns::DelayLine::start(
+        let _delay = shaper::lab::DelayLine::start(
             &lab,
             "10.10.1.2".parse().context("addr")?,
             Duration::from_millis(5),

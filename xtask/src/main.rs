@@ -274,14 +274,15 @@ fn bench_datapath(repeat: u32, rounds: usize, tenant_counts: &[u32]) -> Result<(
         );
         let mut dp = Datapath::load_with(n.max(1), clock)?;
         dp.apply(&cfg)?;
-        dp.baseline_mut()?;
+        let mut floor = shaper::datapath::BenchPrograms::load()?;
+        floor.pass_mut()?;
         for v6 in [false, true] {
             let fs = frames(v6, n - 1);
             let mut base = vec![];
             let mut costs: [Vec<f64>; 3] = Default::default();
             let mut ratios = vec![];
             for _ in 0..rounds {
-                let b = ns_per_run(dp.baseline_mut()?, &fs[2].1, repeat)?;
+                let b = ns_per_run(floor.pass_mut()?, &fs[2].1, repeat)?;
                 base.push(b);
                 for (k, (_, f)) in fs.iter().enumerate() {
                     costs[k].push(ns_per_run(dp.program()?, f, repeat)?);

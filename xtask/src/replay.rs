@@ -10,17 +10,17 @@
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use shaper::config::{Config, PolicyMode};
-use shaper::netns::Lab;
+use shaper::lab::traffic::{Sink, start_schedule};
+use shaper::lab::{AgentProcess, Lab};
 use shaper::simulate::{SimResult, Trace, score};
 use shaper::store::{Row, Store};
-use shaper::traffic::{Sink, start_schedule};
 
 pub struct Args<'a> {
     pub trace: &'a Path,
@@ -100,27 +100,12 @@ pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) struct Agent(pub(crate) Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child by pid.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub(crate) fn start_agent(lab: &Lab, config: &Path, log: &Path, extra: &[&str]) -> Result<Agent> {
+pub(crate) fn start_agent(
+    lab: &Lab,
+    config: &Path,
+    log: &Path,
+    extra: &[&str],
+) -> Result<AgentProcess> {
     let exe = std::env::current_exe()?;
     let shaper = exe.with_file_name("shaper");
     if !shaper.exists() {
@@ -139,7 +124,7 @@ pub(crate) fn start_agent(lab: &Lab, config: &Path, log: &Path, extra: &[&str]) 
         .stderr(err)
         .spawn()
         .context("starting shaper run")?;
-    let mut agent = Agent(child);
+    let mut agent = AgentProcess::new(child, &lab.dut_if);
     let start = Instant::now();
     while !std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -148,7 +133,7 @@ pub(crate) fn start_agent(lab: &Lab, config: &Path, log: &Path, extra: &[&str]) 
             .unwrap_or_default()
             .contains("shaper attached")
     {
-        if start.elapsed() > Duration::from_secs(60) || agent.0.try_wait()?.is_some() {
+        if start.elapsed() > Duration::from_secs(60) || agent.child.try_wait()?.is_some() {
             bail!(
                 "shaper run did not start: {}",
                 std::fs::read_to_string(log).unwrap_or_default()
@@ -262,7 +247,7 @@ fn run_one(
 }
 
 pub fn replay(a: &Args) -> Result<()> {
-    if !shaper::netns::is_root() {
+    if !shaper::lab::is_root() {
         bail!("replay builds network namespaces and loads XDP: run it as root");
     }
     let trace = Trace::from_csv(
@@ -284,7 +269,7 @@ pub fn replay(a: &Args) -> Result<()> {
         .map(|p| serde_json::from_value(serde_json::Value::String(p.clone())))
         .collect::<Result<_, _>>()
         .context("--policies: static, reactive or predictive")?;
-    let scratch: PathBuf = std::env::temp_dir().join(shaper::netns::unique_name("shaper-replay-"));
+    let scratch: PathBuf = std::env::temp_dir().join(shaper::lab::unique_name("shaper-replay-"));
     println!(
         "trace {} cycles {}..{} ({} s each on the wire), {} cycles of history before, rates x{}",
         a.trace.display(),

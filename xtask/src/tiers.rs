@@ -155,7 +155,6 @@ fn prepare(s: &Scenario) -> Result<Datapath> {
     let mut g = global_config(&cfg);
     (s.setup)(&mut dp, &mut g)?;
     dp.write_global(&g)?;
-    dp.baseline_mut()?;
     Ok(dp)
 }
 
@@ -166,7 +165,9 @@ pub fn bench(repeat: u32, rounds: usize) -> Result<()> {
     );
     println!("| --- | ---: | ---: | --- |");
     for s in SCENARIOS {
-        let mut dp = prepare(s)?;
+        let dp = prepare(s)?;
+        let mut floor = shaper::datapath::BenchPrograms::load()?;
+        floor.pass_mut()?;
         // Warm-up: drains what the scenario drains (1500 bytes a bucket, 46 a packet), applies
         // the parameter epoch.
         for _ in 0..200 {
@@ -175,7 +176,7 @@ pub fn bench(repeat: u32, rounds: usize) -> Result<()> {
         let before = shaper_tests_free_counters(&dp)?;
         let (mut base, mut cost, mut ratios) = (vec![], vec![], vec![]);
         for _ in 0..rounds {
-            let b = ns_per_run(dp.baseline_mut()?, &f, repeat)?;
+            let b = ns_per_run(floor.pass_mut()?, &f, repeat)?;
             let c = ns_per_run(dp.program()?, &f, repeat)?;
             base.push(b);
             cost.push(c);
@@ -288,7 +289,7 @@ fn contention(repeat: u32) -> Result<()> {
             .map(|cpu| {
                 let (dp, barrier, fr) = (dp.clone(), barrier.clone(), frames[cpu].clone());
                 std::thread::spawn(move || -> Result<(f64, Instant, Instant)> {
-                    shaper::traffic::pin_to_cpu(cpu);
+                    shaper::lab::traffic::pin_to_cpu(cpu);
                     barrier.wait();
                     let start = Instant::now();
                     let ns = ns_per_run(dp.program()?, &fr, repeat)?;

@@ -73,7 +73,7 @@ mod tests {
 
     #[test]
     fn a_second_agent_on_the_same_interface_is_refused_until_the_first_is_gone() {
-        let dir = std::env::temp_dir().join(crate::netns::unique_name("shaper-lock-"));
+        let dir = std::env::temp_dir().join(crate::lab::unique_name("shaper-lock-"));
         let first = AgentLock::acquire(&dir, "eth9").expect("first");
         let err = AgentLock::acquire(&dir, "eth9")
             .err()

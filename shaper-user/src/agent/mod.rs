@@ -161,7 +161,7 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The interface must stay the one attached to: if it disappears (a veth deleted, a NIC
     // unplugged), the program went with it and the agent says so and exits.
-    let ifindex = crate::netns::ifindex(&options.iface, options.netns.as_deref()).unwrap_or(0);
+    let ifindex = crate::datapath::ifindex(&options.iface, options.netns.as_deref()).unwrap_or(0);
     let mut gone = false;
     tokio::pin!(shutdown);
     loop {
@@ -177,7 +177,7 @@ pub async fn run(
                 let _ = reply.send(agent.exchange(&body));
             }
             _ = ticker.tick() => {
-                if crate::netns::ifindex(&options.iface, options.netns.as_deref()).unwrap_or(0) != ifindex {
+                if crate::datapath::ifindex(&options.iface, options.netns.as_deref()).unwrap_or(0) != ifindex {
                     gone = true;
                     break;
                 }

@@ -2,7 +2,7 @@
 //! log line for what the allocator changed on its own.
 use tracing::{info, warn};
 
-use crate::allocate::{Allocation, Event, Observed};
+use crate::allocate::{Allocation, Change, Observed};
 use crate::config::Tenant;
 use crate::forecast::Prediction;
 use crate::stats::{PrePool, TenantStats};
@@ -52,11 +52,11 @@ impl Agent {
         )
     }
 
-    fn log_events(&mut self, events: &[Event]) {
+    fn log_events(&mut self, events: &[Change]) {
         for ev in events {
             let name = |i: &usize| self.cfg.tenants.get(*i).map_or("?", |t| t.name.as_str());
             match ev {
-                Event::Override {
+                Change::Override {
                     tenant,
                     trigger,
                     reason,
@@ -67,8 +67,8 @@ impl Agent {
                         .entry((name(tenant).to_string(), trigger))
                         .or_default() += 1;
                 }
-                Event::Resume { tenant } => info!(tenant = name(tenant), "prediction resumes"),
-                Event::Tuned {
+                Change::Resume { tenant } => info!(tenant = name(tenant), "prediction resumes"),
+                Change::Tuned {
                     tenant,
                     multiplier,
                     margin,

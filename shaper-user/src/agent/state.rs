@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn tenant_table_round_trips_through_disk() {
-        let dir = std::env::temp_dir().join(crate::netns::unique_name("shaper-test-"));
+        let dir = std::env::temp_dir().join(crate::lab::unique_name("shaper-test-"));
         let cfg = Config::parse(crate::config::EXAMPLE).expect("valid");
         let table = crate::datapath::tenant_table(&cfg, &[]);
         assert_eq!(table[1].name, "globex");

@@ -4,8 +4,8 @@ use super::*;
 
 const MB: f64 = 1e6;
 
-fn policy(mode: PolicyMode) -> Policy {
-    Policy {
+fn policy(mode: PolicyMode) -> PolicyParams {
+    PolicyParams {
         mode,
         multiplier: 0.5,
         auto_tune: true,
@@ -38,8 +38,8 @@ fn demand(mean: f64, lo: f64, hi: f64) -> Demand {
 }
 
 struct Case {
-    policy: Policy,
-    link: Link,
+    policy: PolicyParams,
+    link: LinkPools,
     profiles: Vec<Profile>,
     observed: Vec<Observed>,
     demand: Vec<Demand>,
@@ -51,7 +51,7 @@ impl Case {
         let n = profiles.len();
         Case {
             policy: policy(mode),
-            link: Link {
+            link: LinkPools {
                 capacity: 125.0 * MB,
                 guaranteed: 0.8,
             },
@@ -69,7 +69,7 @@ impl Case {
             .collect()
     }
 
-    fn run(&self, state: &mut [Tuning], cycle: u64) -> (Vec<Allocation>, Vec<Event>) {
+    fn run(&self, state: &mut [Tuning], cycle: u64) -> (Vec<Allocation>, Vec<Change>) {
         allocate(
             &Inputs {
                 policy: &self.policy,
@@ -189,7 +189,10 @@ fn in_profile_drops_override_to_base_rates_until_three_clean_cycles() {
             .contains("in-profile")
     );
     assert!(a[1].fill > 10.0 * MB, "the other tenant is not affected");
-    assert!(matches!(ev[0], Event::Override { tenant: 0, .. }), "{ev:?}");
+    assert!(
+        matches!(ev[0], Change::Override { tenant: 0, .. }),
+        "{ev:?}"
+    );
     c.observed[0] = Observed::default();
     for cycle in 1..3 {
         let (a, _) = c.run(&mut st, cycle);
@@ -197,7 +200,7 @@ fn in_profile_drops_override_to_base_rates_until_three_clean_cycles() {
     }
     let (a, ev) = c.run(&mut st, 3);
     assert!(a[0].fill > 10.0 * MB);
-    assert_eq!(ev, vec![Event::Resume { tenant: 0 }]);
+    assert_eq!(ev, vec![Change::Resume { tenant: 0 }]);
     // Host pressure overrides everyone.
     c.host.cpu_busy = 0.99;
     let (a, _) = c.run(&mut st, 4);
@@ -229,7 +232,7 @@ fn feedback_shrinks_on_expired_pre_allocation_and_grows_on_shortfall_within_boun
     assert!(st[0].multiplier > MULTIPLIER_RANGE.0);
     assert!(matches!(
         ev[0],
-        Event::Tuned {
+        Change::Tuned {
             why: "demand above the allocation",
             ..
         }

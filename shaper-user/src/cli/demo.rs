@@ -17,8 +17,8 @@ use crate::cli::DemoArgs;
 use shaper::agent::{self, Options};
 use shaper::config::{Config, EXAMPLE};
 use shaper::datapath::{self, AttachMode, TENANT_COUNTERS};
-use shaper::netns::Lab;
-use shaper::traffic::{self, Flood};
+use shaper::lab::Lab;
+use shaper::lab::traffic::{self, Flood};
 use shaper::units::human_bits;
 
 /// Offered load as a multiple of each tenant's rate.
@@ -26,7 +26,7 @@ const OVERLOAD: u64 = 3;
 const PAYLOAD: usize = 1400;
 
 pub async fn execute(args: &DemoArgs) -> Result<()> {
-    if !shaper::netns::is_root() {
+    if !shaper::lab::is_root() {
         bail!(
             "the demo builds network namespaces and loads XDP: run it as root (sudo shaper demo)"
         );
@@ -103,7 +103,7 @@ pub async fn execute(args: &DemoArgs) -> Result<()> {
             .await
             .context("traffic thread")??;
         let counters = shaper::datapath::read_tenant_counters(
-            &Map::PerCpuArray(datapath::open_pinned(&datapath::pin_dir(&lab.dut_if), TENANT_COUNTERS)?),
+            &Map::PerCpuArray(datapath::open_pinned_map(&datapath::pin_dir(&lab.dut_if), TENANT_COUNTERS)?),
             cfg.tenants.len() as u32,
         )?;
         anyhow::Ok(Some((flows, counters)))

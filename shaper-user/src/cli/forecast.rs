@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn csv_with_header_rfc3339_and_unix_times() {
-        let dir = std::env::temp_dir().join(shaper::netns::unique_name("shaper-csv-"));
+        let dir = std::env::temp_dir().join(shaper::lab::unique_name("shaper-csv-"));
         std::fs::create_dir_all(&dir).expect("tmp");
         let p = dir.join("s.csv");
         let mut text = String::from("timestamp,value\n");

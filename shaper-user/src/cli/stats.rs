@@ -72,15 +72,15 @@ pub fn only_running_iface() -> Result<String> {
 pub fn collect_report(iface: &str, window: Duration) -> Result<StatsReport> {
     let dir = datapath::pin_dir(iface);
     datapath::check_pinned_version(&dir)?;
-    let counters = Map::PerCpuArray(datapath::open_pinned(&dir, TENANT_COUNTERS)?);
-    let classes = Map::PerCpuArray(datapath::open_pinned(&dir, GLOBAL_COUNTERS)?);
+    let counters = Map::PerCpuArray(datapath::open_pinned_map(&dir, TENANT_COUNTERS)?);
+    let classes = Map::PerCpuArray(datapath::open_pinned_map(&dir, GLOBAL_COUNTERS)?);
     let state = StateDir::new(iface);
     let table = state
         .read_table()
         .with_context(|| format!("cannot read the tenant table in {}", state.path().display()))?;
     let n = table.len() as u32;
-    let states = Map::Array(datapath::open_pinned(&dir, TENANT_STATE)?);
-    let flows = Map::LruHashMap(datapath::open_pinned(&dir, FLOWS)?);
+    let states = Map::Array(datapath::open_pinned_map(&dir, TENANT_STATE)?);
+    let flows = Map::LruHashMap(datapath::open_pinned_map(&dir, FLOWS)?);
     let first = stats::snapshot(&counters, &states, &flows, n)?;
     std::thread::sleep(window);
     let second = stats::snapshot(&counters, &states, &flows, n)?;
@@ -114,7 +114,7 @@ pub fn collect_flows(
 ) -> Result<FlowReport> {
     let dir = datapath::pin_dir(iface);
     datapath::check_pinned_version(&dir)?;
-    let flows = Map::LruHashMap(datapath::open_pinned(&dir, FLOWS)?);
+    let flows = Map::LruHashMap(datapath::open_pinned_map(&dir, FLOWS)?);
     let state = StateDir::new(iface);
     let table = state
         .read_table()

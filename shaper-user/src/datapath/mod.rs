@@ -23,19 +23,22 @@ use shaper_common::{
 use shaper_common::{TYPE_BRONZE, TYPE_GOLD, TokenRule};
 
 use crate::config::{Config, MatchDir, Prefix, Unmatched};
-use crate::netns::NetNsEnter;
 
 pub mod batch;
+mod bench;
 mod error;
+mod netns;
 mod pins;
 mod read;
 mod tenants;
 mod write;
 
+pub use self::bench::BenchPrograms;
 use self::error::is_permission;
 pub(crate) use self::error::os_error;
 pub use self::error::{DatapathError, error_chain};
-pub use self::pins::{check_pinned_version, ensure_bpffs, open_pinned, pin_dir, remove_pins};
+pub use self::netns::{NetNsEnter, ifindex};
+pub use self::pins::{check_pinned_version, ensure_bpffs, open_pinned_map, pin_dir, remove_pins};
 pub use self::read::{
     monotonic_ns, read_class_counters, read_flows, read_tenant_counters, read_tenant_counters_each,
     read_tenant_states, sum_cpus,
@@ -51,13 +54,6 @@ pub use self::write::{
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shaper"));
 
 pub const PROGRAM: &str = "shaper";
-/// An XDP_PASS program in the same object: the benchmarks' baseline.
-pub const BASELINE_PROGRAM: &str = "xdp_pass";
-/// The XDP_DROP floor (benchmarks only).
-pub const DROP_PROGRAM: &str = "xdp_drop";
-/// The benchmark traffic generator and the map holding its output ifindex.
-pub const GENERATOR_PROGRAM: &str = "xdp_tx_gen";
-pub const GENERATOR_MAP: &str = "TX_IFINDEX";
 pub const GLOBAL_CONFIG: &str = "GLOBAL_CONFIG";
 pub const TENANT_BY_PREFIX_V4: &str = "TENANT_BY_PREFIX_V4";
 pub const TENANT_BY_PREFIX_V6: &str = "TENANT_BY_PREFIX_V6";
@@ -129,7 +125,7 @@ pub enum Clock {
 pub struct Datapath {
     ebpf: Ebpf,
     max_tenants: u32,
-    link: Option<Link>,
+    link: Option<Attachment>,
     /// Where the maps (and, once attached, the link) are pinned.
     pins: Option<PathBuf>,
     /// Whether dropping this removes the pins: not for adopted pins until attached, so a run
@@ -142,7 +138,7 @@ pub struct Datapath {
 }
 
 /// How the program is attached.
-enum Link {
+enum Attachment {
     /// Owned by this process (not pinned): detached when dropped.
     Managed(XdpLinkId),
     /// A bpf_link pinned at `pins/link`: stays attached if this process dies (fail-static).
@@ -280,44 +276,6 @@ impl Datapath {
             .ok_or_else(|| DatapathError::Load(format!("map {name} missing from the object")))
     }
 
-    /// The XDP_PASS baseline, loaded on first use (benchmarks only).
-    pub fn baseline_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
-        self.loaded_mut(BASELINE_PROGRAM)
-    }
-
-    /// The XDP_DROP floor, loaded on first use (benchmarks only).
-    pub fn drop_baseline_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
-        self.loaded_mut(DROP_PROGRAM)
-    }
-
-    /// The object's XDP program `name`, loaded into the kernel on first use.
-    fn loaded_mut(&mut self, name: &str) -> Result<&mut Xdp, DatapathError> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| DatapathError::Load(format!("program {name} missing")))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(error_chain(&e)))?;
-        if prog.fd().is_err() {
-            prog.load()
-                .map_err(|e| DatapathError::Load(error_chain(&e)))?;
-        }
-        Ok(prog)
-    }
-
-    /// The live-frames traffic generator (benchmarks only), loaded on first use, sending out
-    /// of `ifindex` (in the network namespace it is run from).
-    pub fn generator_mut(&mut self, ifindex: u32) -> Result<&mut Xdp, DatapathError> {
-        {
-            let mut m: Array<&mut MapData, u32> = self.map_mut(GENERATOR_MAP)?;
-            m.set(0, ifindex, 0).map_err(|source| DatapathError::Map {
-                map: GENERATOR_MAP,
-                source,
-            })?;
-        }
-        self.loaded_mut(GENERATOR_PROGRAM)
-    }
-
     /// The program, shared, for `BPF_PROG_TEST_RUN` from several threads at once.
     pub fn program(&self) -> Result<&Xdp, DatapathError> {
         self.ebpf
@@ -386,7 +344,7 @@ impl Datapath {
                     .map_err(|e| DatapathError::Load(error_chain(&e)))?,
             )
             .map_err(|e| DatapathError::Load(error_chain(&e)))?;
-            self.link = Some(Link::Pinned(fd));
+            self.link = Some(Attachment::Pinned(fd));
             self.owns_pins = true;
             if let Some(dir) = link_pin.parent() {
                 pins::restrict(dir)?;
@@ -398,7 +356,7 @@ impl Datapath {
             let prog = self.program_mut()?;
             match prog.attach(iface, *xdp_mode) {
                 Ok(id) => {
-                    self.link = Some(Link::Managed(id));
+                    self.link = Some(Attachment::Managed(id));
                     self.pin_link()?;
                     return Ok(name);
                 }
@@ -428,11 +386,11 @@ impl Datapath {
     /// last fd closed).
     pub fn detach(&mut self) -> Result<(), DatapathError> {
         match self.link.take() {
-            Some(Link::Managed(id)) => self
+            Some(Attachment::Managed(id)) => self
                 .program_mut()?
                 .detach(id)
                 .map_err(|e| DatapathError::Load(format!("detach: {}", error_chain(&e)))),
-            Some(Link::Pinned(fd)) => {
+            Some(Attachment::Pinned(fd)) => {
                 if let Some(dir) = &self.pins {
                     let _ = std::fs::remove_file(dir.join(LINK_PIN));
                 }

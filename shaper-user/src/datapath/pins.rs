@@ -59,7 +59,7 @@ impl Datapath {
             return Ok(());
         };
         let id = match self.link.take() {
-            Some(Link::Managed(id)) => id,
+            Some(Attachment::Managed(id)) => id,
             other => {
                 self.link = other;
                 return restrict(&dir);
@@ -81,7 +81,7 @@ impl Datapath {
             path,
             reason: error_chain(&e),
         })?;
-        self.link = Some(Link::Pinned(FdLink::from(pinned)));
+        self.link = Some(Attachment::Pinned(FdLink::from(pinned)));
         restrict(&dir)
     }
 }
@@ -150,7 +150,7 @@ pub fn ensure_bpffs() -> Result<(), DatapathError> {
 }
 
 /// Opens a pinned map of the shaper running on `dir`.
-pub fn open_pinned(dir: &Path, name: &str) -> Result<MapData, DatapathError> {
+pub fn open_pinned_map(dir: &Path, name: &str) -> Result<MapData, DatapathError> {
     let path = dir.join(name);
     if !path.exists() {
         return Err(DatapathError::NotPinned(dir.to_path_buf()));
@@ -169,7 +169,7 @@ pub fn open_pinned(dir: &Path, name: &str) -> Result<MapData, DatapathError> {
 
 /// Checks the pinned global config was written by this version of the shaper.
 pub fn check_pinned_version(dir: &Path) -> Result<(), DatapathError> {
-    let map = Map::Array(open_pinned(dir, GLOBAL_CONFIG)?);
+    let map = Map::Array(open_pinned_map(dir, GLOBAL_CONFIG)?);
     // A value of another size is another layout: an older or newer shaper.
     let arr: Array<&MapData, GlobalConfig> =
         Array::try_from(&map).map_err(|_| DatapathError::VersionMismatch(dir.to_path_buf()))?;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::netns::NetNsEnter;
+use crate::datapath::NetNsEnter;
 
 /// IP + UDP header bytes on top of the payload.
 pub fn ip_overhead(addr: IpAddr) -> u64 {

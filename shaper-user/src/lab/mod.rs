@@ -1,41 +1,17 @@
-//! Network namespaces: entering one for the current thread (to attach inside it), and RAII
-//! guards for the namespaces and veth pairs that the demo and the tests build. Everything a
-//! guard created is removed in `Drop`, so a failing test leaves nothing behind.
+//! The lab the demo, the tests and the benchmarks build: network namespaces joined by veth
+//! pairs, a delay line, and the traffic sent through them ([`traffic`]). Every guard removes
+//! what it created in `Drop`, so a failing test leaves nothing behind. Not part of the
+//! shaper's datapath or agent.
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
-/// While alive, the current thread is in another network namespace; `Drop` returns it.
-pub struct NetNsEnter {
-    original: File,
-}
+pub use crate::datapath::{NetNsEnter, ifindex};
 
-impl NetNsEnter {
-    pub fn enter(name: &str) -> io::Result<NetNsEnter> {
-        let original = File::open("/proc/thread-self/ns/net")?;
-        let target = File::open(format!("/run/netns/{name}"))?;
-        setns(&target)?;
-        Ok(NetNsEnter { original })
-    }
-}
-
-impl Drop for NetNsEnter {
-    fn drop(&mut self) {
-        if let Err(e) = setns(&self.original) {
-            tracing::error!(cause = %e, "cannot return to the original network namespace");
-        }
-    }
-}
-
-fn setns(f: &File) -> io::Result<()> {
-    // SAFETY: plain syscall on a valid fd; affects only the calling thread.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
+pub mod traffic;
 
 /// True when running as root (needed for BPF, XDP and network namespaces).
 pub fn is_root() -> bool {
@@ -54,12 +30,16 @@ pub fn skip_unless_root(test: &str) -> bool {
     true
 }
 
-/// The index of `iface` (inside namespace `netns` if given); 0 when there is no such interface.
-pub fn ifindex(iface: &str, netns: Option<&str>) -> io::Result<u32> {
-    let _ns = netns.map(NetNsEnter::enter).transpose()?;
-    let name = std::ffi::CString::new(iface).map_err(io::Error::other)?;
-    // SAFETY: a valid NUL-terminated name.
-    Ok(unsafe { libc::if_nametoindex(name.as_ptr()) })
+/// The start of every test that needs root: `None` (after printing why it skips) when not
+/// root; otherwise a guard that runs such tests of one binary one at a time, since loading
+/// programs, building labs and sending traffic take the CPUs that the others' rate
+/// measurements depend on (these machines have two). A test that panicked does not poison it.
+pub fn root_test(test: &str) -> Option<MutexGuard<'static, ()>> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    if skip_unless_root(test) {
+        return None;
+    }
+    Some(ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// Runs a command, failing with its stderr when it exits non-zero.
@@ -374,4 +354,52 @@ fn relay(
         }
     }
     Ok(sent)
+}
+
+/// A `shaper run` child process on interface `iface`, stopped on drop (test passed or
+/// failed, benchmark done or interrupted): SIGTERM and a grace period, SIGKILL if it is still
+/// there, then the pins and state it may have left (a killed agent leaves them on purpose),
+/// so nothing stays behind in bpffs or /run.
+pub struct AgentProcess {
+    pub child: std::process::Child,
+    pub iface: String,
+}
+
+impl AgentProcess {
+    pub fn new(child: std::process::Child, iface: &str) -> AgentProcess {
+        AgentProcess {
+            child,
+            iface: iface.to_string(),
+        }
+    }
+
+    /// Waits up to `t` for the process to exit.
+    pub fn wait_timeout(&mut self, t: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < t {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill with the pid of our own child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            if self
+                .wait_timeout(std::time::Duration::from_secs(10))
+                .is_none()
+            {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        crate::datapath::remove_pins(&crate::datapath::pin_dir(&self.iface));
+        let _ = std::fs::remove_dir_all(crate::agent::state_dir(&self.iface));
+    }
 }

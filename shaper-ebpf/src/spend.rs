@@ -1,0 +1,247 @@
+//! The spending order: the pre-allocated pool (deposits, then its fill), the token type's
+//! bucket and, if allowed, lower types', the opportunistic pool (borrowing up to the ceiling
+//! through the link bucket), the emergency pool; and the rescale of every bucket after the
+//! agent changed a tenant's rates, so tokens are neither lost nor minted.
+use aya_ebpf::programs::XdpContext;
+use shaper_common::{
+    GLOBAL_BORROW, GLOBAL_FALLBACK, GlobalConfig, GlobalState, OUTCOME_BORROWED, OUTCOME_DROPPED,
+    OUTCOME_EMERGENCY, OUTCOME_GREEN, OUTCOME_MARKED, OUTCOME_PRE, TENANT_BORROW, TENANT_ECN,
+    TENANT_EMERGENCY, TOKEN_TYPES, TenantConfig, TenantState,
+};
+
+use crate::parse::IpInfo;
+use crate::{GLOBAL_STATE, LINK_PENDING, bucket, ecn};
+
+/// The spending order. Returns the outcome.
+#[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "inlined: the packet context, its parsed fields and the maps it spends from"
+)]
+pub(crate) fn spend(
+    ctx: &XdpContext,
+    cfg: &GlobalConfig,
+    tc: &TenantConfig,
+    state: *mut TenantState,
+    ty: usize,
+    now: u64,
+    len: u64,
+    ip: &IpInfo,
+) -> usize {
+    // SAFETY (every block below): `state` and the global state point into array map values,
+    // valid and 8-byte aligned for the program's run; indexes are below the array lengths.
+    if unsafe { pre_allocated(tc, state, now, len) } {
+        charge_link(cfg, now, len);
+        return OUTCOME_PRE;
+    }
+    let last = if cfg.flags & GLOBAL_FALLBACK != 0 {
+        TOKEN_TYPES - 1
+    } else {
+        ty
+    };
+    for k in 0..TOKEN_TYPES {
+        if k < ty || k > last {
+            continue;
+        }
+        let p = tc.types[k];
+        if p.burst_ns == 0 {
+            continue;
+        }
+        let tat = unsafe { &raw mut (*state).tat[k] };
+        if let Some(room) = unsafe { bucket::spend(tat, now, len, p.cost_fp, p.burst_ns) } {
+            charge_link(cfg, now, len);
+            // Low bucket, ECN-capable packet, tenant asked for it: mark CE rather than let the
+            // bucket run dry and drop.
+            if tc.flags & TENANT_ECN != 0
+                && ip.ecn != 0
+                && unsafe { ecn::crossed_mark_level(state, k, room, tc.mark_ns[k]) }
+            {
+                ecn::mark_ce(ctx, ip);
+                return OUTCOME_MARKED;
+            }
+            return OUTCOME_GREEN;
+        }
+    }
+    let global = GLOBAL_STATE.get_ptr_mut(0);
+    if tc.flags & TENANT_BORROW != 0
+        && cfg.flags & GLOBAL_BORROW != 0
+        && tc.borrow.burst_ns != 0
+        && let Some(g) = global
+        && unsafe { borrow(cfg, tc, state, g, now, len) }
+    {
+        return OUTCOME_BORROWED;
+    }
+    if tc.flags & TENANT_EMERGENCY != 0
+        && cfg.emergency_burst_ns != 0
+        && let Some(g) = global
+        && unsafe {
+            bucket::spend(
+                &raw mut (*g).emergency_tat,
+                now,
+                len,
+                cfg.emergency_cost_fp,
+                cfg.emergency_burst_ns,
+            )
+        }
+        .is_some()
+    {
+        return OUTCOME_EMERGENCY;
+    }
+    OUTCOME_DROPPED
+}
+
+/// After a change of rates or depths: every changed bucket keeps its tokens (see
+/// `bucket::rescale`). Runs once per change, on the CPU that won the epoch word.
+///
+/// # Safety
+/// `state` points into `TENANT_STATE`.
+#[inline(never)]
+pub(crate) unsafe fn rescale_all(tc: &TenantConfig, state: *mut TenantState, now: u64) {
+    // SAFETY: caller guarantees `state`; indexes are below the array lengths.
+    unsafe {
+        for k in 0..TOKEN_TYPES {
+            let (o, n) = (tc.prev[k], tc.types[k]);
+            let tat = &raw mut (*state).tat[k];
+            bucket::rescale(tat, now, o.cost_fp, o.burst_ns, n.cost_fp, n.burst_ns);
+        }
+        let (o, n) = (tc.prev[TOKEN_TYPES], tc.pre);
+        let tat = &raw mut (*state).pre_tat;
+        bucket::rescale(tat, now, o.cost_fp, o.burst_ns, n.cost_fp, n.burst_ns);
+        let (o, n) = (tc.prev[TOKEN_TYPES + 1], tc.borrow);
+        let tat = &raw mut (*state).borrow_tat;
+        bucket::rescale(tat, now, o.cost_fp, o.burst_ns, n.cost_fp, n.burst_ns);
+    }
+}
+
+/// The pre-allocated pool: first a pending deposit is applied (once, by whichever CPU wins
+/// the sequence word), then the deposit credit is spent unless expired, then the pool's fill.
+///
+/// # Safety
+/// `state` points into `TENANT_STATE`.
+#[inline(always)]
+unsafe fn pre_allocated(tc: &TenantConfig, state: *mut TenantState, now: u64, len: u64) -> bool {
+    // No pool (its cap bounds both the fill and the deposits): one load on the common path.
+    if tc.pre_cap_bytes == 0 {
+        return false;
+    }
+    // SAFETY: caller guarantees `state`; fields of a repr(C) struct of u64s are aligned.
+    unsafe {
+        let seq = &raw mut (*state).deposit_seq;
+        let applied = core::ptr::read_volatile(seq);
+        if tc.deposit_seq > applied && bucket::cas(seq, applied, tc.deposit_seq) {
+            add_credit(state, tc.deposit_bytes, tc.pre_cap_bytes);
+        }
+        let credit = &raw mut (*state).credit;
+        let c = core::ptr::read_volatile(credit);
+        if c != 0 {
+            if now >= tc.deposit_expires_ns {
+                if bucket::cas(credit, c, 0) {
+                    bucket::add(&raw mut (*state).expired, c);
+                }
+            } else if bucket::take(credit, len) {
+                return true;
+            }
+        }
+        tc.pre.burst_ns != 0
+            && tc.pre.cost_fp != 0
+            && bucket::spend(
+                &raw mut (*state).pre_tat,
+                now,
+                len,
+                tc.pre.cost_fp,
+                tc.pre.burst_ns,
+            )
+            .is_some()
+    }
+}
+
+/// Adds a deposit to the credit, clamped to the cap, and records what was added.
+///
+/// # Safety
+/// As [`pre_allocated`].
+#[inline(always)]
+unsafe fn add_credit(state: *mut TenantState, amount: u64, cap: u64) {
+    // SAFETY: caller guarantees `state`.
+    unsafe {
+        let credit = &raw mut (*state).credit;
+        for _ in 0..4 {
+            let c = core::ptr::read_volatile(credit);
+            let new = c.saturating_add(amount).min(cap);
+            if new <= c {
+                return;
+            }
+            if bucket::cas(credit, c, new) {
+                bucket::add(&raw mut (*state).deposited, new - c);
+                return;
+            }
+        }
+    }
+}
+
+/// Borrowing: the tenant's borrow bucket (its ceiling minus its rate) and the link bucket, filled
+/// no further than the tier's depth, must both take the packet.
+///
+/// # Safety
+/// `state` points into `TENANT_STATE`, `global` into `GLOBAL_STATE`.
+#[inline(always)]
+unsafe fn borrow(
+    cfg: &GlobalConfig,
+    tc: &TenantConfig,
+    state: *mut TenantState,
+    global: *mut GlobalState,
+    now: u64,
+    len: u64,
+) -> bool {
+    let depth = cfg.borrow_depth_ns[(tc.tier as usize) & 3];
+    // SAFETY: caller guarantees both pointers.
+    unsafe {
+        let own = &raw mut (*state).borrow_tat;
+        if bucket::spend(own, now, len, tc.borrow.cost_fp, tc.borrow.burst_ns).is_none() {
+            return false;
+        }
+        if bucket::spend(
+            &raw mut (*global).link_tat,
+            now,
+            len,
+            cfg.link_cost_fp,
+            depth,
+        )
+        .is_some()
+        {
+            return true;
+        }
+        bucket::refund(own, bucket::cost(len, tc.borrow.cost_fp));
+    }
+    false
+}
+
+/// Charges a packet the tenant's own tokens paid for to the link bucket, so borrowers see how
+/// busy the link is; only when some tenant may borrow (otherwise nobody reads the link
+/// bucket). Charges gather per CPU and fold into the shared word in batches of
+/// `link_fold_ns`: sharing one word on every packet halved the packet rate of two CPUs
+/// (BENCHMARKS.md).
+#[inline(always)]
+fn charge_link(cfg: &GlobalConfig, now: u64, len: u64) {
+    if cfg.flags & GLOBAL_BORROW == 0 {
+        return;
+    }
+    let Some(pending) = LINK_PENDING.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a per-CPU value: only this CPU touches it, with preemption off.
+    let total = unsafe {
+        *pending += bucket::cost(len, cfg.link_cost_fp);
+        *pending
+    };
+    if total < cfg.link_fold_ns {
+        return;
+    }
+    if let Some(g) = GLOBAL_STATE.get_ptr_mut(0) {
+        // SAFETY: an array map value, valid and aligned for the program's run; `pending` as
+        // above.
+        unsafe {
+            bucket::charge(&raw mut (*g).link_tat, now, total);
+            *pending = 0;
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Network namespaces as the loader needs them: entering one on the current thread (to attach
+//! inside it, `shaper run --netns`), and an interface's index there.
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// While alive, the current thread is in another network namespace; `Drop` returns it.
+pub struct NetNsEnter {
+    original: File,
+}
+
+impl NetNsEnter {
+    pub fn enter(name: &str) -> io::Result<NetNsEnter> {
+        let original = File::open("/proc/thread-self/ns/net")?;
+        let target = File::open(format!("/run/netns/{name}"))?;
+        setns(&target)?;
+        Ok(NetNsEnter { original })
+    }
+}
+
+impl Drop for NetNsEnter {
+    fn drop(&mut self) {
+        if let Err(e) = setns(&self.original) {
+            tracing::error!(cause = %e, "cannot return to the original network namespace");
+        }
+    }
+}
+
+fn setns(f: &File) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd; affects only the calling thread.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The index of `iface` (inside namespace `netns` if given); 0 when there is no such interface.
+pub fn ifindex(iface: &str, netns: Option<&str>) -> io::Result<u32> {
+    let _ns = netns.map(NetNsEnter::enter).transpose()?;
+    let name = std::ffi::CString::new(iface).map_err(io::Error::other)?;
+    // SAFETY: a valid NUL-terminated name.
+    Ok(unsafe { libc::if_nametoindex(name.as_ptr()) })
+}
