@@ -266,7 +266,65 @@ pub fn allocate(inp: &Inputs, state: &mut [Tuning]) -> (Vec<Allocation>, Vec<Cha
             .collect();
         return (out, events);
     }
-    let host_reason = if inp.host.cpu_busy > p.cpu_busy_ratio {
+    let host_reason = host_reason(inp);
+    // What each tenant must keep (its base rate, or with overcommit what it is predicted to
+    // need, up to its base rate), and asks for beyond its base rate: fill extra and
+    // pre-allocated rate.
+    let mut asks: Vec<Ask> = inp.profiles.iter().map(|p| Ask::base(p.rate)).collect();
+    for i in 0..n {
+        let (prof, obs) = (&inp.profiles[i], &inp.observed[i]);
+        let st = &mut state[i];
+        if p.mode == PolicyMode::Predictive {
+            override_step(i, p, prof, obs, host_reason.as_ref(), st, &mut events);
+            if p.auto_tune && st.overridden.is_none() {
+                tune(i, obs, st, &mut events);
+            }
+        }
+        follow_type_share(st, obs);
+        match p.mode {
+            PolicyMode::Static => {}
+            PolicyMode::Reactive => asks[i] = reactive_ask(p, prof, obs, st),
+            PolicyMode::Predictive if st.overridden.is_none() => {
+                asks[i] = predictive_ask(inp, i, st);
+            }
+            PolicyMode::Predictive => {}
+        }
+    }
+    let floor: Vec<f64> = asks.iter().map(|a| a.floor).collect();
+    let want: Vec<(f64, f64)> = asks.iter().map(|a| a.want).collect();
+    let (floor, grants) = fit(inp, &floor, &want);
+    let out = (0..n)
+        .map(|i| granted(inp, i, &asks[i], floor[i], grants[i], &mut state[i]))
+        .collect();
+    (out, events)
+}
+
+/// What one tenant asks of the guaranteed pool this cycle.
+#[derive(Clone, Copy, Debug)]
+struct Ask {
+    /// What it must keep.
+    floor: f64,
+    /// Beyond its base rate: fill extra and pre-allocated rate.
+    want: (f64, f64),
+    /// A deposit ahead of a predicted burst.
+    deposit: Option<Deposit>,
+}
+
+impl Ask {
+    fn base(rate: f64) -> Ask {
+        Ask {
+            floor: rate,
+            want: (0.0, 0.0),
+            deposit: None,
+        }
+    }
+}
+
+/// Host pressure that sends every tenant back to its base rate: CPU above the threshold, or
+/// NIC drops.
+fn host_reason(inp: &Inputs) -> Option<(&'static str, String)> {
+    let p = inp.policy;
+    if inp.host.cpu_busy > p.cpu_busy_ratio {
         Some((
             "cpu_busy",
             format!(
@@ -282,149 +340,161 @@ pub fn allocate(inp: &Inputs, state: &mut [Tuning]) -> (Vec<Allocation>, Vec<Cha
         ))
     } else {
         None
+    }
+}
+
+/// Smooths the tenant's share of offered bytes per token type (the demand its mix follows).
+fn follow_type_share(st: &mut Tuning, obs: &Observed) {
+    let offered_by_type: f64 = obs.by_type.iter().sum();
+    if offered_by_type > 0.0 {
+        let now = obs.by_type.map(|b| b / offered_by_type);
+        st.type_share = Some(match st.type_share {
+            Some(old) => std::array::from_fn(|k| old[k] + MIX_WEIGHT * (now[k] - old[k])),
+            None => now,
+        });
+    }
+}
+
+/// A classic adaptive policer: up towards what was offered after drops, back down towards
+/// what is used when the tenant uses less.
+fn reactive_ask(p: &PolicyParams, prof: &Profile, obs: &Observed, st: &Tuning) -> Ask {
+    let headroom = (prof.ceil - prof.rate).max(0.0);
+    let step = headroom.max(0.5 * prof.rate);
+    let lowest = if p.overcommit {
+        FLOOR_SHARE * prof.rate
+    } else {
+        prof.rate
     };
-    // What each tenant must keep (its base rate, or with overcommit what it is predicted to
-    // need, up to its base rate), and asks for beyond its base rate: fill extra and
-    // pre-allocated rate.
-    let mut floor: Vec<f64> = inp.profiles.iter().map(|p| p.rate).collect();
-    let mut want = vec![(0.0f64, 0.0f64); n];
-    let mut deposits: Vec<Option<Deposit>> = vec![None; n];
-    for i in 0..n {
-        let (prof, obs, dem) = (&inp.profiles[i], &inp.observed[i], &inp.demand[i]);
-        let st = &mut state[i];
-        if p.mode == PolicyMode::Predictive {
-            override_step(i, p, prof, obs, host_reason.as_ref(), st, &mut events);
-            if p.auto_tune && st.overridden.is_none() {
-                tune(i, obs, st, &mut events);
-            }
-        }
-        let offered_by_type: f64 = obs.by_type.iter().sum();
-        if offered_by_type > 0.0 {
-            let now = obs.by_type.map(|b| b / offered_by_type);
-            st.type_share = Some(match st.type_share {
-                Some(old) => std::array::from_fn(|k| old[k] + MIX_WEIGHT * (now[k] - old[k])),
-                None => now,
-            });
-        }
-        let headroom = (prof.ceil - prof.rate).max(0.0);
-        match p.mode {
-            PolicyMode::Static => {}
-            PolicyMode::Reactive => {
-                // A classic adaptive policer: up towards what was offered after drops, back
-                // down towards what is used when the tenant uses less.
-                let step = headroom.max(0.5 * prof.rate);
-                let lowest = if p.overcommit {
-                    FLOOR_SHARE * prof.rate
-                } else {
-                    prof.rate
-                };
-                let fill = if obs.dropped > 0.0 {
-                    (st.fill + 0.5 * step).min(obs.offered.max(st.fill))
-                } else if obs.offered < st.fill {
-                    (st.fill - 0.25 * step).max(obs.offered * 1.1)
-                } else {
-                    st.fill
-                };
-                let fill = fill.clamp(lowest, prof.ceil.max(prof.rate));
-                floor[i] = fill.min(prof.rate);
-                want[i].0 = (fill - prof.rate).max(0.0);
-            }
-            PolicyMode::Predictive if st.overridden.is_none() => {
-                let mu = dem.next.mean;
-                if p.overcommit {
-                    floor[i] =
-                        (dem.next.hi * (1.0 + st.margin)).clamp(FLOOR_SHARE * prof.rate, prof.rate);
-                }
-                let s = if headroom > 0.0 {
-                    ((mu - prof.rate) / headroom).clamp(0.0, 1.0)
-                } else {
-                    0.0
-                };
-                let fill = prof.rate + (st.multiplier * s).min(1.0) * headroom;
-                want[i].0 = fill - prof.rate;
-                // The upper bound beyond the fill, discounted by how sure the forecast is
-                // (a wide interval: mean far below its upper bound) and the tier's risk.
-                let hi = dem.next.hi * (1.0 + st.margin);
-                let sure = if hi > 0.0 {
-                    (mu / hi).clamp(0.0, 1.0)
-                } else {
-                    0.0
-                };
-                // Never past the ceiling: fill and pre-allocation together stay within it.
-                want[i].1 = (prof.risk * sure * (hi - fill))
-                    .min(prof.ceil - fill)
-                    .max(0.0);
-                // A burst ahead: a deposit of its predicted excess, made before it starts.
-                let burst_cycle = inp.cycle + dem.peak_in as u64;
-                if dem.peak_in >= 1
-                    && dem.peak_in <= DEPOSIT_LEAD
-                    && dem.peak.mean > BURST_FACTOR * fill.max(mu)
-                    && st.deposited_for != Some(burst_cycle)
-                {
-                    let sure = if dem.peak.hi > 0.0 {
-                        (dem.peak.mean / dem.peak.hi).clamp(0.0, 1.0)
-                    } else {
-                        0.0
-                    };
-                    // Within the ceiling: the burst's excess, for one cycle.
-                    let bytes = (prof.risk.max(0.5) * sure.max(0.5) * (dem.peak.hi - fill))
-                        .min(prof.ceil - fill)
-                        * inp.interval_s;
-                    if bytes > 0.0 {
-                        deposits[i] = Some(Deposit {
-                            bytes,
-                            ttl_s: (dem.peak_in as f64 + 1.0) * inp.interval_s,
-                        });
-                        st.deposited_for = Some(burst_cycle);
-                    }
-                }
-            }
-            PolicyMode::Predictive => {}
-        }
+    let fill = if obs.dropped > 0.0 {
+        (st.fill + 0.5 * step).min(obs.offered.max(st.fill))
+    } else if obs.offered < st.fill {
+        (st.fill - 0.25 * step).max(obs.offered * 1.1)
+    } else {
+        st.fill
+    };
+    let fill = fill.clamp(lowest, prof.ceil.max(prof.rate));
+    Ask {
+        floor: fill.min(prof.rate),
+        want: ((fill - prof.rate).max(0.0), 0.0),
+        deposit: None,
     }
-    let (floor, grants) = fit(inp, &floor, &want);
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let (fill_extra, pre) = grants[i];
-        let fill = floor[i] + fill_extra;
-        state[i].fill = fill;
-        // The deposit is part of the guaranteed pool too: scaled like the rest of the grant.
-        let scale = {
-            let asked = want[i].0 + want[i].1;
-            if asked > 0.0 {
-                ((fill_extra + pre) / asked).clamp(0.0, 1.0)
-            } else {
-                1.0
-            }
-        };
-        let deposit = deposits[i].map(|d| Deposit {
-            bytes: d.bytes * scale,
-            ttl_s: d.ttl_s,
-        });
-        let deposit = deposit.filter(|d| d.bytes >= 1.0);
-        // The pool's cap holds a cycle of its fill (at least a burst), and any deposit whole.
-        let prof = &inp.profiles[i];
-        let pre_cap = (pre * inp.interval_s)
-            .max(if pre > 0.0 { prof.burst } else { 0.0 })
-            .max(deposit.map_or(0.0, |d| d.bytes));
-        // The mix follows the per-type demand in predictive mode, value for value.
-        let (mix, fill) = match state[i].type_share {
-            Some(share) if p.mode == PolicyMode::Predictive && state[i].overridden.is_none() => {
-                let m = adjust_mix(prof.mix, share, p.mix_limit);
-                (Some(m), fill * worth_factor(prof, &m))
-            }
-            _ => (None, fill),
-        };
-        out.push(Allocation {
-            fill,
-            pre_rate: pre,
-            pre_cap,
-            deposit,
-            overridden: state[i].overridden.clone(),
-            mix,
-        });
+}
+
+/// Tenant `i`'s ask from its forecast: a fill towards the predicted mean, a pre-allocation
+/// from the interval's upper bound discounted by how sure the forecast is and the tier's risk,
+/// and a deposit ahead of a predicted burst.
+fn predictive_ask(inp: &Inputs, i: usize, st: &mut Tuning) -> Ask {
+    let (p, prof, dem) = (inp.policy, &inp.profiles[i], &inp.demand[i]);
+    let headroom = (prof.ceil - prof.rate).max(0.0);
+    let mu = dem.next.mean;
+    let floor = if p.overcommit {
+        (dem.next.hi * (1.0 + st.margin)).clamp(FLOOR_SHARE * prof.rate, prof.rate)
+    } else {
+        prof.rate
+    };
+    let s = if headroom > 0.0 {
+        ((mu - prof.rate) / headroom).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let fill = prof.rate + (st.multiplier * s).min(1.0) * headroom;
+    // The upper bound beyond the fill, discounted by how sure the forecast is
+    // (a wide interval: mean far below its upper bound) and the tier's risk.
+    let hi = dem.next.hi * (1.0 + st.margin);
+    let sure = if hi > 0.0 {
+        (mu / hi).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    // Never past the ceiling: fill and pre-allocation together stay within it.
+    let pre = (prof.risk * sure * (hi - fill))
+        .min(prof.ceil - fill)
+        .max(0.0);
+    Ask {
+        floor,
+        want: (fill - prof.rate, pre),
+        deposit: burst_deposit(inp, i, fill, st),
     }
-    (out, events)
+}
+
+/// A burst ahead: a deposit of its predicted excess, made before it starts, once per burst.
+fn burst_deposit(inp: &Inputs, i: usize, fill: f64, st: &mut Tuning) -> Option<Deposit> {
+    let (prof, dem) = (&inp.profiles[i], &inp.demand[i]);
+    let burst_cycle = inp.cycle + dem.peak_in as u64;
+    let ahead = dem.peak_in >= 1
+        && dem.peak_in <= DEPOSIT_LEAD
+        && dem.peak.mean > BURST_FACTOR * fill.max(dem.next.mean)
+        && st.deposited_for != Some(burst_cycle);
+    if !ahead {
+        return None;
+    }
+    let sure = if dem.peak.hi > 0.0 {
+        (dem.peak.mean / dem.peak.hi).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    // Within the ceiling: the burst's excess, for one cycle.
+    let bytes = (prof.risk.max(0.5) * sure.max(0.5) * (dem.peak.hi - fill)).min(prof.ceil - fill)
+        * inp.interval_s;
+    if bytes > 0.0 {
+        st.deposited_for = Some(burst_cycle);
+        Some(Deposit {
+            bytes,
+            ttl_s: (dem.peak_in as f64 + 1.0) * inp.interval_s,
+        })
+    } else {
+        None
+    }
+}
+
+/// Tenant `i`'s allocation from what the pool granted it: `floor` kept, `grant` (fill extra,
+/// pre-allocated rate) on top; its deposit scaled like the rest of the grant, its mix moved
+/// toward its per-type demand.
+fn granted(
+    inp: &Inputs,
+    i: usize,
+    ask: &Ask,
+    floor: f64,
+    (fill_extra, pre): (f64, f64),
+    st: &mut Tuning,
+) -> Allocation {
+    let fill = floor + fill_extra;
+    st.fill = fill;
+    // The deposit is part of the guaranteed pool too: scaled like the rest of the grant.
+    let scale = {
+        let asked = ask.want.0 + ask.want.1;
+        if asked > 0.0 {
+            ((fill_extra + pre) / asked).clamp(0.0, 1.0)
+        } else {
+            1.0
+        }
+    };
+    let deposit = ask.deposit.map(|d| Deposit {
+        bytes: d.bytes * scale,
+        ttl_s: d.ttl_s,
+    });
+    let deposit = deposit.filter(|d| d.bytes >= 1.0);
+    // The pool's cap holds a cycle of its fill (at least a burst), and any deposit whole.
+    let prof = &inp.profiles[i];
+    let pre_cap = (pre * inp.interval_s)
+        .max(if pre > 0.0 { prof.burst } else { 0.0 })
+        .max(deposit.map_or(0.0, |d| d.bytes));
+    // The mix follows the per-type demand in predictive mode, value for value.
+    let (mix, fill) = match st.type_share {
+        Some(share) if inp.policy.mode == PolicyMode::Predictive && st.overridden.is_none() => {
+            let m = adjust_mix(prof.mix, share, inp.policy.mix_limit);
+            (Some(m), fill * worth_factor(prof, &m))
+        }
+        _ => (None, fill),
+    };
+    Allocation {
+        fill,
+        pre_rate: pre,
+        pre_cap,
+        deposit,
+        overridden: st.overridden.clone(),
+        mix,
+    }
 }
 
 /// Reactive override: a trigger holds the tenant at its base rate at once; prediction

@@ -270,6 +270,163 @@ struct Buckets {
     credit_until: usize,
 }
 
+/// The fluid model of the datapath's spending order, per tenant: deposit credit, the
+/// pre-allocated pool, the own bucket, then the link's idle capacity and the emergency pool.
+struct Fluid {
+    profiles: Vec<allocate::Profile>,
+    borrow: Vec<bool>,
+    emergency: Vec<bool>,
+    buckets: Vec<Buckets>,
+    /// The allocation in force.
+    alloc: Vec<allocate::Allocation>,
+    /// Bytes/s: the link, what borrowers may use of it, the emergency reserve.
+    cap: f64,
+    link_pool: f64,
+    emergency_pool: f64,
+    dt: f64,
+}
+
+/// One cycle of one tenant through the model, bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Flow {
+    passed: f64,
+    /// Offered and not passed.
+    rem: f64,
+    /// Paid from the deposit credit or the pre-allocated pool.
+    used: f64,
+    /// Deposit credit that expired unused.
+    expired: f64,
+}
+
+impl Fluid {
+    fn new(cfg: &Config, profiles: Vec<allocate::Profile>, dt: f64) -> Fluid {
+        let tier_has = |f: fn(&crate::config::Tier) -> bool| -> Vec<bool> {
+            cfg.tenants
+                .iter()
+                .map(|t| cfg.tiers.get(&t.tier).is_some_and(f))
+                .collect()
+        };
+        let cap = cfg.link.capacity.bits_per_sec() as f64 / 8.0;
+        Fluid {
+            borrow: tier_has(|t| t.borrow),
+            emergency: tier_has(|t| t.emergency),
+            alloc: profiles
+                .iter()
+                .map(|p| allocate::Allocation::base(p.rate))
+                .collect(),
+            buckets: profiles
+                .iter()
+                .map(|p| Buckets {
+                    own: p.burst,
+                    ..Buckets::default()
+                })
+                .collect(),
+            profiles,
+            cap,
+            link_pool: cap * (cfg.pools.guaranteed + cfg.pools.opportunistic),
+            emergency_pool: cap * cfg.pools.emergency,
+            dt,
+        }
+    }
+
+    /// Cycle `c` with `offered` bytes per tenant.
+    fn cycle(&mut self, c: usize, offered: &[f64]) -> Vec<Flow> {
+        let mut flows: Vec<Flow> = offered
+            .iter()
+            .enumerate()
+            .map(|(i, d)| self.own(i, c, *d))
+            .collect();
+        // An oversubscribed link drops the excess of what the buckets let through.
+        let total: f64 = flows.iter().map(|f| f.passed).sum();
+        if total > self.cap * self.dt {
+            let keep = self.cap * self.dt / total;
+            for f in &mut flows {
+                f.rem += f.passed * (1.0 - keep);
+                f.passed *= keep;
+            }
+        }
+        self.pools(&mut flows);
+        flows
+    }
+
+    /// Deposit credit, the pre-allocated pool, the own bucket.
+    fn own(&mut self, i: usize, c: usize, offered: f64) -> Flow {
+        let (b, a, dt) = (&mut self.buckets[i], &self.alloc[i], self.dt);
+        let mut f = Flow {
+            rem: offered,
+            ..Flow::default()
+        };
+        if b.credit > 0.0 && c >= b.credit_until {
+            f.expired = b.credit;
+            b.credit = 0.0;
+        }
+        let from_credit = f.rem.min(b.credit);
+        b.credit -= from_credit;
+        b.pre = (b.pre + a.pre_rate * dt).min(a.pre_cap);
+        let from_pre = (f.rem - from_credit).min(b.pre);
+        b.pre -= from_pre;
+        f.used = from_credit + from_pre;
+        let own_tokens = b.own + a.fill * dt;
+        let from_own = (f.rem - from_credit - from_pre).min(own_tokens);
+        b.own = (own_tokens - from_own).min(self.profiles[i].burst);
+        f.passed = from_credit + from_pre + from_own;
+        f.rem -= f.passed;
+        f
+    }
+
+    /// Borrowing (the link's idle part, up to the ceiling), then the emergency pool, higher
+    /// priority first.
+    fn pools(&self, flows: &mut [Flow]) {
+        let n = flows.len();
+        let mut passed: Vec<f64> = flows.iter().map(|f| f.passed).collect();
+        let mut rem: Vec<f64> = flows.iter().map(|f| f.rem).collect();
+        let mut idle = (self.link_pool * self.dt - passed.iter().sum::<f64>()).max(0.0);
+        let mut emerg = self.emergency_pool * self.dt;
+        for prio in (0..=3u8).rev() {
+            let members: Vec<usize> = (0..n)
+                .filter(|i| self.profiles[*i].priority == prio)
+                .collect();
+            let asks: Vec<f64> = members
+                .iter()
+                .map(|&i| {
+                    if self.borrow[i] {
+                        let room = (self.profiles[i].ceil - self.alloc[i].fill) * self.dt;
+                        rem[i].min(room.max(0.0))
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            share(&members, &asks, &mut idle, &mut passed, &mut rem);
+            let asks: Vec<f64> = members
+                .iter()
+                .map(|&i| if self.emergency[i] { rem[i] } else { 0.0 })
+                .collect();
+            share(&members, &asks, &mut emerg, &mut passed, &mut rem);
+        }
+        for (f, (p, r)) in flows.iter_mut().zip(passed.into_iter().zip(rem)) {
+            (f.passed, f.rem) = (p, r);
+        }
+    }
+
+    /// The next cycle's allocation, its deposits credited (up to the pool's cap, spendable
+    /// until they expire); returns the bytes deposited per tenant.
+    fn allocate(&mut self, c: usize, alloc: Vec<allocate::Allocation>) -> Vec<f64> {
+        let mut deposited = vec![0.0; alloc.len()];
+        for (i, a) in alloc.iter().enumerate() {
+            if let Some(dep) = a.deposit {
+                let b = &mut self.buckets[i];
+                let add = dep.bytes.min((a.pre_cap - b.credit).max(0.0));
+                b.credit += add;
+                b.credit_until = c + 1 + (dep.ttl_s / self.dt).ceil() as usize;
+                deposited[i] = add;
+            }
+        }
+        self.alloc = alloc;
+        deposited
+    }
+}
+
 /// Replays `trace` through the allocator under `mode`, the rest of `cfg` as given. The
 /// trace's tenants must be the config's, and its interval the config's forecast interval.
 pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResult, String> {
@@ -281,128 +438,44 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
         ));
     }
     let idx = trace.indices(cfg)?;
-    let n = cfg.tenants.len();
-    let cap = cfg.link.capacity.bits_per_sec() as f64 / 8.0;
-    let mut planner = Planner::new(cfg, mode, None);
-    let profiles = planner.profiles.clone();
-    let borrow: Vec<bool> = cfg
-        .tenants
-        .iter()
-        .map(|t| cfg.tiers.get(&t.tier).is_some_and(|t| t.borrow))
-        .collect();
-    let emergency: Vec<bool> = cfg
-        .tenants
-        .iter()
-        .map(|t| cfg.tiers.get(&t.tier).is_some_and(|t| t.emergency))
-        .collect();
-    let mut alloc: Vec<allocate::Allocation> = profiles
-        .iter()
-        .map(|p| allocate::Allocation::base(p.rate))
-        .collect();
-    let mut buckets: Vec<Buckets> = profiles
-        .iter()
-        .map(|p| Buckets {
-            own: p.burst,
-            ..Buckets::default()
-        })
-        .collect();
-    let mut res = empty_results(cfg);
-    let link_pool = cap * (cfg.pools.guaranteed + cfg.pools.opportunistic);
-    let emergency_pool = cap * cfg.pools.emergency;
     let dt = interval;
-    let mut observed = vec![Observed::default(); n];
+    let mut planner = Planner::new(cfg, mode, None);
+    let mut fluid = Fluid::new(cfg, planner.profiles.clone(), dt);
+    let mut res = empty_results(cfg);
     for c in 0..trace.cycles() {
         let d: Vec<f64> = idx.iter().map(|&k| trace.offered[k][c] * dt).collect();
-        let mut rem = d.clone();
-        let mut passed = vec![0.0; n];
-        let mut used = vec![0.0; n];
-        let mut expired = vec![0.0; n];
-        // Deposit credit, the pre-allocated pool, the own bucket.
-        for i in 0..n {
-            let b = &mut buckets[i];
-            if b.credit > 0.0 && c >= b.credit_until {
-                expired[i] = b.credit;
-                b.credit = 0.0;
-            }
-            let from_credit = rem[i].min(b.credit);
-            b.credit -= from_credit;
-            used[i] = from_credit;
-            b.pre = (b.pre + alloc[i].pre_rate * dt).min(alloc[i].pre_cap);
-            let from_pre = (rem[i] - from_credit).min(b.pre);
-            b.pre -= from_pre;
-            used[i] += from_pre;
-            let own_tokens = b.own + alloc[i].fill * dt;
-            let from_own = (rem[i] - from_credit - from_pre).min(own_tokens);
-            b.own = (own_tokens - from_own).min(profiles[i].burst);
-            passed[i] = from_credit + from_pre + from_own;
-            rem[i] -= passed[i];
-        }
-        // An oversubscribed link drops the excess of what the buckets let through.
-        let total: f64 = passed.iter().sum();
-        if total > cap * dt {
-            let keep = cap * dt / total;
-            for i in 0..n {
-                rem[i] += passed[i] * (1.0 - keep);
-                passed[i] *= keep;
-            }
-        }
-        // Borrowing: the link bucket's idle part, higher priority first, up to the ceiling.
-        let mut idle = (link_pool * dt - passed.iter().sum::<f64>()).max(0.0);
-        let mut emerg = emergency_pool * dt;
-        for prio in (0..=3u8).rev() {
-            let members: Vec<usize> = (0..n).filter(|i| profiles[*i].priority == prio).collect();
-            let asks: Vec<f64> = members
-                .iter()
-                .map(|&i| {
-                    if borrow[i] {
-                        rem[i].min(((profiles[i].ceil - alloc[i].fill) * dt).max(0.0))
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            share(&members, &asks, &mut idle, &mut passed, &mut rem);
-            let asks: Vec<f64> = members
-                .iter()
-                .map(|&i| if emergency[i] { rem[i] } else { 0.0 })
-                .collect();
-            share(&members, &asks, &mut emerg, &mut passed, &mut rem);
-        }
-        let ts = trace.start + c as f64 * dt;
-        for i in 0..n {
-            let ip_dropped = account(&mut res[i], &profiles[i], dt, d[i], passed[i]);
-            let r = &mut res[i];
-            r.pre_used_bytes += used[i];
-            r.pre_expired_bytes += expired[i];
-            observed[i] = Observed {
-                offered: d[i] / dt,
-                dropped: rem[i].max(0.0) / dt,
-                in_profile_dropped: ip_dropped / dt,
-                pre_used: used[i],
-                pre_expired: expired[i],
-                // The trace has no token types: the mix stays as configured.
-                by_type: [0.0; 3],
-            };
-        }
+        let flows = fluid.cycle(c, &d);
+        let observed: Vec<Observed> = flows
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let ip_dropped = account(&mut res[i], &fluid.profiles[i], dt, d[i], f.passed);
+                res[i].pre_used_bytes += f.used;
+                res[i].pre_expired_bytes += f.expired;
+                Observed {
+                    offered: d[i] / dt,
+                    dropped: f.rem.max(0.0) / dt,
+                    in_profile_dropped: ip_dropped / dt,
+                    pre_used: f.used,
+                    pre_expired: f.expired,
+                    // The trace has no token types: the mix stays as configured.
+                    by_type: [0.0; 3],
+                }
+            })
+            .collect();
         // Allocate the next cycle.
+        let ts = trace.start + c as f64 * dt;
         let (a, _, _) = planner.step(ts, &observed, Host::default());
-        for i in 0..n {
-            if let Some(dep) = a[i].deposit {
-                let room = (a[i].pre_cap - buckets[i].credit).max(0.0);
-                let add = dep.bytes.min(room);
-                buckets[i].credit += add;
-                buckets[i].credit_until = c + 1 + (dep.ttl_s / dt).ceil() as usize;
-                res[i].pre_deposited_bytes += add;
-            }
+        for (r, add) in res.iter_mut().zip(fluid.allocate(c, a)) {
+            r.pre_deposited_bytes += add;
         }
-        alloc = a;
     }
     Ok(summarize(
         &format!("{mode:?}").to_lowercase(),
         trace.cycles(),
         dt,
-        cap,
-        &profiles,
+        fluid.cap,
+        &fluid.profiles,
         res,
     ))
 }

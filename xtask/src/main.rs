@@ -169,61 +169,44 @@ fn main() -> Result<()> {
 
 /// A 64-byte frame (60 + FCS) to tenant `id`: IPv4/UDP, or IPv6/UDP (the smallest IPv6 frame).
 pub(crate) fn frame(v6: bool, id: u32) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
     if v6 {
-        f.extend_from_slice(&0x86ddu16.to_be_bytes());
-        let mut h = [0u8; 40];
-        h[0] = 0x60;
-        h[4..6].copy_from_slice(&8u16.to_be_bytes());
-        h[6] = 17;
-        h[7] = 64;
-        h[8..24].copy_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
-        h[24..40].copy_from_slice(&(0x2001_0db8_u128 << 96 | u128::from(id)).to_be_bytes());
-        f.extend_from_slice(&h);
-        f.extend_from_slice(&[0u8; 8]);
+        shaper::lab::frame::FrameBuilder {
+            ip_len: 48,
+            sport: 0,
+            dport: 0,
+            ..Default::default()
+        }
+        .v6(
+            std::net::Ipv6Addr::LOCALHOST.octets(),
+            (0x2001_0db8_u128 << 96 | u128::from(id)).to_be_bytes(),
+        )
     } else {
-        return udp4_frame(
+        udp4_frame(
             ([0x02, 0, 0, 0, 0, 1], [0x02, 0, 0, 0, 0, 2]),
             [192, 0, 2, 1],
             (0x0a00_0000 | id).to_be_bytes(),
             (0, 0),
-        );
+        )
     }
-    f
 }
 
 /// A 64-byte (60 + FCS) IPv4/UDP frame: `macs` (destination, source), addresses and
-/// `ports` (source, destination), with a valid IP checksum so a receiving stack takes it.
+/// `ports` (source, destination), with a valid IP checksum and UDP length so a receiving
+/// stack takes it.
 pub(crate) fn udp4_frame(
     macs: ([u8; 6], [u8; 6]),
     src: [u8; 4],
     dst: [u8; 4],
     ports: (u16, u16),
 ) -> Vec<u8> {
-    let mut f = Vec::with_capacity(60);
-    f.extend_from_slice(&macs.0);
-    f.extend_from_slice(&macs.1);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&src);
-    ip[16..20].copy_from_slice(&dst);
-    let sum = ip
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum::<u32>();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&ports.0.to_be_bytes());
-    f.extend_from_slice(&ports.1.to_be_bytes());
-    f.extend_from_slice(&26u16.to_be_bytes());
-    f.resize(60, 0);
-    f
+    shaper::lab::frame::FrameBuilder {
+        macs,
+        ip_len: 46,
+        sport: ports.0,
+        dport: ports.1,
+        ..Default::default()
+    }
+    .v4(src, dst)
 }
 
 pub(crate) fn ns_per_run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<f64> {

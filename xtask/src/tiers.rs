@@ -209,6 +209,62 @@ fn shaper_tests_free_counters(dp: &Datapath) -> Result<shaper_common::TenantCoun
 
 /// Two CPUs running the program at once, each on its own tenant or both on one, charging the
 /// shared link word or not; and the link bucket's accuracy when both borrow from it.
+/// The datapath for one contention case: the link charged or not, folded in batches or on
+/// every packet; with `borrow_link` set, own buckets drained and the link bucket (that rate,
+/// 1 MB) deciding every packet.
+fn contention_case(charge: bool, every_packet: bool, borrow_link: Option<u64>) -> Result<Datapath> {
+    let cfg = config(false);
+    let mut dp = Datapath::load(16)?;
+    dp.apply(&cfg)?;
+    let mut g = global_config(&cfg);
+    g.flow_sample_shift = FLOWS_OFF;
+    if !charge {
+        g.flags &= !GLOBAL_BORROW;
+    }
+    if every_packet {
+        g.link_fold_ns = 0;
+    }
+    if let Some(link_rate_bits) = borrow_link {
+        g.flags |= GLOBAL_BORROW;
+        let link = bucket(link_rate_bits, 1_000_000);
+        g.link_cost_fp = link.cost_fp;
+        g.borrow_depth_ns = [link.burst_ns; 4];
+        g.emergency_burst_ns = 0;
+        let mut tc = dp.tenant(0)?;
+        tc.types = [drained(); 3];
+        tc.borrow = bucket(400_000_000_000, 1_000_000_000);
+        dp.write_tenant(0, &tc)?;
+    }
+    dp.write_global(&g)?;
+    Ok(dp)
+}
+
+/// Runs `frames[cpu]` through the program on each of two CPUs at once, `repeat` times: ns
+/// per packet, start and end of each run.
+fn on_two_cpus(
+    dp: &Arc<Datapath>,
+    frames: &[Vec<u8>; 2],
+    repeat: u32,
+) -> Result<Vec<(f64, Instant, Instant)>> {
+    let barrier = Arc::new(Barrier::new(2));
+    let threads: Vec<_> = (0..2)
+        .map(|cpu| {
+            let (dp, barrier, fr) = (dp.clone(), barrier.clone(), frames[cpu].clone());
+            std::thread::spawn(move || -> Result<(f64, Instant, Instant)> {
+                shaper::lab::traffic::pin_to_cpu(cpu);
+                barrier.wait();
+                let start = Instant::now();
+                let ns = ns_per_run(dp.program()?, &fr, repeat)?;
+                Ok((ns, start, Instant::now()))
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().map_err(|_| anyhow::anyhow!("thread panicked"))?)
+        .collect()
+}
+
 fn contention(repeat: u32) -> Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus < 2 {
@@ -248,33 +304,13 @@ fn contention(repeat: u32) -> Result<()> {
             true,
         ),
     ];
+    let link_rate_bits = 1_000_000_000u64;
     for (name, same, charge, borrowing) in cases {
-        let cfg = config(false);
-        let mut dp = Datapath::load(16)?;
-        dp.apply(&cfg)?;
-        let mut g = global_config(&cfg);
-        g.flow_sample_shift = FLOWS_OFF;
-        if !charge {
-            g.flags &= !GLOBAL_BORROW;
-        }
-        if name.contains("every packet") {
-            g.link_fold_ns = 0;
-        }
-        let link_rate_bits = 1_000_000_000u64;
-        if borrowing {
-            // Own buckets drained, borrow bucket wide open: the link bucket (1 Gbit/s, 1 MB)
-            // decides every packet.
-            g.flags |= GLOBAL_BORROW;
-            let link = bucket(link_rate_bits, 1_000_000);
-            g.link_cost_fp = link.cost_fp;
-            g.borrow_depth_ns = [link.burst_ns; 4];
-            g.emergency_burst_ns = 0;
-            let mut tc = dp.tenant(0)?;
-            tc.types = [drained(); 3];
-            tc.borrow = bucket(400_000_000_000, 1_000_000_000);
-            dp.write_tenant(0, &tc)?;
-        }
-        dp.write_global(&g)?;
+        let dp = contention_case(
+            charge,
+            name.contains("every packet"),
+            borrowing.then_some(link_rate_bits),
+        )?;
         let frames = [frame(false, 0), frame(false, if same { 0 } else { 256 })];
         for fr in &frames {
             for _ in 0..4 {
@@ -284,23 +320,7 @@ fn contention(repeat: u32) -> Result<()> {
         let alone = ns_per_run(dp.program()?, &frames[0], repeat)?;
         let before = shaper_tests_free_counters(&dp)?;
         let dp = Arc::new(dp);
-        let barrier = Arc::new(Barrier::new(2));
-        let threads: Vec<_> = (0..2)
-            .map(|cpu| {
-                let (dp, barrier, fr) = (dp.clone(), barrier.clone(), frames[cpu].clone());
-                std::thread::spawn(move || -> Result<(f64, Instant, Instant)> {
-                    shaper::lab::traffic::pin_to_cpu(cpu);
-                    barrier.wait();
-                    let start = Instant::now();
-                    let ns = ns_per_run(dp.program()?, &fr, repeat)?;
-                    Ok((ns, start, Instant::now()))
-                })
-            })
-            .collect();
-        let runs: Vec<(f64, Instant, Instant)> = threads
-            .into_iter()
-            .map(|t| t.join().map_err(|_| anyhow::anyhow!("thread panicked"))?)
-            .collect::<Result<_>>()?;
+        let runs = on_two_cpus(&dp, &frames, repeat)?;
         let ns: Vec<f64> = runs.iter().map(|r| r.0).collect();
         // Tokens accrue while either CPU runs: from the first start to the last end.
         let first = runs.iter().map(|r| r.1).min().expect("two runs");

@@ -51,30 +51,8 @@ pub async fn execute(args: &DemoArgs) -> Result<()> {
         clock: shaper::datapath::Clock::Precise,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let (quit_tx, quit_rx) = tokio::sync::oneshot::channel::<()>();
-    let agent = {
-        let cfg = cfg.clone();
-        tokio::spawn(async move {
-            let ready = move || {
-                let _ = ready_tx.send(());
-            };
-            agent::run(&options, &cfg, ready, async {
-                let _ = quit_rx.await;
-            })
-            .await
-        })
-    };
-    // Ctrl-C stops the traffic early; everything below still runs, so the lab is torn down.
-    let ctrlc = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: stopping traffic and tearing the lab down");
-                stop.store(true, Ordering::Relaxed);
-            }
-        })
-    };
+    let (agent, ready_rx, quit_tx) = spawn_agent(options, cfg.clone());
+    let ctrlc = stop_on_ctrl_c(stop.clone());
     let outcome = async {
         if ready_rx.await.is_err() {
             // The agent failed before attaching: its error is reported below.
@@ -84,19 +62,7 @@ pub async fn execute(args: &DemoArgs) -> Result<()> {
             "shaper attached (native XDP) to {} in {}; offering each tenant {}x its rate for {} s...",
             lab.dut_if, lab.dut.name, OVERLOAD, args.seconds
         );
-        let floods: Vec<Flood> = cfg
-            .tenants
-            .iter()
-            .enumerate()
-            .map(|(i, t)| Flood {
-                netns: lab.src.name.clone(),
-                dst: SocketAddr::new(IpAddr::from([10, 10, 1 + i as u8, 1]), 9000),
-                rate_bits: Some(t.rate.bits_per_sec() * OVERLOAD),
-                payload: PAYLOAD,
-                duration: Duration::from_secs(args.seconds),
-                cpu: None,
-            })
-            .collect();
+        let floods = floods(&cfg, &lab, args.seconds);
         let dut_ns = lab.dut.name.clone();
         let stop2 = stop.clone();
         let flows = tokio::task::spawn_blocking(move || traffic::run_flows(&dut_ns, &floods, &stop2).map(|r| (r, floods)))
@@ -125,6 +91,56 @@ pub async fn execute(args: &DemoArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The agent on a task of its own: its handle, a channel that fires once it attached, and
+/// the sender that stops it.
+fn spawn_agent(
+    options: Options,
+    cfg: Config,
+) -> (
+    tokio::task::JoinHandle<Result<(), agent::AgentError>>,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (quit_tx, quit_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let ready = move || {
+            let _ = ready_tx.send(());
+        };
+        agent::run(&options, &cfg, ready, async {
+            let _ = quit_rx.await;
+        })
+        .await
+    });
+    (task, ready_rx, quit_tx)
+}
+
+/// Ctrl-C stops the traffic early; everything after it still runs, so the lab is torn down.
+fn stop_on_ctrl_c(stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ninterrupted: stopping traffic and tearing the lab down");
+            stop.store(true, Ordering::Relaxed);
+        }
+    })
+}
+
+/// Each tenant offered `OVERLOAD` times its rate for `secs`, from the lab's source side.
+fn floods(cfg: &Config, lab: &Lab, secs: u64) -> Vec<Flood> {
+    cfg.tenants
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Flood {
+            netns: lab.src.name.clone(),
+            dst: SocketAddr::new(IpAddr::from([10, 10, 1 + i as u8, 1]), 9000),
+            rate_bits: Some(t.rate.bits_per_sec() * OVERLOAD),
+            payload: PAYLOAD,
+            duration: Duration::from_secs(secs),
+            cpu: None,
+        })
+        .collect()
 }
 
 /// The demo's scratch directory, removed however the demo ends.

@@ -93,120 +93,158 @@ pub fn execute(iface: Option<&str>, refresh: Duration) -> Result<()> {
     result
 }
 
+/// What the view shows and how: rows, their recent history, sort and filter.
+struct View {
+    history: HashMap<String, VecDeque<f64>>,
+    sort: SortBy,
+    filter: String,
+    /// The filter is being typed.
+    typing: bool,
+    rows: Vec<TenantView>,
+    source: &'static str,
+}
+
 fn run(terminal: &mut ratatui::DefaultTerminal, iface: &str, refresh: Duration) -> Result<()> {
-    let mut history: HashMap<String, VecDeque<f64>> = HashMap::new();
-    let (mut sort, mut filter, mut typing) = (SortBy::Passed, String::new(), false);
-    let mut rows: Vec<TenantView> = Vec::new();
-    let mut source = "";
+    let mut v = View {
+        history: HashMap::new(),
+        sort: SortBy::Passed,
+        filter: String::new(),
+        typing: false,
+        rows: Vec::new(),
+        source: "",
+    };
     let mut next = Instant::now();
     loop {
         if Instant::now() >= next {
             next = Instant::now() + refresh;
             let (r, s) = fetch(iface, Duration::from_millis(200))?;
-            source = s;
-            for t in &r {
-                let h = history.entry(t.name.clone()).or_default();
-                if h.len() == HISTORY {
-                    h.pop_front();
-                }
-                h.push_back(t.passed_bps);
-            }
-            rows = r;
+            v.refresh(r, s);
         }
-        let mut shown: Vec<&TenantView> = rows
-            .iter()
-            .filter(|t| t.name.contains(filter.as_str()))
-            .collect();
-        match sort {
-            SortBy::Name => shown.sort_by(|a, b| a.name.cmp(&b.name)),
-            SortBy::Passed => shown.sort_by(|a, b| b.passed_bps.total_cmp(&a.passed_bps)),
-            SortBy::Offered => shown.sort_by(|a, b| b.offered_bps.total_cmp(&a.offered_bps)),
-            SortBy::Drops => shown.sort_by(|a, b| b.drop_ratio.total_cmp(&a.drop_ratio)),
-        }
-        terminal.draw(|f| {
-            let [head, body, foot] = Layout::vertical([
-                Constraint::Length(1),
-                Constraint::Min(3),
-                Constraint::Length(1),
-            ])
-            .areas(f.area());
-            f.render_widget(
-                Paragraph::new(format!(
-                    "shaper top  iface {iface}  source: {source}  sort: {sort:?}  filter: {filter}"
-                )),
-                head,
-            );
-            let header = Row::new([
-                "tenant",
-                "tier",
-                "rate",
-                "passed/s",
-                "offered/s",
-                "drop%",
-                "passed, last 60 s",
-            ])
-            .style(Style::default().add_modifier(Modifier::BOLD));
-            let table_rows = shown.iter().map(|t| {
-                let spark = history
-                    .get(&t.name)
-                    .map(|h| sparkline(h, 30))
-                    .unwrap_or_default();
-                Row::new([
-                    t.name.clone(),
-                    t.tier.clone(),
-                    human_bits(t.rate_bits as f64),
-                    human_bits(t.passed_bps),
-                    human_bits(t.offered_bps),
-                    format!("{:.1}", t.drop_ratio * 100.0),
-                    spark,
-                ])
-            });
-            let widths = [
-                Constraint::Length(16),
-                Constraint::Length(9),
-                Constraint::Length(13),
-                Constraint::Length(13),
-                Constraint::Length(13),
-                Constraint::Length(6),
-                Constraint::Length(31),
-            ];
-            f.render_widget(
-                Table::new(table_rows, widths)
-                    .header(header)
-                    .block(Block::bordered()),
-                body,
-            );
-            let help = if typing {
-                format!("filter: {filter}_  (Enter to apply, Esc to clear)")
-            } else {
-                "q quit   s sort   / filter   Esc clear filter".to_string()
-            };
-            f.render_widget(Paragraph::new(Line::from(help)), foot);
-        })?;
+        terminal.draw(|f| v.draw(f, iface))?;
         let wait = next
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(200));
         if event::poll(wait)?
             && let Event::Key(k) = event::read()?
             && k.kind == KeyEventKind::Press
+            && v.key(k.code)
         {
-            match (typing, k.code) {
-                (true, KeyCode::Enter) => typing = false,
-                (true, KeyCode::Esc) => {
-                    typing = false;
-                    filter.clear();
-                }
-                (true, KeyCode::Backspace) => {
-                    filter.pop();
-                }
-                (true, KeyCode::Char(c)) => filter.push(c),
-                (false, KeyCode::Char('q')) => return Ok(()),
-                (false, KeyCode::Char('s')) => sort = sort.next(),
-                (false, KeyCode::Char('/')) => typing = true,
-                (false, KeyCode::Esc) => filter.clear(),
-                _ => {}
-            }
+            return Ok(());
         }
+    }
+}
+
+impl View {
+    fn refresh(&mut self, rows: Vec<TenantView>, source: &'static str) {
+        self.source = source;
+        for t in &rows {
+            let h = self.history.entry(t.name.clone()).or_default();
+            if h.len() == HISTORY {
+                h.pop_front();
+            }
+            h.push_back(t.passed_bps);
+        }
+        self.rows = rows;
+    }
+
+    /// The rows that pass the filter, sorted.
+    fn shown(&self) -> Vec<&TenantView> {
+        let mut shown: Vec<&TenantView> = self
+            .rows
+            .iter()
+            .filter(|t| t.name.contains(self.filter.as_str()))
+            .collect();
+        match self.sort {
+            SortBy::Name => shown.sort_by(|a, b| a.name.cmp(&b.name)),
+            SortBy::Passed => shown.sort_by(|a, b| b.passed_bps.total_cmp(&a.passed_bps)),
+            SortBy::Offered => shown.sort_by(|a, b| b.offered_bps.total_cmp(&a.offered_bps)),
+            SortBy::Drops => shown.sort_by(|a, b| b.drop_ratio.total_cmp(&a.drop_ratio)),
+        }
+        shown
+    }
+
+    fn draw(&self, f: &mut ratatui::Frame, iface: &str) {
+        let [head, body, foot] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Min(3),
+            Constraint::Length(1),
+        ])
+        .areas(f.area());
+        f.render_widget(
+            Paragraph::new(format!(
+                "shaper top  iface {iface}  source: {}  sort: {:?}  filter: {}",
+                self.source, self.sort, self.filter
+            )),
+            head,
+        );
+        let header = Row::new([
+            "tenant",
+            "tier",
+            "rate",
+            "passed/s",
+            "offered/s",
+            "drop%",
+            "passed, last 60 s",
+        ])
+        .style(Style::default().add_modifier(Modifier::BOLD));
+        let table_rows = self.shown().into_iter().map(|t| {
+            let spark = self
+                .history
+                .get(&t.name)
+                .map(|h| sparkline(h, 30))
+                .unwrap_or_default();
+            Row::new([
+                t.name.clone(),
+                t.tier.clone(),
+                human_bits(t.rate_bits as f64),
+                human_bits(t.passed_bps),
+                human_bits(t.offered_bps),
+                format!("{:.1}", t.drop_ratio * 100.0),
+                spark,
+            ])
+        });
+        let widths = [
+            Constraint::Length(16),
+            Constraint::Length(9),
+            Constraint::Length(13),
+            Constraint::Length(13),
+            Constraint::Length(13),
+            Constraint::Length(6),
+            Constraint::Length(31),
+        ];
+        f.render_widget(
+            Table::new(table_rows, widths)
+                .header(header)
+                .block(Block::bordered()),
+            body,
+        );
+        let help = if self.typing {
+            format!("filter: {}_  (Enter to apply, Esc to clear)", self.filter)
+        } else {
+            "q quit   s sort   / filter   Esc clear filter".to_string()
+        };
+        f.render_widget(Paragraph::new(Line::from(help)), foot);
+    }
+
+    /// Handles a key; true when it asks to quit.
+    fn key(&mut self, code: KeyCode) -> bool {
+        match (self.typing, code) {
+            (true, KeyCode::Enter) => self.typing = false,
+            (true, KeyCode::Esc) => {
+                self.typing = false;
+                self.filter.clear();
+            }
+            (true, KeyCode::Backspace) => {
+                self.filter.pop();
+            }
+            (true, KeyCode::Char(c)) => self.filter.push(c),
+            (false, KeyCode::Char('q')) => return true,
+            (false, KeyCode::Char('s')) => self.sort = self.sort.next(),
+            (false, KeyCode::Char('/')) => self.typing = true,
+            (false, KeyCode::Esc) => self.filter.clear(),
+            _ => {}
+        }
+        false
     }
 }
 

@@ -5,7 +5,8 @@ use aya::maps::{Array, MapData};
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
 
-use super::{DatapathError, error_chain, is_permission, os_error};
+use super::error::program_error;
+use super::{DatapathError, is_permission, os_error};
 
 /// The benchmark object, built from shaper-ebpf by build.rs.
 pub static BENCH_OBJECT: &[u8] =
@@ -28,7 +29,7 @@ impl BenchPrograms {
             if is_permission(os_error(&e)) {
                 DatapathError::NoPermission
             } else {
-                DatapathError::Load(error_chain(&e))
+                DatapathError::Ebpf(e)
             }
         })?;
         Ok(BenchPrograms { ebpf })
@@ -48,9 +49,10 @@ impl BenchPrograms {
     /// it is run from).
     pub fn generator_mut(&mut self, ifindex: u32) -> Result<&mut Xdp, DatapathError> {
         {
-            let map = self.ebpf.map_mut(GENERATOR_MAP).ok_or_else(|| {
-                DatapathError::Load(format!("map {GENERATOR_MAP} missing from the object"))
-            })?;
+            let map = self
+                .ebpf
+                .map_mut(GENERATOR_MAP)
+                .ok_or_else(|| DatapathError::Missing(format!("map {GENERATOR_MAP}")))?;
             let mut m: Array<&mut MapData, u32> =
                 Array::try_from(map).map_err(|source| DatapathError::Map {
                     map: GENERATOR_MAP,
@@ -69,12 +71,11 @@ impl BenchPrograms {
         let prog: &mut Xdp = self
             .ebpf
             .program_mut(name)
-            .ok_or_else(|| DatapathError::Load(format!("program {name} missing")))?
+            .ok_or_else(|| DatapathError::Missing(format!("program {name}")))?
             .try_into()
-            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(error_chain(&e)))?;
+            .map_err(|e| program_error(name, "type check", e))?;
         if prog.fd().is_err() {
-            prog.load()
-                .map_err(|e| DatapathError::Load(error_chain(&e)))?;
+            prog.load().map_err(|e| program_error(name, "load", e))?;
         }
         Ok(prog)
     }

@@ -47,7 +47,20 @@ pub enum DatapathError {
     NotPinned(PathBuf),
     #[error("cannot enter network namespace '{name}': {source}")]
     NetNs { name: String, source: io::Error },
-    #[error("loading the BPF program failed: {0}")]
+    #[error("loading the BPF object failed")]
+    Ebpf(#[source] aya::EbpfError),
+    #[error("BPF program {program}: {what} failed")]
+    Program {
+        program: String,
+        what: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("{0} is missing from the BPF object (a build of another shaper version?)")]
+    Missing(String),
+    #[error("taking the XDP link failed")]
+    Link(#[source] aya::programs::links::LinkError),
+    #[error("{0}")]
     Load(String),
     #[error("BPF map {map}: {source}")]
     Map {
@@ -61,6 +74,19 @@ pub enum DatapathError {
     },
     #[error("pinning {path}: {reason}")]
     Pin { path: PathBuf, reason: String },
+}
+
+/// A failed operation on program `program`, with aya's error as its source.
+pub(super) fn program_error(
+    program: &str,
+    what: &'static str,
+    source: aya::programs::ProgramError,
+) -> DatapathError {
+    DatapathError::Program {
+        program: program.to_string(),
+        what,
+        source,
+    }
 }
 
 /// The first OS error code anywhere in an error's source chain.

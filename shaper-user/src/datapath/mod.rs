@@ -26,6 +26,7 @@ use crate::config::{Config, MatchDir, Prefix, Unmatched};
 
 pub mod batch;
 mod bench;
+mod encode;
 mod error;
 mod netns;
 mod pins;
@@ -34,9 +35,14 @@ mod tenants;
 mod write;
 
 pub use self::bench::BenchPrograms;
-use self::error::is_permission;
+pub use self::encode::{
+    DepositWrite, ECN_MARK_FRACTION, FLOW_SAMPLE_SHIFT, Lookup, TenantRates, TenantWrite, bucket,
+    global_config, link_burst_bytes, lookup_plan, tenant_config, tenant_params, tenant_params_at,
+    token_rules,
+};
 pub(crate) use self::error::os_error;
 pub use self::error::{DatapathError, error_chain};
+use self::error::{is_permission, program_error};
 pub use self::netns::{NetNsEnter, ifindex};
 pub use self::pins::{check_pinned_version, ensure_bpffs, open_pinned_map, pin_dir, remove_pins};
 pub use self::read::{
@@ -44,11 +50,7 @@ pub use self::read::{
     read_tenant_states, sum_cpus,
 };
 pub use self::tenants::{TenantInfo, id_span, tenant_table};
-pub use self::write::{
-    DepositWrite, ECN_MARK_FRACTION, FLOW_SAMPLE_SHIFT, Lookup, TenantRates, TenantWrite, bucket,
-    global_config, link_burst_bytes, live_tenant, lookup_plan, tenant_config, tenant_params,
-    tenant_params_at, token_rules,
-};
+pub use self::write::live_tenant;
 
 /// The XDP program, built from shaper-ebpf by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shaper"));
@@ -201,7 +203,7 @@ impl Datapath {
             if is_permission(os_error(&e)) {
                 DatapathError::NoPermission
             } else {
-                DatapathError::Load(error_chain(&e))
+                DatapathError::Ebpf(e)
             }
         })?;
         // The datapath logs only rare events (misconfiguration), at debug level. The logger
@@ -211,16 +213,14 @@ impl Datapath {
             .ok();
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM)
-            .ok_or_else(|| {
-                DatapathError::Load(format!("program {PROGRAM} missing from the object"))
-            })?
+            .ok_or_else(|| DatapathError::Missing(format!("program {PROGRAM}")))?
             .try_into()
-            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(error_chain(&e)))?;
+            .map_err(|e| program_error(PROGRAM, "type check", e))?;
         prog.load().map_err(|e| {
             if is_permission(os_error(&e)) {
                 DatapathError::NoPermission
             } else {
-                DatapathError::Load(error_chain(&e))
+                program_error(PROGRAM, "load", e)
             }
         })?;
         Ok(Datapath {
@@ -251,7 +251,7 @@ impl Datapath {
         let map = self
             .ebpf
             .map_mut(name)
-            .ok_or_else(|| DatapathError::Load(format!("map {name} missing from the object")))?;
+            .ok_or_else(|| DatapathError::Missing(format!("map {name}")))?;
         T::try_from(map).map_err(|source| DatapathError::Map { map: name, source })
     }
 
@@ -266,32 +266,32 @@ impl Datapath {
     pub fn map_raw_mut(&mut self, name: &'static str) -> Result<&mut Map, DatapathError> {
         self.ebpf
             .map_mut(name)
-            .ok_or_else(|| DatapathError::Load(format!("map {name} missing from the object")))
+            .ok_or_else(|| DatapathError::Missing(format!("map {name}")))
     }
 
     /// A map by name, for reading counters and state.
     pub fn map(&self, name: &'static str) -> Result<&Map, DatapathError> {
         self.ebpf
             .map(name)
-            .ok_or_else(|| DatapathError::Load(format!("map {name} missing from the object")))
+            .ok_or_else(|| DatapathError::Missing(format!("map {name}")))
     }
 
     /// The program, shared, for `BPF_PROG_TEST_RUN` from several threads at once.
     pub fn program(&self) -> Result<&Xdp, DatapathError> {
         self.ebpf
             .program(PROGRAM)
-            .ok_or_else(|| DatapathError::Load(format!("program {PROGRAM} missing")))?
+            .ok_or_else(|| DatapathError::Missing(format!("program {PROGRAM}")))?
             .try_into()
-            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(error_chain(&e)))
+            .map_err(|e| program_error(PROGRAM, "type check", e))
     }
 
     /// The program, for `BPF_PROG_TEST_RUN`.
     pub fn program_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
         self.ebpf
             .program_mut(PROGRAM)
-            .ok_or_else(|| DatapathError::Load(format!("program {PROGRAM} missing")))?
+            .ok_or_else(|| DatapathError::Missing(format!("program {PROGRAM}")))?
             .try_into()
-            .map_err(|e: aya::programs::ProgramError| DatapathError::Load(error_chain(&e)))
+            .map_err(|e| program_error(PROGRAM, "type check", e))
     }
 
     /// Attaches to `iface` (inside network namespace `netns` if given). Returns the mode used.
@@ -341,9 +341,9 @@ impl Datapath {
                 })?;
             let fd = FdLink::try_from(
                 prog.take_link(id)
-                    .map_err(|e| DatapathError::Load(error_chain(&e)))?,
+                    .map_err(|e| program_error(PROGRAM, "take link", e))?,
             )
-            .map_err(|e| DatapathError::Load(error_chain(&e)))?;
+            .map_err(DatapathError::Link)?;
             self.link = Some(Attachment::Pinned(fd));
             self.owns_pins = true;
             if let Some(dir) = link_pin.parent() {
@@ -389,7 +389,7 @@ impl Datapath {
             Some(Attachment::Managed(id)) => self
                 .program_mut()?
                 .detach(id)
-                .map_err(|e| DatapathError::Load(format!("detach: {}", error_chain(&e)))),
+                .map_err(|e| program_error(PROGRAM, "detach", e)),
             Some(Attachment::Pinned(fd)) => {
                 if let Some(dir) = &self.pins {
                     let _ = std::fs::remove_file(dir.join(LINK_PIN));

@@ -68,7 +68,7 @@ impl Datapath {
         let prog = self.program_mut()?;
         let link = prog
             .take_link(id)
-            .map_err(|e| DatapathError::Load(error_chain(&e)))?;
+            .map_err(|e| program_error(PROGRAM, "take link", e))?;
         let fd = match FdLink::try_from(link) {
             Ok(fd) => fd,
             Err(e) => {

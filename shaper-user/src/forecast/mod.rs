@@ -368,7 +368,26 @@ impl Forecaster {
             }
         }
 
-        // Score what was forecast for this sample before learning from it.
+        self.score_pending(value);
+        let (used, clamped) = self.observe(ts, value);
+        if let Some(o) = clamped {
+            outcome = o;
+        }
+        self.learn(value, used);
+        if !self.models.iter().all(Model::is_finite) {
+            self.restore();
+            outcome = Outcome::Restored;
+        }
+        self.n += 1;
+        self.last_ts = Some(ts);
+        self.issue();
+        self.counts.accepted += 1;
+        outcome
+    }
+
+    /// Scores what was forecast for this sample at every anchor horizon before learning from
+    /// it: residual windows, adaptive conformal levels, and the bounds they give.
+    fn score_pending(&mut self, value: f64) {
         let h_max = self.settings.horizon;
         let target = 1.0 - self.settings.confidence;
         for k in 0..self.anchors.len() {
@@ -395,25 +414,36 @@ impl Forecaster {
             let b = self.window_bounds(k);
             self.bounds.push(b);
         }
+    }
+
+    /// Records the sample against the last forecast (accuracy, bursts) and returns the value
+    /// the models learn from: the sample, or the outlier cap it exceeded, with the outcome
+    /// that says so.
+    fn observe(&mut self, ts: f64, value: f64) -> (f64, Option<Outcome>) {
         let naive_abs = (value - self.naive.forecast(1)).abs();
-        let mut used = value;
-        if let Some(p) = self.next {
-            self.accuracy.record(value, p.mean, naive_abs, p.lo, p.hi);
-            if let Some((mean, hi)) = self.next_model {
-                self.bursts
-                    .observe(ts, self.settings.interval_s, value, mean, hi);
-            }
-            if self.n >= WARMUP && self.windows[0].len() >= 32 {
-                // windows[0] is horizon 1: anchors always start at 1.
-                let cap = p.hi + OUTLIER_WIDTHS * (p.hi - p.lo).max(1.0);
-                if value > cap {
-                    used = cap;
-                    outcome = Outcome::Clamped { used };
-                    self.counts.clamped += 1;
-                }
+        let Some(p) = self.next else {
+            return (value, None);
+        };
+        self.accuracy.record(value, p.mean, naive_abs, p.lo, p.hi);
+        if let Some((mean, hi)) = self.next_model {
+            self.bursts
+                .observe(ts, self.settings.interval_s, value, mean, hi);
+        }
+        if self.n >= WARMUP && self.windows[0].len() >= 32 {
+            // windows[0] is horizon 1: anchors always start at 1.
+            let cap = p.hi + OUTLIER_WIDTHS * (p.hi - p.lo).max(1.0);
+            if value > cap {
+                self.counts.clamped += 1;
+                return (cap, Some(Outcome::Clamped { used: cap }));
             }
         }
+        (value, None)
+    }
 
+    /// Every model learns `used`; their one-step and full-horizon errors follow; the naive
+    /// reference learns the sample itself.
+    fn learn(&mut self, value: f64, used: f64) {
+        let h_max = self.settings.horizon;
         let slot = (self.n % h_max as u64) as usize;
         for (k, m) in self.models.iter_mut().enumerate() {
             let err = (used - m.forecast(1)).abs();
@@ -440,15 +470,6 @@ impl Forecaster {
         if self.n >= WARMUP {
             self.select();
         }
-        if !self.models.iter().all(Model::is_finite) {
-            self.restore();
-            outcome = Outcome::Restored;
-        }
-        self.n += 1;
-        self.last_ts = Some(ts);
-        self.issue();
-        self.counts.accepted += 1;
-        outcome
     }
 
     /// Model `k`'s rolling error as `auto` weighs it: one step and full horizon, blended.

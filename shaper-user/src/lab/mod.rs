@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use crate::datapath::{NetNsEnter, ifindex};
 
+pub mod frame;
 pub mod traffic;
 
 /// True when running as root (needed for BPF, XDP and network namespaces).
@@ -401,5 +402,94 @@ impl Drop for AgentProcess {
         }
         crate::datapath::remove_pins(&crate::datapath::pin_dir(&self.iface));
         let _ = std::fs::remove_dir_all(crate::agent::state_dir(&self.iface));
+    }
+}
+
+/// Why an [`AgentThread`] ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentFailed {
+    #[error("the agent's runtime: {0}")]
+    Runtime(#[source] io::Error),
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentError),
+    #[error("the agent thread panicked or ended before attaching")]
+    Panicked,
+}
+
+/// A `shaper run` agent on a thread of its own (with its own runtime), attached to a lab
+/// interface. Stopping it (or dropping it) detaches and unpins, as SIGTERM does.
+pub struct AgentThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), AgentFailed>>>,
+}
+
+impl AgentThread {
+    pub fn start(
+        cfg: &crate::config::Config,
+        iface: &str,
+        netns: &str,
+    ) -> Result<AgentThread, AgentFailed> {
+        let options = crate::agent::Options {
+            iface: iface.to_string(),
+            config: "(test)".into(),
+            xdp_mode: crate::datapath::AttachMode::Native,
+            max_tenants: shaper_common::DEFAULT_MAX_TENANTS,
+            netns: Some(netns.to_string()),
+            clock: crate::datapath::Clock::Precise,
+        };
+        let cfg = cfg.clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(AgentFailed::Runtime)?;
+            rt.block_on(crate::agent::run(
+                &options,
+                &cfg,
+                move || {
+                    let _ = ready_tx.send(());
+                },
+                async {
+                    let _ = stop_rx.await;
+                },
+            ))
+            .map_err(AgentFailed::Agent)
+        });
+        let mut agent = AgentThread {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        };
+        if ready_rx.recv().is_err() {
+            // The agent ended before attaching: return its error.
+            return Err(agent.join().err().unwrap_or(AgentFailed::Panicked));
+        }
+        Ok(agent)
+    }
+
+    fn join(&mut self) -> Result<(), AgentFailed> {
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| AgentFailed::Panicked)?,
+            None => Ok(()),
+        }
+    }
+
+    pub fn stop(mut self) -> Result<(), AgentFailed> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.join()
+    }
+}
+
+impl Drop for AgentThread {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Err(e) = self.join() {
+            eprintln!("agent: {e}");
+        }
     }
 }

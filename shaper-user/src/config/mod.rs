@@ -1,0 +1,546 @@
+//! The JSON config: parsed strictly (unknown fields refused), then validated as a whole, every
+//! error naming the JSON path it is about. A [`Config`] that exists is a config that is valid.
+//!
+//! Sections that later stages act on (`pools`, `token_types`, `forecast`, `policy`, `events`,
+//! `api`, `history`) are parsed and validated now, so a config written today keeps working.
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::allocate::PolicyMode;
+use crate::forecast::ModelChoice;
+use crate::units::{Rate, Size};
+
+/// The example config shipped with the project (and embedded for `shaper demo`).
+pub const EXAMPLE: &str = include_str!("../../../examples/tiers.json");
+
+/// Lowest tenant rate accepted: below it one full-size packet takes seconds.
+pub const MIN_RATE: Rate = Rate(8_000);
+/// Highest link capacity accepted.
+pub const MAX_LINK: Rate = Rate(400_000_000_000);
+/// A burst must hold at least one full-size Ethernet-MTU IP packet, or such packets never pass.
+pub const MIN_BURST: Size = Size(1_500);
+/// Bursts above this are a typo, not a policy.
+pub const MAX_BURST: Size = Size(1_000_000_000);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config: at {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config: at {path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error(
+        "config {path} is world-writable (mode {mode:o}): anyone could change the rates; run chmod o-w on it"
+    )]
+    WorldWritable { path: PathBuf, mode: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub link: Link,
+    #[serde(default)]
+    pub pools: Pools,
+    #[serde(default = "default_tiers")]
+    pub tiers: BTreeMap<TierName, Tier>,
+    #[serde(default)]
+    pub token_types: TokenTypes,
+    pub tenants: Vec<Tenant>,
+    #[serde(default)]
+    pub forecast: Forecast,
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub events: Vec<Event>,
+    #[serde(default)]
+    pub api: Api,
+    #[serde(default)]
+    pub history: History,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchDir {
+    #[default]
+    Dst,
+    Src,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Unmatched {
+    #[default]
+    Pass,
+    Drop,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    pub capacity: Rate,
+    #[serde(default, rename = "match")]
+    pub match_dir: MatchDir,
+    #[serde(default)]
+    pub unmatched: Unmatched,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pools {
+    pub guaranteed: f64,
+    pub opportunistic: f64,
+    pub emergency: f64,
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Pools {
+            guaranteed: 0.80,
+            opportunistic: 0.15,
+            emergency: 0.05,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TierName {
+    Bronze,
+    Silver,
+    Gold,
+    Platinum,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    pub priority: u8,
+    pub borrow: bool,
+    pub emergency: bool,
+    pub risk: f64,
+}
+
+fn default_tiers() -> BTreeMap<TierName, Tier> {
+    let t = |priority, borrow, emergency, risk| Tier {
+        priority,
+        borrow,
+        emergency,
+        risk,
+    };
+    BTreeMap::from([
+        (TierName::Bronze, t(0, false, false, 0.2)),
+        (TierName::Silver, t(1, true, false, 0.5)),
+        (TierName::Gold, t(2, true, true, 0.8)),
+        (TierName::Platinum, t(3, true, true, 1.0)),
+    ])
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenType {
+    Gold,
+    Silver,
+    Bronze,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenTypes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gold: Option<TypeRules>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silver: Option<TypeRules>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bronze: Option<TypeRules>,
+    #[serde(default = "default_token_type")]
+    pub default: TokenType,
+    #[serde(default)]
+    pub fallback: bool,
+    /// How tenants without their own `mix` split their rate and burst over the token types;
+    /// absent: all of it on the `default` type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<Mix>,
+    /// What one bit/s of each type is worth in `shaper exchange`: giving up X of type A buys
+    /// X x A / B of type B. Absent: all 1 (rate moves one for one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_rates: Option<Mix>,
+}
+
+impl TokenTypes {
+    /// The rules in the order the datapath evaluates them (gold, silver, bronze; first match
+    /// wins), each with its type.
+    pub fn ordered_rules(&self) -> Vec<(TokenType, &MatchRule)> {
+        [
+            (TokenType::Gold, &self.gold),
+            (TokenType::Silver, &self.silver),
+            (TokenType::Bronze, &self.bronze),
+        ]
+        .into_iter()
+        .flat_map(|(ty, r)| {
+            r.iter()
+                .flat_map(move |r| r.rules.iter().map(move |m| (ty, m)))
+        })
+        .collect()
+    }
+
+    /// The mix of a tenant that sets none.
+    pub fn default_mix(&self) -> Mix {
+        self.mix.clone().unwrap_or(Mix {
+            gold: f64::from(u8::from(self.default == TokenType::Gold)),
+            silver: f64::from(u8::from(self.default == TokenType::Silver)),
+            bronze: f64::from(u8::from(self.default == TokenType::Bronze)),
+        })
+    }
+}
+
+impl TokenType {
+    /// Index into the datapath's per-type arrays (`shaper_common::TYPE_*`).
+    pub fn index(self) -> usize {
+        match self {
+            TokenType::Gold => shaper_common::TYPE_GOLD,
+            TokenType::Silver => shaper_common::TYPE_SILVER,
+            TokenType::Bronze => shaper_common::TYPE_BRONZE,
+        }
+    }
+}
+
+impl Mix {
+    /// The shares in type index order.
+    pub fn shares(&self) -> [f64; shaper_common::TOKEN_TYPES] {
+        [self.gold, self.silver, self.bronze]
+    }
+}
+
+fn default_token_type() -> TokenType {
+    TokenType::Silver
+}
+
+impl Default for TokenTypes {
+    fn default() -> Self {
+        TokenTypes {
+            gold: None,
+            silver: None,
+            bronze: None,
+            default: TokenType::Silver,
+            fallback: false,
+            mix: None,
+            exchange_rates: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeRules {
+    #[serde(rename = "match")]
+    pub rules: Vec<MatchRule>,
+}
+
+/// One rule: every field given must match (AND); a packet takes the type of the first rule
+/// list that has a matching rule (OR within a list).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dscp: Option<Vec<u8>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<Proto>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dport: Option<Vec<u16>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sport: Option<Vec<u16>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+    Sctp,
+}
+
+impl Proto {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+            Proto::Icmp => 1,
+            Proto::Icmpv6 => 58,
+            Proto::Sctp => 132,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    pub name: String,
+    pub tier: TierName,
+    pub prefixes: Vec<String>,
+    pub rate: Rate,
+    pub burst: Size,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceil: Option<Rate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<Mix>,
+    #[serde(default)]
+    pub ecn: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mix {
+    pub gold: f64,
+    pub silver: f64,
+    pub bronze: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forecast {
+    pub interval_ms: u64,
+    pub horizon_s: u64,
+    pub season_s: u64,
+    /// `auto` or one model's name (see `forecast::ModelKind`).
+    pub model: ModelChoice,
+    pub confidence: f64,
+    pub accuracy_alert_mase: f64,
+    /// `window` (default) or `tracking`: how intervals are kept (see
+    /// `forecast::IntervalMethod`); tracking for hundreds of thousands of tenants.
+    #[serde(default)]
+    pub intervals: crate::forecast::IntervalMethod,
+}
+
+impl Default for Forecast {
+    fn default() -> Self {
+        Forecast {
+            interval_ms: 1000,
+            horizon_s: 10,
+            season_s: 86_400,
+            model: ModelChoice::Auto,
+            confidence: 0.95,
+            accuracy_alert_mase: 1.5,
+            intervals: Default::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub mode: PolicyMode,
+    pub adjustment_multiplier: f64,
+    pub auto_tune: bool,
+    pub max_exchange_fraction: f64,
+    pub reactive_override: ReactiveOverride,
+    /// Let the allocator give a tenant less than its base rate while its predicted demand is
+    /// lower (overbooking the guaranteed pool); off: every tenant always keeps its base rate.
+    #[serde(default)]
+    pub overcommit: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            mode: PolicyMode::Predictive,
+            adjustment_multiplier: 0.5,
+            auto_tune: true,
+            max_exchange_fraction: 0.5,
+            reactive_override: ReactiveOverride::default(),
+            overcommit: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReactiveOverride {
+    pub in_profile_drop_ratio: f64,
+    pub cpu_busy_ratio: f64,
+}
+
+impl Default for ReactiveOverride {
+    fn default() -> Self {
+        ReactiveOverride {
+            in_profile_drop_ratio: 0.01,
+            cpu_busy_ratio: 0.95,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub tenant: String,
+    pub start: String,
+    pub duration_s: u64,
+    pub rate: Rate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    pub listen: SocketAddr,
+    pub socket: PathBuf,
+    /// The API can change rates (reload, exchange): a `listen` beyond loopback must be asked
+    /// for explicitly.
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            socket: PathBuf::from("/run/shaper/shaper.sock"),
+            allow_remote: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct History {
+    pub path: PathBuf,
+    pub retention_days: u32,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            path: PathBuf::from("/var/lib/shaper/history.db"),
+            retention_days: 14,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let read = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mode = std::fs::metadata(path).map_err(read)?.permissions().mode();
+        // Whoever writes the config sets every tenant's rate on the next reload.
+        if mode & 0o002 != 0 {
+            return Err(ConfigError::WorldWritable {
+                path: path.to_path_buf(),
+                mode: mode & 0o7777,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = strip_position(&inner.to_string());
+            ConfigError::Parse {
+                path: if path == "." {
+                    "(top level)".into()
+                } else {
+                    path
+                },
+                message: format!(
+                    "{message} (line {}, column {})",
+                    inner.line(),
+                    inner.column()
+                ),
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Every tenant prefix, parsed, with the index of its tenant. Valid configs only.
+    pub fn prefixes(&self) -> Vec<(Prefix, usize)> {
+        self.tenants
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| {
+                t.prefixes
+                    .iter()
+                    .filter_map(move |s| Prefix::parse(s).ok().map(|p| (p, i)))
+            })
+            .collect()
+    }
+}
+
+/// A config of `n` tenants for tests and benchmarks: tenant `i` owns 10.0.0.0 + i (a /32) and
+/// 2001:db8:: + i (a /128), at `rate` with `burst`. `n` is at most 2^24.
+pub fn synthetic(n: u32, capacity: Rate, rate: Rate, burst: Size) -> Config {
+    let tenants = (0..n)
+        .map(|i| Tenant {
+            name: format!("t{i}"),
+            tier: TierName::Gold,
+            prefixes: vec![
+                Ipv4Addr::from(0x0a00_0000 | (i & 0x00ff_ffff)).to_string(),
+                Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i)).to_string(),
+            ],
+            rate,
+            burst,
+            ceil: None,
+            mix: None,
+            ecn: false,
+        })
+        .collect();
+    Config {
+        link: Link {
+            capacity,
+            match_dir: MatchDir::Dst,
+            unmatched: Unmatched::Pass,
+        },
+        pools: Pools::default(),
+        tiers: default_tiers(),
+        token_types: TokenTypes::default(),
+        tenants,
+        forecast: Forecast::default(),
+        policy: Policy::default(),
+        events: vec![],
+        api: Api::default(),
+        history: History::default(),
+    }
+}
+
+pub fn tier_str(t: TierName) -> &'static str {
+    match t {
+        TierName::Bronze => "bronze",
+        TierName::Silver => "silver",
+        TierName::Gold => "gold",
+        TierName::Platinum => "platinum",
+    }
+}
+
+/// serde_json appends " at line L column C"; we print the position ourselves.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+mod prefix;
+mod validate;
+
+pub use self::prefix::Prefix;
+
+#[cfg(test)]
+mod tests;
