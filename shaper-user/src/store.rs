@@ -203,6 +203,13 @@ pub fn to_csv(rows: &[Row]) -> String {
     s
 }
 
+/// Now as unix seconds: the history's clock (and the forecasters').
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

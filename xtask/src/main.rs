@@ -221,8 +221,7 @@ pub(crate) fn ns_per_run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<f64> {
 }
 
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    compare::median(&mut v)
 }
 
 /// Frames whose costs, subtracted, show where the time goes: a non-IP frame (parse and one

@@ -20,7 +20,7 @@ use shaper::config::{Config, PolicyMode};
 use shaper::lab::traffic::{Sink, start_schedule};
 use shaper::lab::{AgentProcess, Lab};
 use shaper::simulate::{SimResult, Trace, score};
-use shaper::store::{Row, Store};
+use shaper::store::{Row, Store, unix_now};
 
 pub struct Args<'a> {
     pub trace: &'a Path,
@@ -35,12 +35,6 @@ pub struct Args<'a> {
 
 const PAYLOAD: usize = 1400;
 const PORT: u16 = 9000;
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
 
 /// The config as replayed: one trace cycle per second (season and horizon kept in cycles),
 /// rates and capacity scaled, history and API in `dir`.

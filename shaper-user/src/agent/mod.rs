@@ -286,13 +286,6 @@ fn predicting(cfg: &Config) -> bool {
     cfg.policy.mode != PolicyMode::Static
 }
 
-/// Now as unix seconds (the history store's and the forecasters' time).
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 /// A lock's value even if a thread panicked holding it.
 fn write_lock<T>(lock: &Arc<RwLock<T>>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|e| e.into_inner())

@@ -7,8 +7,9 @@ use crate::config::Tenant;
 use crate::forecast::Prediction;
 use crate::stats::{PrePool, TenantStats};
 
+use super::Agent;
 use super::collect::Collected;
-use super::{Agent, unix_now};
+use crate::store::unix_now;
 
 /// One tenant's plan for the next cycle, config order.
 pub(super) struct Planned {

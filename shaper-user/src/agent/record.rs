@@ -7,8 +7,9 @@ use crate::planner::Planner;
 use crate::stats::TenantStats;
 use crate::store::{Row, Store};
 
+use super::Agent;
 use super::plan::Planned;
-use super::{Agent, unix_now};
+use crate::store::unix_now;
 
 /// How many past cycles per tenant a restart feeds its forecaster: two days of one-second
 /// cycles at most, enough for the daily season.

@@ -19,6 +19,7 @@ use shaper::config::{Config, EXAMPLE};
 use shaper::datapath::{self, AttachMode, TENANT_COUNTERS};
 use shaper::lab::Lab;
 use shaper::lab::traffic::{self, Flood};
+use shaper::store::unix_now;
 use shaper::units::human_bits;
 
 /// Offered load as a multiple of each tenant's rate.
@@ -150,12 +151,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Draws what the agent stored during the demo into `out`.

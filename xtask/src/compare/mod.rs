@@ -316,7 +316,8 @@ fn htb_batch(ifb: &str, tenants: &[Tenant], dir: &Path) -> Result<String> {
     Ok(path.display().to_string())
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// The median (NaN for none); sorts `v`.
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
         f64::NAN
