@@ -16,10 +16,11 @@ mod classify;
 mod ecn;
 mod flows;
 mod parse;
+mod runtime;
 mod spend;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, xdp_action},
+    bindings::{BPF_F_NO_PREALLOC, xdp_action},
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     programs::XdpContext,
@@ -28,12 +29,9 @@ use aya_log_ebpf::debug;
 use shaper_common::{
     CLASS_IPV4, CLASS_IPV6, CLASS_MALFORMED, CLASS_NON_IP, CLASS_UNMATCHED_DROPPED,
     CLASS_UNMATCHED_PASSED, CLASS_VLAN, CLASSES, CONFIG_MAGIC, DEFAULT_MAX_TENANTS, FLOWS_OFF,
-    FlowKey, FlowStats, GLOBAL_BORROW, GLOBAL_FALLBACK, GlobalConfig, GlobalState, MATCH_SRC,
-    MAX_RULES, OUTCOME_BORROWED, OUTCOME_DROPPED, OUTCOME_EMERGENCY, OUTCOME_GREEN, OUTCOME_MARKED,
-    OUTCOME_PRE, PacketCount, PrefixKeyV4, PrefixKeyV6, RULE_DPORT, RULE_DSCP, RULE_PROTO,
-    RULE_SPORT, TENANT_ACTIVE, TENANT_BORROW, TENANT_ECN, TENANT_EMERGENCY, TOKEN_TYPES,
-    TenantConfig, TenantCounters, TenantState, TokenRules, UNMATCHED_DROP, V4_KEY_BYTES,
-    V6_KEY_BYTES,
+    FlowKey, FlowStats, GlobalConfig, GlobalState, MATCH_SRC, OUTCOME_DROPPED, PacketCount,
+    PrefixKeyV4, PrefixKeyV6, TENANT_ACTIVE, TenantConfig, TenantCounters, TenantState, TokenRules,
+    UNMATCHED_DROP, V4_KEY_BYTES, V6_KEY_BYTES,
 };
 
 use crate::parse::{IpInfo, Parsed};
@@ -288,13 +286,3 @@ fn bump(class: u32, frame_len: u64) {
         }
     }
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -363,6 +363,12 @@ mod tests {
     }
 
     #[test]
+    fn sums_cpus() {
+        let s = crate::datapath::sum_cpus(&[counters(1000, 0), counters(2000, 3000)]);
+        assert_eq!(s, counters(3000, 3000));
+    }
+
+    #[test]
     fn rates_over_the_window() {
         let t0 = Instant::now();
         let prev = Snapshot::new(t0, vec![counters(0, 0), counters(500, 0)]);

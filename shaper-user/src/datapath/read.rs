@@ -130,26 +130,3 @@ pub fn read_class_counters(map: &Map) -> Result<Vec<PacketCount>, DatapathError>
         })
         .collect()
 }
-
-#[cfg(test)]
-mod tests {
-    use shaper_common::{OUTCOME_DROPPED, OUTCOME_GREEN, TYPE_SILVER};
-
-    use super::*;
-
-    /// `passed` bytes on green silver tokens, `dropped` dropped, 1000 bytes a packet.
-    fn counters(passed: u64, dropped: u64) -> TenantCounters {
-        let mut c = TenantCounters::default();
-        c.packets[TYPE_SILVER][OUTCOME_GREEN] = passed / 1000;
-        c.bytes[TYPE_SILVER][OUTCOME_GREEN] = passed;
-        c.packets[TYPE_SILVER][OUTCOME_DROPPED] = dropped / 1000;
-        c.bytes[TYPE_SILVER][OUTCOME_DROPPED] = dropped;
-        c
-    }
-
-    #[test]
-    fn sums_cpus() {
-        let s = sum_cpus(&[counters(1000, 0), counters(2000, 3000)]);
-        assert_eq!(s, counters(3000, 3000));
-    }
-}
