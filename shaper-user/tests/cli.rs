@@ -1227,3 +1227,96 @@ fn a_world_writable_config_is_refused_in_one_line() {
     assert_one_line_error(&o, "world-writable");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// A local user holding 2,000 idle connections to the API of an agent limited to 1,024 open
+/// files: the connection cap and the header-read timeout keep the agent's descriptors free,
+/// so its cycles go on, XDP stays attached, and the Unix socket answers meanwhile.
+#[test]
+fn idle_api_connections_do_not_stop_shaping() {
+    let Some(_root) = root_test("idle_api_connections_do_not_stop_shaping") else {
+        return;
+    };
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-fds-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let config = example_in(&tmp, &[]);
+    let log = tmp.join("run.log");
+    let err = std::fs::File::create(&log).expect("log");
+    let child = Command::new("prlimit")
+        .args(["--nofile=1024:1024", "--"])
+        .arg(env!("CARGO_BIN_EXE_shaper"))
+        .args(["run", "--iface", &lab.dut_if, "--netns", &lab.dut.name])
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("spawn");
+    let mut agent = AgentProcess::new(child, &lab.dut_if);
+    let addr_file = shaper::agent::state_dir(&lab.dut_if).join("api.addr");
+    let start = Instant::now();
+    while !addr_file.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "API not up: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let port = std::fs::read_to_string(&addr_file)
+        .expect("addr")
+        .trim()
+        .parse::<SocketAddr>()
+        .expect("addr")
+        .port();
+    let script = format!(
+        "ulimit -n 4096; n=0; for i in $(seq 2000); do exec {{fd}}<>/dev/tcp/127.0.0.1/{port} || break; n=$((n+1)); done; echo $n; sleep 8"
+    );
+    let flood = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "timeout",
+            "20",
+            "bash",
+            "-c",
+        ])
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("setpriv");
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        agent.child.try_wait().expect("wait").is_none(),
+        "the agent exited under idle connections: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(xdp_attached(&lab), "XDP detached under idle connections");
+    let (code, body) = http(
+        std::os::unix::net::UnixStream::connect(tmp.join("api.sock")).expect("unix"),
+        "GET",
+        "/v1/health",
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert!(v["health"]["cycles"].as_u64().unwrap_or(0) >= 3, "{v}");
+    let out = flood.wait_with_output().expect("flood");
+    let opened: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        opened >= 1000,
+        "the client opened only {opened} connections"
+    );
+    assert!(
+        agent.child.try_wait().expect("wait").is_none(),
+        "the agent exited after the idle connections: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(xdp_attached(&lab));
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&tmp);
+}

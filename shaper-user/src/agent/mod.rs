@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::allocate::{Allocation, Profile};
 use crate::api;
@@ -48,6 +48,8 @@ pub struct Options {
     /// Attach to `iface` inside this named network namespace.
     pub netns: Option<String>,
     pub clock: Clock,
+    /// Tests only: a fault injected into every cycle.
+    pub fault: Option<Fault>,
 }
 
 /// Why the agent could not start or had to stop.
@@ -75,10 +77,15 @@ pub enum AgentError {
         "interface '{0}' disappeared: the shaper was detached with it; start `shaper run` again when it is back"
     )]
     InterfaceGone(String),
+    #[error(
+        "the agent's worker thread was lost ({0}): the datapath stays pinned; `shaper run` adopts it"
+    )]
+    Lost(String),
 }
 
 /// The agent's state between cycles.
 struct Agent {
+    iface: String,
     dp: Datapath,
     /// The tenants' ids in the maps, in config order.
     table: Vec<TenantInfo>,
@@ -107,11 +114,32 @@ struct Agent {
     overrides: BTreeMap<(String, &'static str), u64>,
     /// Alerts raised since the agent started, by kind (see [`api::Health::alerts`]).
     alerts: BTreeMap<&'static str, u64>,
+    /// Failures since the agent started, by stage.
+    errors: BTreeMap<&'static str, u64>,
+    /// How long each stage of the last cycle took, ms.
+    stage_ms: BTreeMap<&'static str, f64>,
+    fault: Option<Fault>,
+}
+
+/// A fault to inject (the fail-static tests): the agent must keep the datapath enforcing the
+/// last rates through each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Every cycle fails.
+    CycleError,
+    /// The planner panics (as a forecaster would) every cycle.
+    PlanPanic,
 }
 
 /// Runs the agent on `iface` with a validated config until `shutdown` completes; `ready` is
 /// called once the program is attached. Everything attached or pinned is removed before
 /// returning.
+///
+/// Fail-static: once attached, only `shutdown`, `shaper detach`, or the interface confirmed
+/// gone removes the datapath. A cycle, reload or exchange that fails or panics is logged,
+/// counted (`shaper_agent_errors_total{stage}`) and raised as an alert; the datapath keeps the
+/// last rates written and the next cycle tries again. The work runs on a blocking thread, so
+/// the API keeps answering however long a cycle takes.
 pub async fn run(
     options: &Options,
     cfg: &Config,
@@ -125,8 +153,13 @@ pub async fn run(
         }
         .into());
     }
+    raise_fd_limit();
     let state = StateDir::new(&options.iface);
     let _lock = AgentLock::acquire(state.path(), &options.iface)?;
+    // Everything fallible that can be opened before attaching is.
+    let store = Store::open(&cfg.history.path, &options.iface).map_err(AgentError::Store)?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(AgentError::Signal)?;
     let mut dp =
         Datapath::open_pinned(options.max_tenants, options.clock, &pin_dir(&options.iface))?;
     // A fresh run removes what it created if it fails; an adopted datapath keeps enforcing.
@@ -140,8 +173,6 @@ pub async fn run(
     info!(iface = %options.iface, mode, clock = ?options.clock, tenants = table.len(), max_tenants = dp.max_tenants(), "shaper attached");
     ready();
 
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(AgentError::Signal)?;
     let (shared, mut requests) = api::Shared::new(&options.iface, mode, cfg);
     let (stop_api, api_stop) = tokio::sync::watch::channel(false);
     let (tcp, unix) = api::serve(
@@ -155,33 +186,34 @@ pub async fn run(
         info!(%addr, socket = ?unix, "API serving /v1/stats, /v1/health, /v1/config, POST /v1/reload, /metrics");
         state.write_api_addr(addr);
     }
-    let mut agent = Agent::new(options, cfg, dp, table, state, shared)?;
-    let interval = agent.interval;
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The interface must stay the one attached to: if it disappears (a veth deleted, a NIC
-    // unplugged), the program went with it and the agent says so and exits.
     let ifindex = crate::datapath::ifindex(&options.iface, options.netns.as_deref()).unwrap_or(0);
+    let mut agent = Box::new(Agent::new(options, cfg, dp, table, state, shared, store));
+    let mut ticker = tokio::time::interval(agent.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gone = false;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             _ = hangup.recv() => {
-                let _ = agent.reload();
+                agent = on_agent_thread(agent, "reload", |a| { let _ = a.reload(); }).await?.0;
             }
             Some(reply) = requests.reload.recv() => {
-                let _ = reply.send(agent.reload());
+                let (a, r) = on_agent_thread(agent, "reload", Agent::reload).await?;
+                agent = a;
+                let _ = reply.send(r.unwrap_or_else(|| Err("the reload panicked; nothing changed".into())));
             }
             Some((body, reply)) = requests.exchange.recv() => {
-                let _ = reply.send(agent.exchange(&body));
+                let (a, r) = on_agent_thread(agent, "exchange", move |a| a.exchange(&body)).await?;
+                agent = a;
+                let _ = reply.send(r.unwrap_or_else(|| Err("the exchange panicked".into())));
             }
             _ = ticker.tick() => {
-                if crate::datapath::ifindex(&options.iface, options.netns.as_deref()).unwrap_or(0) != ifindex {
+                if agent.interface_gone(options, ifindex) {
                     gone = true;
                     break;
                 }
-                agent.cycle()?;
+                agent = on_agent_thread(agent, "cycle", Agent::tick).await?.0;
             }
         }
     }
@@ -199,6 +231,54 @@ pub async fn run(
     agent.dp.unpin();
     info!(iface = %options.iface, "shaper detached");
     Ok(())
+}
+
+/// Runs `f` on the agent on a blocking thread (the API's runtime keeps serving meanwhile) and
+/// hands the agent back. A panic in `f` is caught: counted as an error of `stage`, `None`
+/// returned, the agent (and its datapath, enforcing the last rates) kept.
+async fn on_agent_thread<T: Send + 'static>(
+    mut agent: Box<Agent>,
+    stage: &'static str,
+    f: impl FnOnce(&mut Agent) -> T + Send + 'static,
+) -> Result<(Box<Agent>, Option<T>), AgentError> {
+    let task = tokio::task::spawn_blocking(move || {
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut agent)));
+        let out = match out {
+            Ok(v) => Some(v),
+            Err(payload) => {
+                let why = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                agent.failed(stage, &format!("panicked: {why}"));
+                None
+            }
+        };
+        (agent, out)
+    });
+    // The closure catches its panics, so the task cannot fail but by a runtime shutting down;
+    // the agent is then gone with its thread, and Datapath's drop leaves the pins alone while
+    // unwinding.
+    task.await.map_err(|e| AgentError::Lost(e.to_string()))
+}
+
+/// Raises the soft limit on open files to the hard one: API clients must not be able to take
+/// the descriptors a cycle needs.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit on a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!(cause = %std::io::Error::last_os_error(), "cannot raise the open-files limit");
+            }
+        }
+    }
 }
 
 /// Writes the config's tenants into the maps under ids that carry over from the agent whose
@@ -233,15 +313,15 @@ impl Agent {
         table: Vec<TenantInfo>,
         state: StateDir,
         shared: api::Shared,
-    ) -> Result<Agent, AgentError> {
+        mut store: Store,
+    ) -> Agent {
         let mut planner = predicting(cfg).then(|| Planner::new(cfg, cfg.policy.mode, None));
-        let mut store =
-            Store::open(&cfg.history.path, &options.iface).map_err(AgentError::Store)?;
         if let Some(p) = planner.as_mut() {
             record::warm_start(p, &store, cfg);
         }
         record::purge_history(&mut store, cfg);
-        Ok(Agent {
+        Agent {
+            iface: options.iface.clone(),
             dp,
             table,
             prev: None,
@@ -261,23 +341,79 @@ impl Agent {
             cycles_recorded: 1,
             overrides: BTreeMap::new(),
             alerts: BTreeMap::new(),
-        })
+            errors: BTreeMap::new(),
+            stage_ms: BTreeMap::new(),
+            fault: options.fault,
+        }
     }
 
-    /// One cycle: collect, plan, write, record, publish. The first cycle (and the first after
-    /// a reload) only keeps a snapshot: rates need two.
+    /// One cycle; an error is logged and counted, and the datapath keeps the last rates.
+    fn tick(&mut self) {
+        if self.fault == Some(Fault::CycleError) {
+            self.failed("cycle", "injected fault");
+            return;
+        }
+        if let Err(e) = self.cycle() {
+            self.failed("collect", &crate::datapath::error_chain(&e));
+        }
+    }
+
+    /// One cycle: collect, plan, write, record, publish, each timed. The first cycle (and the
+    /// first after a reload) only keeps a snapshot: rates need two.
     fn cycle(&mut self) -> Result<(), AgentError> {
         let started = Instant::now();
         let Some(collected) = self.collect()? else {
             return Ok(());
         };
+        let mut t = Instant::now();
+        let mut lap = |stage: &'static str, stages: &mut BTreeMap<&'static str, f64>| {
+            stages.insert(stage, t.elapsed().as_secs_f64() * 1e3);
+            t = Instant::now();
+        };
+        let mut stages = BTreeMap::new();
+        stages.insert("collect", started.elapsed().as_secs_f64() * 1e3);
         let mut plans = self.plan(&collected);
+        lap("plan", &mut stages);
         if let Some(plans) = plans.as_mut() {
             self.write(plans);
         }
+        lap("write", &mut stages);
         self.record(&collected.tenants, plans.as_deref());
+        lap("record", &mut stages);
+        self.stage_ms = stages;
         self.publish(&collected, plans.as_deref(), started.elapsed());
         Ok(())
+    }
+
+    /// A stage failed: logged, counted by stage, raised as the `agent_error` alert, shown as
+    /// the last error; nothing else changes (the datapath keeps the last rates written).
+    fn failed(&mut self, stage: &'static str, why: &str) {
+        warn!(stage, cause = %why, "agent stage failed: the datapath keeps the last rates");
+        *self.errors.entry(stage).or_default() += 1;
+        *self.alerts.entry("agent_error").or_default() += 1;
+        let mut h = write_lock(&self.shared.health);
+        h.errors = self.errors.clone();
+        h.alerts = self.alerts.clone();
+        h.last_error = Some(format!("{stage}: {why}"));
+    }
+
+    /// True only when the interface is confirmed gone: the pinned link reports no interface
+    /// (the kernel detached it), or, without a pinned link, the kernel says there is no such
+    /// device or it was replaced. A failed check (no descriptors left, say) is an error, and
+    /// shaping goes on.
+    fn interface_gone(&mut self, options: &Options, ifindex: u32) -> bool {
+        let seen = match self.dp.attached_ifindex() {
+            Some(r) => r.map(|i| i == 0),
+            None => crate::datapath::ifindex(&options.iface, options.netns.as_deref())
+                .map(|i| i != ifindex),
+        };
+        match seen {
+            Ok(gone) => gone,
+            Err(e) => {
+                self.failed("interface_check", &e.to_string());
+                false
+            }
+        }
     }
 }
 

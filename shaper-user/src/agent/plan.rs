@@ -22,6 +22,9 @@ pub(super) struct Planned {
 impl Agent {
     /// Forecasts and allocates the next cycle; `None` in static mode.
     pub(super) fn plan(&mut self, c: &Collected) -> Option<Vec<Planned>> {
+        if self.fault == Some(super::Fault::PlanPanic) {
+            panic!("injected planner panic");
+        }
         let planner = self.planner.as_mut()?;
         let observed: Vec<Observed> = self
             .cfg

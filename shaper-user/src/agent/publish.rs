@@ -6,7 +6,7 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 use crate::allocate::violated;
-use crate::api::{AllocationView, ForecastView, TenantView};
+use crate::api::{AllocationView, ForecastView, TenantView, View};
 use crate::units::human_bits;
 
 use super::collect::Collected;
@@ -42,22 +42,27 @@ impl Agent {
                 TenantView::new(s, p.map(forecast_view), p.map(allocation_view))
             })
             .collect();
-        let mut out = write_lock(&self.shared.published);
-        out.tenants = tenants;
-        out.classes = c
+        let classes = c
             .classes
             .iter()
             .map(|c| (c.class.to_string(), c.packets, c.bytes))
             .collect();
-        out.health.record_cycle(took.as_secs_f64());
-        out.health.overrides = self
+        let view = View::new(&self.iface, tenants, classes);
+        *write_lock(&self.shared.view) = std::sync::Arc::new(view);
+        let mut h = write_lock(&self.shared.health);
+        h.record_cycle(took.as_secs_f64());
+        h.overrides = self
             .overrides
             .iter()
             .map(|((t, trigger), n)| (t.clone(), *trigger, *n))
             .collect();
-        out.health.alerts = self.alerts.clone();
+        h.alerts = self.alerts.clone();
+        h.errors = self.errors.clone();
+        h.stage_ms = self.stage_ms.clone();
+        let publish_ms = took.as_secs_f64() * 1e3 - self.stage_ms.values().sum::<f64>();
+        h.stage_ms.insert("publish", publish_ms.max(0.0));
         if overran {
-            out.health.overruns += 1;
+            h.overruns += 1;
         }
     }
 }

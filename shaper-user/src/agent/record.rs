@@ -37,7 +37,7 @@ impl Agent {
             })
             .collect();
         if let Err(e) = self.store.append(&rows) {
-            warn!(cause = %e, "cannot write history");
+            self.failed("record", &crate::datapath::error_chain(&e));
         }
         let cycles_per_hour = 3_600_000 / self.cfg.forecast.interval_ms.max(1);
         if self.cycles_recorded.is_multiple_of(cycles_per_hour.max(1)) {

@@ -15,15 +15,15 @@ impl Agent {
             Ok((cfg, table)) => {
                 info!(tenants = table.len(), "config reloaded");
                 self.take_config(cfg, table);
-                write_lock(&self.shared.published).health.reloads_ok += 1;
+                write_lock(&self.shared.health).reloads_ok += 1;
                 Ok(self.table.len())
             }
             Err(e) => {
                 let why = error_chain(&e);
                 error!(cause = %why, "config reload rejected; nothing changed");
-                let mut out = write_lock(&self.shared.published);
-                out.health.reloads_rejected += 1;
-                out.health.last_error = Some(why.clone());
+                let mut h = write_lock(&self.shared.health);
+                h.reloads_rejected += 1;
+                h.last_error = Some(why.clone());
                 Err(why)
             }
         }

@@ -2,7 +2,7 @@
 //! changes as one unit), and the operator's exchanges, which stand over the allocator's mix.
 use std::collections::HashMap;
 
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::allocate::Allocation;
 use crate::api;
@@ -33,8 +33,8 @@ impl Agent {
             self.last_alloc.insert(t.name.clone(), p.alloc.clone());
         }
         if let Err(e) = self.dp.apply_allocations(&self.cfg, &writes, self.interval) {
-            warn!(cause = %e, "cannot write the allocations");
             *self.alerts.entry("write_failed").or_default() += 1;
+            self.failed("write", &error_chain(&e));
         }
     }
 

@@ -1,10 +1,27 @@
 //! Prometheus text exposition of what the agent publishes: one function per family group.
 use std::fmt::Write as _;
 
-use super::types::{AllocationView, CYCLE_BUCKETS, Health, Published, TenantView};
+use super::types::{AllocationView, CYCLE_BUCKETS, Health, TenantView, View};
 
 /// Every alert kind, exported at 0 before it first fires.
-pub const ALERTS: [&str; 3] = ["protected_violation", "cycle_overrun", "write_failed"];
+pub const ALERTS: [&str; 4] = [
+    "protected_violation",
+    "cycle_overrun",
+    "write_failed",
+    "agent_error",
+];
+
+/// Every stage whose failures are counted, exported at 0 before the first.
+pub const STAGES: [&str; 8] = [
+    "collect",
+    "plan",
+    "write",
+    "record",
+    "cycle",
+    "reload",
+    "exchange",
+    "interface_check",
+];
 
 /// A label value escaped for the text exposition format.
 fn esc(v: &str) -> String {
@@ -13,15 +30,27 @@ fn esc(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The Prometheus text exposition of what the agent published.
-pub fn render_metrics(snap: &Published) -> String {
+/// The Prometheus text exposition of a cycle's view and the agent's health.
+pub fn render_metrics(view: &View, health: &Health) -> String {
+    render_view(view) + &render_health(health)
+}
+
+/// The part of the exposition a cycle's view gives: build, tenants, classes. Rendered once
+/// per cycle, by the first scrape.
+pub fn render_view(view: &View) -> String {
     let mut m = String::new();
-    build_info(&mut m, snap);
-    tenant_counts(&mut m, &snap.tenants);
-    tenant_gauges(&mut m, &snap.tenants);
-    tenant_plans(&mut m, &snap.tenants);
-    classes(&mut m, &snap.classes);
-    agent_health(&mut m, &snap.health);
+    build_info(&mut m, &view.iface);
+    tenant_counts(&mut m, &view.tenants);
+    tenant_gauges(&mut m, &view.tenants);
+    tenant_plans(&mut m, &view.tenants);
+    classes(&mut m, &view.classes);
+    m
+}
+
+/// The agent's own part: cycle times, reloads, overrides, alerts, errors.
+pub fn render_health(health: &Health) -> String {
+    let mut m = String::new();
+    agent_health(&mut m, health);
     m
 }
 
@@ -30,7 +59,7 @@ fn family(m: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn build_info(m: &mut String, snap: &Published) {
+fn build_info(m: &mut String, iface: &str) {
     family(
         m,
         "shaper_build_info",
@@ -40,8 +69,8 @@ fn build_info(m: &mut String, snap: &Published) {
     let _ = writeln!(
         m,
         "shaper_build_info{{version=\"{}\",iface=\"{}\"}} 1",
-        esc(&snap.health.version),
-        esc(&snap.iface)
+        esc(env!("CARGO_PKG_VERSION")),
+        esc(iface)
     );
 }
 
@@ -261,11 +290,34 @@ fn agent_health(m: &mut String, h: &Health) {
         m,
         "shaper_alerts_total",
         "counter",
-        "Alerts by kind: protected_violation (gold or platinum in-profile traffic dropped in a cycle), cycle_overrun, write_failed.",
+        "Alerts by kind: protected_violation (gold or platinum in-profile traffic dropped in a cycle), cycle_overrun, write_failed, agent_error.",
     );
     for kind in ALERTS {
         let n = h.alerts.get(kind).copied().unwrap_or(0);
         let _ = writeln!(m, "shaper_alerts_total{{alert=\"{kind}\"}} {n}");
+    }
+    family(
+        m,
+        "shaper_agent_errors_total",
+        "counter",
+        "Failures of the agent by stage; the datapath kept the last rates each time.",
+    );
+    for stage in STAGES {
+        let n = h.errors.get(stage).copied().unwrap_or(0);
+        let _ = writeln!(m, "shaper_agent_errors_total{{stage=\"{stage}\"}} {n}");
+    }
+    family(
+        m,
+        "shaper_agent_stage_seconds",
+        "gauge",
+        "Duration of each stage of the last cycle.",
+    );
+    for (stage, ms) in &h.stage_ms {
+        let _ = writeln!(
+            m,
+            "shaper_agent_stage_seconds{{stage=\"{stage}\"}} {}",
+            ms / 1e3
+        );
     }
 }
 
@@ -318,17 +370,17 @@ mod tests {
 
     #[test]
     fn metrics_are_well_formed_exposition() {
-        let mut snap = Published {
-            iface: "eth0".into(),
-            tenants: vec![tenant("a\"b")],
-            ..Default::default()
-        };
-        snap.classes.push(("ipv4".into(), 12, 18_000));
-        snap.health.record_cycle(0.002);
-        snap.health.record_cycle(0.2);
-        snap.health.overrides.push(("a\"b".into(), "cpu_busy", 2));
-        snap.health.alerts.insert("cycle_overrun", 1);
-        let text = render_metrics(&snap);
+        let view = View::new(
+            "eth0",
+            vec![tenant("a\"b")],
+            vec![("ipv4".into(), 12, 18_000)],
+        );
+        let mut health = Health::default();
+        health.record_cycle(0.002);
+        health.record_cycle(0.2);
+        health.overrides.push(("a\"b".into(), "cpu_busy", 2));
+        health.alerts.insert("cycle_overrun", 1);
+        let text = render_metrics(&view, &health);
         assert!(
             text.contains(
                 "shaper_tenant_overrides_total{tenant=\"a\\\"b\",trigger=\"cpu_busy\"} 2"

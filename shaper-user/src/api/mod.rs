@@ -19,9 +19,9 @@ use crate::config::Config;
 mod metrics;
 mod types;
 
-pub use self::metrics::{ALERTS, render_metrics};
+pub use self::metrics::{ALERTS, STAGES, render_metrics};
 pub use self::types::{
-    AllocationView, CYCLE_BUCKETS, ExchangeBody, ForecastView, Health, Published, TenantView,
+    AllocationView, CYCLE_BUCKETS, ExchangeBody, ForecastView, Health, TenantView, View,
 };
 
 /// Bumped when a response's shape changes incompatibly; also the path prefix.
@@ -37,9 +37,12 @@ pub type ExchangeRequest = (
     oneshot::Sender<Result<serde_json::Value, String>>,
 );
 
+/// What the handlers share with the agent: the last cycle's view, the agent's health (small,
+/// updated between cycles too), the config in force, and the agent's request channels.
 #[derive(Clone)]
 pub struct Shared {
-    pub published: Arc<RwLock<Published>>,
+    pub view: Arc<RwLock<Arc<View>>>,
+    pub health: Arc<RwLock<Health>>,
     pub config: Arc<RwLock<Config>>,
     pub reload: mpsc::Sender<ReloadRequest>,
     pub exchange: mpsc::Sender<ExchangeRequest>,
@@ -57,17 +60,18 @@ impl Shared {
     pub fn new(iface: &str, mode: &str, cfg: &Config) -> (Shared, Requests) {
         let (reload, reload_rx) = mpsc::channel(4);
         let (exchange, exchange_rx) = mpsc::channel(4);
-        let published = Published {
-            iface: iface.to_string(),
-            health: Health {
-                version: env!("CARGO_PKG_VERSION").into(),
-                mode: mode.into(),
-                ..Default::default()
-            },
+        let health = Health {
+            version: env!("CARGO_PKG_VERSION").into(),
+            mode: mode.into(),
             ..Default::default()
         };
         let shared = Shared {
-            published: Arc::new(RwLock::new(published)),
+            view: Arc::new(RwLock::new(Arc::new(View::new(
+                iface,
+                Vec::new(),
+                Vec::new(),
+            )))),
+            health: Arc::new(RwLock::new(health)),
             config: Arc::new(RwLock::new(cfg.clone())),
             reload,
             exchange,
@@ -134,15 +138,48 @@ fn read<T: Clone>(lock: &RwLock<T>) -> T {
         .unwrap_or_else(|e| e.into_inner().clone())
 }
 
-async fn stats(State(s): State<Shared>) -> Response {
-    let snap = read(&s.published);
-    json(
-        &serde_json::json!({ "api": API_VERSION, "iface": snap.iface, "tenants": snap.tenants, "classes": snap.classes }),
+/// The current view (an `Arc` clone: the view itself is never copied).
+fn current(s: &Shared) -> Arc<View> {
+    read(&s.view)
+}
+
+/// A body rendered once per view, off the runtime's thread (a large one takes a while to
+/// render, and health checks must not wait behind it).
+async fn rendered(
+    view: Arc<View>,
+    pick: fn(&View) -> &std::sync::OnceLock<Arc<str>>,
+    render: fn(&View) -> String,
+) -> Arc<str> {
+    if let Some(body) = pick(&view).get() {
+        return body.clone();
+    }
+    let v = view.clone();
+    let done =
+        tokio::task::spawn_blocking(move || pick(&v).get_or_init(|| render(&v).into()).clone());
+    match done.await {
+        Ok(body) => body,
+        Err(e) => format!("rendering failed: {e}\n").into(),
+    }
+}
+
+fn stats_body(v: &View) -> String {
+    serde_json::to_string_pretty(
+        &serde_json::json!({ "api": API_VERSION, "iface": v.iface, "tenants": v.tenants, "classes": v.classes }),
     )
+    .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+async fn stats(State(s): State<Shared>) -> Response {
+    let body = rendered(current(&s), |v| &v.stats, stats_body).await;
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn health(State(s): State<Shared>) -> Response {
-    json(&serde_json::json!({ "api": API_VERSION, "health": read(&s.published).health }))
+    json(&serde_json::json!({ "api": API_VERSION, "health": read(&s.health) }))
 }
 
 async fn config(State(s): State<Shared>) -> Response {
@@ -199,10 +236,22 @@ async fn metrics(State(s): State<Shared>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_metrics(&read(&s.published)),
+        {
+            let tenants = rendered(current(&s), |v| &v.metrics, metrics::render_view).await;
+            format!("{tenants}{}", metrics::render_health(&read(&s.health)))
+        },
     )
         .into_response()
 }
+
+/// Connections served at once on each listener; more are closed as they come, so no client
+/// can take the descriptors or the memory the agent needs. The Unix socket has its own, so the
+/// operator's way in stays open while TCP is busy.
+pub const MAX_CONNECTIONS: usize = 128;
+
+/// How long a client may take to send a request's headers, idle keep-alive included: then the
+/// connection is closed.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves `router` on TCP `listen` and on the Unix socket `socket` until `stop` resolves.
 /// A listener that cannot be opened is reported and skipped: the shaper keeps shaping without
@@ -213,17 +262,16 @@ pub async fn serve(
     socket: &Path,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> (Option<SocketAddr>, Option<PathBuf>) {
-    let shutdown = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let tcp = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => {
             let addr = l.local_addr().ok();
-            tokio::spawn(
-                axum::serve(l, router.clone())
-                    .with_graceful_shutdown(shutdown(stop.clone()))
-                    .into_future(),
-            );
+            let (r, s) = (router.clone(), stop.clone());
+            let l = Arc::new(l);
+            let accept = move || {
+                let l = l.clone();
+                async move { l.accept().await.map(|(s, _)| s) }
+            };
+            tokio::spawn(accept_loop(accept, r, s));
             addr
         }
         Err(e) => {
@@ -233,11 +281,12 @@ pub async fn serve(
     };
     let unix = match bind_unix(socket) {
         Ok(l) => {
-            tokio::spawn(
-                axum::serve(l, router)
-                    .with_graceful_shutdown(shutdown(stop))
-                    .into_future(),
-            );
+            let l = Arc::new(l);
+            let accept = move || {
+                let l = l.clone();
+                async move { l.accept().await.map(|(s, _)| s) }
+            };
+            tokio::spawn(accept_loop(accept, router, stop));
             Some(socket.to_path_buf())
         }
         Err(e) => {
@@ -246,6 +295,50 @@ pub async fn serve(
         }
     };
     (tcp, unix)
+}
+
+/// Accepts connections until `stop`, each served by hyper's HTTP/1 with a header-read
+/// timeout, at most [`MAX_CONNECTIONS`] at once.
+async fn accept_loop<S, F, Fut>(
+    mut accept: F,
+    router: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<S>>,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            r = accept() => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors or memory: back off rather than spin.
+                tracing::debug!(cause = %e, "API accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Over the cap: closed at once.
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(cause = %e, "API connection ended");
+            }
+        });
+    }
 }
 
 /// Binds a Unix socket with mode 0600, replacing a stale one (nobody accepting on it).

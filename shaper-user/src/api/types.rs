@@ -2,6 +2,7 @@
 //! the units operators read (rates in bits/s, like `tc`). The agent's own types stay inside
 //! it; these change only with [`API_VERSION`](super::API_VERSION).
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,14 +12,30 @@ use crate::stats::{Count, PrePool, TenantStats};
 /// Upper bounds (seconds) of the cycle-time histogram buckets.
 pub const CYCLE_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
 
-/// What the agent publishes each cycle.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Published {
+/// What the agent publishes each cycle: shared by every request until the next cycle
+/// replaces it (behind an `Arc`, never cloned per request). Its bodies are rendered once, by
+/// the first request that needs them.
+#[derive(Debug, Default)]
+pub struct View {
     pub iface: String,
     pub tenants: Vec<TenantView>,
     /// Packets by class: (class name, packets, bytes).
     pub classes: Vec<(String, u64, u64)>,
-    pub health: Health,
+    /// `/v1/stats`, rendered on first use.
+    pub(super) stats: std::sync::OnceLock<Arc<str>>,
+    /// The per-tenant and per-class part of `/metrics`, rendered on first use.
+    pub(super) metrics: std::sync::OnceLock<Arc<str>>,
+}
+
+impl View {
+    pub fn new(iface: &str, tenants: Vec<TenantView>, classes: Vec<(String, u64, u64)>) -> View {
+        View {
+            iface: iface.to_string(),
+            tenants,
+            classes,
+            ..View::default()
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -35,8 +52,14 @@ pub struct Health {
     pub overrides: Vec<(String, &'static str, u64)>,
     /// Alerts since the agent started, by kind: `protected_violation` (a gold or platinum
     /// tenant lost in-profile traffic in a cycle), `cycle_overrun`, `write_failed` (an
-    /// allocation could not be written; the datapath kept its last rates).
+    /// allocation could not be written; the datapath kept its last rates), `agent_error` (a
+    /// stage failed or panicked; the datapath kept its last rates).
     pub alerts: BTreeMap<&'static str, u64>,
+    /// Failures since the agent started, by stage (`collect`, `plan`, `write`, `record`,
+    /// `cycle` for a panic, `reload`, `exchange`, `interface_check`).
+    pub errors: BTreeMap<&'static str, u64>,
+    /// How long each stage of the last cycle took, ms.
+    pub stage_ms: BTreeMap<&'static str, f64>,
     /// Cumulative counts per bucket of [`CYCLE_BUCKETS`], then the total and the sum (s).
     #[serde(skip)]
     pub cycle_buckets: [u64; 8],

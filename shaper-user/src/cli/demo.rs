@@ -50,6 +50,7 @@ pub async fn execute(args: &DemoArgs) -> Result<()> {
         max_tenants: shaper_common::DEFAULT_MAX_TENANTS,
         netns: Some(lab.dut.name.clone()),
         clock: shaper::datapath::Clock::Precise,
+        fault: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (agent, ready_rx, quit_tx) = spawn_agent(options, cfg.clone());

@@ -26,6 +26,7 @@ pub fn options(args: &RunArgs) -> Options {
         max_tenants: args.max_tenants,
         netns: args.netns.clone(),
         clock: args.clock,
+        fault: None,
     }
 }
 

@@ -28,6 +28,7 @@ pub mod batch;
 mod bench;
 mod encode;
 mod error;
+mod link_info;
 mod netns;
 mod pins;
 mod read;
@@ -43,6 +44,7 @@ pub use self::encode::{
 pub(crate) use self::error::os_error;
 pub use self::error::{DatapathError, error_chain};
 use self::error::{is_permission, program_error};
+pub use self::link_info::pinned_link_ifindex;
 pub use self::netns::{NetNsEnter, ifindex};
 pub use self::pins::{check_pinned_version, ensure_bpffs, open_pinned_map, pin_dir, remove_pins};
 pub use self::read::{
@@ -294,6 +296,17 @@ impl Datapath {
             .map_err(|e| program_error(PROGRAM, "type check", e))
     }
 
+    /// The interface index the pinned link is attached to, as the kernel reports it (0: the
+    /// interface is gone, and the program with it); `None` without a pinned link.
+    pub fn attached_ifindex(&self) -> Option<io::Result<u32>> {
+        match (&self.link, &self.pins) {
+            (Some(Attachment::Pinned(_)), Some(dir)) => {
+                Some(pinned_link_ifindex(&dir.join(LINK_PIN)))
+            }
+            _ => None,
+        }
+    }
+
     /// Attaches to `iface` (inside network namespace `netns` if given). Returns the mode used.
     pub fn attach(
         &mut self,
@@ -413,8 +426,10 @@ impl Datapath {
 impl Drop for Datapath {
     fn drop(&mut self) {
         // Managed links are detached when the program is dropped; pins must be removed by
-        // hand, and only when they are ours (see `owns_pins`).
-        if self.owns_pins {
+        // hand, and only when they are ours (see `owns_pins`). Never while a panic unwinds:
+        // the pinned datapath keeps enforcing the last rates (fail-static), and the next
+        // agent adopts it.
+        if self.owns_pins && !std::thread::panicking() {
             self.unpin();
         }
     }

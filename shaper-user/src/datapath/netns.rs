@@ -34,10 +34,20 @@ fn setns(f: &File) -> io::Result<()> {
     Ok(())
 }
 
-/// The index of `iface` (inside namespace `netns` if given); 0 when there is no such interface.
+/// The index of `iface` (inside namespace `netns` if given); 0 when the kernel says there is
+/// no such interface. Any other failure (a full fd table: the lookup opens a socket) is an
+/// error, never mistaken for a missing interface.
 pub fn ifindex(iface: &str, netns: Option<&str>) -> io::Result<u32> {
     let _ns = netns.map(NetNsEnter::enter).transpose()?;
     let name = std::ffi::CString::new(iface).map_err(io::Error::other)?;
     // SAFETY: a valid NUL-terminated name.
-    Ok(unsafe { libc::if_nametoindex(name.as_ptr()) })
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index != 0 {
+        return Ok(index);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENODEV | libc::ENXIO) => Ok(0),
+        _ => Err(err),
+    }
 }

@@ -429,6 +429,16 @@ impl AgentThread {
         iface: &str,
         netns: &str,
     ) -> Result<AgentThread, AgentFailed> {
+        Self::start_with(cfg, iface, netns, None)
+    }
+
+    /// [`AgentThread::start`] with a fault injected into every cycle.
+    pub fn start_with(
+        cfg: &crate::config::Config,
+        iface: &str,
+        netns: &str,
+        fault: Option<crate::agent::Fault>,
+    ) -> Result<AgentThread, AgentFailed> {
         let options = crate::agent::Options {
             iface: iface.to_string(),
             config: "(test)".into(),
@@ -436,6 +446,7 @@ impl AgentThread {
             max_tenants: shaper_common::DEFAULT_MAX_TENANTS,
             netns: Some(netns.to_string()),
             clock: crate::datapath::Clock::Precise,
+            fault,
         };
         let cfg = cfg.clone();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
