@@ -36,6 +36,9 @@ pub struct Row {
     pub pre: Option<f64>,
 }
 
+/// Rows deleted per transaction by [`Store::purge`].
+pub const PURGE_BATCH: usize = 10_000;
+
 pub struct Store {
     conn: Connection,
     path: String,
@@ -68,7 +71,8 @@ impl Store {
                 offered REAL NOT NULL, passed REAL NOT NULL, dropped REAL NOT NULL,
                 f_mean REAL, f_lo REAL, f_hi REAL, fill REAL, pre REAL,
                 PRIMARY KEY (iface, tenant, ts)
-            ) WITHOUT ROWID;",
+            ) WITHOUT ROWID;
+            CREATE INDEX IF NOT EXISTS history_ts ON history (ts);",
         )
         .map_err(sql)?;
         Ok(Store {
@@ -114,11 +118,25 @@ impl Store {
         tx.commit().map_err(sql)
     }
 
-    /// Deletes rows older than `before` (unix seconds), every interface. Returns how many.
+    /// Deletes rows older than `before` (unix seconds), every interface, in batches of
+    /// [`PURGE_BATCH`] rows (one short transaction each, found through the index on time), so
+    /// a purge of millions of rows never holds the store for long. Returns how many.
     pub fn purge(&mut self, before: f64) -> Result<usize, StoreError> {
-        self.conn
-            .execute("DELETE FROM history WHERE ts < ?1", params![before])
-            .map_err(self.err())
+        let mut total = 0;
+        loop {
+            let n = self
+                .conn
+                .execute(
+                    "DELETE FROM history WHERE (iface, tenant, ts) IN
+                     (SELECT iface, tenant, ts FROM history WHERE ts < ?1 LIMIT ?2)",
+                    params![before, PURGE_BATCH as i64],
+                )
+                .map_err(self.err())?;
+            total += n;
+            if n < PURGE_BATCH {
+                return Ok(total);
+            }
+        }
     }
 
     /// Rows since `since` (unix seconds), of one tenant or all, oldest first.

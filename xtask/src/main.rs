@@ -9,6 +9,7 @@ use shaper::config::synthetic;
 use shaper::datapath::{Clock, Datapath};
 use shaper::units::{Rate, Size};
 
+mod agent_bench;
 mod compare;
 mod cycle;
 mod plot;
@@ -93,6 +94,15 @@ enum Bench {
     },
     /// The agent's cycle: forecast and allocate for many tenants (`Planner::step`), per-cycle
     /// time and memory per tenant.
+    /// The whole agent (`shaper run`) at scale: first cycle, stage times, memory, reload,
+    /// API latency.
+    Agent {
+        #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 100_000])]
+        tenants: Vec<usize>,
+        /// Seconds measured per size.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+    },
     Cycle {
         #[arg(long, value_delimiter = ',', default_values_t = [100_000usize, 1_000_000])]
         tenants: Vec<usize>,
@@ -116,6 +126,7 @@ enum Bench {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::Bench(Bench::Agent { tenants, secs }) => agent_bench::bench(&tenants, secs),
         Cmd::Bench(Bench::Datapath {
             repeat,
             rounds,

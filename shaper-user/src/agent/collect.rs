@@ -25,11 +25,15 @@ impl Agent {
             n,
         )?;
         let classes = crate::datapath::read_class_counters(self.dp.map(GLOBAL_COUNTERS)?)?;
-        let Some(prev) = self.prev.replace(snap.clone()) else {
+        // The snapshot becomes the next cycle's previous one without a copy.
+        let Some(prev) = self.prev.take() else {
+            self.prev = Some(snap);
             return Ok(None);
         };
+        let tenants = stats::tenant_stats(&self.table, &prev, &snap);
+        self.prev = Some(snap);
         Ok(Some(Collected {
-            tenants: stats::tenant_stats(&self.table, &prev, &snap),
+            tenants,
             classes: stats::class_stats(&classes),
             host: self.host.sample(),
         }))

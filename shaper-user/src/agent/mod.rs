@@ -102,13 +102,14 @@ struct Agent {
     planner: Option<Planner>,
     host: collect::HostSampler,
     /// Each tenant's deposit totals at the last cycle, for this cycle's used and expired.
-    last_pre: HashMap<String, PrePool>,
+    /// (Config order; emptied by a reload.)
+    last_pre: Vec<PrePool>,
     /// Tenants whose split over token types `shaper exchange` changed: bits/s per type.
     exchanged: HashMap<String, [f64; 3]>,
-    /// Each tenant's last allocation, so an exchange can be written at once.
-    last_alloc: HashMap<String, Allocation>,
-    /// The history store: one row per tenant per cycle.
-    store: Store,
+    /// Each tenant's last allocation (config order), so an exchange can be written at once.
+    last_alloc: Vec<Option<Allocation>>,
+    /// The history store's thread.
+    recorder: record::Recorder,
     cycles_recorded: u64,
     /// Reactive overrides entered, by tenant and trigger, since the agent started.
     overrides: BTreeMap<(String, &'static str), u64>,
@@ -321,6 +322,7 @@ impl Agent {
         }
         record::purge_history(&mut store, cfg);
         Agent {
+            recorder: record::Recorder::start(store),
             iface: options.iface.clone(),
             dp,
             table,
@@ -334,10 +336,9 @@ impl Agent {
             planner,
             // Outside a network namespace only: sysfs shows the agent's own.
             host: collect::HostSampler::new(options.netns.is_none().then(|| options.iface.clone())),
-            last_pre: HashMap::new(),
+            last_pre: Vec::new(),
             exchanged: HashMap::new(),
-            last_alloc: HashMap::new(),
-            store,
+            last_alloc: Vec::new(),
             cycles_recorded: 1,
             overrides: BTreeMap::new(),
             alerts: BTreeMap::new(),
@@ -381,7 +382,7 @@ impl Agent {
         self.record(&collected.tenants, plans.as_deref());
         lap("record", &mut stages);
         self.stage_ms = stages;
-        self.publish(&collected, plans.as_deref(), started.elapsed());
+        self.publish(&collected, plans.as_deref(), started);
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 //! Plan: each tenant's forecast and next allocation from what it offered (the planner), and a
 //! log line for what the allocator changed on its own.
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::allocate::{Allocation, Change, Observed};
 use crate::config::Tenant;
@@ -33,14 +33,12 @@ impl Agent {
             .enumerate()
             .map(
                 |(i, t)| match c.tenants.get(i).filter(|s| s.name == t.name) {
-                    Some(s) => observed(s, t, self.last_pre.get(&t.name).copied()),
+                    Some(s) => observed(s, t, self.last_pre.get(i).copied()),
                     None => Observed::default(),
                 },
             )
             .collect();
-        for s in &c.tenants {
-            self.last_pre.insert(s.name.clone(), s.pre_pool);
-        }
+        self.last_pre = c.tenants.iter().map(|s| s.pre_pool).collect();
         let (allocs, events, demand) = planner.step(unix_now(), &observed, c.host);
         self.log_events(&events);
         Some(
@@ -56,7 +54,11 @@ impl Agent {
         )
     }
 
+    /// Each change at debug; at most one line per kind and cycle above it, so a host-wide
+    /// override of 100,000 tenants is one line, not 100,000.
     fn log_events(&mut self, events: &[Change]) {
+        let (mut overridden, mut resumed, mut tuned) = (0usize, 0usize, 0usize);
+        let mut first_reason: Option<&str> = None;
         for ev in events {
             let name = |i: &usize| self.cfg.tenants.get(*i).map_or("?", |t| t.name.as_str());
             match ev {
@@ -65,23 +67,44 @@ impl Agent {
                     trigger,
                     reason,
                 } => {
-                    warn!(tenant = name(tenant), %reason, "reactive override: back to base rates");
+                    debug!(tenant = name(tenant), %reason, "reactive override: back to base rates");
                     *self
                         .overrides
                         .entry((name(tenant).to_string(), trigger))
                         .or_default() += 1;
+                    overridden += 1;
+                    first_reason.get_or_insert(reason);
                 }
-                Change::Resume { tenant } => info!(tenant = name(tenant), "prediction resumes"),
+                Change::Resume { tenant } => {
+                    debug!(tenant = name(tenant), "prediction resumes");
+                    resumed += 1;
+                }
                 Change::Tuned {
                     tenant,
                     multiplier,
                     margin,
                     why,
-                } => info!(
-                    tenant = name(tenant),
-                    multiplier, margin, why, "allocator tuned"
-                ),
+                } => {
+                    debug!(
+                        tenant = name(tenant),
+                        multiplier, margin, why, "allocator tuned"
+                    );
+                    tuned += 1;
+                }
             }
+        }
+        if overridden > 0 {
+            warn!(
+                tenants = overridden,
+                reason = first_reason.unwrap_or(""),
+                "reactive override: back to base rates"
+            );
+        }
+        if resumed > 0 {
+            info!(tenants = resumed, "prediction resumes");
+        }
+        if tuned > 0 {
+            debug!(tenants = tuned, "allocator tuned");
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Publish: the cycle's view for the API (per tenant stats, forecast and allocation in bits/s;
 //! classes; the agent's health), alerts for protected tenants that lost in-profile traffic,
 //! and overruns of the interval.
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::Instant;
 
 use tracing::{debug, warn};
 
@@ -14,7 +15,10 @@ use super::plan::Planned;
 use super::{Agent, write_lock};
 
 impl Agent {
-    pub(super) fn publish(&mut self, c: &Collected, plans: Option<&[Planned]>, took: Duration) {
+    /// Publishes the cycle that began at `started`; its time, this stage's included, goes
+    /// into the health.
+    pub(super) fn publish(&mut self, c: &Collected, plans: Option<&[Planned]>, started: Instant) {
+        let began = Instant::now();
         for s in &c.tenants {
             debug!(tenant = %s.name, passed = %human_bits(s.passed_rate * 8.0), offered = %human_bits(s.offered_rate * 8.0), drop_ratio = s.drop_ratio, "cycle");
         }
@@ -23,15 +27,6 @@ impl Agent {
                 warn!(tenant = %s.name, tier = %s.tier, offered = %human_bits(s.offered_rate * 8.0), passed = %human_bits(s.passed_rate * 8.0), "in-profile traffic of a protected tier dropped");
                 *self.alerts.entry("protected_violation").or_default() += 1;
             }
-        }
-        let overran = took > self.interval;
-        if overran {
-            *self.alerts.entry("cycle_overrun").or_default() += 1;
-            warn!(
-                took_ms = took.as_millis() as u64,
-                interval_ms = self.interval.as_millis() as u64,
-                "agent cycle overran its interval"
-            );
         }
         let tenants = c
             .tenants
@@ -48,7 +43,20 @@ impl Agent {
             .map(|c| (c.class.to_string(), c.packets, c.bytes))
             .collect();
         let view = View::new(&self.iface, tenants, classes);
-        *write_lock(&self.shared.view) = std::sync::Arc::new(view);
+        let old = std::mem::replace(&mut *write_lock(&self.shared.view), Arc::new(view));
+        // The old view goes outside the lock (100,000 tenants take a while to free).
+        drop(old);
+        let publish_ms = began.elapsed().as_secs_f64() * 1e3;
+        let took = started.elapsed();
+        let overran = took > self.interval;
+        if overran {
+            *self.alerts.entry("cycle_overrun").or_default() += 1;
+            warn!(
+                took_ms = took.as_millis() as u64,
+                interval_ms = self.interval.as_millis() as u64,
+                "agent cycle overran its interval"
+            );
+        }
         let mut h = write_lock(&self.shared.health);
         h.record_cycle(took.as_secs_f64());
         h.overrides = self
@@ -59,8 +67,7 @@ impl Agent {
         h.alerts = self.alerts.clone();
         h.errors = self.errors.clone();
         h.stage_ms = self.stage_ms.clone();
-        let publish_ms = took.as_secs_f64() * 1e3 - self.stage_ms.values().sum::<f64>();
-        h.stage_ms.insert("publish", publish_ms.max(0.0));
+        h.stage_ms.insert("publish", publish_ms);
         if overran {
             h.overruns += 1;
         }

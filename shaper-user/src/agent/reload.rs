@@ -1,5 +1,7 @@
 //! Reload (SIGHUP or `POST /v1/reload`): a new config applied to the running datapath, all of
 //! it or none of it; tenants that stay keep their ids, buckets, counters and forecasters.
+use std::collections::HashMap;
+
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Tenant};
@@ -11,7 +13,7 @@ use super::{Agent, AgentError, predicting, write_lock};
 impl Agent {
     /// The new table's size, or why nothing changed.
     pub(super) fn reload(&mut self) -> Result<usize, String> {
-        match reload(&mut self.dp, &self.config_path, &self.table) {
+        match reload(&mut self.dp, &self.config_path, (&self.cfg, &self.table)) {
             Ok((cfg, table)) => {
                 info!(tenants = table.len(), "config reloaded");
                 self.take_config(cfg, table);
@@ -36,25 +38,43 @@ impl Agent {
             predicting(&cfg).then(|| Planner::new(&cfg, cfg.policy.mode, self.planner.take()));
         self.profiles = crate::planner::profiles(&cfg);
         let old = std::mem::replace(&mut self.cfg, cfg.clone());
-        let kept: Vec<Tenant> = cfg
+        let was: HashMap<&str, usize> = old
             .tenants
             .iter()
-            .filter(|t| {
-                old.tenants
-                    .iter()
-                    .any(|o| o.name == t.name && o.rate == t.rate && o.mix == t.mix)
+            .enumerate()
+            .map(|(i, t)| (t.name.as_str(), i))
+            .collect();
+        // Where each tenant of the new config was in the old one, if its rate and mix stayed.
+        let kept: Vec<Option<usize>> = cfg
+            .tenants
+            .iter()
+            .map(|t| {
+                was.get(t.name.as_str())
+                    .copied()
+                    .filter(|&i| old.tenants[i].rate == t.rate && old.tenants[i].mix == t.mix)
             })
-            .cloned()
+            .collect();
+        let old_alloc = std::mem::take(&mut self.last_alloc);
+        self.last_alloc = kept
+            .iter()
+            .map(|k| k.and_then(|i| old_alloc.get(i).cloned().flatten()))
+            .collect();
+        let kept_names: std::collections::HashSet<&str> = cfg
+            .tenants
+            .iter()
+            .zip(&kept)
+            .filter(|(_, k)| k.is_some())
+            .map(|(t, _)| t.name.as_str())
             .collect();
         self.exchanged
-            .retain(|name, _| kept.iter().any(|t| &t.name == name));
-        self.last_alloc
-            .retain(|name, _| kept.iter().any(|t| &t.name == name));
-        let rewrite: Vec<&Tenant> = kept
+            .retain(|name, _| kept_names.contains(name.as_str()));
+        let rewrite: Vec<Tenant> = cfg
+            .tenants
             .iter()
             .filter(|t| self.exchanged.contains_key(&t.name))
+            .cloned()
             .collect();
-        for t in rewrite {
+        for t in &rewrite {
             if let Err(e) = self.write_now(t) {
                 warn!(tenant = %t.name, cause = %e, "cannot rewrite an exchange");
             }
@@ -64,6 +84,7 @@ impl Agent {
         }
         self.table = table;
         self.prev = None;
+        self.last_pre.clear();
         *write_lock(&self.shared.config) = cfg;
     }
 }
@@ -74,7 +95,7 @@ impl Agent {
 pub fn reload(
     dp: &mut Datapath,
     path: &std::path::Path,
-    current: &[TenantInfo],
+    (current_cfg, current): (&Config, &[TenantInfo]),
 ) -> Result<(Config, Vec<TenantInfo>), AgentError> {
     let cfg = Config::load(path)?;
     let table = tenant_table(&cfg, current);
@@ -87,6 +108,6 @@ pub fn reload(
         }
         .into());
     }
-    dp.apply_table(&cfg, &table, Some(current))?;
+    dp.apply_changes(&cfg, &table, (current_cfg, current))?;
     Ok((cfg, table))
 }

@@ -30,7 +30,10 @@ impl Agent {
                 rates: rates(&p.alloc, factor),
                 shares: p.shares,
             });
-            self.last_alloc.insert(t.name.clone(), p.alloc.clone());
+            if self.last_alloc.len() <= k {
+                self.last_alloc.resize(k + 1, None);
+            }
+            self.last_alloc[k] = Some(p.alloc.clone());
         }
         if let Err(e) = self.dp.apply_allocations(&self.cfg, &writes, self.interval) {
             *self.alerts.entry("write_failed").or_default() += 1;
@@ -96,7 +99,13 @@ impl Agent {
             .map(|i| i.id)
             .ok_or_else(|| format!("tenant '{}' has no id", t.name))?;
         let base = Allocation::base(t.rate.bits_per_sec() as f64 / 8.0);
-        let last = self.last_alloc.get(&t.name).cloned().unwrap_or(base);
+        let last = self
+            .cfg
+            .tenants
+            .iter()
+            .position(|c| c.name == t.name)
+            .and_then(|k| self.last_alloc.get(k).cloned().flatten())
+            .unwrap_or(base);
         let (shares, factor) = split_of(&self.exchanged, t);
         let a = Allocation {
             deposit: None,

@@ -88,8 +88,8 @@ fn tenant_counts(m: &mut String, tenants: &[TenantView]) {
         );
         for t in tenants {
             let bytes = name.contains("bytes");
-            for (ty, outcomes) in &t.by_type {
-                for (outcome, c) in outcomes {
+            for (ty, outcomes) in t.by_type.iter() {
+                for (outcome, c) in outcomes.iter() {
                     let v = if bytes { c.bytes } else { c.packets };
                     let _ = writeln!(
                         m,
@@ -342,18 +342,15 @@ mod tests {
             offered_by_type_bps: [1.2e6, 0.0, 0.0],
             marked_packets: 1,
             marked_bytes: 1_500,
-            by_type: [(
-                "gold".to_string(),
-                [(
-                    "dropped".to_string(),
+            by_type: {
+                let mut b = crate::stats::ByType::default();
+                b.0[shaper_common::TYPE_GOLD].0[shaper_common::OUTCOME_DROPPED] =
                     crate::stats::Count {
                         packets: 2,
                         bytes: 3_000,
-                    },
-                )]
-                .into(),
-            )]
-            .into(),
+                    };
+                b
+            },
             pre_pool: Default::default(),
             active_flows: 3,
             forecast: Some(ForecastView {

@@ -103,9 +103,20 @@ pub fn request(
     path: &str,
     body: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
+    request_within(addr, method, path, body, std::time::Duration::from_secs(5))
+}
+
+/// [`request`], waiting at most `timeout` for the answer.
+pub fn request_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: std::time::Duration,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(timeout))?;
     let body = body.unwrap_or("");
     write!(
         s,

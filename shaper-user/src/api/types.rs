@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TokenType;
-use crate::stats::{Count, PrePool, TenantStats};
+use crate::stats::{ByType, PrePool, TenantStats};
 
 /// Upper bounds (seconds) of the cycle-time histogram buckets.
 pub const CYCLE_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
@@ -124,7 +124,7 @@ pub struct TenantView {
     /// Counts per token type, then per outcome (`pre`, `green`, `borrowed`, `emergency`,
     /// `marked`, `dropped`).
     #[serde(default)]
-    pub by_type: BTreeMap<String, BTreeMap<String, Count>>,
+    pub by_type: ByType,
     #[serde(default)]
     pub pre_pool: PrePool,
     /// Flows seen in the last 10 s (sampled, so small flows may be missed).
@@ -163,7 +163,7 @@ impl TenantView {
             dropped_bytes: s.dropped_bytes,
             marked_packets: s.marked_packets,
             marked_bytes: s.marked_bytes,
-            by_type: s.by_type.clone(),
+            by_type: s.by_type,
             pre_pool: s.pre_pool,
             active_flows: s.active_flows,
             forecast,

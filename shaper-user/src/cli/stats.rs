@@ -209,8 +209,8 @@ pub fn render(r: &StatsReport) -> String {
     for t in &r.tenants {
         let outcome = |o: &str| -> u64 {
             t.by_type
-                .values()
-                .filter_map(|m| m.get(o))
+                .iter()
+                .filter_map(|(_, m)| m.get(o))
                 .map(|c| c.packets)
                 .sum()
         };
@@ -242,11 +242,11 @@ pub fn render(r: &StatsReport) -> String {
         let types: Vec<String> = t
             .by_type
             .iter()
-            .filter(|(_, m)| m.values().any(|c| c.packets > 0))
+            .filter(|(_, m)| m.iter().any(|(_, c)| c.packets > 0))
             .map(|(ty, m)| {
                 let n: Vec<String> = shaper_common::OUTCOME_NAMES
                     .iter()
-                    .map(|o| m.get(*o).map_or(0, |c| c.packets).to_string())
+                    .map(|o| m.get(o).map_or(0, |c| c.packets).to_string())
                     .collect();
                 format!("{ty} {}", n.join("/"))
             })

@@ -90,18 +90,54 @@ fn lookup<K: aya::Pod, V: aya::Pod>(
     max: usize,
     per_cpu: Option<usize>,
 ) -> io::Result<Option<Entries<K, V>>> {
+    let mut out: Vec<(K, Vec<V>)> = Vec::new();
+    let found = lookup_each::<K, V>(map, max, per_cpu, |key, vals| {
+        out.push((key, vals.collect()));
+    })?;
+    Ok(found.map(|_| out))
+}
+
+/// Reads entries `0..n` of a per-CPU array and folds each entry's values (one per possible
+/// CPU) into one as it goes, chunk by chunk: at no point are all tenants' per-CPU values in
+/// memory (with 128 possible CPUs and 100,000 tenants that would be gigabytes). `Ok(None)`:
+/// no batches here, or the entries came back out of order.
+pub fn lookup_array_folded<V: aya::Pod, T>(
+    map: &MapData,
+    n: u32,
+    cpus: usize,
+    mut fold: impl FnMut(&mut dyn Iterator<Item = V>) -> T,
+) -> io::Result<Option<Vec<T>>> {
+    let mut out = Vec::with_capacity(n as usize);
+    let mut in_order = true;
+    let found = lookup_each::<u32, V>(map, n as usize, Some(cpus), |key, vals| {
+        in_order &= key as usize == out.len();
+        out.push(fold(vals));
+    })?;
+    Ok(found.filter(|_| in_order).map(|_| out))
+}
+
+/// Visits up to `max` entries from the start of the map, a chunk of [`CHUNK`] per syscall:
+/// each key with an iterator over its values (one per CPU for per-CPU maps). Returns how many
+/// were visited, or `None` where the kernel or map type does not do batches.
+fn lookup_each<K: aya::Pod, V: aya::Pod>(
+    map: &MapData,
+    max: usize,
+    per_cpu: Option<usize>,
+    mut visit: impl FnMut(K, &mut dyn Iterator<Item = V>),
+) -> io::Result<Option<usize>> {
     let (cpus, stride) = match per_cpu {
         Some(c) => (c.max(1), size_of::<V>().div_ceil(8) * 8),
         None => (1, size_of::<V>()),
     };
     let per_key = stride * cpus;
-    let mut out: Vec<(K, Vec<V>)> = Vec::new();
+    let mut seen = 0usize;
     let mut token: u32 = 0;
     let mut first = true;
-    while out.len() < max {
-        let want = (max - out.len()).min(CHUNK as usize);
-        let mut keys = vec![0u8; want * size_of::<K>()];
-        let mut values = vec![0u8; want * per_key];
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    while seen < max {
+        let want = (max - seen).min(CHUNK as usize);
+        keys.resize(want * size_of::<K>(), 0u8);
+        values.resize(want * per_key, 0u8);
         let mut next: u32 = 0;
         let mut attr = BatchAttr {
             in_batch: if first {
@@ -137,20 +173,19 @@ fn lookup<K: aya::Pod, V: aya::Pod>(
                 std::ptr::read_unaligned(keys[k * size_of::<K>()..].as_ptr().cast::<K>())
             };
             let entry = &values[k * per_key..(k + 1) * per_key];
-            let vals = (0..cpus)
-                .map(|c| unsafe {
-                    std::ptr::read_unaligned(entry[c * stride..].as_ptr().cast::<V>())
-                })
-                .collect();
-            out.push((key, vals));
+            let mut vals = (0..cpus).map(|c| unsafe {
+                std::ptr::read_unaligned(entry[c * stride..].as_ptr().cast::<V>())
+            });
+            visit(key, &mut vals);
         }
+        seen += got;
         if done || got == 0 {
             break;
         }
         token = next;
         first = false;
     }
-    Ok(Some(out))
+    Ok(Some(seen))
 }
 
 /// `BPF_MAP_UPDATE_BATCH` from `enum bpf_cmd`.

@@ -26,6 +26,7 @@ use crate::config::{Config, MatchDir, Prefix, Unmatched};
 
 pub mod batch;
 mod bench;
+mod diff;
 mod encode;
 mod error;
 mod link_info;

@@ -9,6 +9,11 @@ use super::{DatapathError, FLOWS, GLOBAL_COUNTERS, TENANT_COUNTERS, TENANT_STATE
 
 /// Counters of one tenant summed over CPUs.
 pub fn sum_cpus(values: &[TenantCounters]) -> TenantCounters {
+    sum_each(&mut values.iter().copied())
+}
+
+/// [`sum_cpus`] over the values as they come.
+fn sum_each(values: &mut dyn Iterator<Item = TenantCounters>) -> TenantCounters {
     let mut out = TenantCounters::default();
     for v in values {
         for t in 0..TOKEN_TYPES {
@@ -73,15 +78,13 @@ pub fn monotonic_ns() -> u64 {
 /// Reads the counters of tenant ids `0..n`, summed over CPUs.
 pub fn read_tenant_counters(map: &Map, n: u32) -> Result<Vec<TenantCounters>, DatapathError> {
     if let (Map::PerCpuArray(data), Ok(cpus)) = (map, aya::util::nr_cpus()) {
-        let batched =
-            batch::lookup_array::<TenantCounters>(data, n, Some(cpus)).map_err(|source| {
-                DatapathError::Batch {
-                    map: TENANT_COUNTERS,
-                    source,
-                }
+        let batched = batch::lookup_array_folded::<TenantCounters, _>(data, n, cpus, sum_each)
+            .map_err(|source| DatapathError::Batch {
+                map: TENANT_COUNTERS,
+                source,
             })?;
         if let Some(v) = batched.filter(|v| v.len() == n as usize) {
-            return Ok(v.iter().map(|c| sum_cpus(c)).collect());
+            return Ok(v);
         }
     }
     read_tenant_counters_each(map, n)

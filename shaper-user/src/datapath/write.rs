@@ -139,12 +139,18 @@ impl Datapath {
             }
             fresh
         };
+        self.reset_state(&fresh)
+    }
+
+    /// Zeroes the bucket state and counters of `ids` (about to go live, inactive before: a
+    /// reused id must not inherit a past tenant's).
+    pub(super) fn reset_state(&mut self, fresh: &[u32]) -> Result<(), DatapathError> {
         if fresh.is_empty() {
             return Ok(());
         }
         {
             let mut st: Array<&mut MapData, TenantState> = self.map_mut(TENANT_STATE)?;
-            for id in &fresh {
+            for id in fresh {
                 st.set(*id, TenantState::default(), 0)
                     .map_err(|source| DatapathError::Map {
                         map: TENANT_STATE,
@@ -155,7 +161,7 @@ impl Datapath {
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, e)| DatapathError::Load(format!("counting CPUs: {e}")))?;
         let mut ctr: PerCpuArray<&mut MapData, TenantCounters> = self.map_mut(TENANT_COUNTERS)?;
-        for id in fresh {
+        for &id in fresh {
             let zeros = PerCpuValues::try_from(vec![TenantCounters::default(); cpus])
                 .map_err(|e| DatapathError::Load(format!("per-CPU values: {e}")))?;
             ctr.set(id, zeros, 0).map_err(|source| DatapathError::Map {
@@ -436,8 +442,54 @@ impl Datapath {
         })
     }
 
+    /// Deletes a prefix from the map its family's lookup uses (absent already: fine).
+    pub(super) fn remove_prefix(
+        &mut self,
+        prefix: Prefix,
+        lookup: &Lookup,
+    ) -> Result<(), DatapathError> {
+        let gone = |map| {
+            move |source: aya::maps::MapError| match os_error(&source) {
+                Some(libc::ENOENT) => Ok(()),
+                _ => Err(DatapathError::Map { map, source }),
+            }
+        };
+        match (prefix, lookup) {
+            (Prefix::V4(addr, len), Lookup::Hash(_)) => {
+                let key = PrefixKeyV4 {
+                    len: u32::from(len),
+                    addr: addr.octets(),
+                };
+                let mut m: HashMap<&mut MapData, PrefixKeyV4, u32> =
+                    self.map_mut(TENANT_BY_HASH_V4)?;
+                m.remove(&key).or_else(gone(TENANT_BY_HASH_V4))
+            }
+            (Prefix::V6(addr, len), Lookup::Hash(_)) => {
+                let key = PrefixKeyV6 {
+                    len: u32::from(len),
+                    addr: addr.octets(),
+                };
+                let mut m: HashMap<&mut MapData, PrefixKeyV6, u32> =
+                    self.map_mut(TENANT_BY_HASH_V6)?;
+                m.remove(&key).or_else(gone(TENANT_BY_HASH_V6))
+            }
+            (Prefix::V4(addr, len), Lookup::Lpm) => {
+                let mut m: LpmTrie<&mut MapData, [u8; 4], u32> =
+                    self.map_mut(TENANT_BY_PREFIX_V4)?;
+                m.remove(&Key::new(u32::from(len), addr.octets()))
+                    .or_else(gone(TENANT_BY_PREFIX_V4))
+            }
+            (Prefix::V6(addr, len), Lookup::Lpm) => {
+                let mut m: LpmTrie<&mut MapData, [u8; 16], u32> =
+                    self.map_mut(TENANT_BY_PREFIX_V6)?;
+                m.remove(&Key::new(u32::from(len), addr.octets()))
+                    .or_else(gone(TENANT_BY_PREFIX_V6))
+            }
+        }
+    }
+
     /// Writes a prefix into the map its family's lookup uses.
-    fn insert_prefix(
+    pub(super) fn insert_prefix(
         &mut self,
         prefix: Prefix,
         id: u32,

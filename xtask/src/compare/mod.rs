@@ -477,6 +477,30 @@ fn gro_on(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
+/// Resident memory of a process and the BPF memory (maps and programs, `memlock` in fdinfo)
+/// its descriptors hold, in bytes.
+pub(crate) fn process_memory(pid: u32) -> (u64, u64) {
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024;
+    let mut bpf = 0;
+    if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) {
+        for fd in fds.flatten() {
+            bpf += std::fs::read_to_string(fd.path())
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    (rss, bpf)
+}
+
 /// What every test of one `compare` run shares.
 struct Run<'a> {
     lab: &'a Lab,

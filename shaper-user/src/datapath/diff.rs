@@ -1,0 +1,129 @@
+//! A reload in proportion to its change: against the config in force, only the tenants whose
+//! parameters or ids changed are written, only the prefixes that changed are inserted (before
+//! any stale one is deleted, so a tenant's packets never go unmatched meanwhile), and tenants
+//! that left are retired. A change of the lookup plan (hash probes or the trie) rewrites
+//! everything, as a fresh apply does.
+use std::collections::{HashMap, HashSet};
+
+use super::encode::keep_pre_pool;
+use super::*;
+
+/// Every prefix of `cfg` with the id of its tenant.
+fn keys(cfg: &Config, ids: &[u32]) -> HashMap<Prefix, u32> {
+    cfg.prefixes()
+        .into_iter()
+        .map(|(p, i)| (p, ids[i]))
+        .collect()
+}
+
+impl Datapath {
+    /// Moves the maps from `old` (the config and table in force) to `cfg` under `table`,
+    /// writing only what differs. Tenants that stay keep their bucket state, counters and
+    /// pre-allocated pool.
+    pub fn apply_changes(
+        &mut self,
+        cfg: &Config,
+        table: &[TenantInfo],
+        (old_cfg, old_table): (&Config, &[TenantInfo]),
+    ) -> Result<(), DatapathError> {
+        if !self.populated || lookup_plan(cfg) != lookup_plan(old_cfg) {
+            return self.apply_table(cfg, table, Some(old_table));
+        }
+        let span = id_span(table);
+        if cfg.tenants.len() > self.max_tenants as usize || span > self.max_tenants {
+            return Err(DatapathError::TooManyTenants {
+                tenants: cfg.tenants.len(),
+                max: self.max_tenants,
+            });
+        }
+        let was: HashMap<&str, (usize, u32)> = old_table
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.as_str(), (i, t.id)))
+            .collect();
+        let ids: Vec<u32> = table.iter().map(|t| t.id).collect();
+        let staying: HashSet<u32> = ids.iter().copied().collect();
+        // New and changed tenants first, so their prefixes find them configured.
+        let mut fresh = Vec::new();
+        for (t, id) in cfg.tenants.iter().zip(&ids) {
+            let mut tc = tenant_params(t, cfg);
+            match was.get(t.name.as_str()) {
+                Some(&(i, old_id)) if old_id == *id => {
+                    if old_cfg
+                        .tenants
+                        .get(i)
+                        .is_some_and(|o| tenant_params(o, old_cfg) == tc)
+                    {
+                        continue;
+                    }
+                    let live = self.tenant(*id)?;
+                    if live.flags & TENANT_ACTIVE != 0 {
+                        keep_pre_pool(&mut tc, &live);
+                    }
+                }
+                _ => fresh.push(*id),
+            }
+            if fresh.last() == Some(id) {
+                self.reset_state(&[*id])?;
+            }
+            self.write_tenant(*id, &tc)?;
+        }
+        {
+            let mut r: Array<&mut MapData, TokenRules> = self.map_mut(TOKEN_RULES)?;
+            r.set(0, token_rules(cfg), 0)
+                .map_err(|source| DatapathError::Map {
+                    map: TOKEN_RULES,
+                    source,
+                })?;
+        }
+        self.move_prefixes(cfg, &ids, old_cfg, old_table)?;
+        {
+            let mut g: Array<&mut MapData, GlobalConfig> = self.map_mut(GLOBAL_CONFIG)?;
+            g.set(0, global_config(cfg), 0)
+                .map_err(|source| DatapathError::Map {
+                    map: GLOBAL_CONFIG,
+                    source,
+                })?;
+        }
+        // Tenants that left go last: their packets stay matched until their prefixes are gone.
+        for t in old_table.iter().filter(|t| !staying.contains(&t.id)) {
+            if self.tenant(t.id)?.flags & TENANT_ACTIVE != 0 {
+                self.write_tenant(t.id, &TenantConfig::default())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts the prefixes `cfg` adds or moves to another id, then deletes those it dropped.
+    fn move_prefixes(
+        &mut self,
+        cfg: &Config,
+        ids: &[u32],
+        old_cfg: &Config,
+        old_table: &[TenantInfo],
+    ) -> Result<(), DatapathError> {
+        let (v4, v6) = lookup_plan(cfg);
+        let old_ids: Vec<u32> = old_table.iter().map(|t| t.id).collect();
+        let want = keys(cfg, ids);
+        let had = keys(old_cfg, &old_ids);
+        for (p, id) in &want {
+            if had.get(p) != Some(id) {
+                let lookup = if matches!(p, Prefix::V4(..)) {
+                    &v4
+                } else {
+                    &v6
+                };
+                self.insert_prefix(*p, *id, lookup)?;
+            }
+        }
+        for p in had.keys().filter(|p| !want.contains_key(p)) {
+            let lookup = if matches!(p, Prefix::V4(..)) {
+                &v4
+            } else {
+                &v6
+            };
+            self.remove_prefix(*p, lookup)?;
+        }
+        Ok(())
+    }
+}
