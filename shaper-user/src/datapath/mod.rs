@@ -140,6 +140,10 @@ pub struct Datapath {
     /// The agent-written maps hold a config (adopted, or applied before).
     populated: bool,
     logger: Option<DatapathLogger>,
+    /// What each tenant's slot word selects, as this process last wrote or read it: the agent
+    /// is the only writer of `TENANT_CONFIG` and `TENANT_SLOT`, so a cycle need not read every
+    /// config back to see what changed.
+    live_cache: Vec<Option<(u32, TenantConfig)>>,
 }
 
 /// How the program is attached.
@@ -235,6 +239,7 @@ impl Datapath {
             adopted: false,
             populated: false,
             logger,
+            live_cache: Vec::new(),
         })
     }
 

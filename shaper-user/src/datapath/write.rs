@@ -278,6 +278,7 @@ impl Datapath {
             let mut slots: Array<&mut MapData, u32> = self.map_mut(TENANT_SLOT)?;
             slots.set(id, next, 0).map_err(err(TENANT_SLOT))?;
         }
+        self.remember(id, next, tc);
         Ok(())
     }
 
@@ -376,34 +377,35 @@ impl Datapath {
         interval: std::time::Duration,
     ) -> Result<(), DatapathError> {
         let span = items.iter().map(|w| w.id + 1).max().unwrap_or(0);
-        let read = |name: &'static str| move |source| DatapathError::Batch { map: name, source };
-        let arr = |name: &'static str| match self.map(name) {
-            Ok(Map::Array(d)) => Ok(d),
-            Ok(_) => Err(DatapathError::Load(format!("{name} is not an array"))),
-            Err(e) => Err(e),
-        };
-        let slots =
-            batch::lookup_array::<u32>(arr(TENANT_SLOT)?, span, None).map_err(read(TENANT_SLOT))?;
-        let configs = batch::lookup_array::<TenantConfig>(arr(TENANT_CONFIG)?, 2 * span, None)
-            .map_err(read(TENANT_CONFIG))?;
-        let states = batch::lookup_array::<TenantState>(arr(TENANT_STATE)?, span, None)
-            .map_err(read(TENANT_STATE))?;
-        let (Some(slots), Some(configs), Some(states)) = (slots, configs, states) else {
+        if !self.live_known(items) && !self.read_live(span)? {
             return self.apply_each(cfg, items, interval);
-        };
-        let mut new_configs = Vec::new();
+        }
+        // What changes, judged against what this process wrote: unchanged tenants (most of
+        // them, cycle after cycle) cost no syscall at all.
+        let changed: Vec<&TenantWrite> = items
+            .iter()
+            .filter(|w| {
+                let Some((_, live)) = self.known_live(w.id) else {
+                    return false;
+                };
+                let t = &cfg.tenants[w.tenant];
+                let none = TenantState::default();
+                let tc = allocation_config((t, cfg), &w.rates, interval, w.shares, &live, &none);
+                w.rates.deposit.is_some() || with_epoch(&tc, &live, live.epoch) != live
+            })
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let states = self.states_of(&changed, span)?;
+        let mut new_configs = Vec::with_capacity(changed.len());
         let mut flips = Vec::new();
-        for w in items {
-            let (Some(slot), Some(state)) = (first_of(&slots, w.id), first_of(&states, w.id))
-            else {
-                continue;
-            };
-            let slot = slot & 1;
-            let Some(live) = first_of(&configs, 2 * w.id + slot) else {
+        for (w, state) in changed.iter().zip(&states) {
+            let Some((slot, live)) = self.known_live(w.id) else {
                 continue;
             };
             let t = &cfg.tenants[w.tenant];
-            let tc = allocation_config((t, cfg), &w.rates, interval, w.shares, &live, &state);
+            let tc = allocation_config((t, cfg), &w.rates, interval, w.shares, &live, state);
             let tc = with_epoch(&tc, &live, state.epoch);
             if live == tc {
                 continue;
@@ -414,6 +416,11 @@ impl Datapath {
                 flips.push((w.id, next));
             }
         }
+        let arr = |name: &'static str| match self.map(name) {
+            Ok(Map::Array(d)) => Ok(d),
+            Ok(_) => Err(DatapathError::Load(format!("{name} is not an array"))),
+            Err(e) => Err(e),
+        };
         let write = |name: &'static str| move |source| DatapathError::Batch { map: name, source };
         let written =
             batch::update(arr(TENANT_CONFIG)?, &new_configs).map_err(write(TENANT_CONFIG))?;
@@ -423,14 +430,88 @@ impl Datapath {
         // Only once every new config is whole do the slot words flip to them.
         if !batch::update(arr(TENANT_SLOT)?, &flips).map_err(write(TENANT_SLOT))? {
             let mut m: Array<&mut MapData, u32> = self.map_mut(TENANT_SLOT)?;
-            for (id, next) in flips {
-                m.set(id, next, 0).map_err(|source| DatapathError::Map {
+            for (id, next) in &flips {
+                m.set(*id, *next, 0).map_err(|source| DatapathError::Map {
                     map: TENANT_SLOT,
                     source,
                 })?;
             }
         }
+        for (key, tc) in new_configs {
+            self.remember(key / 2, key & 1, tc);
+        }
         Ok(())
+    }
+
+    /// Whether every tenant of `items` has its live config remembered.
+    fn live_known(&self, items: &[TenantWrite]) -> bool {
+        items.iter().all(|w| self.known_live(w.id).is_some())
+    }
+
+    /// The remembered live slot and config of tenant `id`.
+    fn known_live(&self, id: u32) -> Option<(u32, TenantConfig)> {
+        self.live_cache.get(id as usize).copied().flatten()
+    }
+
+    /// Remembers what tenant `id`'s slot word now selects.
+    pub(super) fn remember(&mut self, id: u32, slot: u32, tc: TenantConfig) {
+        let i = id as usize;
+        if self.live_cache.len() <= i {
+            self.live_cache.resize(i + 1, None);
+        }
+        self.live_cache[i] = Some((slot, tc));
+    }
+
+    /// Reads the live slots and configs of ids `0..span` in batches into memory; `false`
+    /// where the kernel has no batches.
+    fn read_live(&mut self, span: u32) -> Result<bool, DatapathError> {
+        let read = |name: &'static str| move |source| DatapathError::Batch { map: name, source };
+        let arr = |name: &'static str| match self.map(name) {
+            Ok(Map::Array(d)) => Ok(d),
+            Ok(_) => Err(DatapathError::Load(format!("{name} is not an array"))),
+            Err(e) => Err(e),
+        };
+        let slots =
+            batch::lookup_array::<u32>(arr(TENANT_SLOT)?, span, None).map_err(read(TENANT_SLOT))?;
+        let configs = batch::lookup_array::<TenantConfig>(arr(TENANT_CONFIG)?, 2 * span, None)
+            .map_err(read(TENANT_CONFIG))?;
+        let (Some(slots), Some(configs)) = (slots, configs) else {
+            return Ok(false);
+        };
+        for id in 0..span {
+            if let Some(slot) = first_of(&slots, id) {
+                if let Some(tc) = first_of(&configs, 2 * id + (slot & 1)) {
+                    self.remember(id, slot & 1, tc);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// The bucket states of the tenants of `changed`, in order: one batch of all `span` ids
+    /// when many changed, a read each when few did.
+    fn states_of(
+        &self,
+        changed: &[&TenantWrite],
+        span: u32,
+    ) -> Result<Vec<TenantState>, DatapathError> {
+        if changed.len() > 256 {
+            if let Ok(Map::Array(d)) = self.map(TENANT_STATE) {
+                let all = batch::lookup_array::<TenantState>(d, span, None).map_err(|source| {
+                    DatapathError::Batch {
+                        map: TENANT_STATE,
+                        source,
+                    }
+                })?;
+                if let Some(all) = all {
+                    return Ok(changed
+                        .iter()
+                        .map(|w| first_of(&all, w.id).unwrap_or_default())
+                        .collect());
+                }
+            }
+        }
+        changed.iter().map(|w| self.tenant_state(w.id)).collect()
     }
 
     /// Writes the global config (tests and benchmarks that build one by hand).
