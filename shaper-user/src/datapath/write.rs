@@ -479,10 +479,10 @@ impl Datapath {
             return Ok(false);
         };
         for id in 0..span {
-            if let Some(slot) = first_of(&slots, id) {
-                if let Some(tc) = first_of(&configs, 2 * id + (slot & 1)) {
-                    self.remember(id, slot & 1, tc);
-                }
+            if let Some(slot) = first_of(&slots, id)
+                && let Some(tc) = first_of(&configs, 2 * id + (slot & 1))
+            {
+                self.remember(id, slot & 1, tc);
             }
         }
         Ok(true)
@@ -495,20 +495,20 @@ impl Datapath {
         changed: &[&TenantWrite],
         span: u32,
     ) -> Result<Vec<TenantState>, DatapathError> {
-        if changed.len() > 256 {
-            if let Ok(Map::Array(d)) = self.map(TENANT_STATE) {
-                let all = batch::lookup_array::<TenantState>(d, span, None).map_err(|source| {
-                    DatapathError::Batch {
-                        map: TENANT_STATE,
-                        source,
-                    }
-                })?;
-                if let Some(all) = all {
-                    return Ok(changed
-                        .iter()
-                        .map(|w| first_of(&all, w.id).unwrap_or_default())
-                        .collect());
+        if changed.len() > 256
+            && let Ok(Map::Array(d)) = self.map(TENANT_STATE)
+        {
+            let all = batch::lookup_array::<TenantState>(d, span, None).map_err(|source| {
+                DatapathError::Batch {
+                    map: TENANT_STATE,
+                    source,
                 }
+            })?;
+            if let Some(all) = all {
+                return Ok(changed
+                    .iter()
+                    .map(|w| first_of(&all, w.id).unwrap_or_default())
+                    .collect());
             }
         }
         changed.iter().map(|w| self.tenant_state(w.id)).collect()
