@@ -243,6 +243,7 @@ async fn on_agent_thread<T: Send + 'static>(
     f: impl FnOnce(&mut Agent) -> T + Send + 'static,
 ) -> Result<(Box<Agent>, Option<T>), AgentError> {
     let task = tokio::task::spawn_blocking(move || {
+        crate::api::yield_to_the_api();
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut agent)));
         let out = match out {
             Ok(v) => Some(v),
@@ -382,7 +383,7 @@ impl Agent {
         self.record(&collected.tenants, plans.as_deref());
         lap("record", &mut stages);
         self.stage_ms = stages;
-        self.publish(&collected, plans.as_deref(), started);
+        self.publish(collected, plans.as_deref(), started);
         Ok(())
     }
 

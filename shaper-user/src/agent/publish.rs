@@ -7,7 +7,7 @@ use std::time::Instant;
 use tracing::{debug, warn};
 
 use crate::allocate::violated;
-use crate::api::{AllocationView, ForecastView, TenantView, View};
+use crate::api::{AllocationView, ForecastView, Plan, View};
 use crate::units::human_bits;
 
 use super::collect::Collected;
@@ -17,7 +17,7 @@ use super::{Agent, write_lock};
 impl Agent {
     /// Publishes the cycle that began at `started`; its time, this stage's included, goes
     /// into the health.
-    pub(super) fn publish(&mut self, c: &Collected, plans: Option<&[Planned]>, started: Instant) {
+    pub(super) fn publish(&mut self, c: Collected, plans: Option<&[Planned]>, started: Instant) {
         let began = Instant::now();
         for s in &c.tenants {
             debug!(tenant = %s.name, passed = %human_bits(s.passed_rate * 8.0), offered = %human_bits(s.offered_rate * 8.0), drop_ratio = s.drop_ratio, "cycle");
@@ -28,21 +28,19 @@ impl Agent {
                 *self.alerts.entry("protected_violation").or_default() += 1;
             }
         }
-        let tenants = c
-            .tenants
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let p = plans.and_then(|p| p.get(i));
-                TenantView::new(s, p.map(forecast_view), p.map(allocation_view))
-            })
-            .collect();
+        let plans: Vec<Plan> = match plans {
+            Some(plans) => plans
+                .iter()
+                .map(|p| (Some(forecast_view(p)), Some(allocation_view(p))))
+                .collect(),
+            None => Vec::new(),
+        };
         let classes = c
             .classes
             .iter()
             .map(|c| (c.class.to_string(), c.packets, c.bytes))
             .collect();
-        let view = View::new(&self.iface, tenants, classes);
+        let view = View::of_cycle(&self.iface, c.tenants, plans, classes);
         let old = std::mem::replace(&mut *write_lock(&self.shared.view), Arc::new(view));
         // The old view goes outside the lock (100,000 tenants take a while to free).
         drop(old);

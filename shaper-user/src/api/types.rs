@@ -2,7 +2,6 @@
 //! the units operators read (rates in bits/s, like `tc`). The agent's own types stay inside
 //! it; these change only with [`API_VERSION`](super::API_VERSION).
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,28 +12,66 @@ use crate::stats::{ByType, PrePool, TenantStats};
 pub const CYCLE_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
 
 /// What the agent publishes each cycle: shared by every request until the next cycle
-/// replaces it (behind an `Arc`, never cloned per request). Its bodies are rendered once, by
-/// the first request that needs them.
+/// replaces it (behind an `Arc`, never cloned per request). The cycle's stats move in as they
+/// are; the wire view of each tenant and the bodies are built once, by the first request that
+/// needs them, off the agent's thread.
 #[derive(Debug, Default)]
 pub struct View {
     pub iface: String,
-    pub tenants: Vec<TenantView>,
     /// Packets by class: (class name, packets, bytes).
     pub classes: Vec<(String, u64, u64)>,
+    stats: Vec<TenantStats>,
+    plans: Vec<Plan>,
+    tenants: std::sync::OnceLock<Vec<TenantView>>,
     /// `/v1/stats`, rendered on first use.
-    pub(super) stats: std::sync::OnceLock<Arc<str>>,
+    pub(super) stats_body: std::sync::OnceLock<axum::body::Bytes>,
     /// The per-tenant and per-class part of `/metrics`, rendered on first use.
-    pub(super) metrics: std::sync::OnceLock<Arc<str>>,
+    pub(super) metrics: std::sync::OnceLock<axum::body::Bytes>,
 }
 
+/// What the agent forecast and allocated for one tenant (none in static mode).
+pub type Plan = (Option<ForecastView>, Option<AllocationView>);
+
 impl View {
+    /// A view of tenants already in wire form.
     pub fn new(iface: &str, tenants: Vec<TenantView>, classes: Vec<(String, u64, u64)>) -> View {
         View {
             iface: iface.to_string(),
-            tenants,
             classes,
+            tenants: std::sync::OnceLock::from(tenants),
             ..View::default()
         }
+    }
+
+    /// A cycle's view: its stats and plans (config order), turned into wire form only when
+    /// asked.
+    pub fn of_cycle(
+        iface: &str,
+        stats: Vec<TenantStats>,
+        plans: Vec<Plan>,
+        classes: Vec<(String, u64, u64)>,
+    ) -> View {
+        View {
+            iface: iface.to_string(),
+            classes,
+            stats,
+            plans,
+            ..View::default()
+        }
+    }
+
+    /// Every tenant in wire form.
+    pub fn tenants(&self) -> &[TenantView] {
+        self.tenants.get_or_init(|| {
+            self.stats
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let (f, a) = self.plans.get(i).cloned().unwrap_or_default();
+                    TenantView::new(s, f, a)
+                })
+                .collect()
+        })
     }
 }
 
