@@ -803,8 +803,20 @@ fn api_over_tcp_and_unix_socket() {
     );
 
     let before = agent_maps(&lab);
-    std::fs::write(&config, good.replace("\"200mbit\"", "\"5gbit\"")).expect("write");
+    let unix = || std::os::unix::net::UnixStream::connect(&socket).expect("unix");
+    std::fs::write(&config, good.replace("\"50mbit\"", "\"60mbit\"")).expect("write");
     let (code, body) = http(tcp(), "POST", "/v1/reload");
+    assert_eq!(
+        code, 403,
+        "the TCP API is read-only without a token: {body}"
+    );
+    assert_eq!(
+        agent_maps(&lab),
+        before,
+        "a refused reload changed the maps"
+    );
+    std::fs::write(&config, good.replace("\"200mbit\"", "\"5gbit\"")).expect("write");
+    let (code, body) = http(unix(), "POST", "/v1/reload");
     assert_eq!(code, 422, "{body}");
     assert!(
         body.contains("tenants[0].rate"),
@@ -816,7 +828,8 @@ fn api_over_tcp_and_unix_socket() {
         "a rejected reload changed the maps"
     );
     std::fs::write(&config, good.replace("\"50mbit\"", "\"60mbit\"")).expect("write");
-    let (code, body) = http(tcp(), "POST", "/v1/reload");
+    std::thread::sleep(shaper::api::RELOAD_EVERY);
+    let (code, body) = http(unix(), "POST", "/v1/reload");
     assert_eq!(code, 200, "{body}");
     assert_eq!(
         agent_maps(&lab).0[2].rate_bytes,
@@ -1317,6 +1330,83 @@ fn idle_api_connections_do_not_stop_shaping() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     assert!(xdp_attached(&lab));
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Rates change only through the operator: over TCP an unprivileged user's reload and
+/// exchange are refused (403) and the maps stay byte for byte as they were; a request naming
+/// another host (a page rebinding its name to 127.0.0.1) is refused too; the operator's
+/// `shaper exchange` goes through the Unix socket.
+#[test]
+fn only_the_operator_changes_rates() {
+    let Some(_root) = root_test("only_the_operator_changes_rates") else {
+        return;
+    };
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-auth-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let config = example_in(&tmp, &[]);
+    let log = tmp.join("run.log");
+    let agent = start_run(&lab, &config, &log);
+    let addr_file = shaper::agent::state_dir(&lab.dut_if).join("api.addr");
+    let start = Instant::now();
+    while !addr_file.exists() {
+        assert!(start.elapsed() < Duration::from_secs(5), "API not up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let port = std::fs::read_to_string(&addr_file)
+        .expect("addr")
+        .trim()
+        .parse::<SocketAddr>()
+        .expect("addr")
+        .port();
+    let before = agent_maps(&lab);
+    let as_nobody = |request: &str| -> String {
+        let script =
+            format!("exec 3<>/dev/tcp/127.0.0.1/{port}; printf '{request}' >&3; head -c 200 <&3");
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "timeout",
+                "10",
+                "bash",
+                "-c",
+            ])
+            .arg(&script)
+            .output()
+            .expect("setpriv");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let reload = as_nobody(
+        "POST /v1/reload HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n",
+    );
+    assert!(reload.starts_with("HTTP/1.1 403"), "{reload}");
+    let body = r#"{"tenant":"acme","from":"gold","to":"bronze","amount":"10mbit"}"#;
+    let exchange = as_nobody(&format!(
+        "POST /v1/exchange HTTP/1.1\\r\\nHost: localhost\\r\\nContent-Type: application/json\\r\\nContent-Length: {}\\r\\nConnection: close\\r\\n\\r\\n{body}",
+        body.len()
+    ));
+    assert!(exchange.starts_with("HTTP/1.1 403"), "{exchange}");
+    let rebound = as_nobody(
+        "GET /v1/stats HTTP/1.1\\r\\nHost: attacker.example\\r\\nConnection: close\\r\\n\\r\\n",
+    );
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
+    assert_eq!(agent_maps(&lab), before, "a refused call changed the maps");
+    // The operator's way: the CLI over the Unix socket.
+    let o = shaper()
+        .args(["exchange", "--iface", &lab.dut_if, "--tenant", "acme"])
+        .args(["--from", "gold", "--to", "bronze", "--amount", "10mbit"])
+        .output()
+        .expect("exchange");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ne!(
+        agent_maps(&lab),
+        before,
+        "the operator's exchange was written"
+    );
     drop(agent);
     let _ = std::fs::remove_dir_all(&tmp);
 }

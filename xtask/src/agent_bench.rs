@@ -166,8 +166,13 @@ fn one(n: usize, secs: u64) -> Result<Report> {
     cfg.tenants[n / 2].rate = Rate(90_000_000);
     write_private(&path, &serde_json::to_string(&cfg)?)?;
     let t = Instant::now();
-    let (code, body) =
-        shaper::api::request_within(addr, "POST", "/v1/reload", None, Duration::from_secs(120))?;
+    let (code, body) = shaper::api::request_socket(
+        &dir.join("api.sock"),
+        "POST",
+        "/v1/reload",
+        None,
+        Duration::from_secs(120),
+    )?;
     let reload_ms = t.elapsed().as_secs_f64() * 1e3;
     if code != 200 {
         bail!("reload refused: {body}");

@@ -187,6 +187,9 @@ pub async fn run(
         info!(%addr, socket = ?unix, "API serving /v1/stats, /v1/health, /v1/config, POST /v1/reload, /metrics");
         state.write_api_addr(addr);
     }
+    if let Some(socket) = &unix {
+        state.write_api_socket(socket);
+    }
     let ifindex = crate::datapath::ifindex(&options.iface, options.netns.as_deref()).unwrap_or(0);
     let mut agent = Box::new(Agent::new(options, cfg, dp, table, state, shared, store));
     let mut ticker = tokio::time::interval(agent.interval);

@@ -56,6 +56,24 @@ impl StateDir {
         let _ = std::fs::write(self.path.join("api.addr"), addr.to_string());
     }
 
+    /// Where the API's Unix socket is, for the CLI's rate changes; best effort.
+    pub fn write_api_socket(&self, socket: &Path) {
+        let _ = std::fs::write(
+            self.path.join("api.socket"),
+            socket.as_os_str().as_encoded_bytes(),
+        );
+    }
+
+    /// The API's Unix socket, if an agent serves one.
+    pub fn api_socket(&self) -> Option<PathBuf> {
+        let p = PathBuf::from(
+            std::fs::read_to_string(self.path.join("api.socket"))
+                .ok()?
+                .trim(),
+        );
+        p.exists().then_some(p)
+    }
+
     /// The API's TCP address, if an agent serves one.
     pub fn api_addr(&self) -> Option<SocketAddr> {
         std::fs::read_to_string(self.path.join("api.addr"))

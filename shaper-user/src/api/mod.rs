@@ -47,6 +47,9 @@ pub struct Shared {
     pub config: Arc<RwLock<Config>>,
     pub reload: mpsc::Sender<ReloadRequest>,
     pub exchange: mpsc::Sender<ExchangeRequest>,
+    /// The bearer token that lets TCP clients change rates (`api.token_file`).
+    pub token: Option<Arc<str>>,
+    last_reload: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// The agent loop's ends of the API's request channels.
@@ -76,6 +79,8 @@ impl Shared {
             config: Arc::new(RwLock::new(cfg.clone())),
             reload,
             exchange,
+            token: cfg.api.token_file.as_deref().and_then(read_token),
+            last_reload: Arc::default(),
         };
         let requests = Requests {
             reload: reload_rx,
@@ -83,6 +88,133 @@ impl Shared {
         };
         (shared, requests)
     }
+}
+
+/// The token in `path`: refused (logged, TCP stays read-only) unless the file is owned by
+/// root or the agent's user and readable by no one else.
+fn read_token(path: &Path) -> Option<Arc<str>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let refuse = |why: String| {
+        tracing::error!(path = %path.display(), "{why}: the TCP API stays read-only");
+        None
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return refuse(format!("cannot read api.token_file: {e}")),
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.mode() & 0o077 != 0 || (meta.uid() != 0 && meta.uid() != me) {
+        return refuse("api.token_file must be mode 0600 and owned by root".into());
+    }
+    match std::fs::read_to_string(path) {
+        Ok(t) if t.trim().len() >= 16 => Some(t.trim().into()),
+        Ok(_) => refuse("api.token_file holds fewer than 16 characters".into()),
+        Err(e) => refuse(format!("cannot read api.token_file: {e}")),
+    }
+}
+
+/// Who is on the other end of a connection, as the accept loop saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// Over the Unix socket, a process of this uid (`SO_PEERCRED`).
+    Socket { uid: u32 },
+    /// Over TCP: anyone on the host (or beyond, with `api.allow_remote`).
+    Tcp,
+}
+
+/// Reloads at most this often: a client cannot keep the agent reloading.
+pub const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Why `caller` may not change rates (reload, exchange), as the answer to send; `None` if it
+/// may: over the socket, root or the agent's own user; over TCP, only with the configured
+/// bearer token.
+fn refusal(
+    s: &Shared,
+    caller: Option<Caller>,
+    headers: &axum::http::HeaderMap,
+) -> Option<Response> {
+    let refuse = |code: StatusCode, why: &str| {
+        (
+            code,
+            json(&serde_json::json!({ "api": API_VERSION, "error": why })),
+        )
+            .into_response()
+    };
+    match caller {
+        Some(Caller::Socket { uid }) => {
+            // SAFETY: geteuid has no preconditions.
+            let me = unsafe { libc::geteuid() };
+            (uid != 0 && uid != me).then(|| {
+                refuse(
+                    StatusCode::FORBIDDEN,
+                    "only root or the agent's user may change rates",
+                )
+            })
+        }
+        _ => {
+            let Some(token) = &s.token else {
+                return Some(refuse(
+                    StatusCode::FORBIDDEN,
+                    "the TCP API is read-only: change rates over the Unix socket (api.socket), or set api.token_file",
+                ));
+            };
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            (!same_secret(given.as_bytes(), token.as_bytes())).then(|| {
+                refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "a valid bearer token is needed to change rates over TCP",
+                )
+            })
+        }
+    }
+}
+
+/// Compares two secrets in time that depends on their lengths only.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// Requests over TCP must name the host as an address, `localhost` or `shaper`: a web page
+/// that rebinds its own name to 127.0.0.1 cannot reach the API through the browser.
+async fn check_host(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let tcp = !matches!(
+        req.extensions().get::<Caller>(),
+        Some(Caller::Socket { .. })
+    );
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
+    if tcp
+        && let Some(h) = host
+        && !host_allowed(&h)
+    {
+        return (StatusCode::FORBIDDEN, "unexpected Host header\n").into_response();
+    }
+    next.run(req).await
+}
+
+/// `h` (a Host header, port and brackets included) names this machine's API.
+fn host_allowed(h: &str) -> bool {
+    let name = match h.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => h.rsplit_once(':').map_or(h, |(n, p)| {
+            if p.chars().all(|c| c.is_ascii_digit()) {
+                n
+            } else {
+                h
+            }
+        }),
+    };
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || name == "shaper"
 }
 
 pub fn router(shared: Shared) -> Router {
@@ -94,6 +226,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/exchange", post(exchange))
         .route("/metrics", get(metrics))
         .with_state(shared)
+        .layer(axum::middleware::from_fn(check_host))
 }
 
 /// A client call to a running agent's API over TCP (what `shaper top` and `shaper exchange`
@@ -115,9 +248,32 @@ pub fn request_within(
     body: Option<&str>,
     timeout: std::time::Duration,
 ) -> std::io::Result<(u16, String)> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300))?;
+    let s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300))?;
     s.set_read_timeout(Some(timeout))?;
+    exchange_http(s, method, path, body)
+}
+
+/// A client call over the agent's Unix socket, where rates may be changed (as root or the
+/// agent's user): the status code and the body.
+pub fn request_socket(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: std::time::Duration,
+) -> std::io::Result<(u16, String)> {
+    let s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(timeout))?;
+    exchange_http(s, method, path, body)
+}
+
+/// One HTTP/1.1 request and its whole answer on a fresh connection.
+fn exchange_http(
+    mut s: impl std::io::Read + std::io::Write,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let body = body.unwrap_or("");
     write!(
         s,
@@ -212,7 +368,26 @@ async fn config(State(s): State<Shared>) -> Response {
     json(&serde_json::json!({ "api": API_VERSION, "config": read(&s.config) }))
 }
 
-async fn reload(State(s): State<Shared>) -> Response {
+async fn reload(
+    State(s): State<Shared>,
+    caller: Option<axum::Extension<Caller>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Some(r) = refusal(&s, caller.map(|c| c.0), &headers) {
+        return r;
+    }
+    {
+        let mut last = s.last_reload.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < RELOAD_EVERY) {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, "1")],
+                json(&serde_json::json!({ "api": API_VERSION, "reloaded": false, "error": "one reload a second at most" })),
+            )
+                .into_response();
+        }
+        *last = Some(std::time::Instant::now());
+    }
     let (tx, rx) = oneshot::channel();
     if s.reload.send(tx).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping\n").into_response();
@@ -232,8 +407,13 @@ async fn reload(State(s): State<Shared>) -> Response {
 
 async fn exchange(
     State(s): State<Shared>,
+    caller: Option<axum::Extension<Caller>>,
+    headers: axum::http::HeaderMap,
     body: Result<axum::Json<ExchangeBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
+    if let Some(r) = refusal(&s, caller.map(|c| c.0), &headers) {
+        return r;
+    }
     let refuse = |code, e: String| {
         (
             code,
@@ -301,7 +481,7 @@ pub async fn serve(
             let l = Arc::new(l);
             let accept = move || {
                 let l = l.clone();
-                async move { l.accept().await.map(|(s, _)| s) }
+                async move { l.accept().await.map(|(s, _)| (s, Caller::Tcp)) }
             };
             tokio::spawn(accept_loop(accept, r, s));
             addr
@@ -316,7 +496,11 @@ pub async fn serve(
             let l = Arc::new(l);
             let accept = move || {
                 let l = l.clone();
-                async move { l.accept().await.map(|(s, _)| s) }
+                async move {
+                    let (s, _) = l.accept().await?;
+                    let uid = s.peer_cred().map_or(u32::MAX, |c| c.uid());
+                    Ok((s, Caller::Socket { uid }))
+                }
             };
             tokio::spawn(accept_loop(accept, router, stop));
             Some(socket.to_path_buf())
@@ -337,7 +521,7 @@ async fn accept_loop<S, F, Fut>(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = std::io::Result<S>>,
+    Fut: std::future::Future<Output = std::io::Result<(S, Caller)>>,
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -346,7 +530,7 @@ async fn accept_loop<S, F, Fut>(
             r = accept() => r,
             _ = stop.wait_for(|s| *s) => return,
         };
-        let stream = match accepted {
+        let (stream, caller) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 // Out of descriptors or memory: back off rather than spin.
@@ -359,7 +543,9 @@ async fn accept_loop<S, F, Fut>(
             // Over the cap: closed at once.
             continue;
         };
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let service = hyper_util::service::TowerToHyperService::new(
+            router.clone().layer(axum::Extension(caller)),
+        );
         tokio::spawn(async move {
             let _permit = permit;
             let conn = hyper::server::conn::http1::Builder::new()

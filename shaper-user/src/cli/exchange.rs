@@ -11,8 +11,9 @@ pub fn execute(args: &ExchangeArgs) -> Result<()> {
         None => only_running_iface()?,
     };
     let state = StateDir::new(&iface);
-    let addr = state.api_addr().with_context(|| {
-        format!("no agent API for {iface} ({} missing): an exchange needs `shaper run` running with api.listen", state.path().join("api.addr").display())
+    // Rate changes go through the Unix socket (the TCP API is read-only).
+    let socket = state.api_socket().with_context(|| {
+        format!("no agent API socket for {iface} ({} missing): an exchange needs `shaper run` running with api.socket", state.path().join("api.socket").display())
     })?;
     let body = serde_json::json!({
         "tenant": args.tenant,
@@ -21,8 +22,14 @@ pub fn execute(args: &ExchangeArgs) -> Result<()> {
         "amount": args.amount,
     })
     .to_string();
-    let (code, reply) = shaper::api::request(addr, "POST", "/v1/exchange", Some(&body))
-        .with_context(|| format!("cannot reach the agent's API at {addr}"))?;
+    let (code, reply) = shaper::api::request_socket(
+        &socket,
+        "POST",
+        "/v1/exchange",
+        Some(&body),
+        std::time::Duration::from_secs(10),
+    )
+    .with_context(|| format!("cannot reach the agent's API at {}", socket.display()))?;
     let v: serde_json::Value = serde_json::from_str(&reply)
         .with_context(|| format!("the agent answered {code}: {}", reply.trim()))?;
     if code != 200 {

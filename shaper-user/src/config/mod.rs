@@ -398,6 +398,10 @@ pub struct Api {
     /// for explicitly.
     #[serde(default)]
     pub allow_remote: bool,
+    /// A file (mode 0600) holding a bearer token that lets TCP clients reload and exchange.
+    /// Without one, TCP is read-only: changes go through the Unix socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for Api {
@@ -406,6 +410,7 @@ impl Default for Api {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             socket: PathBuf::from("/run/shaper/shaper.sock"),
             allow_remote: false,
+            token_file: None,
         }
     }
 }

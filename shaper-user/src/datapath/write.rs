@@ -45,7 +45,8 @@ impl Datapath {
         if populated {
             self.retire_and_reset(&ids, previous)?;
         }
-        for (t, id) in cfg.tenants.iter().zip(&ids) {
+        let batched = !populated && self.write_fresh(cfg, &ids)?;
+        for (t, id) in cfg.tenants.iter().zip(&ids).filter(|_| !batched) {
             let mut tc = tenant_params(t, cfg);
             if populated {
                 // The allocator's pre-allocated pool survives a reload.
@@ -90,13 +91,16 @@ impl Datapath {
         if populated {
             self.remove_stale_prefixes(&want4, &want6, &v4, &v6)?;
         }
+        let rest = self.insert_hashed(&want4, &want6, (&v4, &v6))?;
         for (prefix, i) in cfg.prefixes() {
             let lookup = if matches!(prefix, Prefix::V4(..)) {
                 &v4
             } else {
                 &v6
             };
-            self.insert_prefix(prefix, ids[i], lookup)?;
+            if rest.contains(&prefix) {
+                self.insert_prefix(prefix, ids[i], lookup)?;
+            }
         }
         let mut g: Array<&mut MapData, GlobalConfig> = self.map_mut(GLOBAL_CONFIG)?;
         g.set(0, global_config(cfg), 0)
@@ -106,6 +110,77 @@ impl Datapath {
             })?;
         self.populated = true;
         Ok(())
+    }
+
+    /// A fresh load's tenants in batches: every config into slot 0 (nothing reads a tenant
+    /// that was never active, so no slot flips), thousands per syscall. `false` where the
+    /// kernel has no batches (nothing was written; the caller writes one by one).
+    fn write_fresh(&mut self, cfg: &Config, ids: &[u32]) -> Result<bool, DatapathError> {
+        let none = TenantConfig::default();
+        let entries: Vec<(u32, TenantConfig)> = cfg
+            .tenants
+            .iter()
+            .zip(ids)
+            .map(|(t, id)| (2 * id, with_epoch(&tenant_params(t, cfg), &none, 0)))
+            .collect();
+        let Ok(Map::Array(configs)) = self.map(TENANT_CONFIG) else {
+            return Ok(false);
+        };
+        let written = batch::update(configs, &entries).map_err(|source| DatapathError::Batch {
+            map: TENANT_CONFIG,
+            source,
+        })?;
+        if written {
+            for (key, tc) in entries {
+                self.remember(key / 2, 0, tc);
+            }
+        }
+        Ok(written)
+    }
+
+    /// Inserts the prefixes of families looked up by hash probes in batches; returns the ones
+    /// left to insert one by one (the trie's, or all where the kernel has no batches).
+    fn insert_hashed(
+        &mut self,
+        want4: &std::collections::HashMap<PrefixKeyV4, u32>,
+        want6: &std::collections::HashMap<PrefixKeyV6, u32>,
+        (v4, v6): (&Lookup, &Lookup),
+    ) -> Result<std::collections::HashSet<Prefix>, DatapathError> {
+        let mut rest = std::collections::HashSet::new();
+        let full = |map| {
+            move |source: std::io::Error| match source.raw_os_error() {
+                Some(libc::ENOSPC | libc::E2BIG | libc::ENOMEM) => DatapathError::MapFull {
+                    map,
+                    what: "the config's prefixes".into(),
+                },
+                _ => DatapathError::Batch { map, source },
+            }
+        };
+        let e4: Vec<(PrefixKeyV4, u32)> = want4.iter().map(|(k, v)| (*k, *v)).collect();
+        let done4 = match hash_map(self, TENANT_BY_HASH_V4, matches!(v4, Lookup::Hash(_))) {
+            Some(d) => batch::update(d, &e4).map_err(full(TENANT_BY_HASH_V4))?,
+            None => false,
+        };
+        if !done4 {
+            rest.extend(
+                want4
+                    .keys()
+                    .map(|k| Prefix::V4(std::net::Ipv4Addr::from(k.addr), k.len as u8)),
+            );
+        }
+        let e6: Vec<(PrefixKeyV6, u32)> = want6.iter().map(|(k, v)| (*k, *v)).collect();
+        let done6 = match hash_map(self, TENANT_BY_HASH_V6, matches!(v6, Lookup::Hash(_))) {
+            Some(d) => batch::update(d, &e6).map_err(full(TENANT_BY_HASH_V6))?,
+            None => false,
+        };
+        if !done6 {
+            rest.extend(
+                want6
+                    .keys()
+                    .map(|k| Prefix::V6(std::net::Ipv6Addr::from(k.addr), k.len as u8)),
+            );
+        }
+        Ok(rest)
     }
 
     /// Deactivates the tenants that leave, and zeroes the bucket state and counters of ids
@@ -621,6 +696,14 @@ impl Datapath {
                     .map_err(|e| full(TENANT_BY_PREFIX_V6, e))
             }
         }
+    }
+}
+
+/// The hash map `name`, when `used` (its family is looked up by hash probes).
+fn hash_map<'a>(dp: &'a Datapath, name: &'static str, used: bool) -> Option<&'a MapData> {
+    match (used, dp.map(name)) {
+        (true, Ok(Map::HashMap(d))) => Some(d),
+        _ => None,
     }
 }
 
