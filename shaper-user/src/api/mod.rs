@@ -578,3 +578,40 @@ fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(l)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{host_allowed, same_secret};
+
+    #[test]
+    fn hosts_that_name_this_machine_pass_and_other_names_do_not() {
+        for ok in [
+            "127.0.0.1",
+            "127.0.0.1:9464",
+            "[::1]:9464",
+            "[::1]",
+            "localhost",
+            "LOCALHOST:9464",
+            "shaper",
+            "10.0.0.5:9464",
+        ] {
+            assert!(host_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "attacker.example",
+            "attacker.example:9464",
+            "localhost.evil",
+            "",
+        ] {
+            assert!(!host_allowed(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(same_secret(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcdeF", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcde", b"0123456789abcdef"));
+        assert!(!same_secret(b"", b"0123456789abcdef"));
+    }
+}
