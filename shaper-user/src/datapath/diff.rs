@@ -68,23 +68,9 @@ impl Datapath {
             }
             self.write_tenant(*id, &tc)?;
         }
-        {
-            let mut r: Array<&mut MapData, TokenRules> = self.map_mut(TOKEN_RULES)?;
-            r.set(0, token_rules(cfg), 0)
-                .map_err(|source| DatapathError::Map {
-                    map: TOKEN_RULES,
-                    source,
-                })?;
-        }
+        self.write_token_rules(cfg)?;
         self.move_prefixes(cfg, &ids, old_cfg, old_table)?;
-        {
-            let mut g: Array<&mut MapData, GlobalConfig> = self.map_mut(GLOBAL_CONFIG)?;
-            g.set(0, global_config(cfg), 0)
-                .map_err(|source| DatapathError::Map {
-                    map: GLOBAL_CONFIG,
-                    source,
-                })?;
-        }
+        self.write_global(&global_config(cfg))?;
         // Tenants that left go last: their packets stay matched until their prefixes are gone.
         for t in old_table.iter().filter(|t| !staying.contains(&t.id)) {
             if self.tenant(t.id)?.flags & TENANT_ACTIVE != 0 {

@@ -57,14 +57,7 @@ impl Datapath {
             }
             self.write_tenant(*id, &tc)?;
         }
-        {
-            let mut r: Array<&mut MapData, TokenRules> = self.map_mut(TOKEN_RULES)?;
-            r.set(0, token_rules(cfg), 0)
-                .map_err(|source| DatapathError::Map {
-                    map: TOKEN_RULES,
-                    source,
-                })?;
-        }
+        self.write_token_rules(cfg)?;
         let (v4, v6) = lookup_plan(cfg);
         let mut want4: std::collections::HashMap<PrefixKeyV4, u32> =
             std::collections::HashMap::new();
@@ -102,12 +95,7 @@ impl Datapath {
                 self.insert_prefix(prefix, ids[i], lookup)?;
             }
         }
-        let mut g: Array<&mut MapData, GlobalConfig> = self.map_mut(GLOBAL_CONFIG)?;
-        g.set(0, global_config(cfg), 0)
-            .map_err(|source| DatapathError::Map {
-                map: GLOBAL_CONFIG,
-                source,
-            })?;
+        self.write_global(&global_config(cfg))?;
         self.populated = true;
         Ok(())
     }
@@ -147,33 +135,16 @@ impl Datapath {
         (v4, v6): (&Lookup, &Lookup),
     ) -> Result<std::collections::HashSet<Prefix>, DatapathError> {
         let mut rest = std::collections::HashSet::new();
-        let full = |map| {
-            move |source: std::io::Error| match source.raw_os_error() {
-                Some(libc::ENOSPC | libc::E2BIG | libc::ENOMEM) => DatapathError::MapFull {
-                    map,
-                    what: "the config's prefixes".into(),
-                },
-                _ => DatapathError::Batch { map, source },
-            }
-        };
-        let e4: Vec<(PrefixKeyV4, u32)> = want4.iter().map(|(k, v)| (*k, *v)).collect();
-        let done4 = match hash_map(self, TENANT_BY_HASH_V4, matches!(v4, Lookup::Hash(_))) {
-            Some(d) => batch::update(d, &e4).map_err(full(TENANT_BY_HASH_V4))?,
-            None => false,
-        };
-        if !done4 {
+        let v4_hashed = matches!(v4, Lookup::Hash(_));
+        if !batch_into(self, TENANT_BY_HASH_V4, v4_hashed, want4)? {
             rest.extend(
                 want4
                     .keys()
                     .map(|k| Prefix::V4(std::net::Ipv4Addr::from(k.addr), k.len as u8)),
             );
         }
-        let e6: Vec<(PrefixKeyV6, u32)> = want6.iter().map(|(k, v)| (*k, *v)).collect();
-        let done6 = match hash_map(self, TENANT_BY_HASH_V6, matches!(v6, Lookup::Hash(_))) {
-            Some(d) => batch::update(d, &e6).map_err(full(TENANT_BY_HASH_V6))?,
-            None => false,
-        };
-        if !done6 {
+        let v6_hashed = matches!(v6, Lookup::Hash(_));
+        if !batch_into(self, TENANT_BY_HASH_V6, v6_hashed, want6)? {
             rest.extend(
                 want6
                     .keys()
@@ -589,7 +560,17 @@ impl Datapath {
         changed.iter().map(|w| self.tenant_state(w.id)).collect()
     }
 
-    /// Writes the global config (tests and benchmarks that build one by hand).
+    /// Writes the token-type rules of `cfg`.
+    pub(super) fn write_token_rules(&mut self, cfg: &Config) -> Result<(), DatapathError> {
+        let mut r: Array<&mut MapData, TokenRules> = self.map_mut(TOKEN_RULES)?;
+        r.set(0, token_rules(cfg), 0)
+            .map_err(|source| DatapathError::Map {
+                map: TOKEN_RULES,
+                source,
+            })
+    }
+
+    /// Writes the global config (also for tests and benchmarks that build one by hand).
     pub fn write_global(&mut self, g: &GlobalConfig) -> Result<(), DatapathError> {
         let mut m: Array<&mut MapData, GlobalConfig> = self.map_mut(GLOBAL_CONFIG)?;
         m.set(0, *g, 0).map_err(|source| DatapathError::Map {
@@ -699,12 +680,25 @@ impl Datapath {
     }
 }
 
-/// The hash map `name`, when `used` (its family is looked up by hash probes).
-fn hash_map<'a>(dp: &'a Datapath, name: &'static str, used: bool) -> Option<&'a MapData> {
-    match (used, dp.map(name)) {
-        (true, Ok(Map::HashMap(d))) => Some(d),
-        _ => None,
-    }
+/// Writes `entries` into the hash map `name` in batches when `used` (its family is looked up
+/// by hash probes); `false` when not used or the kernel has no batches (nothing written).
+fn batch_into<K: aya::Pod>(
+    dp: &Datapath,
+    name: &'static str,
+    used: bool,
+    entries: &std::collections::HashMap<K, u32>,
+) -> Result<bool, DatapathError> {
+    let (true, Ok(Map::HashMap(d))) = (used, dp.map(name)) else {
+        return Ok(false);
+    };
+    let e: Vec<(K, u32)> = entries.iter().map(|(k, v)| (*k, *v)).collect();
+    batch::update(d, &e).map_err(|source| match source.raw_os_error() {
+        Some(libc::ENOSPC | libc::E2BIG | libc::ENOMEM) => DatapathError::MapFull {
+            map: name,
+            what: "the config's prefixes".into(),
+        },
+        _ => DatapathError::Batch { map: name, source },
+    })
 }
 
 /// Entry `i` of a batched array read (one value per entry).
