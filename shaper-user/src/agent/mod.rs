@@ -190,7 +190,10 @@ pub async fn run(
     if let Some(socket) = &unix {
         state.write_api_socket(socket);
     }
-    let ifindex = crate::datapath::ifindex(&options.iface, options.netns.as_deref()).unwrap_or(0);
+    // The interface's index at attach, when it could be read (a failed read is not a change).
+    let ifindex = crate::datapath::ifindex(&options.iface, options.netns.as_deref())
+        .ok()
+        .filter(|i| *i != 0);
     let mut agent = Box::new(Agent::new(options, cfg, dp, table, state, shared, store));
     let mut ticker = tokio::time::interval(agent.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -406,11 +409,11 @@ impl Agent {
     /// (the kernel detached it), or, without a pinned link, the kernel says there is no such
     /// device or it was replaced. A failed check (no descriptors left, say) is an error, and
     /// shaping goes on.
-    fn interface_gone(&mut self, options: &Options, ifindex: u32) -> bool {
+    fn interface_gone(&mut self, options: &Options, ifindex: Option<u32>) -> bool {
         let seen = match self.dp.attached_ifindex() {
             Some(r) => r.map(|i| i == 0),
             None => crate::datapath::ifindex(&options.iface, options.netns.as_deref())
-                .map(|i| i != ifindex),
+                .map(|i| i == 0 || ifindex.is_some_and(|was| i != was)),
         };
         match seen {
             Ok(gone) => gone,

@@ -162,7 +162,9 @@ impl Agent {
             });
             *a = Acc::default();
         }
-        if let Err(why) = rec.send(Job::Rows(rows)) {
+        if !rows.is_empty()
+            && let Err(why) = rec.send(Job::Rows(rows))
+        {
             self.failed("record", why);
         }
         let cycles_per_hour = 3_600_000 / self.cfg.forecast.interval_ms.max(1);
