@@ -65,20 +65,8 @@ impl Datapath {
             std::collections::HashMap::new();
         for (prefix, i) in cfg.prefixes() {
             match prefix {
-                Prefix::V4(a, l) => want4.insert(
-                    PrefixKeyV4 {
-                        len: u32::from(l),
-                        addr: a.octets(),
-                    },
-                    ids[i],
-                ),
-                Prefix::V6(a, l) => want6.insert(
-                    PrefixKeyV6 {
-                        len: u32::from(l),
-                        addr: a.octets(),
-                    },
-                    ids[i],
-                ),
+                Prefix::V4(a, l) => want4.insert(key_v4(a, l), ids[i]),
+                Prefix::V6(a, l) => want6.insert(key_v6(a, l), ids[i]),
             };
         }
         if populated {
@@ -593,19 +581,13 @@ impl Datapath {
         };
         match (prefix, lookup) {
             (Prefix::V4(addr, len), Lookup::Hash(_)) => {
-                let key = PrefixKeyV4 {
-                    len: u32::from(len),
-                    addr: addr.octets(),
-                };
+                let key = key_v4(addr, len);
                 let mut m: HashMap<&mut MapData, PrefixKeyV4, u32> =
                     self.map_mut(TENANT_BY_HASH_V4)?;
                 m.remove(&key).or_else(gone(TENANT_BY_HASH_V4))
             }
             (Prefix::V6(addr, len), Lookup::Hash(_)) => {
-                let key = PrefixKeyV6 {
-                    len: u32::from(len),
-                    addr: addr.octets(),
-                };
+                let key = key_v6(addr, len);
                 let mut m: HashMap<&mut MapData, PrefixKeyV6, u32> =
                     self.map_mut(TENANT_BY_HASH_V6)?;
                 m.remove(&key).or_else(gone(TENANT_BY_HASH_V6))
@@ -647,19 +629,13 @@ impl Datapath {
         };
         match (prefix, lookup) {
             (Prefix::V4(addr, len), Lookup::Hash(_)) => {
-                let key = PrefixKeyV4 {
-                    len: u32::from(len),
-                    addr: addr.octets(),
-                };
+                let key = key_v4(addr, len);
                 let mut m: HashMap<&mut MapData, PrefixKeyV4, u32> =
                     self.map_mut(TENANT_BY_HASH_V4)?;
                 m.insert(key, id, 0).map_err(|e| full(TENANT_BY_HASH_V4, e))
             }
             (Prefix::V6(addr, len), Lookup::Hash(_)) => {
-                let key = PrefixKeyV6 {
-                    len: u32::from(len),
-                    addr: addr.octets(),
-                };
+                let key = key_v6(addr, len);
                 let mut m: HashMap<&mut MapData, PrefixKeyV6, u32> =
                     self.map_mut(TENANT_BY_HASH_V6)?;
                 m.insert(key, id, 0).map_err(|e| full(TENANT_BY_HASH_V6, e))
@@ -677,6 +653,22 @@ impl Datapath {
                     .map_err(|e| full(TENANT_BY_PREFIX_V6, e))
             }
         }
+    }
+}
+
+/// The hash-probe key of an IPv4 prefix.
+fn key_v4(addr: std::net::Ipv4Addr, len: u8) -> PrefixKeyV4 {
+    PrefixKeyV4 {
+        len: u32::from(len),
+        addr: addr.octets(),
+    }
+}
+
+/// The hash-probe key of an IPv6 prefix.
+fn key_v6(addr: std::net::Ipv6Addr, len: u8) -> PrefixKeyV6 {
+    PrefixKeyV6 {
+        len: u32::from(len),
+        addr: addr.octets(),
     }
 }
 
