@@ -1410,3 +1410,22 @@ fn only_the_operator_changes_rates() {
     drop(agent);
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// A name that cannot be an interface's never reaches a path (pins, state): refused in one
+/// line before anything is created.
+#[test]
+fn bad_interface_names_are_refused_before_any_path() {
+    for name in ["", "..", "a/b", "../../etc"] {
+        let o = shaper()
+            .args(["run", "--iface", name, "--config"])
+            .arg(example())
+            .output()
+            .expect("run");
+        assert_one_line_error(&o, "not an interface name");
+        let o = shaper()
+            .args(["detach", "--iface", name])
+            .output()
+            .expect("detach");
+        assert_one_line_error(&o, "not an interface name");
+    }
+}

@@ -147,6 +147,7 @@ pub async fn run(
     ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    crate::datapath::interface_name(&options.iface).map_err(DatapathError::BadInterfaceName)?;
     if cfg.tenants.len() > options.max_tenants as usize {
         return Err(DatapathError::TooManyTenants {
             tenants: cfg.tenants.len(),

@@ -39,7 +39,7 @@ pub enum Command {
     /// Live terminal view of the tenants (q quits, s sorts, / filters).
     Top {
         /// Interface whose shaper to watch; optional when only one runs.
-        #[arg(long)]
+        #[arg(long, value_parser = shaper::datapath::interface_name)]
         iface: Option<String>,
         /// Refresh period in milliseconds.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
@@ -47,7 +47,7 @@ pub enum Command {
     },
     /// Detach a shaper left running without its agent (after a crash) and remove its pins.
     Detach {
-        #[arg(long)]
+        #[arg(long, value_parser = shaper::datapath::interface_name)]
         iface: String,
     },
     /// Config file commands.
@@ -81,7 +81,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ExchangeArgs {
     /// Interface whose agent to ask; optional when only one runs.
-    #[arg(long)]
+    #[arg(long, value_parser = shaper::datapath::interface_name)]
     pub iface: Option<String>,
     #[arg(long)]
     pub tenant: String,
@@ -100,7 +100,7 @@ pub struct ExchangeArgs {
 #[derive(Debug, clap::Args)]
 pub struct HistorySource {
     /// Interface whose history to read; optional when only one shaper runs.
-    #[arg(long)]
+    #[arg(long, value_parser = shaper::datapath::interface_name)]
     pub iface: Option<String>,
     /// One tenant; default all.
     #[arg(long)]
@@ -218,7 +218,7 @@ pub struct ForecastGenArgs {
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Interface to shape (ingress).
-    #[arg(long)]
+    #[arg(long, value_parser = shaper::datapath::interface_name)]
     pub iface: String,
     /// JSON config file.
     #[arg(long)]
@@ -241,7 +241,7 @@ pub struct RunArgs {
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
     /// Interface whose shaper to read; optional when only one runs.
-    #[arg(long)]
+    #[arg(long, value_parser = shaper::datapath::interface_name)]
     pub iface: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]

@@ -9,6 +9,8 @@ pub enum DatapathError {
     NoPermission,
     #[error("interface '{0}' not found: check the name with `ip -br link`")]
     UnknownInterface(String),
+    #[error("{0}")]
+    BadInterfaceName(String),
     #[error(
         "interface '{0}' already has an XDP program attached: remove it (`ip link set dev {0} xdp off`) or stop the shaper that owns it"
     )]

@@ -51,3 +51,45 @@ pub fn ifindex(iface: &str, netns: Option<&str>) -> io::Result<u32> {
         _ => Err(err),
     }
 }
+
+/// `name` if it can be a Linux interface name: 1 to 15 bytes (`IFNAMSIZ` less the NUL), no
+/// `/`, whitespace or NUL, not `.` or `..`. Checked before the name reaches a path (the pins,
+/// the state directory).
+pub fn interface_name(name: &str) -> Result<String, String> {
+    let bad = name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name.contains(['/', '\0'])
+        || name.chars().any(char::is_whitespace);
+    if bad {
+        return Err(format!(
+            "'{name}' is not an interface name (1-15 bytes, no '/' or spaces, not '.' or '..'): check it with `ip -br link`"
+        ));
+    }
+    Ok(name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interface_name;
+
+    #[test]
+    fn only_what_can_be_an_interface_name_reaches_a_path() {
+        for ok in ["eth0", "veth-a.1", "enp0s31f6", "a23456789012345"] {
+            assert_eq!(interface_name(ok).as_deref(), Ok(ok));
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "eth 0",
+            "a234567890123456",
+            "a\0b",
+        ] {
+            assert!(interface_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
