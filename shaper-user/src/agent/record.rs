@@ -168,11 +168,10 @@ impl Agent {
             self.failed("record", why);
         }
         let cycles_per_hour = 3_600_000 / self.cfg.forecast.interval_ms.max(1);
-        if self.cycles_recorded.is_multiple_of(cycles_per_hour.max(1)) {
-            let before = unix_now() - f64::from(self.cfg.history.retention_days) * 86_400.0;
-            if let Err(why) = self.recorder.send(Job::Purge(before)) {
-                self.failed("record", why);
-            }
+        if self.cycles_recorded.is_multiple_of(cycles_per_hour.max(1))
+            && let Err(why) = self.recorder.send(Job::Purge(retention_cutoff(&self.cfg)))
+        {
+            self.failed("record", why);
         }
         self.cycles_recorded += 1;
         if let Some((n, why)) = self.recorder.take_failures() {
@@ -211,10 +210,14 @@ pub(super) fn warm_start(planner: &mut Planner, store: &Store, cfg: &Config) {
     }
 }
 
+/// Unix time before which history is past `history.retention_days`.
+fn retention_cutoff(cfg: &Config) -> f64 {
+    unix_now() - f64::from(cfg.history.retention_days) * 86_400.0
+}
+
 /// Deletes history older than `history.retention_days`.
 pub(super) fn purge_history(store: &mut Store, cfg: &Config) {
-    let before = unix_now() - f64::from(cfg.history.retention_days) * 86_400.0;
-    if let Err(e) = store.purge(before) {
+    if let Err(e) = store.purge(retention_cutoff(cfg)) {
         warn!(cause = %e, "cannot purge old history");
     }
 }
