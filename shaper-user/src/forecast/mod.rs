@@ -30,16 +30,15 @@ pub const MAX_VALUE: f64 = 1e13;
 /// Missing intervals filled with the model's own forecasts at most; longer gaps only move the
 /// seasonal clocks.
 const MAX_IMPUTE: u64 = 2_000;
-/// Rolling one-step error memory of `auto` (EWMA weight of the newest error).
-const ERROR_WEIGHT: f64 = 0.02;
+/// Rolling error memory of `auto`, in samples: a season (so a model good at night and bad by
+/// day is judged on both), within these bounds.
+const ERROR_MEMORY: (f64, f64) = (50.0, 1000.0);
 /// `auto` switches only to a model at least this much better (hysteresis).
 const SWITCH_MARGIN: f64 = 0.97;
-/// Share of the full-horizon error in `auto`'s weights (the rest is the one-step error).
-const FAR_WEIGHT: f64 = 0.7;
 /// Samples before `auto` may switch, and before outliers are clamped.
 const WARMUP: u64 = 64;
-/// An update is clamped to the one-step upper bound plus this many interval widths, so one
-/// enormous sample cannot poison the state; a real level shift still moves it sample by sample.
+/// Above the one-step upper bound plus this many interval widths a sample is an outlier: the
+/// models learn it, but the rolling errors that weigh them see it damped to that bound.
 const OUTLIER_WIDTHS: f64 = 3.0;
 /// A pending slot with no forecast (forecasts are never negative). Not NaN: JSON has no NaN,
 /// and the state must survive a save and restore.
@@ -61,12 +60,28 @@ pub fn anchor_horizons(horizon: usize) -> Vec<usize> {
     a
 }
 
-/// The point forecasts of every horizon into `out`. One model: its forecasts. Several (`auto`)
-/// after warm-up: the inverse-squared-error weighted mean of all of them, which is steadier
-/// than following whichever model was best lately.
+/// Only models within this factor of the best one's rolling error at a horizon get weight at
+/// that horizon: a model that is bad a day ahead gets none a day ahead, and near-equals share.
+const WEIGHT_CUTOFF: f64 = 1.1;
+
+/// Model `k`'s rolling error at horizon `h` of `hmax`: its one-step and full-horizon errors,
+/// interpolated in log h (errors grow fast at short horizons and slowly after).
+fn error_at(near: f64, far: f64, h: usize, hmax: usize) -> f64 {
+    if hmax <= 1 || far <= 0.0 {
+        return near;
+    }
+    let w = (h as f64).ln() / (hmax as f64).ln();
+    near + w * (far - near)
+}
+
+/// The point forecasts of every horizon into `out`. One model, or `auto` before warm-up: its
+/// forecasts. `auto` after warm-up: at each horizon, the inverse-squared-error weighted mean of
+/// the models within [`WEIGHT_CUTOFF`] of the best there (errors matched to the horizon). The
+/// full-horizon forecast of every model goes to `far`, to score them.
 fn combine(
     models: &[Model],
-    errors: &[f64],
+    near: &[f64],
+    far_err: &[f64],
     selected: usize,
     warm: bool,
     out: &mut [f64],
@@ -84,32 +99,44 @@ fn combine(
         }
         return;
     }
+    let nm = models.len();
+    // Per horizon, the best error; per model, whether it weighs anywhere.
+    let mut best = [f64::INFINITY; MAX_HORIZON];
+    for k in 0..nm {
+        for (i, b) in best[..h].iter_mut().enumerate() {
+            *b = b.min(error_at(near[k], far_err[k], i + 1, h));
+        }
+    }
     let mut tmp = [0.0f64; MAX_HORIZON];
-    let tmp = &mut tmp[..out.len()];
+    let tmp = &mut tmp[..h];
+    let mut total = [0.0f64; MAX_HORIZON];
     out.iter_mut().for_each(|v| *v = 0.0);
-    let best = errors
-        .iter()
-        .copied()
-        .fold(f64::INFINITY, f64::min)
-        .max(1e-9);
-    let mut total = 0.0;
-    for ((m, e), f) in models.iter().zip(errors).zip(far.iter_mut()) {
-        // Models with errors over 5x the best weigh under 4% of it: not worth forecasting
-        // every horizon (their full-horizon forecast is still kept, to score them).
-        if *e > 5.0 * best {
+    for (k, (m, f)) in models.iter().zip(far.iter_mut()).enumerate() {
+        let weight = |i: usize| {
+            let e = error_at(near[k], far_err[k], i + 1, h);
+            let b = best[i].max(1e-9);
+            if e <= WEIGHT_CUTOFF * b {
+                let e = e.max(b * 1e-3);
+                1.0 / (e * e)
+            } else {
+                0.0
+            }
+        };
+        if (0..h).all(|i| weight(i) == 0.0) {
             *f = m.forecast(h);
             continue;
         }
-        let e = e.max(best * 1e-3);
-        let w = 1.0 / (e * e);
         m.forecast_into(tmp);
         *f = tmp[h - 1];
-        for (o, t) in out.iter_mut().zip(tmp.iter()) {
+        for (i, (o, t)) in out.iter_mut().zip(tmp.iter()).enumerate() {
+            let w = weight(i);
             *o += w * t;
+            total[i] += w;
         }
-        total += w;
     }
-    out.iter_mut().for_each(|v| *v /= total);
+    for (o, t) in out.iter_mut().zip(&total[..h]) {
+        *o /= t.max(f64::MIN_POSITIVE);
+    }
 }
 
 /// Which model forecasts: in the config, `"auto"` or a model's name.
@@ -138,14 +165,21 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The models `auto` chooses among: seasonal ones only when there is a season.
+    /// The models `auto` chooses among: seasonal ones only when there is a season, weekly
+    /// ones when there is a week.
     pub fn candidates(&self) -> Vec<ModelKind> {
         let mut k = vec![ModelKind::Ewma, ModelKind::Holt, ModelKind::Ar];
         if self.season > 1 {
             k.extend([ModelKind::SeasonalNaive, ModelKind::HoltWinters]);
         }
         if self.weekly > self.season && self.season > 1 {
-            k.push(ModelKind::Mstl);
+            k.push(ModelKind::WeeklyNaive);
+            // The double-seasonal model runs a grid of members side by side: worth its memory
+            // where forecasts are made at the seasons' resolution, not at one-second cycles
+            // whose horizon is far shorter than a slot (there the short-term models lead).
+            if self.weekly <= models::WEEKLY_SLOTS {
+                k.push(ModelKind::Mstl);
+            }
         }
         k
     }
@@ -185,7 +219,8 @@ pub enum Outcome {
     Gap {
         missing: u64,
     },
-    /// Accepted, but the value was clamped for the state update (enormous outlier).
+    /// Accepted as it is, but an enormous outlier: the models' rolling errors saw it damped to
+    /// `used`, so one spike does not overturn which model `auto` trusts.
     Clamped {
         used: f64,
     },
@@ -212,7 +247,7 @@ impl std::fmt::Display for Outcome {
                 f,
                 "accepted after a gap of {missing} intervals, filled with forecasts"
             ),
-            Outcome::Clamped { used } => write!(f, "outlier: state updated with {used:.0} instead"),
+            Outcome::Clamped { used } => write!(f, "outlier: scored as {used:.0}"),
             Outcome::Rejected(r) => write!(f, "sample rejected ({r:?}); state unchanged"),
             Outcome::Restored => f.write_str("a model's state went non-finite; it starts afresh"),
         }
@@ -283,13 +318,13 @@ impl Forecaster {
         Forecaster {
             models: kinds
                 .iter()
-                .map(|k| Model::new(*k, season, weekly))
+                .map(|k| Model::new(*k, season, weekly, h))
                 .collect(),
             errors: vec![0.0; kinds.len()],
             far_errors: vec![0.0; kinds.len()],
             far: vec![vec![NO_FORECAST; settings.horizon.clamp(1, MAX_HORIZON)]; kinds.len()],
             selected: 0,
-            naive: Model::new(ModelKind::SeasonalNaive, season, weekly),
+            naive: Model::new(ModelKind::SeasonalNaive, season, weekly, h),
             windows: vec![Residuals::new(settings.intervals); anchor_horizons(h).len()],
             levels: vec![1.0 - settings.confidence; anchor_horizons(h).len()],
             anchors: anchor_horizons(h),
@@ -417,8 +452,8 @@ impl Forecaster {
     }
 
     /// Records the sample against the last forecast (accuracy, bursts) and returns the value
-    /// the models learn from: the sample, or the outlier cap it exceeded, with the outcome
-    /// that says so.
+    /// the models' errors are scored against: the sample, or the outlier bound it exceeded,
+    /// with the outcome that says so.
     fn observe(&mut self, ts: f64, value: f64) -> (f64, Option<Outcome>) {
         let naive_abs = (value - self.naive.forecast(1)).abs();
         let Some(p) = self.next else {
@@ -440,18 +475,21 @@ impl Forecaster {
         (value, None)
     }
 
-    /// Every model learns `used`; their one-step and full-horizon errors follow; the naive
-    /// reference learns the sample itself.
+    /// The seasonal models learn the sample as it is (an outlier included: a clamp written into
+    /// a season or a naive's history would come back a season later, and would fight a real
+    /// change); the level models and every rolling error, which weighs the models, see it
+    /// damped to `used`.
     fn learn(&mut self, value: f64, used: f64) {
         let h_max = self.settings.horizon;
         let slot = (self.n % h_max as u64) as usize;
+        let weight = self.error_weight();
         for (k, m) in self.models.iter_mut().enumerate() {
             let err = (used - m.forecast(1)).abs();
             let e = &mut self.errors[k];
             *e = if self.n == 0 {
                 err
             } else {
-                *e + ERROR_WEIGHT * (err - *e)
+                *e + weight * (err - *e)
             };
             // The full-horizon forecast made `horizon` updates ago targets this sample.
             let f = self.far[k][slot];
@@ -461,10 +499,12 @@ impl Forecaster {
                 *e = if *e == 0.0 {
                     err
                 } else {
-                    *e + ERROR_WEIGHT * (err - *e)
+                    *e + weight * (err - *e)
                 };
             }
-            m.update(used);
+            // Seasonal state and a naive's history take the sample as it is; a level model
+            // takes it damped, so one counter glitch does not throw the level off for minutes.
+            m.update(if m.is_seasonal() { value } else { used });
         }
         self.naive.update(value);
         if self.n >= WARMUP {
@@ -472,17 +512,18 @@ impl Forecaster {
         }
     }
 
-    /// Model `k`'s rolling error as `auto` weighs it: one step and full horizon, blended.
-    fn blended_error(&self, k: usize) -> f64 {
-        let far = self.far_errors[k];
-        if far > 0.0 {
-            (1.0 - FAR_WEIGHT) * self.errors[k] + FAR_WEIGHT * far
-        } else {
-            self.errors[k]
-        }
+    /// EWMA weight of the newest error in the rolling errors (see [`ERROR_MEMORY`]).
+    fn error_weight(&self) -> f64 {
+        1.0 / (4.0 * self.settings.season as f64).clamp(ERROR_MEMORY.0, ERROR_MEMORY.1)
     }
 
-    /// The model `auto` leans on most (the largest weight), reported as its current model;
+    /// Model `k`'s rolling error at the full horizon (one step until that is known).
+    fn blended_error(&self, k: usize) -> f64 {
+        let far = self.far_errors[k];
+        if far > 0.0 { far } else { self.errors[k] }
+    }
+
+    /// The model `auto` leans on most at the full horizon, reported as its current model;
     /// with hysteresis, so the report does not flicker between near-equal models.
     fn select(&mut self) {
         let best = (0..self.errors.len())
@@ -511,7 +552,8 @@ impl Forecaster {
         let (season, weekly) = (self.settings.season.max(1), self.settings.weekly.max(1));
         for k in 0..self.models.len() {
             if !self.models[k].is_finite() {
-                self.models[k] = Model::new(self.models[k].kind(), season, weekly);
+                self.models[k] =
+                    Model::new(self.models[k].kind(), season, weekly, self.settings.horizon);
                 self.errors[k] = worst;
                 self.far_errors[k] = 0.0;
                 self.far[k].iter_mut().for_each(|p| *p = NO_FORECAST);
@@ -546,16 +588,18 @@ impl Forecaster {
         let last = self.last_ts.unwrap_or(0.0);
         let step = self.settings.interval_s;
         let live = self.bursts.live(last + step, last + h_max as f64 * step);
-        let mut blend = [0.0f64; 8];
-        for (k, b) in blend.iter_mut().enumerate().take(self.models.len()) {
-            *b = self.blended_error(k);
-        }
+        // A seasonal naive chosen as such stays exactly one: it is the baseline.
+        let raise = !matches!(
+            self.settings.model,
+            ModelChoice::Fixed(ModelKind::SeasonalNaive | ModelKind::WeeklyNaive)
+        );
         let row = &mut self.pending[slot * h_max..(slot + 1) * h_max];
         let mut far = [0.0f64; 8];
         let nm = self.models.len();
         combine(
             &self.models,
-            &blend[..nm],
+            &self.errors,
+            &self.far_errors,
             self.selected,
             self.n >= WARMUP,
             row,
@@ -567,11 +611,13 @@ impl Forecaster {
         let model1 = row[0].max(0.0);
         for (h, v) in (1..=h_max).zip(row.iter_mut()) {
             let ts = last + h as f64 * step;
-            let mut known = 0.0;
-            if !self.events.is_empty() || !live.is_empty() {
-                known = self.events.iter().map(|e| e.rate_at(ts)).sum::<f64>() + live.extra_at(ts);
+            *v = v.max(0.0);
+            if !self.events.is_empty() {
+                *v += self.events.iter().map(|e| e.rate_at(ts)).sum::<f64>();
             }
-            *v = v.max(0.0) + known;
+            if raise && !live.is_empty() {
+                *v = v.max(live.level_at(ts));
+            }
         }
         let p = self.predict(1);
         self.next = Some(p);

@@ -9,11 +9,14 @@ use super::linalg::least_squares;
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
     SeasonalNaive,
+    /// y(t+h) = y(t+h-week): the seasonal naive of the weekly season.
+    WeeklyNaive,
     Ewma,
     Holt,
     HoltWinters,
-    /// Level, trend, a daily and a weekly additive season (Taylor's double-seasonal
-    /// Holt-Winters): the online counterpart of MSTL's decomposition.
+    /// Level, a daily and a weekly additive season and an AR(1) on its errors (Taylor's
+    /// double-seasonal Holt-Winters, 2003), its smoothing parameters refitted every week:
+    /// the online counterpart of MSTL's decomposition.
     Mstl,
     Ar,
 }
@@ -22,6 +25,7 @@ impl ModelKind {
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::SeasonalNaive => "seasonal_naive",
+            ModelKind::WeeklyNaive => "weekly_naive",
             ModelKind::Ewma => "ewma",
             ModelKind::Holt => "holt",
             ModelKind::HoltWinters => "holt_winters",
@@ -143,6 +147,7 @@ fn damped(h: usize) -> f64 {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Model {
     SeasonalNaive(SeasonalNaive),
+    WeeklyNaive(SeasonalNaive),
     Ewma(Ewma),
     Holt(Holt),
     HoltWinters(HoltWinters),
@@ -151,14 +156,20 @@ pub enum Model {
 }
 
 impl Model {
-    /// A fresh model of `kind`; `season` and `weekly` are periods in samples (>= 1).
-    pub fn new(kind: ModelKind, season: usize, weekly: usize) -> Model {
+    /// A fresh model of `kind`; `season` and `weekly` are periods in samples (>= 1), `horizon`
+    /// the steps its forecasts are used at (a fitted model fits for it).
+    pub fn new(kind: ModelKind, season: usize, weekly: usize, horizon: usize) -> Model {
         match kind {
-            ModelKind::SeasonalNaive => Model::SeasonalNaive(SeasonalNaive::new(season)),
+            ModelKind::SeasonalNaive => {
+                Model::SeasonalNaive(SeasonalNaive::new(season, DAILY_SLOTS))
+            }
+            ModelKind::WeeklyNaive => {
+                Model::WeeklyNaive(SeasonalNaive::new(weekly, weekly_cap(weekly)))
+            }
             ModelKind::Ewma => Model::Ewma(Ewma::new(0.3)),
             ModelKind::Holt => Model::Holt(Holt::new(0.3, 0.05)),
             ModelKind::HoltWinters => Model::HoltWinters(HoltWinters::new(season, 0.2, 0.01, 0.25)),
-            ModelKind::Mstl => Model::Mstl(Mstl::new(season, weekly, 0.15, 0.01, 0.2, 0.15)),
+            ModelKind::Mstl => Model::Mstl(Mstl::new(season, weekly, horizon)),
             ModelKind::Ar => Model::Ar(Ar::new(8, 256, 128)),
         }
     }
@@ -166,6 +177,7 @@ impl Model {
     pub fn kind(&self) -> ModelKind {
         match self {
             Model::SeasonalNaive(_) => ModelKind::SeasonalNaive,
+            Model::WeeklyNaive(_) => ModelKind::WeeklyNaive,
             Model::Ewma(_) => ModelKind::Ewma,
             Model::Holt(_) => ModelKind::Holt,
             Model::HoltWinters(_) => ModelKind::HoltWinters,
@@ -176,7 +188,7 @@ impl Model {
 
     pub fn update(&mut self, y: f64) {
         match self {
-            Model::SeasonalNaive(m) => m.update(y),
+            Model::SeasonalNaive(m) | Model::WeeklyNaive(m) => m.update(y),
             Model::Ewma(m) => m.update(y),
             Model::Holt(m) => m.update(y),
             Model::HoltWinters(m) => m.update(y),
@@ -188,7 +200,7 @@ impl Model {
     /// Point forecast `h` >= 1 steps after the last update.
     pub fn forecast(&self, h: usize) -> f64 {
         match self {
-            Model::SeasonalNaive(m) => m.forecast(h),
+            Model::SeasonalNaive(m) | Model::WeeklyNaive(m) => m.forecast(h),
             Model::Ewma(m) => m.forecast(h),
             Model::Holt(m) => m.forecast(h),
             Model::HoltWinters(m) => m.forecast(h),
@@ -207,9 +219,6 @@ impl Model {
             Model::HoltWinters(m) if m.t >= m.slots.season() => {
                 trend_path(m.level, m.trend, out, |h| m.season[m.slots.at(h + 1)])
             }
-            Model::Mstl(m) if m.t >= m.s1.season() => trend_path(m.level, m.trend, out, |h| {
-                m.daily[m.s1.at(h + 1)] + m.weekly[m.s2.at(h + 1)]
-            }),
             _ => {
                 for (h, v) in out.iter_mut().enumerate() {
                     *v = self.forecast(h + 1);
@@ -218,12 +227,17 @@ impl Model {
         }
     }
 
+    /// True for the models with a seasonal profile or history.
+    pub fn is_seasonal(&self) -> bool {
+        !matches!(self, Model::Ewma(_) | Model::Holt(_) | Model::Ar(_))
+    }
+
     /// True if the state is finite: its scalars and the seasonal slots the last update wrote
     /// (the only ones an update can change), so the check is O(1).
     pub fn is_finite(&self) -> bool {
         let back = |v: &[f64], pos: usize| v[(pos + v.len() - 1) % v.len()].is_finite();
         match self {
-            Model::SeasonalNaive(m) => {
+            Model::SeasonalNaive(m) | Model::WeeklyNaive(m) => {
                 m.hist[m.slots.last()].is_finite() && m.acc.is_finite() && m.last.is_finite()
             }
             Model::Ewma(m) => m.level.is_finite(),
@@ -231,12 +245,7 @@ impl Model {
             Model::HoltWinters(m) => {
                 m.level.is_finite() && m.trend.is_finite() && m.season[m.slots.last()].is_finite()
             }
-            Model::Mstl(m) => {
-                m.level.is_finite()
-                    && m.trend.is_finite()
-                    && m.daily[m.s1.last()].is_finite()
-                    && m.weekly[m.s2.last()].is_finite()
-            }
+            Model::Mstl(m) => m.is_finite(),
             Model::Ar(m) => m.coef.iter().all(|v| v.is_finite()) && back(&m.window, m.pos),
         }
     }
@@ -246,8 +255,9 @@ impl Model {
 /// slots of several samples, the slot's mean a season ago.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SeasonalNaive {
-    /// Each slot's mean in its last complete pass.
-    hist: Vec<f64>,
+    /// Each slot's mean in its last complete pass (f32: seven digits are plenty for a rate,
+    /// and a week of slots is half the memory).
+    hist: Vec<f32>,
     slots: Slots,
     /// Sum of the current slot's samples so far.
     acc: f64,
@@ -256,8 +266,9 @@ pub struct SeasonalNaive {
 }
 
 impl SeasonalNaive {
-    pub fn new(season: usize) -> Self {
-        let slots = Slots::new(season, DAILY_SLOTS);
+    /// A naive of `season` samples kept in at most `cap` slots.
+    pub fn new(season: usize, cap: usize) -> Self {
+        let slots = Slots::new(season, cap);
         SeasonalNaive {
             hist: vec![0.0; slots.len],
             slots,
@@ -272,7 +283,7 @@ impl SeasonalNaive {
         self.last = y;
         self.count += 1;
         if self.slots.advance() {
-            self.hist[slot] = self.acc / self.slots.stride as f64;
+            self.hist[slot] = (self.acc / self.slots.stride as f64) as f32;
             self.acc = 0.0;
         }
     }
@@ -281,7 +292,7 @@ impl SeasonalNaive {
             // Less than a season seen: the last value.
             return self.last;
         }
-        self.hist[self.slots.at(h)]
+        f64::from(self.hist[self.slots.at(h)])
     }
 }
 
@@ -427,76 +438,248 @@ impl HoltWinters {
     }
 }
 
-/// Level, damped trend, a daily and a weekly additive season, each updated on what the
-/// others leave: multi-seasonal decomposition kept online.
+/// Smoothing parameters of the double-seasonal model, per slot.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DshwParams {
+    pub alpha: f64,
+    pub g_daily: f64,
+    pub g_weekly: f64,
+}
+
+/// The parameter grid the double-seasonal model chooses from online: every combination runs
+/// side by side, scored at the forecaster's horizon. The level moves slowly in every member
+/// (the AR(1) on errors carries short-term deviations): a fast level soaks up what the seasons
+/// should learn, since it moves every slot and a weekly slot once a week.
+const GRID_ALPHA: [f64; 3] = [0.002, 0.02, 0.1];
+const GRID_DAILY: [f64; 2] = [0.05, 0.15];
+const GRID_WEEKLY: [f64; 2] = [0.3, 0.7];
+
+/// Slots per week the double-seasonal model keeps at most at fine intervals: at one-second
+/// samples a week is kept in 672 slots of 15 minutes (2.7 kB per profile as f32). At coarse
+/// intervals (a week of at most [`WEEKLY_SLOTS`] samples) every sample is a slot.
+pub const FINE_WEEKLY_SLOTS: usize = 672;
+
+/// Most slots of a weekly profile: a week of samples when it fits in [`WEEKLY_SLOTS`], else
+/// [`FINE_WEEKLY_SLOTS`] slots of several samples each.
+pub fn weekly_cap(weekly: usize) -> usize {
+    if weekly <= WEEKLY_SLOTS {
+        WEEKLY_SLOTS
+    } else {
+        FINE_WEEKLY_SLOTS
+    }
+}
+
+/// Daily and weekly clocks with one stride: the smallest that divides both seasons and keeps
+/// the week in [`WEEKLY_SLOTS`] slots of one sample, or else in [`FINE_WEEKLY_SLOTS`].
+pub fn shared_slots(daily: usize, weekly: usize) -> (Slots, Slots) {
+    let (daily, weekly) = (daily.max(1), weekly.max(1));
+    let cap = weekly_cap(weekly);
+    let mut stride = 1;
+    while weekly / stride > cap || !daily.is_multiple_of(stride) || !weekly.is_multiple_of(stride) {
+        stride += 1;
+    }
+    let at = |season: usize| Slots {
+        stride,
+        phase: 0,
+        pos: 0,
+        len: season / stride,
+    };
+    (at(daily), at(weekly))
+}
+
+/// What the double-seasonal model carries from slot to slot; a week-old copy is what a refit
+/// replays from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct DshwState {
+    level: f64,
+    daily: Vec<f32>,
+    weekly: Vec<f32>,
+    /// The last slot's one-step error, and the running sums of the AR(1) fit on errors.
+    e: f64,
+    sxy: f64,
+    sxx: f64,
+}
+
+impl DshwState {
+    /// The AR(1) coefficient of the errors: a positive autocorrelation carries today's
+    /// deviation (a hot afternoon, a holiday) into the next slots, decaying.
+    fn phi(&self) -> f64 {
+        if self.sxx > 0.0 {
+            (self.sxy / self.sxx).clamp(0.0, 0.98)
+        } else {
+            0.0
+        }
+    }
+
+    /// Learns slot value `x` at daily slot `i` and weekly slot `j`; `keep` ages the AR sums.
+    #[inline]
+    fn step(&mut self, p: &DshwParams, x: f64, i: usize, j: usize, keep: f64) {
+        let (d, w) = (f64::from(self.daily[i]), f64::from(self.weekly[j]));
+        let e = x - (self.level + d + w);
+        self.sxy = keep * self.sxy + e * self.e;
+        self.sxx = keep * self.sxx + self.e * self.e;
+        self.e = e;
+        self.level += p.alpha * e;
+        let d = d + p.g_daily * (x - self.level - w - d);
+        self.daily[i] = d as f32;
+        self.weekly[j] = (w + p.g_weekly * (x - self.level - d - w)) as f32;
+    }
+
+    /// The forecast `k` >= 1 slots ahead, at daily slot `i` and weekly slot `j`.
+    #[inline]
+    fn forecast(&self, i: usize, j: usize, k: usize, phi: f64) -> f64 {
+        self.level
+            + f64::from(self.daily[i])
+            + f64::from(self.weekly[j])
+            + phi.powi(k.min(i32::MAX as usize) as i32) * self.e
+    }
+}
+
+/// Taylor's double-seasonal Holt-Winters with an AR(1) on its errors: level, daily and weekly
+/// additive profiles, each updated on what the others leave. Its smoothing parameters are
+/// fitted online: every combination of a small grid runs side by side from the start, each is
+/// scored by its rolling error at the forecaster's horizon (the error that matters, not the
+/// one-step one), and the model forecasts with the best. A refit from a snapshot of the live
+/// state was tried and fell into a trap: a state shaped by a fast level favours a fast level.
+/// Running the members in parallel costs memory (12 profiles), so `auto` uses this model only
+/// at intervals where a week is at most [`WEEKLY_SLOTS`] samples.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Mstl {
-    alpha: f64,
-    beta: f64,
-    /// Per sample (see [`Slots::per_sample`]).
-    g_daily: f64,
-    g_weekly: f64,
-    level: f64,
-    trend: f64,
-    daily: Vec<f64>,
-    weekly: Vec<f64>,
+    members: Vec<(DshwParams, DshwState)>,
+    /// Per member: rolling absolute error at `ahead` slots.
+    errors: Vec<f64>,
+    /// Per member, the forecast it made `ahead` slots ago for the slot now completing (a ring
+    /// of `ahead` per member; NaN before one was made).
+    pending: Vec<f32>,
+    best: usize,
     s1: Slots,
     s2: Slots,
-    t: u64,
-    warm: Vec<f64>,
+    /// The current slot's sum.
+    acc: f64,
+    /// Slots completed.
+    k: u64,
+    /// Slots ahead the members are scored at (the forecaster's horizon).
+    ahead: usize,
 }
 
 impl Mstl {
-    pub fn new(
-        daily: usize,
-        weekly: usize,
-        alpha: f64,
-        beta: f64,
-        g_daily: f64,
-        g_weekly: f64,
-    ) -> Self {
-        let s1 = Slots::new(daily, DAILY_SLOTS);
-        let s2 = Slots::new(weekly, WEEKLY_SLOTS);
+    pub fn new(daily: usize, weekly: usize, horizon: usize) -> Self {
+        let (s1, s2) = shared_slots(daily, weekly);
+        let mut members = Vec::new();
+        for alpha in GRID_ALPHA {
+            for g_daily in GRID_DAILY {
+                for g_weekly in GRID_WEEKLY {
+                    members.push((
+                        DshwParams {
+                            alpha,
+                            g_daily,
+                            g_weekly,
+                        },
+                        DshwState {
+                            level: 0.0,
+                            daily: vec![0.0; s1.len],
+                            weekly: vec![0.0; s2.len],
+                            e: 0.0,
+                            sxy: 0.0,
+                            sxx: 0.0,
+                        },
+                    ));
+                }
+            }
+        }
+        let ahead = horizon.max(1).div_ceil(s1.stride).min(s2.len);
         Mstl {
-            alpha,
-            beta,
-            g_daily: s1.per_sample(g_daily),
-            g_weekly: s2.per_sample(g_weekly),
-            level: 0.0,
-            trend: 0.0,
-            daily: vec![0.0; s1.len],
-            weekly: vec![0.0; s2.len],
+            errors: vec![0.0; members.len()],
+            pending: vec![f32::NAN; members.len() * ahead],
+            best: 0,
+            members,
             s1,
             s2,
-            t: 0,
-            warm: Vec::new(),
+            acc: 0.0,
+            k: 0,
+            ahead,
         }
     }
-    fn advance(&mut self) {
-        self.t += 1;
-        self.s1.advance();
-        self.s2.advance();
+
+    /// The parameters it forecasts with now.
+    pub fn params(&self) -> DshwParams {
+        self.members[self.best].0
     }
+
+    /// Weight of a new error in the members' rolling errors, and of the AR sums' decay: about
+    /// a week of slots.
+    fn memory(&self) -> f64 {
+        1.0 / (self.s2.len.max(50) as f64)
+    }
+
     fn update(&mut self, y: f64) {
-        if self.t < self.s1.season() {
-            self.level = warm_up(&mut self.warm, &self.s1, self.t, y, &mut self.daily);
-            self.advance();
-            return;
+        let (i, j) = (self.s1.pos, self.s2.pos);
+        self.acc += y;
+        self.s1.advance();
+        if self.s2.advance() {
+            let x = self.acc / self.s2.stride as f64;
+            self.acc = 0.0;
+            self.slot(x, i, j);
         }
-        let (i1, i2) = (self.s1.pos, self.s2.pos);
-        let (s1, s2) = (self.daily[i1], self.weekly[i2]);
-        let prev = self.level;
-        self.level = self.alpha * (y - s1 - s2) + (1.0 - self.alpha) * (prev + PHI * self.trend);
-        self.trend = self.beta * (self.level - prev) + (1.0 - self.beta) * PHI * self.trend;
-        self.daily[i1] = self.g_daily * (y - self.level - s2) + (1.0 - self.g_daily) * s1;
-        self.weekly[i2] = self.g_weekly * (y - self.level - s1) + (1.0 - self.g_weekly) * s2;
-        self.advance();
     }
-    fn forecast(&self, h: usize) -> f64 {
-        if self.t < self.s1.season() {
-            return self.level;
+
+    /// A completed slot: warm-up over the first day (the daily profile is each slot less the
+    /// day's mean), then every member scores what it forecast for this slot, learns it, and
+    /// forecasts `ahead` slots on.
+    fn slot(&mut self, x: f64, i: usize, j: usize) {
+        let days = self.s1.len as u64;
+        let (d, w, ahead) = (self.s1.len, self.s2.len, self.ahead);
+        let at = (self.k % ahead as u64) as usize;
+        let m = self.memory();
+        for (n, (p, st)) in self.members.iter_mut().enumerate() {
+            if self.k < days {
+                st.daily[i] = x as f32;
+                st.level += (x - st.level) / (self.k + 1) as f64;
+                if self.k + 1 == days {
+                    let mean = st.level;
+                    st.daily
+                        .iter_mut()
+                        .for_each(|v| *v = (f64::from(*v) - mean) as f32);
+                }
+                continue;
+            }
+            let f = f64::from(self.pending[n * ahead + at]);
+            if f.is_finite() {
+                let e = &mut self.errors[n];
+                *e += m * ((x - f).abs() - *e);
+            }
+            st.step(p, x, i, j, 1.0 - m);
+            let f = st.forecast((i + ahead) % d, (j + ahead) % w, ahead, st.phi());
+            self.pending[n * ahead + at] = f as f32;
         }
-        self.level + damped(h) * self.trend + self.daily[self.s1.at(h)] + self.weekly[self.s2.at(h)]
+        self.k += 1;
+        if let Some(b) = (0..self.members.len())
+            .filter(|&n| self.errors[n] > 0.0)
+            .min_by(|&a, &b| self.errors[a].total_cmp(&self.errors[b]))
+        {
+            self.best = b;
+        }
+    }
+
+    fn forecast(&self, h: usize) -> f64 {
+        let st = &self.members[self.best].1;
+        if self.k < self.s1.len as u64 {
+            return st.level;
+        }
+        // Slots from the current one (0) to the one `h` samples ahead.
+        let slots = (self.s1.phase + h - 1) / self.s1.stride;
+        st.forecast(self.s1.at(h), self.s2.at(h), slots + 1, st.phi())
+    }
+
+    fn is_finite(&self) -> bool {
+        self.members.iter().all(|(_, st)| {
+            st.level.is_finite()
+                && st.e.is_finite()
+                && st.sxy.is_finite()
+                && st.sxx.is_finite()
+                && st.daily[self.s1.last()].is_finite()
+                && st.weekly[self.s2.last()].is_finite()
+        })
     }
 }
 
@@ -623,7 +806,7 @@ mod tests {
             ModelKind::Mstl,
             ModelKind::Ar,
         ] {
-            let mut m = Model::new(kind, 24, 168);
+            let mut m = Model::new(kind, 24, 168, 24);
             feed(&mut m, std::iter::repeat_n(42.0, 500));
             for h in [1, 5, 24] {
                 assert!(
@@ -637,7 +820,7 @@ mod tests {
 
     #[test]
     fn holt_follows_a_linear_trend() {
-        let mut m = Model::new(ModelKind::Holt, 1, 1);
+        let mut m = Model::new(ModelKind::Holt, 1, 1, 1);
         feed(&mut m, (0..400).map(|t| 100.0 + 2.0 * t as f64));
         // Next value is 100 + 2*400 = 900; damping shortens long horizons a little.
         assert!(
@@ -657,7 +840,7 @@ mod tests {
     fn seasonal_models_reproduce_a_pure_season() {
         let season = |t: usize| 50.0 + 10.0 * ((t % 12) as f64 - 5.5);
         for kind in [ModelKind::SeasonalNaive, ModelKind::HoltWinters] {
-            let mut m = Model::new(kind, 12, 84);
+            let mut m = Model::new(kind, 12, 84, 12);
             feed(&mut m, (0..240).map(season));
             for h in 1..=24 {
                 assert!(
@@ -666,7 +849,7 @@ mod tests {
                 );
             }
         }
-        let mut m = Model::new(ModelKind::Mstl, 12, 84);
+        let mut m = Model::new(ModelKind::Mstl, 12, 84, 12);
         feed(&mut m, (0..2000).map(season));
         for h in 1..=24 {
             assert!(

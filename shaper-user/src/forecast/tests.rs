@@ -142,13 +142,9 @@ fn bad_inputs_never_poison_the_state() {
     );
     assert_eq!(f.forecast(1), before, "rejected samples change nothing");
     assert_eq!(f.counts.rejected, 6);
-    // An enormous outlier (a counter glitch) is clamped for the state.
+    // An enormous outlier (a counter glitch) is flagged; the state stays finite.
     assert!(matches!(f.update(t, 9e12), Outcome::Clamped { .. }));
-    let after = f.forecast(1);
-    assert!(
-        after.mean < 1000.0,
-        "one outlier must not poison the level: {after:?}"
-    );
+    assert!(f.forecast(1).mean.is_finite());
     // A gap (agent down for 50 intervals) keeps seasons aligned and the state finite.
     assert_eq!(f.update(t + 51.0, 100.0), Outcome::Gap { missing: 50 });
     assert!(
@@ -158,6 +154,97 @@ fn bad_inputs_never_poison_the_state() {
     );
     // A counter reset shows up as zero demand: accepted, not a crash.
     assert_eq!(f.update(t + 52.0, 0.0), Outcome::Accepted);
+}
+
+/// An enormous outlier does not move the level models (their learning sees it damped) and is
+/// flagged as such.
+#[test]
+fn one_outlier_does_not_poison_a_level_model() {
+    for kind in [ModelKind::Ewma, ModelKind::Holt, ModelKind::Ar] {
+        let mut f = Forecaster::new(settings(24, 4, ModelChoice::Fixed(kind)));
+        feed(&mut f, &vec![100.0; 300]);
+        assert!(matches!(f.update(300.0, 9e12), Outcome::Clamped { .. }));
+        let after = f.forecast(1);
+        assert!(after.mean < 1000.0, "{kind:?}: {after:?}");
+    }
+}
+
+/// The seasonal naive is y[t - season] exactly, spikes and level shifts included: no outlier
+/// clamp is written into its history (a clamp did, and it scored 1.74 where the true seasonal
+/// naive scores 0.96).
+#[test]
+fn seasonal_naive_is_exactly_the_value_a_season_ago() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let season = 24;
+    let ys: Vec<f64> = (0..season * 40)
+        .map(|t| {
+            let base = 1000.0
+                + 500.0 * ((t % season) as f64 / season as f64 * std::f64::consts::TAU).sin();
+            let shift = if t > season * 25 { 3000.0 } else { 0.0 };
+            let spike = if rng.random_range(0.0..1.0) < 0.03 {
+                50_000.0
+            } else {
+                0.0
+            };
+            base + shift + spike + rng.random_range(0.0..50.0)
+        })
+        .collect();
+    for kind in [ModelKind::SeasonalNaive, ModelKind::WeeklyNaive] {
+        let mut f = Forecaster::new(settings(season, 12, ModelChoice::Fixed(kind)));
+        let lag = if kind == ModelKind::WeeklyNaive {
+            season * 7
+        } else {
+            season
+        };
+        for (t, y) in ys.iter().enumerate() {
+            f.update(t as f64, *y);
+            if t >= lag {
+                for h in 1..=12 {
+                    let want = ys[t + h - lag];
+                    let got = f.forecast(h).mean;
+                    assert!(
+                        (got - want).abs() <= want * 1e-6,
+                        "{kind:?} t={t} h={h}: {got} != {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// On a series where one member is far better a day ahead than the others, `auto` is within
+/// 5% of that member; on one where the members are close it is no worse than the best.
+#[test]
+fn auto_is_as_good_as_its_best_member() {
+    // Weekly pattern (weekdays busy, weekends quiet) with noise and a slow level drift: the
+    // weekly models win a day ahead, the daily ones lose on every Monday and Saturday.
+    let mut rng = StdRng::seed_from_u64(9);
+    let day = 24;
+    let weekly = |t: usize, rng: &mut StdRng| {
+        let d = (t / day) % 7;
+        let hour = (t % day) as f64;
+        let busy = if d < 5 { 1.0 } else { 0.3 };
+        let shape = (-(hour - 13.0).powi(2) / 18.0).exp();
+        1000.0 + 4000.0 * busy * shape + t as f64 * 0.05 + rng.random_range(-100.0..100.0)
+    };
+    let ys: Vec<f64> = (0..day * 7 * 12).map(|t| weekly(t, &mut rng)).collect();
+    let ts: Vec<f64> = (0..ys.len()).map(|t| t as f64 * 3600.0).collect();
+    let s = Settings {
+        interval_s: 3600.0,
+        ..settings(day, day, ModelChoice::Auto)
+    };
+    let choices = eval::all_choices(&s);
+    let r = evaluate(&ts, &ys, &s, &choices, Some(60));
+    let auto = r.iter().find(|r| r.model == "auto").expect("auto").mase;
+    let best = r
+        .iter()
+        .filter(|r| r.model != "auto")
+        .map(|r| r.mase)
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        auto <= 1.05 * best,
+        "auto {auto:.3} vs best member {best:.3}: {r:?}"
+    );
 }
 
 #[test]
@@ -233,8 +320,14 @@ fn recurring_daily_burst_is_predicted_before_it_starts() {
         f.update(t, 1000.0 + rng.random_range(-50.0..50.0) + burst(t));
         t += 60.0;
     }
+    // The first two days teach a daily pattern; by the third the seasonal models carry the
+    // burst themselves (it is no longer above their bound), and forecasts are raised to the
+    // pattern's level, never added to it, so it is not counted twice.
     assert!(
-        f.bursts().patterns().iter().any(|p| p.confirmed_at(end)),
+        f.bursts()
+            .patterns()
+            .iter()
+            .any(|p| p.recurrence == Recurrence::Daily && p.periods.len() >= 2),
         "{:?}",
         f.bursts().patterns()
     );
@@ -329,13 +422,14 @@ fn fine_seasons_are_kept_in_bounded_slots() {
         ModelKind::HoltWinters,
         ModelKind::Mstl,
     ] {
-        let mut m = models::Model::new(kind, season, season * 7);
+        let mut m = models::Model::new(kind, season, season * 7, 1);
         let end = 3 * season + season / 4 - 40;
         for t in 0..end {
             m.update(wave(t));
         }
-        // 40 samples before the wave falls: high for the next 25, low after the slot that
-        // straddles the step.
+        // 40 samples before the wave falls: high for the next 20, low after the slot that
+        // straddles the step (slots of 15 samples, 40 for the double-seasonal model, whose
+        // week must fit in 672 slots).
         for h in [1, 20] {
             assert!(
                 (m.forecast(h) - 5_000.0).abs() < 800.0,
@@ -343,7 +437,7 @@ fn fine_seasons_are_kept_in_bounded_slots() {
                 m.forecast(h)
             );
         }
-        for h in [60, 100] {
+        for h in [100, 140] {
             assert!(
                 (m.forecast(h) - 1_000.0).abs() < 800.0,
                 "{kind:?} h={h}: {}",
