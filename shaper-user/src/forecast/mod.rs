@@ -48,11 +48,12 @@ const NO_FORECAST: f64 = -1.0;
 /// the long run even when bursts and regime changes break exchangeability.
 const ACI_STEP: f64 = 0.005;
 
-/// Horizons with their own residual window: 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64 up to
-/// `horizon`, and `horizon` itself. Spread grows smoothly with the horizon, so the others are
-/// interpolated; this keeps an update's cost near-flat in the horizon.
+/// Horizons with their own residual window: 1, 2, 4, 8, 16, 32, 64 up to `horizon`, and
+/// `horizon` itself. Spread grows smoothly with the horizon, so the others are interpolated;
+/// this keeps an update's cost and a tenant's memory near-flat in the horizon (five windows
+/// at the default ten-step horizon).
 pub fn anchor_horizons(horizon: usize) -> Vec<usize> {
-    let mut a: Vec<usize> = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]
+    let mut a: Vec<usize> = [1, 2, 4, 8, 16, 32, 64]
         .into_iter()
         .filter(|&h| h < horizon)
         .collect();

@@ -217,7 +217,9 @@ impl Model {
             Model::Ewma(m) => out.iter_mut().for_each(|v| *v = m.level),
             Model::Holt(m) => trend_path(m.level, m.trend, out, |_| 0.0),
             Model::HoltWinters(m) if m.t >= m.slots.season() => {
-                trend_path(m.level, m.trend, out, |h| m.season[m.slots.at(h + 1)])
+                trend_path(m.level, m.trend, out, |h| {
+                    f64::from(m.season[m.slots.at(h + 1)])
+                })
             }
             _ => {
                 for (h, v) in out.iter_mut().enumerate() {
@@ -373,7 +375,8 @@ pub struct HoltWinters {
     gamma: f64,
     level: f64,
     trend: f64,
-    season: Vec<f64>,
+    /// The seasonal profile (f32, as the naives' histories).
+    season: Vec<f32>,
     slots: Slots,
     /// Samples seen.
     t: u64,
@@ -383,7 +386,7 @@ pub struct HoltWinters {
 
 /// The first season: each slot's sum so far, and the level as the running mean. Returns the
 /// level; at the season's end `profile` gets each slot's mean less the season's mean.
-fn warm_up(warm: &mut Vec<f64>, slots: &Slots, t: u64, y: f64, profile: &mut [f64]) -> f64 {
+fn warm_up(warm: &mut Vec<f64>, slots: &Slots, t: u64, y: f64, profile: &mut [f32]) -> f64 {
     if warm.is_empty() {
         *warm = vec![0.0; slots.len];
     }
@@ -392,7 +395,7 @@ fn warm_up(warm: &mut Vec<f64>, slots: &Slots, t: u64, y: f64, profile: &mut [f6
     let mean = total / (t + 1) as f64;
     if t + 1 == slots.season() {
         for (p, w) in profile.iter_mut().zip(warm.iter()) {
-            *p = w / slots.stride as f64 - mean;
+            *p = (w / slots.stride as f64 - mean) as f32;
         }
         *warm = Vec::new();
     }
@@ -423,10 +426,10 @@ impl HoltWinters {
         }
         let i = self.slots.pos;
         let prev = self.level;
-        self.level =
-            self.alpha * (y - self.season[i]) + (1.0 - self.alpha) * (prev + PHI * self.trend);
+        let si = f64::from(self.season[i]);
+        self.level = self.alpha * (y - si) + (1.0 - self.alpha) * (prev + PHI * self.trend);
         self.trend = self.beta * (self.level - prev) + (1.0 - self.beta) * PHI * self.trend;
-        self.season[i] = self.gamma * (y - self.level) + (1.0 - self.gamma) * self.season[i];
+        self.season[i] = (self.gamma * (y - self.level) + (1.0 - self.gamma) * si) as f32;
         self.t += 1;
         self.slots.advance();
     }
@@ -434,7 +437,7 @@ impl HoltWinters {
         if self.t < self.slots.season() {
             return self.level;
         }
-        self.level + damped(h) * self.trend + self.season[self.slots.at(h)]
+        self.level + damped(h) * self.trend + f64::from(self.season[self.slots.at(h)])
     }
 }
 
