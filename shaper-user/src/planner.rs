@@ -220,6 +220,11 @@ impl Planner {
         (a, ev, demand)
     }
 
+    /// The model tenant `i` (config order) leans on now.
+    pub fn model(&self, i: usize) -> Option<crate::forecast::ModelKind> {
+        self.forecasters.get(i).map(Forecaster::model)
+    }
+
     /// Tenant names, config order.
     pub fn names(&self) -> &[String] {
         &self.names

@@ -4,7 +4,7 @@ use tracing::{debug, info, warn};
 
 use crate::allocate::{Allocation, Change, Observed};
 use crate::config::Tenant;
-use crate::forecast::Prediction;
+use crate::forecast::{ModelKind, Prediction};
 use crate::stats::{PrePool, TenantStats};
 
 use super::Agent;
@@ -14,6 +14,8 @@ use crate::store::unix_now;
 /// One tenant's plan for the next cycle, config order.
 pub(super) struct Planned {
     pub forecast: Prediction,
+    /// The model the tenant's forecaster leans on now.
+    pub model: ModelKind,
     pub alloc: Allocation,
     /// The split over token types written (an exchange's, else the allocator's mix).
     pub shares: Option<[f64; 3]>,
@@ -40,13 +42,18 @@ impl Agent {
             .collect();
         self.last_pre = c.tenants.iter().map(|s| s.pre_pool).collect();
         let (allocs, events, demand) = planner.step(unix_now(), &observed, c.host);
+        let models: Vec<ModelKind> = (0..allocs.len())
+            .map(|i| planner.model(i).unwrap_or(ModelKind::Ewma))
+            .collect();
         self.log_events(&events);
         Some(
             allocs
                 .into_iter()
                 .zip(demand)
-                .map(|(alloc, d)| Planned {
+                .zip(models)
+                .map(|((alloc, d), model)| Planned {
                     forecast: d.next,
+                    model,
                     shares: alloc.mix,
                     alloc,
                 })

@@ -77,6 +77,7 @@ fn forecast_view(p: &Planned) -> ForecastView {
         mean: p.forecast.mean,
         lo: p.forecast.lo,
         hi: p.forecast.hi,
+        model: Some(p.model),
     }
 }
 

@@ -361,6 +361,7 @@ mod tests {
                 mean: 1e6,
                 lo: 0.5e6,
                 hi: 2e6,
+                model: None,
             }),
             allocation: Some(AllocationView {
                 fill_bps: 120e6,

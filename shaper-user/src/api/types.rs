@@ -124,6 +124,9 @@ pub struct ForecastView {
     pub mean: f64,
     pub lo: f64,
     pub hi: f64,
+    /// The model the forecaster leans on now (`auto`'s choice at the full horizon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<crate::forecast::ModelKind>,
 }
 
 /// One tenant's allocation as the API shows it: rates in bits/s.
