@@ -61,9 +61,20 @@ pub fn anchor_horizons(horizon: usize) -> Vec<usize> {
     a
 }
 
-/// Only models within this factor of the best one's rolling error at a horizon get weight at
-/// that horizon: a model that is bad a day ahead gets none a day ahead, and near-equals share.
-const WEIGHT_CUTOFF: f64 = 1.1;
+/// The ways `auto` mixes its models, each a candidate scored like a model. Two cutoffs: narrow
+/// (only the models within 10% of the best one's rolling error at a horizon weigh there: a
+/// model that is bad a day ahead gets no weight a day ahead) and broad (every model within 5x
+/// of the best, weighted by inverse squared error: averaging many models pays on noisy, bursty
+/// traffic); each on two memories of the models' errors: short ([`FAST_MEMORY`] samples, to
+/// follow bursts and regime changes) and long (four seasons, for errors a day ahead). At each
+/// horizon `auto` forecasts with the mix whose own rolling error there is lowest: as good as
+/// selection where one model dominates, as averaging where none does.
+const MIX_CUTOFFS: [f64; 2] = [1.1, 5.0];
+const MIXES: usize = 4;
+/// Samples of the short memory of the models' rolling errors.
+const FAST_MEMORY: f64 = 50.0;
+/// Samples of memory of the mixes' rolling errors.
+const MIX_MEMORY: f64 = 5000.0;
 
 /// Model `k`'s rolling error at horizon `h` of `hmax`: its one-step and full-horizon errors,
 /// interpolated in log h (errors grow fast at short horizons and slowly after).
@@ -75,25 +86,27 @@ fn error_at(near: f64, far: f64, h: usize, hmax: usize) -> f64 {
     near + w * (far - near)
 }
 
-/// The point forecasts of every horizon into `out`. One model, or `auto` before warm-up: its
-/// forecasts. `auto` after warm-up: at each horizon, the inverse-squared-error weighted mean of
-/// the models within [`WEIGHT_CUTOFF`] of the best there (errors matched to the horizon). The
-/// full-horizon forecast of every model goes to `far`, to score them.
+/// Every mix's point forecasts of every horizon (`out[set * 2 + cutoff]`, see [`MIXES`]) and
+/// every model's full-horizon forecast (`far`, to score them). `sets` are the models' rolling
+/// errors (one step, full horizon) on the long and the short memory. One model, or `auto`
+/// before warm-up: its forecasts, in every mix.
 fn combine(
     models: &[Model],
-    near: &[f64],
-    far_err: &[f64],
+    sets: [(&[f64], &[f64]); 2],
     selected: usize,
     warm: bool,
-    out: &mut [f64],
+    out: &mut [[f64; MAX_HORIZON]; MIXES],
+    h: usize,
     far: &mut [f64],
 ) {
-    let h = out.len();
     if models.len() == 1 || !warm {
-        models[selected].forecast_into(out);
+        models[selected].forecast_into(&mut out[0][..h]);
+        for m in 1..MIXES {
+            out[m] = out[0];
+        }
         for (k, (m, f)) in models.iter().zip(far.iter_mut()).enumerate() {
             *f = if k == selected {
-                out[h - 1]
+                out[0][h - 1]
             } else {
                 m.forecast(h)
             };
@@ -101,42 +114,54 @@ fn combine(
         return;
     }
     let nm = models.len();
-    // Per horizon, the best error; per model, whether it weighs anywhere.
-    let mut best = [f64::INFINITY; MAX_HORIZON];
-    for k in 0..nm {
-        for (i, b) in best[..h].iter_mut().enumerate() {
-            *b = b.min(error_at(near[k], far_err[k], i + 1, h));
+    let mut best = [[f64::INFINITY; MAX_HORIZON]; 2];
+    for (set, (near, far_err)) in sets.iter().enumerate() {
+        for k in 0..nm {
+            for (i, b) in best[set][..h].iter_mut().enumerate() {
+                *b = b.min(error_at(near[k], far_err[k], i + 1, h));
+            }
         }
     }
     let mut tmp = [0.0f64; MAX_HORIZON];
-    let tmp = &mut tmp[..h];
-    let mut total = [0.0f64; MAX_HORIZON];
-    out.iter_mut().for_each(|v| *v = 0.0);
+    let mut total = [[0.0f64; MAX_HORIZON]; MIXES];
+    for o in out.iter_mut() {
+        o[..h].iter_mut().for_each(|v| *v = 0.0);
+    }
+    let broad = MIX_CUTOFFS[1];
     for (k, (m, f)) in models.iter().zip(far.iter_mut()).enumerate() {
-        let weight = |i: usize| {
-            let e = error_at(near[k], far_err[k], i + 1, h);
-            let b = best[i].max(1e-9);
-            if e <= WEIGHT_CUTOFF * b {
-                let e = e.max(b * 1e-3);
-                1.0 / (e * e)
-            } else {
-                0.0
-            }
+        let ratio = |set: usize, i: usize| {
+            let b = best[set][i].max(1e-9);
+            let (near, far_err) = sets[set];
+            (error_at(near[k], far_err[k], i + 1, h).max(b * 1e-3), b)
         };
-        if (0..h).all(|i| weight(i) == 0.0) {
+        if (0..h).all(|i| {
+            (0..2).all(|set| {
+                let (e, b) = ratio(set, i);
+                e > broad * b
+            })
+        }) {
             *f = m.forecast(h);
             continue;
         }
-        m.forecast_into(tmp);
+        m.forecast_into(&mut tmp[..h]);
         *f = tmp[h - 1];
-        for (i, (o, t)) in out.iter_mut().zip(tmp.iter()).enumerate() {
-            let w = weight(i);
-            *o += w * t;
-            total[i] += w;
+        for i in 0..h {
+            for set in 0..2 {
+                let (e, b) = ratio(set, i);
+                let w = 1.0 / (e * e);
+                for (c, cutoff) in MIX_CUTOFFS.iter().enumerate() {
+                    if e <= cutoff * b {
+                        out[set * 2 + c][i] += w * tmp[i];
+                        total[set * 2 + c][i] += w;
+                    }
+                }
+            }
         }
     }
-    for (o, t) in out.iter_mut().zip(&total[..h]) {
-        *o /= t.max(f64::MIN_POSITIVE);
+    for (o, t) in out.iter_mut().zip(&total) {
+        for (v, t) in o[..h].iter_mut().zip(&t[..h]) {
+            *v /= t.max(f64::MIN_POSITIVE);
+        }
     }
 }
 
@@ -265,8 +290,18 @@ pub struct Forecaster {
     errors: Vec<f64>,
     /// Rolling full-horizon absolute error of each model.
     far_errors: Vec<f64>,
+    /// The same two on the short memory ([`FAST_MEMORY`]).
+    #[serde(default)]
+    fast_errors: Vec<f64>,
+    #[serde(default)]
+    fast_far_errors: Vec<f64>,
     /// Per model, its full-horizon forecasts of the last `horizon` updates (a ring).
     far: Vec<Vec<f64>>,
+    /// The same for `auto`'s two mixes (see [`MIX_CUTOFFS`]): rolling errors one step and at
+    /// the full horizon, full-horizon forecasts of the last `horizon` updates (a ring), and
+    /// the one-step forecast of the last update.
+    #[serde(default)]
+    mixes: Mixes,
     selected: usize,
     /// Seasonal naive for MASE's scale (whatever the models are).
     naive: Model,
@@ -297,6 +332,45 @@ pub struct Forecaster {
     bounds: Vec<Option<(f64, f64)>>,
 }
 
+/// `auto`'s two mixes scored like models.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Mixes {
+    near: [f64; MIXES],
+    far_err: [f64; MIXES],
+    far: [Vec<f64>; MIXES],
+    next: [f64; MIXES],
+}
+
+impl Mixes {
+    /// Scores the forecasts made for `value` (one step ago, and `horizon` updates ago at
+    /// ring `slot`).
+    fn score(&mut self, value: f64, slot: usize, weight: f64, first: bool) {
+        for m in 0..MIXES {
+            let err = (value - self.next[m]).abs();
+            self.near[m] = if first {
+                err
+            } else {
+                self.near[m] + weight * (err - self.near[m])
+            };
+            if let Some(f) = self.far[m].get(slot).copied().filter(|f| *f >= 0.0) {
+                let err = (value - f).abs();
+                let e = &mut self.far_err[m];
+                *e = if *e == 0.0 {
+                    err
+                } else {
+                    *e + weight * (err - *e)
+                };
+            }
+        }
+    }
+
+    /// Which mix forecasts horizon `h` of `hmax`: the one with the lowest rolling error there.
+    fn pick(&self, h: usize, hmax: usize) -> usize {
+        let e = |m: usize| error_at(self.near[m], self.far_err[m], h, hmax);
+        (1..MIXES).fold(0, |b, m| if e(m) < e(b) { m } else { b })
+    }
+}
+
 /// How many samples took each path, for the agent's logs and the API.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counts {
@@ -323,7 +397,13 @@ impl Forecaster {
                 .collect(),
             errors: vec![0.0; kinds.len()],
             far_errors: vec![0.0; kinds.len()],
+            fast_errors: vec![0.0; kinds.len()],
+            fast_far_errors: vec![0.0; kinds.len()],
             far: vec![vec![NO_FORECAST; settings.horizon.clamp(1, MAX_HORIZON)]; kinds.len()],
+            mixes: Mixes {
+                far: std::array::from_fn(|_| vec![NO_FORECAST; h]),
+                ..Mixes::default()
+            },
             selected: 0,
             naive: Model::new(ModelKind::SeasonalNaive, season, weekly, h),
             windows: vec![Residuals::new(settings.intervals); anchor_horizons(h).len()],
@@ -484,28 +564,36 @@ impl Forecaster {
         let h_max = self.settings.horizon;
         let slot = (self.n % h_max as u64) as usize;
         let weight = self.error_weight();
+        let ewma = |e: &mut f64, err: f64, w: f64, fresh: bool| {
+            *e = if fresh { err } else { *e + w * (err - *e) };
+        };
         for (k, m) in self.models.iter_mut().enumerate() {
             let err = (used - m.forecast(1)).abs();
-            let e = &mut self.errors[k];
-            *e = if self.n == 0 {
-                err
-            } else {
-                *e + weight * (err - *e)
-            };
+            ewma(&mut self.errors[k], err, weight, self.n == 0);
+            ewma(
+                &mut self.fast_errors[k],
+                err,
+                1.0 / FAST_MEMORY,
+                self.n == 0,
+            );
             // The full-horizon forecast made `horizon` updates ago targets this sample.
             let f = self.far[k][slot];
             if f >= 0.0 {
                 let err = (used - f).abs();
-                let e = &mut self.far_errors[k];
-                *e = if *e == 0.0 {
-                    err
-                } else {
-                    *e + weight * (err - *e)
-                };
+                let fresh = self.far_errors[k] == 0.0;
+                ewma(&mut self.far_errors[k], err, weight, fresh);
+                ewma(&mut self.fast_far_errors[k], err, 1.0 / FAST_MEMORY, fresh);
             }
             // Seasonal state and a naive's history take the sample as it is; a level model
             // takes it damped, so one counter glitch does not throw the level off for minutes.
             m.update(if m.is_seasonal() { value } else { used });
+        }
+        if self.models.len() > 1 {
+            // Which mix suits a series is a property of the series, not of the last day:
+            // judged on a long memory (a running mean, then MIX_MEMORY samples), so the
+            // choice does not flip with noise.
+            let w = (1.0 / (self.n + 1) as f64).max(1.0 / MIX_MEMORY);
+            self.mixes.score(used, slot, w, self.n == 0);
         }
         self.naive.update(value);
         if self.n >= WARMUP {
@@ -557,6 +645,8 @@ impl Forecaster {
                     Model::new(self.models[k].kind(), season, weekly, self.settings.horizon);
                 self.errors[k] = worst;
                 self.far_errors[k] = 0.0;
+                self.fast_errors[k] = worst;
+                self.fast_far_errors[k] = 0.0;
                 self.far[k].iter_mut().for_each(|p| *p = NO_FORECAST);
             }
         }
@@ -576,6 +666,11 @@ impl Forecaster {
         }
         self.pending.iter_mut().for_each(|p| *p = NO_FORECAST);
         self.far.iter_mut().flatten().for_each(|p| *p = NO_FORECAST);
+        self.mixes
+            .far
+            .iter_mut()
+            .flatten()
+            .for_each(|p| *p = NO_FORECAST);
         self.next = None;
         self.next_model = None;
     }
@@ -594,20 +689,36 @@ impl Forecaster {
             self.settings.model,
             ModelChoice::Fixed(ModelKind::SeasonalNaive | ModelKind::WeeklyNaive)
         );
-        let row = &mut self.pending[slot * h_max..(slot + 1) * h_max];
         let mut far = [0.0f64; 8];
         let nm = self.models.len();
+        let mut mixed = [[0.0f64; MAX_HORIZON]; MIXES];
         combine(
             &self.models,
-            &self.errors,
-            &self.far_errors,
+            [
+                (&self.errors, &self.far_errors),
+                (&self.fast_errors, &self.fast_far_errors),
+            ],
             self.selected,
             self.n >= WARMUP,
-            row,
+            &mut mixed,
+            h_max,
             &mut far[..nm],
         );
         for (ring, f) in self.far.iter_mut().zip(&far[..nm]) {
             ring[slot] = f.max(0.0);
+        }
+        if nm > 1 {
+            let mx = &mut self.mixes;
+            for ((next, ring), path) in mx.next.iter_mut().zip(&mut mx.far).zip(&mixed) {
+                *next = path[0].max(0.0);
+                if let Some(r) = ring.get_mut(slot) {
+                    *r = path[h_max - 1].max(0.0);
+                }
+            }
+        }
+        let row = &mut self.pending[slot * h_max..(slot + 1) * h_max];
+        for (i, v) in row.iter_mut().enumerate() {
+            *v = mixed[self.mixes.pick(i + 1, h_max)][i];
         }
         let model1 = row[0].max(0.0);
         for (h, v) in (1..=h_max).zip(row.iter_mut()) {
