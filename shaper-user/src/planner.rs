@@ -200,6 +200,28 @@ impl Planner {
                 }
             });
         }
+        let (a, ev) = self.allocate_for(observed, &demand, host);
+        (a, ev, demand)
+    }
+
+    /// One cycle with the demand given instead of forecast: the oracle of the simulator, fed
+    /// what the trace will offer (the upper bound of what forecasting can give).
+    pub fn step_known(
+        &mut self,
+        observed: &[Observed],
+        demand: &[Demand],
+        host: Host,
+    ) -> (Vec<Allocation>, Vec<Change>) {
+        self.allocate_for(observed, demand, host)
+    }
+
+    /// The allocator's step for this cycle's measures and demand.
+    fn allocate_for(
+        &mut self,
+        observed: &[Observed],
+        demand: &[Demand],
+        host: Host,
+    ) -> (Vec<Allocation>, Vec<Change>) {
         let (a, ev) = allocate(
             &Inputs {
                 policy: &self.policy,
@@ -209,7 +231,7 @@ impl Planner {
                 },
                 profiles: &self.profiles,
                 observed,
-                demand: &demand,
+                demand,
                 host,
                 interval_s: self.interval_s,
                 cycle: self.cycle,
@@ -217,7 +239,12 @@ impl Planner {
             &mut self.state,
         );
         self.cycle += 1;
-        (a, ev, demand)
+        (a, ev)
+    }
+
+    /// The forecast horizon in cycles.
+    pub fn horizon(&self) -> usize {
+        self.forecasters.first().map_or(1, |f| f.settings().horizon)
     }
 
     /// The model tenant `i` (config order) leans on now.

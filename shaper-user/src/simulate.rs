@@ -9,11 +9,17 @@
 //! is left borrows the link bucket's idle part (tiers with `borrow`, higher priority first,
 //! up to `ceil`), then the emergency pool (tiers with `emergency`); the rest is dropped.
 //! In-profile traffic is what a tenant offers within its base rate over the cycle.
+//!
+//! Besides the agent's policies, two references: the oracle (the predictive allocator fed the
+//! demand that actually comes, the upper bound of what forecasting can give) and an HTB tree
+//! with the same rates, ceilings and priorities (each tenant's rate assured, the link's idle
+//! capacity lent by priority, in proportion to rate within one, up to the ceiling).
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
-use crate::allocate::{self, Host, Observed};
+use crate::allocate::{self, Demand, Host, Observed};
 use crate::config::{Config, PolicyMode};
+use crate::forecast::Prediction;
 use crate::planner::{self, Planner};
 
 /// Offered bytes/s per tenant and cycle.
@@ -250,10 +256,37 @@ pub struct SimResult {
     pub pre_expired_bytes: f64,
 }
 
-/// Shares `pool` equally (max-min) among `members` for what each `asks`, moving the shares
-/// from `rem` to `passed`.
-fn share(members: &[usize], asks: &[f64], pool: &mut f64, passed: &mut [f64], rem: &mut [f64]) {
-    let got = allocate::water_fill(asks, &vec![1.0; asks.len()], *pool);
+/// What drives a simulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimPolicy {
+    /// One of the agent's policies.
+    Mode(PolicyMode),
+    /// The predictive allocator fed the demand that actually comes instead of forecasts.
+    Oracle,
+    /// An HTB tree with the same rates, ceilings and priorities; no forecasts.
+    Htb,
+}
+
+impl SimPolicy {
+    pub fn name(self) -> String {
+        match self {
+            SimPolicy::Mode(m) => format!("{m:?}").to_lowercase(),
+            SimPolicy::Oracle => "oracle".into(),
+            SimPolicy::Htb => "htb".into(),
+        }
+    }
+}
+
+/// Shares `pool` among `members` for what each `asks`, max-min fair in proportion to
+/// `weights`, moving the shares from `rem` to `passed`.
+fn share(
+    members: &[usize],
+    (asks, weights): (&[f64], &[f64]),
+    pool: &mut f64,
+    passed: &mut [f64],
+    rem: &mut [f64],
+) {
+    let got = allocate::water_fill(asks, weights, *pool);
     for (k, &i) in members.iter().enumerate() {
         passed[i] += got[k];
         rem[i] -= got[k];
@@ -284,6 +317,9 @@ struct Fluid {
     link_pool: f64,
     emergency_pool: f64,
     dt: f64,
+    /// HTB's borrowing instead of the datapath's: every class below its ceiling borrows the
+    /// whole link's idle part, in proportion to its rate within a priority; no emergency pool.
+    htb: bool,
 }
 
 /// One cycle of one tenant through the model, bytes.
@@ -299,7 +335,7 @@ struct Flow {
 }
 
 impl Fluid {
-    fn new(cfg: &Config, profiles: Vec<allocate::Profile>, dt: f64) -> Fluid {
+    fn new(cfg: &Config, profiles: Vec<allocate::Profile>, dt: f64, htb: bool) -> Fluid {
         let tier_has = |f: fn(&crate::config::Tier) -> bool| -> Vec<bool> {
             cfg.tenants
                 .iter()
@@ -323,9 +359,14 @@ impl Fluid {
                 .collect(),
             profiles,
             cap,
-            link_pool: cap * (cfg.pools.guaranteed + cfg.pools.opportunistic),
-            emergency_pool: cap * cfg.pools.emergency,
+            link_pool: if htb {
+                cap
+            } else {
+                cap * (cfg.pools.guaranteed + cfg.pools.opportunistic)
+            },
+            emergency_pool: if htb { 0.0 } else { cap * cfg.pools.emergency },
             dt,
+            htb,
         }
     }
 
@@ -382,6 +423,17 @@ impl Fluid {
         let mut rem: Vec<f64> = flows.iter().map(|f| f.rem).collect();
         let mut idle = (self.link_pool * self.dt - passed.iter().sum::<f64>()).max(0.0);
         let mut emerg = self.emergency_pool * self.dt;
+        // Neither pool passes more than the link has left: the emergency reserve is part of
+        // the link, not beyond it.
+        let mut room = (self.cap * self.dt - passed.iter().sum::<f64>()).max(0.0);
+        let give = |pool: &mut f64, room: &mut f64, share_of: &mut dyn FnMut(&mut f64)| {
+            let mut p = pool.min(*room);
+            let before = p;
+            share_of(&mut p);
+            let used = before - p;
+            *pool -= used;
+            *room -= used;
+        };
         for prio in (0..=3u8).rev() {
             let members: Vec<usize> = (0..n)
                 .filter(|i| self.profiles[*i].priority == prio)
@@ -389,7 +441,7 @@ impl Fluid {
             let asks: Vec<f64> = members
                 .iter()
                 .map(|&i| {
-                    if self.borrow[i] {
+                    if self.borrow[i] || self.htb {
                         let room = (self.profiles[i].ceil - self.alloc[i].fill) * self.dt;
                         rem[i].min(room.max(0.0))
                     } else {
@@ -397,12 +449,26 @@ impl Fluid {
                     }
                 })
                 .collect();
-            share(&members, &asks, &mut idle, &mut passed, &mut rem);
+            let weights: Vec<f64> = members
+                .iter()
+                .map(|&i| {
+                    if self.htb {
+                        self.profiles[i].rate.max(1.0)
+                    } else {
+                        1.0
+                    }
+                })
+                .collect();
+            give(&mut idle, &mut room, &mut |p| {
+                share(&members, (&asks, &weights), p, &mut passed, &mut rem)
+            });
             let asks: Vec<f64> = members
                 .iter()
                 .map(|&i| if self.emergency[i] { rem[i] } else { 0.0 })
                 .collect();
-            share(&members, &asks, &mut emerg, &mut passed, &mut rem);
+            give(&mut emerg, &mut room, &mut |p| {
+                share(&members, (&asks, &weights), p, &mut passed, &mut rem)
+            });
         }
         for (f, (p, r)) in flows.iter_mut().zip(passed.into_iter().zip(rem)) {
             (f.passed, f.rem) = (p, r);
@@ -427,9 +493,37 @@ impl Fluid {
     }
 }
 
-/// Replays `trace` through the allocator under `mode`, the rest of `cfg` as given. The
+/// The demand tenant `k` of `trace` offers from cycle `c + 1` on, as the oracle knows it: the
+/// next cycle and the peak within `horizon` cycles, exact (no interval).
+fn known_demand(trace: &Trace, k: usize, c: usize, horizon: usize) -> Demand {
+    let series = &trace.offered[k];
+    let at = |i: usize| series.get(i).copied().unwrap_or_else(|| series[c]);
+    let exact = |v: f64| Prediction {
+        mean: v,
+        lo: v,
+        hi: v,
+    };
+    let (mut peak_in, mut peak) = (1, at(c + 1));
+    for h in 2..=horizon.max(1) {
+        if at(c + h) > peak {
+            (peak_in, peak) = (h, at(c + h));
+        }
+    }
+    Demand {
+        next: exact(at(c + 1)),
+        peak: exact(peak),
+        peak_in,
+    }
+}
+
+/// Replays `trace` through the allocator under `policy`, the rest of `cfg` as given. The
 /// trace's tenants must be the config's, and its interval the config's forecast interval.
-pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResult, String> {
+pub fn simulate(trace: &Trace, cfg: &Config, policy: SimPolicy) -> Result<SimResult, String> {
+    let mode = match policy {
+        SimPolicy::Mode(m) => m,
+        SimPolicy::Oracle => PolicyMode::Predictive,
+        SimPolicy::Htb => PolicyMode::Static,
+    };
     let interval = cfg.forecast.interval_ms as f64 / 1000.0;
     if (trace.interval_s - interval).abs() > 1e-9 {
         return Err(format!(
@@ -440,7 +534,8 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
     let idx = trace.indices(cfg)?;
     let dt = interval;
     let mut planner = Planner::new(cfg, mode, None);
-    let mut fluid = Fluid::new(cfg, planner.profiles.clone(), dt);
+    let mut fluid = Fluid::new(cfg, planner.profiles.clone(), dt, policy == SimPolicy::Htb);
+    let horizon = planner.horizon();
     let mut res = empty_results(cfg);
     for c in 0..trace.cycles() {
         let d: Vec<f64> = idx.iter().map(|&k| trace.offered[k][c] * dt).collect();
@@ -465,13 +560,21 @@ pub fn simulate(trace: &Trace, cfg: &Config, mode: PolicyMode) -> Result<SimResu
             .collect();
         // Allocate the next cycle.
         let ts = trace.start + c as f64 * dt;
-        let (a, _, _) = planner.step(ts, &observed, Host::default());
+        let a = if policy == SimPolicy::Oracle {
+            let demand: Vec<Demand> = idx
+                .iter()
+                .map(|&k| known_demand(trace, k, c, horizon))
+                .collect();
+            planner.step_known(&observed, &demand, Host::default()).0
+        } else {
+            planner.step(ts, &observed, Host::default()).0
+        };
         for (r, add) in res.iter_mut().zip(fluid.allocate(c, a)) {
             r.pre_deposited_bytes += add;
         }
     }
     Ok(summarize(
-        &format!("{mode:?}").to_lowercase(),
+        &policy.name(),
         trace.cycles(),
         dt,
         fluid.cap,
@@ -554,6 +657,23 @@ fn summarize(
         pre_expired_bytes: sum(|r| r.pre_expired_bytes),
         tenants: res,
     }
+}
+
+/// What a policy's run `r` did worse than static's `s` on the same scenario, by the
+/// do-no-harm test: in-profile bytes dropped above 1.1x static's (+1 MB), utilization more
+/// than half a point lower, more gold/platinum violations. Empty: no harm.
+pub fn harm(r: &SimResult, s: &SimResult) -> Vec<&'static str> {
+    let mut bad = Vec::new();
+    if r.in_profile_dropped_bytes > 1.1 * s.in_profile_dropped_bytes + 1e6 {
+        bad.push("more in-profile loss");
+    }
+    if r.link_utilization < s.link_utilization - 0.005 {
+        bad.push("lower utilization");
+    }
+    if r.violations > s.violations {
+        bad.push("more violations");
+    }
+    bad
 }
 
 /// The simulator's measures of a real run: `offered[t][c]` and `passed[t][c]` are tenant

@@ -14,6 +14,7 @@ mod compare;
 mod cycle;
 mod plot;
 mod replay;
+mod scenarios;
 mod tiers;
 
 #[derive(Parser)]
@@ -26,6 +27,19 @@ struct Cli {
 enum Cmd {
     #[command(subcommand)]
     Bench(Bench),
+    /// Every policy (static, HTB, reactive, predictive, oracle) on every scenario in the
+    /// simulator, as a markdown table.
+    Scenarios {
+        #[arg(long, default_value = "examples/overbooked.json")]
+        config: std::path::PathBuf,
+        /// Link capacities, Mbit/s.
+        #[arg(long, value_delimiter = ',', default_values_t = [1000u64, 800, 650])]
+        capacities: Vec<u64>,
+        #[arg(long, default_value_t = 3.0)]
+        days: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Replay a trace through the real datapath (netns lab, `shaper run`) under each policy,
     /// one trace cycle per second, and score the agent's history like `shaper simulate`.
     Replay {
@@ -126,6 +140,12 @@ enum Bench {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::Scenarios {
+            config,
+            capacities,
+            days,
+            seed,
+        } => scenarios::run(&config, &capacities, days, seed),
         Cmd::Bench(Bench::Agent { tenants, secs }) => agent_bench::bench(&tenants, secs),
         Cmd::Bench(Bench::Datapath {
             repeat,

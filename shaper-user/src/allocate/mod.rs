@@ -544,7 +544,40 @@ fn tune(i: usize, obs: &Observed, st: &mut Tuning, events: &mut Vec<Change>) {
 /// first, a tier that does not fit whole water-filled by predicted demand. Returns the floors
 /// and (fill extra, pre rate) per tenant.
 fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64)]) -> (Vec<f64>, Vec<(f64, f64)>) {
-    let pool = inp.link.capacity * inp.link.guaranteed;
+    let mut pool = inp.link.capacity * inp.link.guaranteed;
+    // Do no harm: below base rates only when the link itself is predicted short: the upper
+    // bound of the tenants' total demand (each within its ceiling) above the link. A link
+    // with room passes every tenant's base rate, as static does; cutting a quiet tenant "just
+    // in case" dropped its in-profile traffic while the link sat idle whenever its demand
+    // came unforecast. The total's bound is the means plus the root of the summed squared
+    // spreads: tenants' surprises are not all at their 95% bound at once (adding the bounds
+    // predicted a short link on traffic that never filled half of it).
+    // Reactive has no forecast: its measure is what the tenants offer now.
+    let (mut mean, mut spread) = (0.0, 0.0);
+    for ((p, d), o) in inp.profiles.iter().zip(inp.demand).zip(inp.observed) {
+        if inp.policy.mode == PolicyMode::Reactive {
+            mean += o.offered.min(p.ceil);
+            continue;
+        }
+        let (m, hi) = (d.next.mean.min(p.ceil), d.next.hi.min(p.ceil));
+        mean += m;
+        spread += (hi - m).max(0.0).powi(2);
+    }
+    let predicted = mean + spread.sqrt();
+    let rates: Vec<f64>;
+    let floor = if inp.policy.overcommit && predicted <= inp.link.capacity {
+        rates = inp
+            .profiles
+            .iter()
+            .zip(floor)
+            .map(|(p, f)| f.max(p.rate))
+            .collect();
+        // Base rates stand even where they oversubscribe the pool, as under static.
+        pool = pool.max(rates.iter().sum());
+        &rates[..]
+    } else {
+        floor
+    };
     let base: f64 = floor.iter().sum();
     let floor: Vec<f64> = if base > pool && inp.policy.overcommit && base > 0.0 {
         floor.iter().map(|f| f * pool / base).collect()

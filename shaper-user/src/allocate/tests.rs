@@ -277,13 +277,18 @@ fn reactive_mode_steps_up_after_drops_and_back_down() {
         10.0 * MB,
         "overcommit cuts nothing while the pool has room"
     );
-    // A pool of 6 MB/s: the tenant uses 4, so it keeps 4.4 (offered + 10%) and what the
-    // pool has left on top, below its base rate of 10.
+    // A link of 7.5 MB/s (a pool of 6) while the tenant offers 4: the link has room, so the
+    // base rate stands, as under static (do no harm).
     c.link.capacity = 7.5 * MB;
     let (a, _) = c.run(&mut st, 21);
+    assert_eq!(a[0].fill, 10.0 * MB, "no cut while the link has room");
+    // A link of 3 MB/s (a pool of 2.4) is short of the 4 offered: the fill is what the pool
+    // holds, below the base rate of 10.
+    c.link.capacity = 3.0 * MB;
+    let (a, _) = c.run(&mut st, 22);
     assert!(
-        (a[0].fill - 6.0 * MB).abs() < 1.0,
-        "with overcommit, what the pool holds: {}",
+        (a[0].fill - 2.4 * MB).abs() < 1.0,
+        "with overcommit on a short link, what the pool holds: {}",
         a[0].fill
     );
     assert_eq!(

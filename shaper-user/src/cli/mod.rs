@@ -170,6 +170,10 @@ pub enum PolicyArg {
     Static,
     Reactive,
     Predictive,
+    /// The predictive allocator fed the demand that actually comes (the upper bound).
+    Oracle,
+    /// An HTB tree with the same rates, ceilings and priorities.
+    Htb,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 
 use crate::cli::{PolicyArg, SimulateArgs, TraceGenArgs};
 use shaper::config::{Config, PolicyMode};
-use shaper::simulate::{SimResult, Trace, generate as gen_trace, simulate};
+use shaper::simulate::{SimPolicy, SimResult, Trace, generate as gen_trace, simulate};
 use shaper::units::human_bits;
 
 pub fn generate(args: &TraceGenArgs) -> Result<()> {
@@ -33,13 +33,15 @@ pub fn execute(args: &SimulateArgs) -> Result<()> {
         .with_context(|| format!("cannot read trace {}", args.trace.display()))?;
     let trace = Trace::from_csv(&text)
         .map_err(|e| anyhow::anyhow!("trace {}: {e}", args.trace.display()))?;
-    let mode = match args.policy {
-        None => cfg.policy.mode,
-        Some(PolicyArg::Static) => PolicyMode::Static,
-        Some(PolicyArg::Reactive) => PolicyMode::Reactive,
-        Some(PolicyArg::Predictive) => PolicyMode::Predictive,
+    let policy = match args.policy {
+        None => SimPolicy::Mode(cfg.policy.mode),
+        Some(PolicyArg::Static) => SimPolicy::Mode(PolicyMode::Static),
+        Some(PolicyArg::Reactive) => SimPolicy::Mode(PolicyMode::Reactive),
+        Some(PolicyArg::Predictive) => SimPolicy::Mode(PolicyMode::Predictive),
+        Some(PolicyArg::Oracle) => SimPolicy::Oracle,
+        Some(PolicyArg::Htb) => SimPolicy::Htb,
     };
-    let r = simulate(&trace, &cfg, mode).map_err(|e| anyhow::anyhow!("simulate: {e}"))?;
+    let r = simulate(&trace, &cfg, policy).map_err(|e| anyhow::anyhow!("simulate: {e}"))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

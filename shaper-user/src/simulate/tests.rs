@@ -63,8 +63,11 @@ fn simulation_conserves_bytes_and_is_deterministic() {
         PolicyMode::Reactive,
         PolicyMode::Predictive,
     ] {
-        let r = simulate(&trace, &cfg, mode).expect("simulate");
-        assert_eq!(r, simulate(&trace, &cfg, mode).expect("again"));
+        let r = simulate(&trace, &cfg, SimPolicy::Mode(mode)).expect("simulate");
+        assert_eq!(
+            r,
+            simulate(&trace, &cfg, SimPolicy::Mode(mode)).expect("again")
+        );
         for t in &r.tenants {
             let err = (t.passed_bytes + t.dropped_bytes - t.offered_bytes).abs();
             assert!(
@@ -88,15 +91,69 @@ fn a_trace_of_other_tenants_or_interval_is_refused() {
     let mut t = generate(TraceKind::Diurnal, &cfg, 0.05, 1);
     t.interval_s = 10.0;
     assert!(
-        simulate(&t, &cfg, PolicyMode::Static)
+        simulate(&t, &cfg, SimPolicy::Mode(PolicyMode::Static))
             .expect_err("refused")
             .contains("interval")
     );
     let mut t = generate(TraceKind::Diurnal, &cfg, 0.05, 1);
     t.tenants[0] = "nobody".into();
     assert!(
-        simulate(&t, &cfg, PolicyMode::Static)
+        simulate(&t, &cfg, SimPolicy::Mode(PolicyMode::Static))
             .expect_err("refused")
             .contains("'p1'")
     );
+}
+
+/// Do no harm, on two small scenarios of the suite (`cargo xtask scenarios` runs them all):
+/// predictive against static on a roomy link with nightly batch jobs, and on a link 20% below
+/// the tenants' rates with flash crowds; the oracle and HTB run alongside as references.
+#[test]
+fn predictive_does_no_harm_on_two_small_scenarios() {
+    for (kind, mbit) in [(TraceKind::Batch, 1000), (TraceKind::Flash, 800)] {
+        let mut cfg = config();
+        cfg.link.capacity = crate::units::Rate(mbit * 1_000_000);
+        let trace = generate(kind, &cfg, 2.0, 1);
+        let stat = simulate(&trace, &cfg, SimPolicy::Mode(PolicyMode::Static)).expect("static");
+        for policy in [
+            SimPolicy::Mode(PolicyMode::Predictive),
+            SimPolicy::Oracle,
+            SimPolicy::Htb,
+        ] {
+            let r = simulate(&trace, &cfg, policy).expect("policy");
+            assert!(
+                harm(&r, &stat).is_empty(),
+                "{kind:?} at {mbit} Mbit/s, {}: {:?} (in-profile dropped {:.0} MB vs static {:.0} MB, utilization {:.3} vs {:.3}, violations {} vs {})",
+                r.policy,
+                harm(&r, &stat),
+                r.in_profile_dropped_bytes / 1e6,
+                stat.in_profile_dropped_bytes / 1e6,
+                r.link_utilization,
+                stat.link_utilization,
+                r.violations,
+                stat.violations
+            );
+        }
+    }
+}
+
+/// The simulated link never passes more than its capacity (the emergency reserve is part of
+/// it), whatever the policy.
+#[test]
+fn no_policy_passes_more_than_the_link() {
+    let mut cfg = config();
+    cfg.link.capacity = crate::units::Rate(650_000_000);
+    let trace = generate(TraceKind::Diurnal, &cfg, 1.0, 1);
+    for policy in [
+        SimPolicy::Mode(PolicyMode::Static),
+        SimPolicy::Htb,
+        SimPolicy::Mode(PolicyMode::Predictive),
+    ] {
+        let r = simulate(&trace, &cfg, policy).expect("simulate");
+        assert!(
+            r.link_utilization <= 1.0 + 1e-9,
+            "{}: {}",
+            r.policy,
+            r.link_utilization
+        );
+    }
 }
