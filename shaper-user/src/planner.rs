@@ -58,6 +58,9 @@ pub fn known_event(e: &config::Event) -> Option<KnownEvent> {
     })
 }
 
+/// Samples of forecast accuracy before a tenant's forecasts may move its allocation.
+const TRUST_AFTER: usize = 100;
+
 /// Tenants from which `Planner::step` forecasts on several threads, and at most how many.
 const PARALLEL_FROM: usize = 4096;
 const MAX_THREADS: usize = 8;
@@ -169,10 +172,12 @@ impl Planner {
                 f.update(ts, o.offered);
                 let next = f.forecast(1);
                 let (peak_in, peak) = f.peak();
+                let a = f.accuracy();
                 *d = Demand {
                     next,
                     peak,
                     peak_in,
+                    trusted: a.samples >= TRUST_AFTER && a.mase.is_some_and(|m| m < 1.0),
                 };
             }
         };
@@ -250,6 +255,11 @@ impl Planner {
     /// The model tenant `i` (config order) leans on now.
     pub fn model(&self, i: usize) -> Option<crate::forecast::ModelKind> {
         self.forecasters.get(i).map(Forecaster::model)
+    }
+
+    /// Tenant `i`'s rolling forecast accuracy.
+    pub fn accuracy(&self, i: usize) -> Option<crate::forecast::Accuracy> {
+        self.forecasters.get(i).map(Forecaster::accuracy)
     }
 
     /// Tenant names, config order.

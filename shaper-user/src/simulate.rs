@@ -513,6 +513,7 @@ fn known_demand(trace: &Trace, k: usize, c: usize, horizon: usize) -> Demand {
         next: exact(at(c + 1)),
         peak: exact(peak),
         peak_in,
+        trusted: true,
     }
 }
 

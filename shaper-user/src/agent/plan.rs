@@ -16,6 +16,8 @@ pub(super) struct Planned {
     pub forecast: Prediction,
     /// The model the tenant's forecaster leans on now.
     pub model: ModelKind,
+    /// Its rolling MASE against the seasonal naive.
+    pub mase: Option<f64>,
     pub alloc: Allocation,
     /// The split over token types written (an exchange's, else the allocator's mix).
     pub shares: Option<[f64; 3]>,
@@ -42,8 +44,13 @@ impl Agent {
             .collect();
         self.last_pre = c.tenants.iter().map(|s| s.pre_pool).collect();
         let (allocs, events, demand) = planner.step(unix_now(), &observed, c.host);
-        let models: Vec<ModelKind> = (0..allocs.len())
-            .map(|i| planner.model(i).unwrap_or(ModelKind::Ewma))
+        let models: Vec<(ModelKind, Option<f64>)> = (0..allocs.len())
+            .map(|i| {
+                (
+                    planner.model(i).unwrap_or(ModelKind::Ewma),
+                    planner.accuracy(i).and_then(|a| a.mase),
+                )
+            })
             .collect();
         self.log_events(&events);
         Some(
@@ -51,9 +58,10 @@ impl Agent {
                 .into_iter()
                 .zip(demand)
                 .zip(models)
-                .map(|((alloc, d), model)| Planned {
+                .map(|((alloc, d), (model, mase))| Planned {
                     forecast: d.next,
                     model,
+                    mase,
                     shares: alloc.mix,
                     alloc,
                 })

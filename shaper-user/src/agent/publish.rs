@@ -78,6 +78,7 @@ fn forecast_view(p: &Planned) -> ForecastView {
         lo: p.forecast.lo,
         hi: p.forecast.hi,
         model: Some(p.model),
+        mase: p.mase,
     }
 }
 

@@ -66,6 +66,10 @@ pub struct Demand {
     pub next: Prediction,
     pub peak: Prediction,
     pub peak_in: usize,
+    /// The forecasts have been better than the seasonal naive lately (rolling MASE below 1).
+    /// An untrusted tenant is allocated reactively, never below its base rate, until they
+    /// recover: prediction acts only where it has shown it predicts.
+    pub trusted: bool,
 }
 
 /// Host pressure: a reason for every tenant to return to base rates.
@@ -250,7 +254,14 @@ pub fn allocate(inp: &Inputs, state: &mut [Tuning]) -> (Vec<Allocation>, Vec<Cha
             PolicyMode::Static => {}
             PolicyMode::Reactive => asks[i] = reactive_ask(p, prof, obs, st),
             PolicyMode::Predictive if st.overridden.is_none() => {
-                asks[i] = predictive_ask(inp, i, st);
+                asks[i] = if inp.demand[i].trusted {
+                    predictive_ask(inp, i, st)
+                } else {
+                    Ask {
+                        floor: prof.rate,
+                        ..reactive_ask(p, prof, obs, st)
+                    }
+                };
             }
             PolicyMode::Predictive => {}
         }
@@ -552,10 +563,11 @@ fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64)]) -> (Vec<f64>, Vec<(f64,
     // came unforecast. The total's bound is the means plus the root of the summed squared
     // spreads: tenants' surprises are not all at their 95% bound at once (adding the bounds
     // predicted a short link on traffic that never filled half of it).
-    // Reactive has no forecast: its measure is what the tenants offer now.
+    // Reactive has no forecast, and an untrusted one is not used: their measure is what
+    // the tenants offer now.
     let (mut mean, mut spread) = (0.0, 0.0);
     for ((p, d), o) in inp.profiles.iter().zip(inp.demand).zip(inp.observed) {
-        if inp.policy.mode == PolicyMode::Reactive {
+        if inp.policy.mode == PolicyMode::Reactive || !d.trusted {
             mean += o.offered.min(p.ceil);
             continue;
         }

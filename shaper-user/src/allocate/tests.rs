@@ -34,6 +34,7 @@ fn demand(mean: f64, lo: f64, hi: f64) -> Demand {
         next: p,
         peak: p,
         peak_in: 1,
+        trusted: true,
     }
 }
 
@@ -143,6 +144,7 @@ fn a_predicted_burst_gets_one_deposit_before_it_starts() {
                 hi: 35.0 * MB,
             },
             peak_in: 3,
+            trusted: true,
         }],
     );
     let mut st = c.state();

@@ -362,6 +362,7 @@ mod tests {
                 lo: 0.5e6,
                 hi: 2e6,
                 model: None,
+                mase: None,
             }),
             allocation: Some(AllocationView {
                 fill_bps: 120e6,

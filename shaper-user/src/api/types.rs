@@ -127,6 +127,10 @@ pub struct ForecastView {
     /// The model the forecaster leans on now (`auto`'s choice at the full horizon).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<crate::forecast::ModelKind>,
+    /// Rolling MASE of the one-step forecasts against the seasonal naive (< 1: better than
+    /// it); at 1 or above the allocator treats the tenant reactively until it recovers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mase: Option<f64>,
 }
 
 /// One tenant's allocation as the API shows it: rates in bits/s.
