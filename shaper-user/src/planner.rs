@@ -58,7 +58,8 @@ pub fn known_event(e: &config::Event) -> Option<KnownEvent> {
     })
 }
 
-/// Samples of forecast accuracy before a tenant's forecasts may move its allocation.
+/// Scored samples before a tenant's forecasts may be found worse than the seasonal naive
+/// (before that they are trusted: a new tenant is predicted from its first cycles).
 const TRUST_AFTER: usize = 100;
 
 /// Tenants from which `Planner::step` forecasts on several threads, and at most how many.
@@ -177,7 +178,7 @@ impl Planner {
                     next,
                     peak,
                     peak_in,
-                    trusted: a.samples >= TRUST_AFTER && a.mase.is_some_and(|m| m < 1.0),
+                    trusted: a.samples < TRUST_AFTER || a.mase.is_none_or(|m| m < 1.0),
                 };
             }
         };

@@ -66,9 +66,9 @@ pub struct Demand {
     pub next: Prediction,
     pub peak: Prediction,
     pub peak_in: usize,
-    /// The forecasts have been better than the seasonal naive lately (rolling MASE below 1).
-    /// An untrusted tenant is allocated reactively, never below its base rate, until they
-    /// recover: prediction acts only where it has shown it predicts.
+    /// The forecasts have not been shown worse than the seasonal naive (rolling MASE below 1,
+    /// or too few samples to tell). An untrusted tenant is allocated reactively, never below
+    /// its base rate, until they recover: prediction acts where it predicts.
     pub trusted: bool,
 }
 
@@ -577,6 +577,12 @@ fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64)]) -> (Vec<f64>, Vec<(f64,
     }
     let predicted = mean + spread.sqrt();
     let rates: Vec<f64>;
+    if inp.policy.overcommit && predicted > inp.link.capacity {
+        // Short: the predicted needs are fitted into the link, not into its guaranteed share,
+        // so the lowest tiers are cut by the shortfall, not by the whole non-guaranteed part
+        // of the link (which then sat idle while they dropped).
+        pool = pool.max(inp.link.capacity);
+    }
     let floor = if inp.policy.overcommit && predicted <= inp.link.capacity {
         rates = inp
             .profiles

@@ -284,13 +284,13 @@ fn reactive_mode_steps_up_after_drops_and_back_down() {
     c.link.capacity = 7.5 * MB;
     let (a, _) = c.run(&mut st, 21);
     assert_eq!(a[0].fill, 10.0 * MB, "no cut while the link has room");
-    // A link of 3 MB/s (a pool of 2.4) is short of the 4 offered: the fill is what the pool
-    // holds, below the base rate of 10.
+    // A link of 3 MB/s is short of the 4 offered: the fill is what the link holds, below the
+    // base rate of 10.
     c.link.capacity = 3.0 * MB;
     let (a, _) = c.run(&mut st, 22);
     assert!(
-        (a[0].fill - 2.4 * MB).abs() < 1.0,
-        "with overcommit on a short link, what the pool holds: {}",
+        (a[0].fill - 3.0 * MB).abs() < 1.0,
+        "with overcommit on a short link, what the link holds: {}",
         a[0].fill
     );
     assert_eq!(
@@ -350,9 +350,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Whatever the forecasts and usage: nothing negative, every tenant at least its base
-    /// rate (without overcommit; with it, at least its floor), the guaranteed allocations
-    /// within the guaranteed pool when the config fits in it (always, with overcommit), and
-    /// the same inputs give the same outputs.
+    /// rate (without overcommit; with it, at least its floor), the allocations within the
+    /// guaranteed pool when the config fits in it (with overcommit: within the link, or the
+    /// base rates where those alone are more, as under static), and the same inputs give the
+    /// same outputs.
     #[test]
     fn invariants_hold(tenants in prop::collection::vec(tenant(), 1..12),
                        mode in prop_oneof![Just(PolicyMode::Static), Just(PolicyMode::Reactive), Just(PolicyMode::Predictive)],
@@ -377,7 +378,10 @@ proptest! {
                 prop_assert!(x.deposit.is_none_or(|d| d.bytes > 0.0 && d.ttl_s > 0.0));
                 sum += x.fill + x.pre_rate;
             }
-            if mode != PolicyMode::Static && (base <= pool || overcommit) {
+            if mode != PolicyMode::Static && overcommit {
+                let most = c.link.capacity.max(base).max(pool);
+                prop_assert!(sum <= most * (1.0 + 1e-9), "{} above the link {}", sum, most);
+            } else if mode != PolicyMode::Static && base <= pool {
                 prop_assert!(sum <= pool * (1.0 + 1e-9), "{} above the pool {}", sum, pool);
             }
         }
