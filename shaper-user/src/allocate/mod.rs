@@ -548,23 +548,15 @@ fn tune(i: usize, obs: &Observed, st: &mut Tuning, events: &mut Vec<Change>) {
     }
 }
 
-/// Fits every tenant's floor (its base rate, or with overcommit its predicted need) and wanted
-/// extras into the guaranteed pool: floors first (scaled down only with overcommit, if even
-/// they do not fit; without it an oversubscribed config keeps its base rates), then with
-/// overcommit the way back up to base rates, then the extras; each stage by tier, highest
-/// first, a tier that does not fit whole water-filled by predicted demand. Returns the floors
-/// and (fill extra, pre rate) per tenant.
-fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64)]) -> (Vec<f64>, Vec<(f64, f64)>) {
-    let mut pool = inp.link.capacity * inp.link.guaranteed;
-    // Do no harm: below base rates only when the link itself is predicted short: the upper
-    // bound of the tenants' total demand (each within its ceiling) above the link. A link
-    // with room passes every tenant's base rate, as static does; cutting a quiet tenant "just
-    // in case" dropped its in-profile traffic while the link sat idle whenever its demand
-    // came unforecast. The total's bound is the means plus the root of the summed squared
-    // spreads: tenants' surprises are not all at their 95% bound at once (adding the bounds
-    // predicted a short link on traffic that never filled half of it).
-    // Reactive has no forecast, and an untrusted one is not used: their measure is what
-    // the tenants offer now.
+/// Do no harm: with overcommit, fills go below base rates only when the link itself is
+/// predicted short: the upper bound of the tenants' total demand (each within its ceiling)
+/// above the link. A link with room passes every tenant's base rate, as static does; cutting
+/// a quiet tenant "just in case" dropped its in-profile traffic while the link sat idle
+/// whenever its demand came unforecast. The total's bound is the means plus the root of the
+/// summed squared spreads: tenants' surprises are not all at their 95% bound at once (adding
+/// the bounds predicted a short link on traffic that never filled half of it). Reactive has
+/// no forecast, and an untrusted one is not used: their measure is what the tenants offer now.
+fn link_predicted_short(inp: &Inputs) -> bool {
     let (mut mean, mut spread) = (0.0, 0.0);
     for ((p, d), o) in inp.profiles.iter().zip(inp.demand).zip(inp.observed) {
         if inp.policy.mode == PolicyMode::Reactive || !d.trusted {
@@ -575,26 +567,37 @@ fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64)]) -> (Vec<f64>, Vec<(f64,
         mean += m;
         spread += (hi - m).max(0.0).powi(2);
     }
-    let predicted = mean + spread.sqrt();
+    mean + spread.sqrt() > inp.link.capacity
+}
+
+/// Fits every tenant's floor (its base rate, or with overcommit its predicted need) and wanted
+/// extras into the guaranteed pool: floors first (scaled down only with overcommit, if even
+/// they do not fit; without it an oversubscribed config keeps its base rates), then with
+/// overcommit the way back up to base rates, then the extras; each stage by tier, highest
+/// first, a tier that does not fit whole water-filled by predicted demand. With overcommit the
+/// pool is the whole link when it is predicted short, and base rates stand when it is not
+/// ([`link_predicted_short`]). Returns the floors and (fill extra, pre rate) per tenant.
+fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64)]) -> (Vec<f64>, Vec<(f64, f64)>) {
+    let mut pool = inp.link.capacity * inp.link.guaranteed;
     let rates: Vec<f64>;
-    if inp.policy.overcommit && predicted > inp.link.capacity {
+    let floor = if !inp.policy.overcommit {
+        floor
+    } else if link_predicted_short(inp) {
         // Short: the predicted needs are fitted into the link, not into its guaranteed share,
         // so the lowest tiers are cut by the shortfall, not by the whole non-guaranteed part
         // of the link (which then sat idle while they dropped).
         pool = pool.max(inp.link.capacity);
-    }
-    let floor = if inp.policy.overcommit && predicted <= inp.link.capacity {
+        floor
+    } else {
+        // Room: base rates stand, even where they oversubscribe the pool, as under static.
         rates = inp
             .profiles
             .iter()
             .zip(floor)
             .map(|(p, f)| f.max(p.rate))
             .collect();
-        // Base rates stand even where they oversubscribe the pool, as under static.
         pool = pool.max(rates.iter().sum());
         &rates[..]
-    } else {
-        floor
     };
     let base: f64 = floor.iter().sum();
     let floor: Vec<f64> = if base > pool && inp.policy.overcommit && base > 0.0 {

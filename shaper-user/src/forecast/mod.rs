@@ -459,6 +459,7 @@ impl Forecaster {
 
     /// Feeds the sample for unix time `ts`: `value` offered bytes/s.
     pub fn update(&mut self, ts: f64, value: f64) -> Outcome {
+        self.fill_missing_state();
         let reject = |s: &mut Self, r| {
             s.counts.rejected += 1;
             Outcome::Rejected(r)
@@ -499,6 +500,22 @@ impl Forecaster {
         self.issue();
         self.counts.accepted += 1;
         outcome
+    }
+
+    /// A forecaster saved before the short-memory errors and the mixes existed starts them
+    /// afresh (from the long-memory errors), instead of indexing empty vectors.
+    fn fill_missing_state(&mut self) {
+        let nm = self.models.len();
+        if self.fast_errors.len() != nm || self.fast_far_errors.len() != nm {
+            self.fast_errors = self.errors.clone();
+            self.fast_far_errors = self.far_errors.clone();
+        }
+        let h = self.settings.horizon;
+        for ring in &mut self.mixes.far {
+            if ring.len() != h {
+                *ring = vec![NO_FORECAST; h];
+            }
+        }
     }
 
     /// Scores what was forecast for this sample at every anchor horizon before learning from

@@ -247,6 +247,27 @@ fn auto_is_as_good_as_its_best_member() {
     );
 }
 
+/// State saved before the short-memory errors and the mixes existed still loads and learns.
+#[test]
+fn state_without_the_newer_fields_still_updates() {
+    let mut f = Forecaster::new(settings(24, 4, ModelChoice::Auto));
+    feed(&mut f, &vec![100.0; 200]);
+    let mut v = serde_json::to_value(&f).expect("json");
+    let o = v.as_object_mut().expect("object");
+    for k in ["fast_errors", "fast_far_errors", "mixes"] {
+        o.remove(k);
+    }
+    let mut g: Forecaster = serde_json::from_value(v).expect("loads");
+    for t in 200..300 {
+        g.update(t as f64, 100.0);
+    }
+    assert!(
+        (g.forecast(1).mean - 100.0).abs() < 1e-6,
+        "{:?}",
+        g.forecast(1)
+    );
+}
+
 #[test]
 fn a_real_level_shift_is_still_learned() {
     let mut f = Forecaster::new(settings(1, 1, ModelChoice::Auto));
