@@ -94,6 +94,54 @@ fn bad_arguments_exit_nonzero_with_usage() {
     assert!(stderr(&o).contains("turbo"));
 }
 
+/// A section that sets one field takes the README's defaults for the rest, and a mix may
+/// name only some token types: each of these partial configs passes `shaper config check`,
+/// and a mix whose named shares do not add up to 1 is still refused.
+#[test]
+fn partial_sections_take_the_defaults() {
+    let dir = std::env::temp_dir().join(shaper::lab::unique_name("shaper-cli-"));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let tenant = r#"{"name":"a","tier":"gold","prefixes":["10.0.0.0/24"],"rate":"10mbit","burst":"64kb"MIX}"#;
+    let cases = [
+        ("forecast", r#""forecast":{"model":"holt"},"#, ""),
+        ("policy", r#""policy":{"mode":"static"},"#, ""),
+        ("mix", "", r#","mix":{"gold":1.0}"#),
+        (
+            "override",
+            r#""policy":{"reactive_override":{"cpu_busy_ratio":0.9}},"#,
+            "",
+        ),
+        ("pools", r#""pools":{"guaranteed":0.7},"#, ""),
+    ];
+    for (name, section, mix) in cases {
+        let text = format!(
+            r#"{{"link":{{"capacity":"1gbit"}},{section}"tenants":[{}]}}"#,
+            tenant.replace("MIX", mix)
+        );
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, &text).expect("write");
+        let o = shaper()
+            .args(["config", "check"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{name}: {text}: {}", stderr(&o));
+    }
+    let path = dir.join("half-mix.json");
+    let text = format!(
+        r#"{{"link":{{"capacity":"1gbit"}},"tenants":[{}]}}"#,
+        tenant.replace("MIX", r#","mix":{"gold":0.5}"#)
+    );
+    std::fs::write(&path, text).expect("write");
+    let o = shaper()
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "mix");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn config_check_accepts_the_example_and_names_the_path_of_an_error() {
     let o = shaper()

@@ -92,7 +92,7 @@ pub struct Link {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Pools {
     pub guaranteed: f64,
     pub opportunistic: f64,
@@ -299,14 +299,18 @@ pub struct Tenant {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// Shares of the token types; a type not named has none (the shares must still add up to 1).
 pub struct Mix {
+    #[serde(default)]
     pub gold: f64,
+    #[serde(default)]
     pub silver: f64,
+    #[serde(default)]
     pub bronze: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Forecast {
     pub interval_ms: u64,
     pub horizon_s: u64,
@@ -336,7 +340,7 @@ impl Default for Forecast {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Policy {
     pub mode: PolicyMode,
     pub adjustment_multiplier: f64,
@@ -363,7 +367,7 @@ impl Default for Policy {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ReactiveOverride {
     pub in_profile_drop_ratio: f64,
     pub cpu_busy_ratio: f64,
@@ -390,7 +394,7 @@ pub struct Event {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Api {
     pub listen: SocketAddr,
     pub socket: PathBuf,
@@ -416,7 +420,7 @@ impl Default for Api {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct History {
     pub path: PathBuf,
     pub retention_days: u32,
