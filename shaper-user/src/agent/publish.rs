@@ -22,11 +22,19 @@ impl Agent {
         for s in &c.tenants {
             debug!(tenant = %s.name, passed = %human_bits(s.passed_rate * 8.0), offered = %human_bits(s.offered_rate * 8.0), drop_ratio = s.drop_ratio, "cycle");
         }
+        // Each violation at debug; one line a cycle above it, whatever the tenant count.
+        let mut violations = 0usize;
+        let mut first = None;
         for (s, p) in c.tenants.iter().zip(&self.profiles) {
             if violated(p.priority, s.offered_rate, s.passed_rate, p.rate) {
-                warn!(tenant = %s.name, tier = %s.tier, offered = %human_bits(s.offered_rate * 8.0), passed = %human_bits(s.passed_rate * 8.0), "in-profile traffic of a protected tier dropped");
+                debug!(tenant = %s.name, tier = %s.tier, offered = %human_bits(s.offered_rate * 8.0), passed = %human_bits(s.passed_rate * 8.0), "in-profile traffic of a protected tier dropped");
                 *self.alerts.entry("protected_violation").or_default() += 1;
+                violations += 1;
+                first.get_or_insert(s);
             }
+        }
+        if let Some(s) = first {
+            warn!(tenants = violations, first = %s.name, tier = %s.tier, offered = %human_bits(s.offered_rate * 8.0), passed = %human_bits(s.passed_rate * 8.0), "in-profile traffic of a protected tier dropped");
         }
         let plans: Vec<Plan> = match plans {
             Some(plans) => plans
