@@ -94,6 +94,15 @@ fn bad_arguments_exit_nonzero_with_usage() {
     assert!(stderr(&o).contains("turbo"));
 }
 
+/// `shaper config check PATH`.
+fn config_check(path: &Path) -> std::process::Output {
+    shaper()
+        .args(["config", "check"])
+        .arg(path)
+        .output()
+        .expect("run")
+}
+
 /// A section that sets one field takes the README's defaults for the rest, and a mix may
 /// name only some token types: each of these partial configs passes `shaper config check`,
 /// and a mix whose named shares do not add up to 1 is still refused.
@@ -120,11 +129,7 @@ fn partial_sections_take_the_defaults() {
         );
         let path = dir.join(format!("{name}.json"));
         std::fs::write(&path, &text).expect("write");
-        let o = shaper()
-            .args(["config", "check"])
-            .arg(&path)
-            .output()
-            .expect("run");
+        let o = config_check(&path);
         assert!(o.status.success(), "{name}: {text}: {}", stderr(&o));
     }
     let path = dir.join("half-mix.json");
@@ -133,22 +138,13 @@ fn partial_sections_take_the_defaults() {
         tenant.replace("MIX", r#","mix":{"gold":0.5}"#)
     );
     std::fs::write(&path, text).expect("write");
-    let o = shaper()
-        .args(["config", "check"])
-        .arg(&path)
-        .output()
-        .expect("run");
-    assert_one_line_error(&o, "mix");
+    assert_one_line_error(&config_check(&path), "mix");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn config_check_accepts_the_example_and_names_the_path_of_an_error() {
-    let o = shaper()
-        .args(["config", "check"])
-        .arg(example())
-        .output()
-        .expect("run");
+    let o = config_check(&example());
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -163,12 +159,7 @@ fn config_check_accepts_the_example_and_names_the_path_of_an_error() {
         .expect("example")
         .replace("\"50mbit\"", "\"50\"");
     std::fs::write(&bad, text).expect("write");
-    let o = shaper()
-        .args(["config", "check"])
-        .arg(&bad)
-        .output()
-        .expect("run");
-    assert_one_line_error(&o, "at tenants[2].rate");
+    assert_one_line_error(&config_check(&bad), "at tenants[2].rate");
     let o = shaper()
         .args(["config", "check", "/nonexistent/tiers.json"])
         .output()
