@@ -30,8 +30,9 @@ pub const MAX_VALUE: f64 = 1e13;
 /// Missing intervals filled with the model's own forecasts at most; longer gaps only move the
 /// seasonal clocks.
 const MAX_IMPUTE: u64 = 2_000;
-/// Rolling error memory of `auto`, in samples: a season (so a model good at night and bad by
-/// day is judged on both), within these bounds.
+/// The long memory of `auto`'s rolling errors, in samples: four seasons (so a model good at
+/// night and bad by day is judged on both, and a day-ahead error on several days), within
+/// these bounds.
 const ERROR_MEMORY: (f64, f64) = (50.0, 1000.0);
 /// `auto` switches only to a model at least this much better (hysteresis).
 const SWITCH_MARGIN: f64 = 0.97;
@@ -245,8 +246,9 @@ pub enum Outcome {
     Gap {
         missing: u64,
     },
-    /// Accepted as it is, but an enormous outlier: the models' rolling errors saw it damped to
-    /// `used`, so one spike does not overturn which model `auto` trusts.
+    /// Accepted, but an enormous outlier: the seasonal models learned it as it is; the level
+    /// models and the rolling errors saw it damped to `used`, so one spike neither throws a
+    /// level off nor overturns which model `auto` trusts.
     Clamped {
         used: f64,
     },
@@ -297,7 +299,7 @@ pub struct Forecaster {
     fast_far_errors: Vec<f64>,
     /// Per model, its full-horizon forecasts of the last `horizon` updates (a ring).
     far: Vec<Vec<f64>>,
-    /// The same for `auto`'s two mixes (see [`MIX_CUTOFFS`]): rolling errors one step and at
+    /// The same for `auto`'s four mixes (see [`MIX_CUTOFFS`]): rolling errors one step and at
     /// the full horizon, full-horizon forecasts of the last `horizon` updates (a ring), and
     /// the one-step forecast of the last update.
     #[serde(default)]

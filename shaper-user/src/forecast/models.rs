@@ -538,6 +538,10 @@ impl DshwState {
     }
 }
 
+/// A pending forecast not made yet. Not NaN: JSON has no NaN, and the state must survive a
+/// save and restore.
+const NOT_YET: f32 = f32::MIN;
+
 /// Taylor's double-seasonal Holt-Winters with an AR(1) on its errors: level, daily and weekly
 /// additive profiles, each updated on what the others leave. Its smoothing parameters are
 /// fitted online: every combination of a small grid runs side by side from the start, each is
@@ -552,7 +556,7 @@ pub struct Mstl {
     /// Per member: rolling absolute error at `ahead` slots.
     errors: Vec<f64>,
     /// Per member, the forecast it made `ahead` slots ago for the slot now completing (a ring
-    /// of `ahead` per member; NaN before one was made).
+    /// of `ahead` per member; [`NOT_YET`] before one was made).
     pending: Vec<f32>,
     best: usize,
     s1: Slots,
@@ -593,7 +597,7 @@ impl Mstl {
         let ahead = horizon.max(1).div_ceil(s1.stride).min(s2.len);
         Mstl {
             errors: vec![0.0; members.len()],
-            pending: vec![f32::NAN; members.len() * ahead],
+            pending: vec![NOT_YET; members.len() * ahead],
             best: 0,
             members,
             s1,
@@ -646,8 +650,9 @@ impl Mstl {
                 }
                 continue;
             }
-            let f = f64::from(self.pending[n * ahead + at]);
-            if f.is_finite() {
+            let f = self.pending[n * ahead + at];
+            if f != NOT_YET {
+                let f = f64::from(f);
                 let e = &mut self.errors[n];
                 *e += m * ((x - f).abs() - *e);
             }

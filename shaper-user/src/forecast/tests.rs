@@ -296,6 +296,12 @@ fn state_round_trips_through_serde() {
     f.update(411.0, 110.0);
     g.update(411.0, 110.0);
     assert_eq!(g.forecast(1), f.forecast(1));
+    // Early, before every model has scored a forecast (a day and a few slots in), too.
+    let mut f = Forecaster::new(settings(24, 4, ModelChoice::Auto));
+    feed(&mut f, &ys[..26]);
+    let json = serde_json::to_string(&f).expect("serialize");
+    let g: Forecaster = serde_json::from_str(&json).expect("deserialize early state");
+    assert_eq!(g.forecast(2), f.forecast(2));
 }
 
 #[test]
