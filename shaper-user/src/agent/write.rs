@@ -78,6 +78,7 @@ impl Agent {
             amount,
             values,
             self.cfg.policy.max_exchange_fraction * rate,
+            t.ceil.map_or(rate, |c| c.bits_per_sec() as f64).max(rate),
         )?;
         self.exchanged.insert(t.name.clone(), next);
         self.write_now(&t)?;

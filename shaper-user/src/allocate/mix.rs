@@ -41,8 +41,10 @@ pub fn worth_factor(p: &Profile, mix: &[f64; 3]) -> f64 {
 /// `shaper exchange`: moves `amount` bits/s of a tenant's rate from token type `from` to `to`
 /// (indexes), priced by `values` (what one bit/s of each type is worth). `current` is the
 /// tenant's split now, `configured` the config's; the rate moved out of the configured split
-/// may not exceed `limit` (`policy.max_exchange_fraction` x the tenant's rate). Returns the
-/// new split, or why not, in words an operator can act on.
+/// may not exceed `limit` (`policy.max_exchange_fraction` x the tenant's rate), and the new
+/// split's total may not exceed `ceil` (the tenant's ceiling, or its rate without one: at
+/// unequal prices an exchange adds more bits/s than it takes). Returns the new split, or why
+/// not, in words an operator can act on.
 pub fn exchange(
     configured: [f64; 3],
     current: [f64; 3],
@@ -50,6 +52,7 @@ pub fn exchange(
     amount: f64,
     values: [f64; 3],
     limit: f64,
+    ceil: f64,
 ) -> Result<[f64; 3], String> {
     let name = |k: usize| shaper_common::TYPE_NAMES.get(k).copied().unwrap_or("?");
     let mbit = |v: f64| v / 1e6;
@@ -80,6 +83,15 @@ pub fn exchange(
              policy.max_exchange_fraction allows {:.3}",
             mbit(moved),
             mbit(limit)
+        ));
+    }
+    let total: f64 = next.iter().sum();
+    if total > ceil + 1e-6 {
+        return Err(format!(
+            "at these exchange rates that would raise the tenant's total to {:.3} Mbit/s, \
+             above its ceiling of {:.3}",
+            mbit(total),
+            mbit(ceil)
         ));
     }
     Ok(next)

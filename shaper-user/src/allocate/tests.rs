@@ -304,24 +304,31 @@ fn reactive_mode_steps_up_after_drops_and_back_down() {
 fn exchange_moves_rate_at_the_configured_prices_within_the_limit() {
     let cfg = [40e6, 120e6, 40e6];
     let even = [1.0; 3];
+    // The tenant's ceiling: 250 Mbit/s over its rate of 200.
+    const CEIL: f64 = 250e6;
     // 10 Mbit/s of gold to bronze, one for one.
-    let next = exchange(cfg, cfg, (0, 2), 10e6, even, 100e6).expect("within limits");
+    let next = exchange(cfg, cfg, (0, 2), 10e6, even, 100e6, CEIL).expect("within limits");
     assert_eq!(next, [30e6, 120e6, 50e6]);
     // Priced: gold is worth 2 silver.
-    let priced = exchange(cfg, cfg, (0, 1), 10e6, [2.0, 1.0, 0.5], 100e6).expect("priced");
+    let priced = exchange(cfg, cfg, (0, 1), 10e6, [2.0, 1.0, 0.5], 100e6, CEIL).expect("priced");
     assert_eq!(priced, [30e6, 140e6, 40e6]);
     // Cumulative limit: 0.05 x 200 = 10 Mbit/s may leave the configured mix.
-    let err = exchange(cfg, next, (1, 2), 5e6, even, 10e6).expect_err("beyond the limit");
+    let err = exchange(cfg, next, (1, 2), 5e6, even, 10e6, CEIL).expect_err("beyond the limit");
     assert!(err.contains("max_exchange_fraction"), "{err}");
     // Moving back towards the configured mix is always allowed.
     assert_eq!(
-        exchange(cfg, next, (2, 0), 10e6, even, 10e6).expect("back"),
+        exchange(cfg, next, (2, 0), 10e6, even, 10e6, CEIL).expect("back"),
         cfg
     );
-    let err = exchange(cfg, cfg, (0, 2), 50e6, even, 200e6).expect_err("more than it has");
+    let err = exchange(cfg, cfg, (0, 2), 50e6, even, 200e6, CEIL).expect_err("more than it has");
     assert!(err.contains("only 40.000 Mbit/s of gold"), "{err}");
-    assert!(exchange(cfg, cfg, (1, 1), 1e6, even, 200e6).is_err());
-    assert!(exchange(cfg, cfg, (0, 1), 0.0, even, 200e6).is_err());
+    assert!(exchange(cfg, cfg, (1, 1), 1e6, even, 200e6, CEIL).is_err());
+    assert!(exchange(cfg, cfg, (0, 1), 0.0, even, 200e6, CEIL).is_err());
+    // At unequal prices the total grows (10 of gold buys 20 of silver): never past the
+    // ceiling, here the rate itself.
+    let err = exchange(cfg, cfg, (0, 1), 10e6, [2.0, 1.0, 0.5], 100e6, 200e6)
+        .expect_err("above the ceiling");
+    assert!(err.contains("above its ceiling of 200.000"), "{err}");
 }
 
 #[test]
