@@ -7,7 +7,7 @@ use crate::allocate::{
     Profile, Tuning, allocate,
 };
 use crate::config::{self, Config};
-use crate::forecast::{Forecaster, KnownEvent, Outcome, Settings};
+use crate::forecast::{Forecaster, KnownEvent, ModelKind, Outcome, Settings};
 
 /// The allocator's policy from the config's `policy` section.
 pub fn policy(p: &config::Policy) -> PolicyParams {
@@ -56,6 +56,23 @@ pub fn known_event(e: &config::Event) -> Option<KnownEvent> {
         duration_s: e.duration_s as f64,
         rate: e.rate.bytes_per_sec() as f64,
     })
+}
+
+/// What a tenant's forecaster leans on and how accurate it is, for the API.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ForecastInfo {
+    pub model: ModelKind,
+    /// Rolling one-step MASE against the seasonal naive.
+    pub mase: Option<f64>,
+}
+
+impl Default for ForecastInfo {
+    fn default() -> Self {
+        ForecastInfo {
+            model: ModelKind::Ewma,
+            mase: None,
+        }
+    }
 }
 
 /// Scored samples before a tenant's forecasts may be found worse than the seasonal naive
@@ -161,15 +178,18 @@ impl Planner {
     }
 
     /// One cycle: learns what each tenant offered (`observed`, config order) at unix time
-    /// `ts`, forecasts, and allocates the next cycle.
+    /// `ts`, forecasts, and allocates the next cycle. Also returns what each tenant's
+    /// forecaster leans on and how accurate it is, read in the same pass.
     pub fn step(
         &mut self,
         ts: f64,
         observed: &[Observed],
         host: Host,
-    ) -> (Vec<Allocation>, Vec<Change>, Vec<Demand>) {
-        let forecast = |fs: &mut [Forecaster], obs: &[Observed], out: &mut [Demand]| {
-            for ((f, o), d) in fs.iter_mut().zip(obs).zip(out) {
+    ) -> (Vec<Allocation>, Vec<Change>, Vec<Demand>, Vec<ForecastInfo>) {
+        let forecast = |fs: &mut [Forecaster],
+                        obs: &[Observed],
+                        (out, info): (&mut [Demand], &mut [ForecastInfo])| {
+            for (((f, o), d), i) in fs.iter_mut().zip(obs).zip(out).zip(info) {
                 f.update(ts, o.offered);
                 let next = f.forecast(1);
                 let (peak_in, peak) = f.peak();
@@ -180,10 +200,15 @@ impl Planner {
                     peak_in,
                     trusted: a.samples < TRUST_AFTER || a.mase.is_none_or(|m| m < 1.0),
                 };
+                *i = ForecastInfo {
+                    model: f.model(),
+                    mase: a.mase,
+                };
             }
         };
         let n = self.forecasters.len().min(observed.len());
         let mut demand = vec![Demand::default(); n];
+        let mut info = vec![ForecastInfo::default(); n];
         // Forecasters are independent: with many tenants, one chunk per core. Each tenant's
         // update touches its own few kilobytes, so the cycle is bound by memory, and cores
         // share that work well.
@@ -193,21 +218,26 @@ impl Planner {
             1
         };
         if threads == 1 {
-            forecast(&mut self.forecasters[..n], &observed[..n], &mut demand);
+            forecast(
+                &mut self.forecasters[..n],
+                &observed[..n],
+                (&mut demand, &mut info),
+            );
         } else {
             let chunk = n.div_ceil(threads);
             std::thread::scope(|s| {
-                for ((fs, os), ds) in self.forecasters[..n]
+                for (((fs, os), ds), is) in self.forecasters[..n]
                     .chunks_mut(chunk)
                     .zip(observed[..n].chunks(chunk))
                     .zip(demand.chunks_mut(chunk))
+                    .zip(info.chunks_mut(chunk))
                 {
-                    s.spawn(move || forecast(fs, os, ds));
+                    s.spawn(move || forecast(fs, os, (ds, is)));
                 }
             });
         }
         let (a, ev) = self.allocate_for(observed, &demand, host);
-        (a, ev, demand)
+        (a, ev, demand, info)
     }
 
     /// One cycle with the demand given instead of forecast: the oracle of the simulator, fed
@@ -251,16 +281,6 @@ impl Planner {
     /// The forecast horizon in cycles.
     pub fn horizon(&self) -> usize {
         self.forecasters.first().map_or(1, |f| f.settings().horizon)
-    }
-
-    /// The model tenant `i` (config order) leans on now.
-    pub fn model(&self, i: usize) -> Option<crate::forecast::ModelKind> {
-        self.forecasters.get(i).map(Forecaster::model)
-    }
-
-    /// Tenant `i`'s rolling forecast accuracy.
-    pub fn accuracy(&self, i: usize) -> Option<crate::forecast::Accuracy> {
-        self.forecasters.get(i).map(Forecaster::accuracy)
     }
 
     /// Tenant names, config order.

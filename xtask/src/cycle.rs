@@ -99,7 +99,7 @@ pub fn bench(
                 offered(i, c, *r, &mut obs);
             }
             let t = Instant::now();
-            let (allocs, _, _) = planner.step(c as f64 * dt, &obs, Host::default());
+            let (allocs, _, _, _) = planner.step(c as f64 * dt, &obs, Host::default());
             let took = t.elapsed().as_secs_f64() * 1e3;
             std::hint::black_box(allocs);
             if c >= warm {

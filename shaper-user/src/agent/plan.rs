@@ -43,25 +43,17 @@ impl Agent {
             )
             .collect();
         self.last_pre = c.tenants.iter().map(|s| s.pre_pool).collect();
-        let (allocs, events, demand) = planner.step(unix_now(), &observed, c.host);
-        let models: Vec<(ModelKind, Option<f64>)> = (0..allocs.len())
-            .map(|i| {
-                (
-                    planner.model(i).unwrap_or(ModelKind::Ewma),
-                    planner.accuracy(i).and_then(|a| a.mase),
-                )
-            })
-            .collect();
+        let (allocs, events, demand, info) = planner.step(unix_now(), &observed, c.host);
         self.log_events(&events);
         Some(
             allocs
                 .into_iter()
                 .zip(demand)
-                .zip(models)
-                .map(|((alloc, d), (model, mase))| Planned {
+                .zip(info)
+                .map(|((alloc, d), info)| Planned {
                     forecast: d.next,
-                    model,
-                    mase,
+                    model: info.model,
+                    mase: info.mase,
                     shares: alloc.mix,
                     alloc,
                 })
