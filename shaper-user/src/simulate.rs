@@ -278,19 +278,21 @@ impl SimPolicy {
 }
 
 /// Shares `pool` among `members` for what each `asks`, max-min fair in proportion to
-/// `weights`, moving the shares from `rem` to `passed`.
+/// `weights`, no more than the link has `room` for, moving the shares from `rem` to `passed`
+/// and taking them from both the pool and the room.
 fn share(
     members: &[usize],
     (asks, weights): (&[f64], &[f64]),
-    pool: &mut f64,
+    (pool, room): (&mut f64, &mut f64),
     passed: &mut [f64],
     rem: &mut [f64],
 ) {
-    let got = allocate::water_fill(asks, weights, *pool);
+    let got = allocate::water_fill(asks, weights, pool.min(*room));
     for (k, &i) in members.iter().enumerate() {
         passed[i] += got[k];
         rem[i] -= got[k];
         *pool -= got[k];
+        *room -= got[k];
     }
 }
 
@@ -426,14 +428,6 @@ impl Fluid {
         // Neither pool passes more than the link has left: the emergency reserve is part of
         // the link, not beyond it.
         let mut room = (self.cap * self.dt - passed.iter().sum::<f64>()).max(0.0);
-        let give = |pool: &mut f64, room: &mut f64, share_of: &mut dyn FnMut(&mut f64)| {
-            let mut p = pool.min(*room);
-            let before = p;
-            share_of(&mut p);
-            let used = before - p;
-            *pool -= used;
-            *room -= used;
-        };
         for prio in (0..=3u8).rev() {
             let members: Vec<usize> = (0..n)
                 .filter(|i| self.profiles[*i].priority == prio)
@@ -459,16 +453,24 @@ impl Fluid {
                     }
                 })
                 .collect();
-            give(&mut idle, &mut room, &mut |p| {
-                share(&members, (&asks, &weights), p, &mut passed, &mut rem)
-            });
+            share(
+                &members,
+                (&asks, &weights),
+                (&mut idle, &mut room),
+                &mut passed,
+                &mut rem,
+            );
             let asks: Vec<f64> = members
                 .iter()
                 .map(|&i| if self.emergency[i] { rem[i] } else { 0.0 })
                 .collect();
-            give(&mut emerg, &mut room, &mut |p| {
-                share(&members, (&asks, &weights), p, &mut passed, &mut rem)
-            });
+            share(
+                &members,
+                (&asks, &weights),
+                (&mut emerg, &mut room),
+                &mut passed,
+                &mut rem,
+            );
         }
         for (f, (p, r)) in flows.iter_mut().zip(passed.into_iter().zip(rem)) {
             (f.passed, f.rem) = (p, r);
