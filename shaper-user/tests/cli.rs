@@ -419,6 +419,24 @@ fn run_stats_and_sigterm() {
 }
 
 /// Starts `shaper run` on the lab with `config`, its stderr into `log`; returns once attached.
+/// The API address the agent on `iface` wrote, once it has (and `also` exists, if given),
+/// within `secs`; its log is shown if not.
+fn api_up(iface: &str, log: &Path, secs: u64, also: Option<&Path>) -> SocketAddr {
+    let dir = shaper::agent::StateDir::new(iface);
+    let start = Instant::now();
+    loop {
+        if let Some(addr) = dir.api_addr().filter(|_| also.is_none_or(Path::exists)) {
+            return addr;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "API not up: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn start_run(lab: &Lab, config: &Path, log: &Path) -> AgentProcess {
     let err = std::fs::File::create(log).expect("log file");
     let child = lab_run(lab)
@@ -759,21 +777,7 @@ fn api_over_tcp_and_unix_socket() {
     let good = std::fs::read_to_string(&config).expect("config");
     let log = tmp.join("run.log");
     let agent = start_run(&lab, &config, &log);
-    let addr_file = shaper::agent::state_dir(&lab.dut_if).join("api.addr");
-    let start = Instant::now();
-    while !addr_file.exists() || !socket.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "API not up: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let addr: SocketAddr = std::fs::read_to_string(&addr_file)
-        .expect("addr")
-        .trim()
-        .parse()
-        .expect("addr");
+    let addr = api_up(&lab.dut_if, &log, 5, Some(&socket));
     assert!(addr.ip().is_loopback());
     assert_eq!(
         std::fs::metadata(&socket)
@@ -1096,12 +1100,7 @@ fn exchange_moves_rate_between_token_types_within_the_limit() {
     );
     let log = tmp.join("run.log");
     let _agent = start_run(&lab, &config, &log);
-    let addr_file = shaper::agent::state_dir(&lab.dut_if).join("api.addr");
-    let start = Instant::now();
-    while !addr_file.exists() {
-        assert!(start.elapsed() < Duration::from_secs(5), "API not up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    api_up(&lab.dut_if, &log, 5, None);
     let exchange = |amount: &str, tenant: &str| {
         shaper()
             .args(["exchange", "--iface", &lab.dut_if, "--tenant", tenant])
@@ -1306,22 +1305,7 @@ fn idle_api_connections_do_not_stop_shaping() {
         .spawn()
         .expect("spawn");
     let mut agent = AgentProcess::new(child, &lab.dut_if);
-    let addr_file = shaper::agent::state_dir(&lab.dut_if).join("api.addr");
-    let start = Instant::now();
-    while !addr_file.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "API not up: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let port = std::fs::read_to_string(&addr_file)
-        .expect("addr")
-        .trim()
-        .parse::<SocketAddr>()
-        .expect("addr")
-        .port();
+    let port = api_up(&lab.dut_if, &log, 10, None).port();
     let script = format!(
         "ulimit -n 4096; n=0; for i in $(seq 2000); do exec {{fd}}<>/dev/tcp/127.0.0.1/{port} || break; n=$((n+1)); done; echo $n; sleep 8"
     );
@@ -1389,18 +1373,7 @@ fn only_the_operator_changes_rates() {
     let config = example_in(&tmp, &[]);
     let log = tmp.join("run.log");
     let agent = start_run(&lab, &config, &log);
-    let addr_file = shaper::agent::state_dir(&lab.dut_if).join("api.addr");
-    let start = Instant::now();
-    while !addr_file.exists() {
-        assert!(start.elapsed() < Duration::from_secs(5), "API not up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let port = std::fs::read_to_string(&addr_file)
-        .expect("addr")
-        .trim()
-        .parse::<SocketAddr>()
-        .expect("addr")
-        .port();
+    let port = api_up(&lab.dut_if, &log, 5, None).port();
     let before = agent_maps(&lab);
     let as_nobody = |request: &str| -> String {
         let script =
