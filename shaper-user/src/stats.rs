@@ -223,23 +223,13 @@ impl std::ops::Index<&str> for Outcomes {
 
 impl Serialize for ByType {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap as _;
-        let mut m = s.serialize_map(Some(TOKEN_TYPES))?;
-        for (ty, outcomes) in self.iter() {
-            m.serialize_entry(ty, outcomes)?;
-        }
-        m.end()
+        s.collect_map(self.iter())
     }
 }
 
 impl Serialize for Outcomes {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap as _;
-        let mut m = s.serialize_map(Some(OUTCOMES))?;
-        for (o, c) in self.iter() {
-            m.serialize_entry(o, c)?;
-        }
-        m.end()
+        s.collect_map(self.iter())
     }
 }
 

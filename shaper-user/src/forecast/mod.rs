@@ -627,7 +627,7 @@ impl Forecaster {
     }
 
     /// Model `k`'s rolling error at the full horizon (one step until that is known).
-    fn blended_error(&self, k: usize) -> f64 {
+    fn horizon_error(&self, k: usize) -> f64 {
         let far = self.far_errors[k];
         if far > 0.0 { far } else { self.errors[k] }
     }
@@ -636,10 +636,10 @@ impl Forecaster {
     /// with hysteresis, so the report does not flicker between near-equal models.
     fn select(&mut self) {
         let best = (0..self.errors.len())
-            .min_by(|&a, &b| self.blended_error(a).total_cmp(&self.blended_error(b)))
+            .min_by(|&a, &b| self.horizon_error(a).total_cmp(&self.horizon_error(b)))
             .unwrap_or(0);
         if best != self.selected
-            && self.blended_error(best) < SWITCH_MARGIN * self.blended_error(self.selected)
+            && self.horizon_error(best) < SWITCH_MARGIN * self.horizon_error(self.selected)
         {
             self.selected = best;
             self.counts.switches += 1;

@@ -608,11 +608,6 @@ impl Mstl {
         }
     }
 
-    /// The parameters it forecasts with now.
-    pub fn params(&self) -> DshwParams {
-        self.members[self.best].0
-    }
-
     /// Weight of a new error in the members' rolling errors, and of the AR sums' decay: about
     /// a week of slots.
     fn memory(&self) -> f64 {
