@@ -9,7 +9,7 @@ use core::mem::size_of;
 /// something else, and the program treats a config without it as "not configured yet".
 pub const CONFIG_MAGIC: u32 = 0x5348_5052; // "SHPR"
 /// Bumped whenever a map layout or the meaning of a field changes.
-pub const CONFIG_VERSION: u32 = 3;
+pub const CONFIG_VERSION: u32 = 4;
 
 /// Tenant ids are indexes into the per-tenant arrays, so their count is fixed at load time.
 pub const DEFAULT_MAX_TENANTS: u32 = 65_536;
@@ -56,6 +56,9 @@ pub const TIERS: usize = 4;
 pub const GLOBAL_BORROW: u32 = 1;
 /// [`GlobalConfig::flags`]: when no token type spends the tenant's type, fall back to lower ones.
 pub const GLOBAL_FALLBACK: u32 = 2;
+/// [`GlobalConfig::flags`]: drop precedence is on (some tier's [`GlobalConfig::yield_ns`] is
+/// set), so every passed packet is charged to the capacity word.
+pub const GLOBAL_YIELD: u32 = 4;
 
 /// [`GlobalConfig::flow_sample_shift`] value meaning "no flow table".
 pub const FLOWS_OFF: u8 = 0xff;
@@ -102,11 +105,23 @@ pub struct GlobalConfig {
     pub emergency_cost_fp: u64,
     pub emergency_burst_ns: u64,
     /// Link charges of traffic paid by tenants' own tokens gather per CPU and reach the shared
-    /// link word once they add up to this many ns: one CPU's charges never wait longer than
-    /// this, and the CPUs do not fight over one cache line on every packet.
-    pub link_fold_ns: u64,
+    /// words once they add up to this many bytes: one CPU's charges never wait longer than
+    /// that, and the CPUs do not fight over one cache line on every packet.
+    pub link_fold_bytes: u64,
+    /// The link bucket's debt is bounded: charges stop adding once it is this many ns in use,
+    /// so an hour above capacity does not block borrowing for minutes afterwards.
+    pub link_max_ns: u64,
+    /// The capacity word (GCRA at the link's full capacity, emergency share included): every
+    /// passed packet is charged to it while drop precedence is on; in use only while the link
+    /// is really over capacity, bounded at `cap_max_ns`.
+    pub cap_cost_fp: u64,
+    pub cap_max_ns: u64,
+    /// Drop precedence, per tier priority: a packet its own tokens would pass is dropped while
+    /// the capacity word is more than this many ns in use (0: never), bronze first, then
+    /// silver, then gold; platinum never.
+    pub yield_ns: [u64; TIERS],
 }
-const _: () = assert!(size_of::<GlobalConfig>() == 104);
+const _: () = assert!(size_of::<GlobalConfig>() == 160);
 
 /// Match rule fields: [`TokenRule::flags`] says which are set; unset fields match anything.
 pub const RULE_DSCP: u8 = 1;
@@ -272,7 +287,9 @@ const _: () = assert!(size_of::<TenantState>() == 88);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GlobalState {
     pub link_tat: u64,
-    pub _pad0: [u64; 7],
+    /// The capacity word: charged with the link word, so on the same line.
+    pub cap_tat: u64,
+    pub _pad0: [u64; 6],
     pub emergency_tat: u64,
     pub _pad1: [u64; 7],
 }

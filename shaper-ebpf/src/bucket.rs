@@ -77,10 +77,14 @@ pub fn cost(len: u64, cost_fp: u64) -> u64 {
 /// # Safety
 /// As [`spend`].
 #[inline(always)]
-pub unsafe fn charge(tat: *mut u64, now: u64, inc: u64) {
+pub unsafe fn charge(tat: *mut u64, now: u64, inc: u64, max_ns: u64) {
     // SAFETY: caller guarantees `tat` is valid and aligned.
     unsafe {
         let cur = core::ptr::read_volatile(tat);
+        if max_ns != 0 && cur >= now.saturating_add(max_ns) {
+            // Debt bounded: past this, more charges would only delay the link's recovery.
+            return;
+        }
         if cur >= now || !cas(tat, cur, now + inc) {
             // Busy link (the usual case), or another CPU just moved it to `now` or later.
             add(tat, inc);

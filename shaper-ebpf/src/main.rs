@@ -98,7 +98,7 @@ static TENANT_COUNTERS: PerCpuArray<TenantCounters> =
 #[map]
 static GLOBAL_COUNTERS: PerCpuArray<PacketCount> = PerCpuArray::with_max_entries(CLASSES, 0);
 
-/// Datapath-written, per CPU: link charges not yet folded into the shared link word (ns).
+/// Datapath-written, per CPU: bytes passed and not yet charged to the shared link words.
 #[map]
 static LINK_PENDING: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 

@@ -4,9 +4,9 @@
 //! agent changed a tenant's rates, so tokens are neither lost nor minted.
 use aya_ebpf::programs::XdpContext;
 use shaper_common::{
-    GLOBAL_BORROW, GLOBAL_FALLBACK, GlobalConfig, GlobalState, OUTCOME_BORROWED, OUTCOME_DROPPED,
-    OUTCOME_EMERGENCY, OUTCOME_GREEN, OUTCOME_MARKED, OUTCOME_PRE, TENANT_BORROW, TENANT_ECN,
-    TENANT_EMERGENCY, TOKEN_TYPES, TenantConfig, TenantState,
+    GLOBAL_BORROW, GLOBAL_FALLBACK, GLOBAL_YIELD, GlobalConfig, GlobalState, OUTCOME_BORROWED,
+    OUTCOME_DROPPED, OUTCOME_EMERGENCY, OUTCOME_GREEN, OUTCOME_MARKED, OUTCOME_PRE, TENANT_BORROW,
+    TENANT_ECN, TENANT_EMERGENCY, TOKEN_TYPES, TenantConfig, TenantState,
 };
 
 use crate::parse::IpInfo;
@@ -33,6 +33,9 @@ pub(crate) fn spend(
     if unsafe { pre_allocated(tc, state, now, len) } {
         charge_link(cfg, now, len);
         return OUTCOME_PRE;
+    }
+    if yields(cfg, tc, now) {
+        return OUTCOME_DROPPED;
     }
     let last = if cfg.flags & GLOBAL_FALLBACK != 0 {
         TOKEN_TYPES - 1
@@ -85,9 +88,41 @@ pub(crate) fn spend(
         }
         .is_some()
     {
+        // Rare (the reserve is small): charged at once, not folded.
+        if cfg.flags & GLOBAL_YIELD != 0
+            && let Some(g) = global
+        {
+            // SAFETY: as above.
+            unsafe {
+                bucket::charge(
+                    &raw mut (*g).cap_tat,
+                    now,
+                    bucket::cost(len, cfg.cap_cost_fp),
+                    cfg.cap_max_ns,
+                )
+            };
+        }
         return OUTCOME_EMERGENCY;
     }
     OUTCOME_DROPPED
+}
+
+/// Drop precedence: the link is really over capacity (the capacity word in use beyond the
+/// tenant's tier's yield depth), so this tier's own traffic gives way to higher tiers' before
+/// the downstream queue drops everyone's alike. One read of the shared word, only for tiers
+/// that yield.
+#[inline(always)]
+fn yields(cfg: &GlobalConfig, tc: &TenantConfig, now: u64) -> bool {
+    let y = cfg.yield_ns[(tc.tier as usize) & 3];
+    if y == 0 {
+        return false;
+    }
+    let Some(g) = GLOBAL_STATE.get_ptr(0) else {
+        return false;
+    };
+    // SAFETY: an array map value, valid and aligned for the program's run.
+    let tat = unsafe { core::ptr::read_volatile(&raw const (*g).cap_tat) };
+    tat > now.saturating_add(y)
 }
 
 /// After a change of rates or depths: every changed bucket keeps its tokens (see
@@ -216,13 +251,13 @@ unsafe fn borrow(
 }
 
 /// Charges a packet the tenant's own tokens paid for to the link bucket, so borrowers see how
-/// busy the link is; only when some tenant may borrow (otherwise nobody reads the link
-/// bucket). Charges gather per CPU and fold into the shared word in batches of
-/// `link_fold_ns`: sharing one word on every packet halved the packet rate of two CPUs
-/// (BENCHMARKS.md).
+/// busy the link is, and to the capacity word, so yielding tiers see when it is over
+/// capacity; only what some tenant reads (borrowing, drop precedence). Bytes gather per CPU
+/// and fold into the shared words in batches of `link_fold_bytes`: sharing one word on every
+/// packet halved the packet rate of two CPUs (BENCHMARKS.md).
 #[inline(always)]
 fn charge_link(cfg: &GlobalConfig, now: u64, len: u64) {
-    if cfg.flags & GLOBAL_BORROW == 0 {
+    if cfg.flags & (GLOBAL_BORROW | GLOBAL_YIELD) == 0 {
         return;
     }
     let Some(pending) = LINK_PENDING.get_ptr_mut(0) else {
@@ -230,17 +265,24 @@ fn charge_link(cfg: &GlobalConfig, now: u64, len: u64) {
     };
     // SAFETY: a per-CPU value: only this CPU touches it, with preemption off.
     let total = unsafe {
-        *pending += bucket::cost(len, cfg.link_cost_fp);
+        *pending += len;
         *pending
     };
-    if total < cfg.link_fold_ns {
+    if total < cfg.link_fold_bytes {
         return;
     }
     if let Some(g) = GLOBAL_STATE.get_ptr_mut(0) {
         // SAFETY: an array map value, valid and aligned for the program's run; `pending` as
         // above.
         unsafe {
-            bucket::charge(&raw mut (*g).link_tat, now, total);
+            if cfg.flags & GLOBAL_BORROW != 0 {
+                let ns = bucket::cost(total, cfg.link_cost_fp);
+                bucket::charge(&raw mut (*g).link_tat, now, ns, cfg.link_max_ns);
+            }
+            if cfg.flags & GLOBAL_YIELD != 0 {
+                let ns = bucket::cost(total, cfg.cap_cost_fp);
+                bucket::charge(&raw mut (*g).cap_tat, now, ns, cfg.cap_max_ns);
+            }
             *pending = 0;
         }
     }

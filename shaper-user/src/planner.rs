@@ -18,6 +18,7 @@ pub fn policy(p: &config::Policy) -> PolicyParams {
         in_profile_drop_ratio: p.reactive_override.in_profile_drop_ratio,
         cpu_busy_ratio: p.reactive_override.cpu_busy_ratio,
         overcommit: p.overcommit,
+        drop_precedence: p.drop_precedence,
         mix_limit: p.max_exchange_fraction,
     }
 }

@@ -322,6 +322,10 @@ struct Fluid {
     /// HTB's borrowing instead of the datapath's: every class below its ceiling borrows the
     /// whole link's idle part, in proportion to its rate within a priority; no emergency pool.
     htb: bool,
+    /// Drop precedence, bytes/s: what the own-token traffic of all tiers may use before the
+    /// lower tiers' yields, bronze first: the link's capacity (the datapath's capacity word;
+    /// HTB dequeues in-rate classes by priority). `None`: off.
+    precedence: Option<f64>,
 }
 
 /// One cycle of one tenant through the model, bytes.
@@ -345,6 +349,7 @@ impl Fluid {
                 .collect()
         };
         let cap = cfg.link.capacity.bits_per_sec() as f64 / 8.0;
+        let link_pool = cap * (cfg.pools.guaranteed + cfg.pools.opportunistic);
         Fluid {
             borrow: tier_has(|t| t.borrow),
             emergency: tier_has(|t| t.emergency),
@@ -361,14 +366,11 @@ impl Fluid {
                 .collect(),
             profiles,
             cap,
-            link_pool: if htb {
-                cap
-            } else {
-                cap * (cfg.pools.guaranteed + cfg.pools.opportunistic)
-            },
+            link_pool: if htb { cap } else { link_pool },
             emergency_pool: if htb { 0.0 } else { cap * cfg.pools.emergency },
             dt,
             htb,
+            precedence: (htb || cfg.policy.drop_precedence).then_some(cap),
         }
     }
 
@@ -379,6 +381,9 @@ impl Fluid {
             .enumerate()
             .map(|(i, d)| self.own(i, c, *d))
             .collect();
+        if let Some(room) = self.precedence {
+            self.yield_own(&mut flows, room);
+        }
         // An oversubscribed link drops the excess of what the buckets let through.
         let total: f64 = flows.iter().map(|f| f.passed).sum();
         if total > self.cap * self.dt {
@@ -415,6 +420,32 @@ impl Fluid {
         f.passed = from_credit + from_pre + from_own;
         f.rem -= f.passed;
         f
+    }
+
+    /// Drop precedence: own-token traffic beyond `room` yields, lowest tier first, in
+    /// proportion within a tier. Pre-allocated bytes never yield (the datapath spends them
+    /// before the check), nor does the top tier's traffic (under HTB the top tier is served
+    /// first anyway).
+    fn yield_own(&self, flows: &mut [Flow], room: f64) {
+        let mut left = room * self.dt;
+        for prio in (0..=3u8).rev() {
+            let members: Vec<usize> = (0..flows.len())
+                .filter(|i| self.profiles[*i].priority == prio)
+                .collect();
+            let own = |f: &Flow| (f.passed - f.used).max(0.0);
+            let total: f64 = members.iter().map(|&i| own(&flows[i])).sum();
+            let keep = if prio == 3 || total <= left {
+                1.0
+            } else {
+                left.max(0.0) / total
+            };
+            for &i in &members {
+                let cut = own(&flows[i]) * (1.0 - keep);
+                flows[i].passed -= cut;
+                flows[i].rem += cut;
+            }
+            left -= total * keep;
+        }
     }
 
     /// Borrowing (the link's idle part, up to the ceiling), then the emergency pool, higher

@@ -11,9 +11,9 @@ use std::time::Duration;
 use shaper::config::Config;
 use shaper::datapath::{Datapath, bucket, global_config};
 use shaper_common::{
-    GLOBAL_BORROW, GLOBAL_FALLBACK, GlobalConfig, OUTCOME_BORROWED, OUTCOME_DROPPED,
-    OUTCOME_EMERGENCY, OUTCOME_GREEN, OUTCOME_PRE, TENANT_ACTIVE, TENANT_BORROW, TENANT_EMERGENCY,
-    TYPE_BRONZE, TYPE_GOLD, TYPE_SILVER, TenantConfig,
+    GLOBAL_BORROW, GLOBAL_FALLBACK, GLOBAL_YIELD, GlobalConfig, GlobalState, OUTCOME_BORROWED,
+    OUTCOME_DROPPED, OUTCOME_EMERGENCY, OUTCOME_GREEN, OUTCOME_PRE, TENANT_ACTIVE, TENANT_BORROW,
+    TENANT_EMERGENCY, TYPE_BRONZE, TYPE_GOLD, TYPE_SILVER, TenantConfig,
 };
 use shaper_tests::{FrameBuilder, root_test, run, tenant};
 
@@ -41,6 +41,7 @@ fn config() -> Config {
             "default": "silver",
             "fallback": true
         },
+        "policy": { "drop_precedence": false },
         "tenants": [
             { "name": "t0", "tier": "gold", "prefixes": ["10.1.0.0/16", "2001:db8:a::/48"], "rate": "100gbit", "burst": "1000mb", "ceil": "200gbit", "mix": { "gold": 0.4, "silver": 0.3, "bronze": 0.3 } },
             { "name": "t1", "tier": "silver", "prefixes": ["10.2.0.0/16"], "rate": "100gbit", "burst": "1000mb", "ceil": "200gbit", "mix": { "gold": 0.4, "silver": 0.3, "bronze": 0.3 } }
@@ -92,6 +93,9 @@ fn packet(dst: [u8; 4], dscp: u8) -> Vec<u8> {
 fn slow_link(g: &mut GlobalConfig, depth: u64, tiers: [u64; 4]) {
     let link = bucket(SLOW, depth);
     g.link_cost_fp = link.cost_fp;
+    g.link_max_ns = link.burst_ns;
+    // Every packet's charge reaches the shared words at once.
+    g.link_fold_bytes = 0;
     for (d, b) in g.borrow_depth_ns.iter_mut().zip(tiers) {
         *d = bucket(SLOW, b).burst_ns;
     }
@@ -400,6 +404,113 @@ fn borrowing_stops_at_the_ceiling_and_lower_tiers_stop_first() {
         .count();
     assert_eq!(more, 2, "the ceiling");
     assert_eq!(tenant(&dp, 1).packets[TYPE_SILVER][OUTCOME_BORROWED], 3);
+}
+
+/// The capacity word, in bytes at 8 kbit/s: how far the link is over capacity (0: not).
+fn over_capacity(dp: &Datapath) -> u64 {
+    let m: aya::maps::Array<_, GlobalState> =
+        aya::maps::Array::try_from(dp.map("GLOBAL_STATE").expect("map")).expect("array");
+    let tat = m.get(&0, 0).expect("read").cap_tat;
+    tat.saturating_sub(shaper::datapath::monotonic_ns()) / 1_000_000
+}
+
+/// Drop precedence: own-token traffic of a lower tier passes while the link has room, and
+/// yields (is dropped, its own tokens kept) once the capacity word is in use past the tier's
+/// yield depth, bronze before silver; platinum's own traffic never yields, and its charges
+/// stop adding debt at the bound.
+#[test]
+fn lower_tiers_yield_their_own_traffic_only_when_the_link_is_short() {
+    let Some(_root) = root_test("lower_tiers_yield_their_own_traffic_only_when_the_link_is_short")
+    else {
+        return;
+    };
+    let (mut dp, mut g) = load();
+    assert_eq!(g.flags & GLOBAL_YIELD, 0, "the test config turns it off");
+    g.flags |= GLOBAL_YIELD;
+    slow_link(&mut g, 8000, [1000, 2000, 3000, 4000]);
+    let capacity = bucket(SLOW, 8000);
+    (g.cap_cost_fp, g.cap_max_ns) = (capacity.cost_fp, capacity.burst_ns);
+    for (y, b) in g.yield_ns.iter_mut().zip([5000, 6000, 7000, 0]) {
+        *y = if b == 0 { 0 } else { bucket(SLOW, b).burst_ns };
+    }
+    dp.write_global(&g).expect("global");
+    // t0: platinum, t1: bronze; plenty of their own tokens, no borrowing.
+    dp.write_tenant(0, &slow_tenant([0, 20_000, 0], 0, 3))
+        .expect("write");
+    dp.write_tenant(1, &slow_tenant([0, 20_000, 0], 0, 0))
+        .expect("write");
+
+    // The link has room: bronze's own traffic passes, and is charged to the capacity word.
+    assert_eq!(run(&mut dp, &packet(T1, 0)), XDP_PASS);
+    assert!((999..=1000).contains(&over_capacity(&dp)));
+    // Platinum takes the link 6000 bytes over capacity: past bronze's yield depth (5000).
+    for _ in 0..5 {
+        assert_eq!(run(&mut dp, &packet(T0, 0)), XDP_PASS);
+    }
+    assert_eq!(run(&mut dp, &packet(T1, 0)), XDP_DROP, "bronze yields");
+    let c1 = tenant(&dp, 1);
+    assert_eq!(c1.packets[TYPE_SILVER][OUTCOME_GREEN], 1);
+    assert_eq!(c1.packets[TYPE_SILVER][OUTCOME_DROPPED], 1);
+    // A silver tenant (yield depth 6000) still passes at 6000, not past it.
+    dp.write_tenant(1, &slow_tenant([0, 20_000, 0], 0, 1))
+        .expect("write");
+    assert_eq!(
+        run(&mut dp, &packet(T1, 0)),
+        XDP_PASS,
+        "silver at its depth"
+    );
+    assert_eq!(run(&mut dp, &packet(T1, 0)), XDP_DROP, "silver past it");
+    // Platinum never yields; its charges stop adding debt at the bound (8000 bytes), give or
+    // take the packet that crossed it.
+    for _ in 0..6 {
+        assert_eq!(run(&mut dp, &packet(T0, 0)), XDP_PASS);
+    }
+    assert!(
+        over_capacity(&dp) <= 9000,
+        "debt bounded: {}",
+        over_capacity(&dp)
+    );
+    // Precedence off: the same full link no longer stops silver's own traffic.
+    g.yield_ns = [0; 4];
+    dp.write_global(&g).expect("global");
+    assert_eq!(run(&mut dp, &packet(T1, 0)), XDP_PASS);
+}
+
+/// The link bucket's debt is bounded at its depth: own traffic far above the link, then idle
+/// for one depth, and borrowing works again (unbounded, the debt of the flood would block it
+/// for as long as the flood lasted).
+#[test]
+fn link_debt_is_bounded_so_borrowing_recovers_after_a_flood() {
+    let Some(_root) = root_test("link_debt_is_bounded_so_borrowing_recovers_after_a_flood") else {
+        return;
+    };
+    let (mut dp, mut g) = load();
+    g.flags |= GLOBAL_BORROW;
+    // The link at 8 Mbit/s (a 1000-byte packet costs 1 ms), 8000 bytes deep.
+    let link = bucket(8_000_000, 8000);
+    (g.link_cost_fp, g.link_max_ns, g.link_fold_bytes) = (link.cost_fp, link.burst_ns, 0);
+    g.borrow_depth_ns = [link.burst_ns; 4];
+    dp.write_global(&g).expect("global");
+    dp.write_tenant(0, &slow_tenant([0, 400_000, 0], 0, 3))
+        .expect("write");
+    let mut t1 = slow_tenant([0, 0, 0], TENANT_BORROW, 0);
+    t1.borrow = bucket(SLOW, 3000);
+    dp.write_tenant(1, &t1).expect("write");
+    // 300 ms of the link's worth of own traffic, sent in far less time.
+    let start = std::time::Instant::now();
+    for _ in 0..300 {
+        assert_eq!(run(&mut dp, &packet(T0, 0)), XDP_PASS);
+    }
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(150), "sent in {took:?}");
+    // One depth (8 ms) and a packet later, bronze borrows again.
+    std::thread::sleep(Duration::from_millis(10));
+    assert_eq!(
+        run(&mut dp, &packet(T1, 0)),
+        XDP_PASS,
+        "borrowing works again"
+    );
+    assert_eq!(tenant(&dp, 1).packets[TYPE_SILVER][OUTCOME_BORROWED], 1);
 }
 
 /// Deposits: applied once, clamped to the cap, used first; what is left at expiry moves to

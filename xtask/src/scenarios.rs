@@ -9,12 +9,17 @@ use shaper::config::{Config, PolicyMode};
 use shaper::simulate::{SimPolicy, SimResult, TraceKind, generate, harm, simulate};
 use shaper::units::Rate;
 
-const POLICIES: [SimPolicy; 5] = [
-    SimPolicy::Mode(PolicyMode::Static),
-    SimPolicy::Htb,
-    SimPolicy::Mode(PolicyMode::Reactive),
-    SimPolicy::Mode(PolicyMode::Predictive),
-    SimPolicy::Oracle,
+/// Each policy, and whether the datapath's drop precedence is on under it. The baseline
+/// (first) is static without precedence: a per-tenant policer at the configured rates, what
+/// operators run today; `static+dp` shows what precedence alone gives, so what prediction
+/// adds on top of it is plain.
+const POLICIES: [(SimPolicy, bool); 6] = [
+    (SimPolicy::Mode(PolicyMode::Static), false),
+    (SimPolicy::Mode(PolicyMode::Static), true),
+    (SimPolicy::Htb, false),
+    (SimPolicy::Mode(PolicyMode::Reactive), true),
+    (SimPolicy::Mode(PolicyMode::Predictive), true),
+    (SimPolicy::Oracle, true),
 ];
 
 pub fn run(config: &Path, capacities: &[u64], days: f64, seed: u64) -> Result<()> {
@@ -34,8 +39,13 @@ pub fn run(config: &Path, capacities: &[u64], days: f64, seed: u64) -> Result<()
         ] {
             let trace = generate(kind, &cfg, days, seed);
             let mut stat: Option<SimResult> = None;
-            for policy in POLICIES {
-                let r = simulate(&trace, &cfg, policy).map_err(|e| anyhow::anyhow!(e))?;
+            for (policy, precedence) in POLICIES {
+                let mut cfg = cfg.clone();
+                cfg.policy.drop_precedence = precedence;
+                let mut r = simulate(&trace, &cfg, policy).map_err(|e| anyhow::anyhow!(e))?;
+                if precedence && policy == SimPolicy::Mode(PolicyMode::Static) {
+                    r.policy.push_str("+dp");
+                }
                 let verdict = stat.as_ref().map_or(String::new(), |s| no_harm(&r, s));
                 println!(
                     "| {mbit} Mbit/s | {kind:?} | {} | {:.0} | {} | {:.1}% | {:.0} / {:.0} | {verdict} |",

@@ -222,7 +222,7 @@ fn contention_case(charge: bool, every_packet: bool, borrow_link: Option<u64>) -
         g.flags &= !GLOBAL_BORROW;
     }
     if every_packet {
-        g.link_fold_ns = 0;
+        g.link_fold_bytes = 0;
     }
     if let Some(link_rate_bits) = borrow_link {
         g.flags |= GLOBAL_BORROW;

@@ -12,6 +12,7 @@ fn policy(mode: PolicyMode) -> PolicyParams {
         in_profile_drop_ratio: 0.01,
         cpu_busy_ratio: 0.95,
         overcommit: false,
+        drop_precedence: false,
         mix_limit: 0.5,
     }
 }
@@ -298,6 +299,11 @@ fn reactive_mode_steps_up_after_drops_and_back_down() {
         (0.0, None),
         "never pre-allocates"
     );
+    // With drop precedence the datapath takes the shortfall at packet level, only while it
+    // lasts: the base rate stands.
+    c.policy.drop_precedence = true;
+    let (a, _) = c.run(&mut st, 23);
+    assert_eq!(a[0].fill, 10.0 * MB, "precedence: no cut ahead");
 }
 
 #[test]

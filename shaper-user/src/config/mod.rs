@@ -351,6 +351,17 @@ pub struct Policy {
     /// lower (overbooking the guaranteed pool); off: every tenant always keeps its base rate.
     #[serde(default)]
     pub overcommit: bool,
+    /// Drop precedence in the datapath: while the link is really short (its bucket in debt
+    /// past every borrow depth), the own-token traffic of lower tiers gives way to higher
+    /// tiers' at packet level, bronze first, instead of the downstream queue dropping every
+    /// tier alike. Lower tiers keep their fills: capacity the top leaves unused is theirs at
+    /// once. A datapath mechanism: it applies in every mode, `static` included.
+    #[serde(default = "yes")]
+    pub drop_precedence: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Policy {
@@ -362,6 +373,7 @@ impl Default for Policy {
             max_exchange_fraction: 0.5,
             reactive_override: ReactiveOverride::default(),
             overcommit: false,
+            drop_precedence: true,
         }
     }
 }

@@ -217,6 +217,16 @@ pub fn global_config(cfg: &Config) -> GlobalConfig {
         // first, platinum last.
         *d = link.burst_ns / TIERS as u64 * (p as u64 + 1);
     }
+    // The capacity word, as deep as the link bucket in bytes: bronze's own traffic yields
+    // once a quarter of that has passed above capacity, silver at half, gold at three
+    // quarters; platinum never.
+    let capacity = bucket((cap as u64).max(1), link_burst_bytes(cfg));
+    let mut yield_ns = [0; TIERS];
+    if cfg.policy.drop_precedence {
+        for (p, y) in yield_ns.iter_mut().enumerate().take(TIERS - 1) {
+            *y = capacity.burst_ns / TIERS as u64 * (p as u64 + 1);
+        }
+    }
     let tenants_borrow = cfg.tenants.iter().any(|t| {
         t.ceil.is_some_and(|c| c > t.rate) && cfg.tiers.get(&t.tier).is_some_and(|tier| tier.borrow)
     });
@@ -226,6 +236,9 @@ pub fn global_config(cfg: &Config) -> GlobalConfig {
     }
     if cfg.token_types.fallback {
         flags |= GLOBAL_FALLBACK;
+    }
+    if yield_ns.iter().any(|&y| y != 0) {
+        flags |= GLOBAL_YIELD;
     }
     GlobalConfig {
         v4_probes,
@@ -241,7 +254,11 @@ pub fn global_config(cfg: &Config) -> GlobalConfig {
         borrow_depth_ns,
         emergency_cost_fp: emergency.cost_fp,
         emergency_burst_ns: emergency.burst_ns,
-        link_fold_ns: link.burst_ns / LINK_FOLD_DIVISOR,
+        link_fold_bytes: link_burst_bytes(cfg) / LINK_FOLD_DIVISOR,
+        link_max_ns: link.burst_ns,
+        cap_cost_fp: capacity.cost_fp,
+        cap_max_ns: capacity.burst_ns,
+        yield_ns,
         magic: CONFIG_MAGIC,
         version: CONFIG_VERSION,
         match_dir: match cfg.link.match_dir {
@@ -446,7 +463,7 @@ mod tests {
         let g = global_config(&cfg);
         assert_eq!(g.nrules, 4);
         assert_eq!(usize::from(g.default_type), TYPE_SILVER);
-        assert_eq!(g.flags, GLOBAL_BORROW | GLOBAL_FALLBACK);
+        assert_eq!(g.flags, GLOBAL_BORROW | GLOBAL_FALLBACK | GLOBAL_YIELD);
         // gold: dscp [46, 34]; then udp dport 53; bronze: dscp 8; then tcp dport 873.
         assert_eq!(r.rules[0].flags, RULE_DSCP);
         assert_eq!(r.rules[0].dscp_mask, (1 << 46) | (1 << 34));
@@ -459,8 +476,21 @@ mod tests {
         assert_eq!(usize::from(r.rules[2].token_type), TYPE_BRONZE);
         assert_eq!(r.rules[3].proto, 6);
         assert_eq!(r.rules[4], TokenRule::default());
-        // Drop precedence: each tier may fill the link bucket further than the one below.
+        // Drop precedence: each tier may fill the link bucket further than the one below with
+        // borrowed packets, and the capacity word with its own; platinum never yields; the
+        // debt bound past every yield.
         assert!(g.borrow_depth_ns.windows(2).all(|w| w[0] < w[1]));
+        assert!(g.yield_ns[..3].windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(g.yield_ns[3], 0);
+        assert!(g.cap_max_ns > g.yield_ns[2]);
+        assert!(
+            g.cap_cost_fp < g.link_cost_fp,
+            "the whole capacity, emergency included"
+        );
+        let mut off = cfg.clone();
+        off.policy.drop_precedence = false;
+        let g = global_config(&off);
+        assert_eq!((g.yield_ns, g.flags & GLOBAL_YIELD), ([0; 4], 0));
     }
 
     #[test]
