@@ -65,6 +65,10 @@ pub struct ForecastInfo {
     pub model: ModelKind,
     /// Rolling one-step MASE against the seasonal naive.
     pub mase: Option<f64>,
+    /// Rolling share of actuals inside the one-step interval.
+    pub coverage: Option<f64>,
+    /// The MASE is above `forecast.accuracy_alert_mase` (with enough samples).
+    pub inaccurate: bool,
 }
 
 impl Default for ForecastInfo {
@@ -72,6 +76,8 @@ impl Default for ForecastInfo {
         ForecastInfo {
             model: ModelKind::Ewma,
             mase: None,
+            coverage: None,
+            inaccurate: false,
         }
     }
 }
@@ -204,6 +210,8 @@ impl Planner {
                 *i = ForecastInfo {
                     model: f.model(),
                     mase: a.mase,
+                    coverage: a.coverage,
+                    inaccurate: f.accuracy_alert(),
                 };
             }
         };
@@ -323,5 +331,36 @@ mod tests {
         };
         let k = known_event(&ev).expect("parse");
         assert_eq!((k.start, k.rate), (1_796_090_400.0, 1_000_000.0));
+    }
+
+    /// Accuracy in the loop: a tenant whose forecasts lose to the seasonal naive is flagged
+    /// inaccurate (the `forecast_inaccurate` alert), untrusted (allocated reactively), and its
+    /// MASE and coverage come out for the API.
+    #[test]
+    fn forecasts_worse_than_naive_raise_the_alert_and_lose_trust() {
+        let cfg = Config::parse(
+            r#"{
+            "link": { "capacity": "1gbit" },
+            "tenants": [ { "name": "a", "tier": "gold", "prefixes": ["10.0.0.0/24"], "rate": "100mbit", "burst": "64kb" } ],
+            "forecast": { "interval_ms": 1000, "season_s": 24, "horizon_s": 4, "model": "holt", "accuracy_alert_mase": 0.5 }
+        }"#,
+        )
+        .expect("valid");
+        let mut p = Planner::new(&cfg, PolicyMode::Predictive, None);
+        // A strict 24-sample season: the seasonal naive is exact, Holt is not.
+        let mut last = None;
+        for c in 0..400 {
+            let offered = if c % 24 < 6 { 9e6 } else { 1e6 };
+            let obs = [Observed {
+                offered,
+                ..Observed::default()
+            }];
+            last = Some(p.step(1.7e9 + c as f64, &obs, Host::default()));
+        }
+        let (_, _, demand, info) = last.expect("ran");
+        assert!(info[0].inaccurate, "{:?}", info[0]);
+        assert!(info[0].mase.is_some_and(|m| m > 1.0), "{:?}", info[0]);
+        assert!(info[0].coverage.is_some());
+        assert!(!demand[0].trusted);
     }
 }

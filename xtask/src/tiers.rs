@@ -8,8 +8,9 @@ use anyhow::Result;
 use shaper::config::Config;
 use shaper::datapath::{Datapath, bucket, global_config};
 use shaper_common::{
-    FLOWS_OFF, GLOBAL_BORROW, GLOBAL_FALLBACK, GlobalConfig, OUTCOME_BORROWED, OUTCOME_DROPPED,
-    OUTCOME_EMERGENCY, OUTCOME_GREEN, TENANT_ACTIVE, TENANT_BORROW, TENANT_EMERGENCY, TenantConfig,
+    FLOWS_OFF, GLOBAL_BORROW, GLOBAL_FALLBACK, GLOBAL_YIELD, GlobalConfig, OUTCOME_BORROWED,
+    OUTCOME_DROPPED, OUTCOME_EMERGENCY, OUTCOME_GREEN, TENANT_ACTIVE, TENANT_BORROW,
+    TENANT_EMERGENCY, TenantConfig,
 };
 
 use crate::{frame, median, ns_per_run};
@@ -57,7 +58,8 @@ struct Scenario {
 }
 
 fn single_bucket(dp: &mut Datapath, g: &mut GlobalConfig) -> Result<()> {
-    g.flags &= !GLOBAL_BORROW;
+    g.flags &= !(GLOBAL_BORROW | GLOBAL_YIELD);
+    g.yield_ns = [0; 4];
     g.flow_sample_shift = FLOWS_OFF;
     let mut tc = dp.tenant(0)?;
     tc.flags &= !(TENANT_BORROW | TENANT_EMERGENCY);
@@ -67,6 +69,14 @@ fn single_bucket(dp: &mut Datapath, g: &mut GlobalConfig) -> Result<()> {
 
 fn tiered(_: &mut Datapath, g: &mut GlobalConfig) -> Result<()> {
     g.flow_sample_shift = FLOWS_OFF;
+    Ok(())
+}
+
+/// As `tiered`, without drop precedence: what its capacity charge and yield check cost.
+fn tiered_no_precedence(_: &mut Datapath, g: &mut GlobalConfig) -> Result<()> {
+    g.flow_sample_shift = FLOWS_OFF;
+    g.flags &= !GLOBAL_YIELD;
+    g.yield_ns = [0; 4];
     Ok(())
 }
 
@@ -117,7 +127,13 @@ const SCENARIOS: &[Scenario] = &[
         outcome: OUTCOME_GREEN,
     },
     Scenario {
-        name: "own bucket, 4 rules, link charged (borrowing on), no flow table",
+        name: "own bucket, 4 rules, link charged (borrowing on), no precedence, no flow table",
+        rules: true,
+        setup: tiered_no_precedence,
+        outcome: OUTCOME_GREEN,
+    },
+    Scenario {
+        name: "own bucket, 4 rules, link and capacity charged, gold checks its yield, no flows",
         rules: true,
         setup: tiered,
         outcome: OUTCOME_GREEN,

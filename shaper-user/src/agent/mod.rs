@@ -115,6 +115,8 @@ struct Agent {
     overrides: BTreeMap<(String, &'static str), u64>,
     /// Alerts raised since the agent started, by kind (see [`api::Health::alerts`]).
     alerts: BTreeMap<&'static str, u64>,
+    /// Tenants whose forecasts were above the accuracy alert threshold last cycle.
+    inaccurate_tenants: usize,
     /// Failures since the agent started, by stage.
     errors: BTreeMap<&'static str, u64>,
     /// How long each stage of the last cycle took, ms.
@@ -350,6 +352,7 @@ impl Agent {
             cycles_recorded: 1,
             overrides: BTreeMap::new(),
             alerts: BTreeMap::new(),
+            inaccurate_tenants: 0,
             errors: BTreeMap::new(),
             stage_ms: BTreeMap::new(),
             fault: options.fault,

@@ -16,8 +16,11 @@ pub(super) struct Planned {
     pub forecast: Prediction,
     /// The model the tenant's forecaster leans on now.
     pub model: ModelKind,
-    /// Its rolling MASE against the seasonal naive.
+    /// Its rolling MASE against the seasonal naive, interval coverage, and whether the MASE
+    /// is above the alert threshold.
     pub mase: Option<f64>,
+    pub coverage: Option<f64>,
+    pub inaccurate: bool,
     pub alloc: Allocation,
     /// The split over token types written (an exchange's, else the allocator's mix).
     pub shares: Option<[f64; 3]>,
@@ -54,6 +57,8 @@ impl Agent {
                     forecast: d.next,
                     model: info.model,
                     mase: info.mase,
+                    coverage: info.coverage,
+                    inaccurate: info.inaccurate,
                     shares: alloc.mix,
                     alloc,
                 })

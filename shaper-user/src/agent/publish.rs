@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::allocate::violated;
 use crate::api::{AllocationView, ForecastView, Plan, View};
@@ -35,6 +35,9 @@ impl Agent {
         }
         if let Some(s) = first {
             warn!(tenants = violations, first = %s.name, tier = %s.tier, offered = %human_bits(s.offered_rate * 8.0), passed = %human_bits(s.passed_rate * 8.0), "in-profile traffic of a protected tier dropped");
+        }
+        if let Some(plans) = plans {
+            self.inaccurate_alert(&c, plans);
         }
         let plans: Vec<Plan> = match plans {
             Some(plans) => plans
@@ -80,6 +83,34 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// `forecast_inaccurate`: tenants whose rolling MASE is above the alert threshold, counted
+    /// per tenant and cycle like violations; each at debug, one warning when their number
+    /// changes (not every cycle a bad tenant stays bad).
+    fn inaccurate_alert(&mut self, c: &Collected, plans: &[Planned]) {
+        let mut n = 0usize;
+        let mut first = None;
+        for (s, p) in c.tenants.iter().zip(plans).filter(|(_, p)| p.inaccurate) {
+            debug!(tenant = %s.name, mase = p.mase.map(|m| (m * 100.0).round() / 100.0), "forecasts worse than the alert threshold");
+            n += 1;
+            first.get_or_insert((s, p));
+        }
+        *self.alerts.entry("forecast_inaccurate").or_default() += n as u64;
+        if n != self.inaccurate_tenants {
+            match first {
+                Some((s, p)) => warn!(
+                    tenants = n,
+                    first = %s.name,
+                    mase = p.mase.map(|m| (m * 100.0).round() / 100.0),
+                    "forecasts above the accuracy alert threshold (forecast.accuracy_alert_mase)"
+                ),
+                None => info!("every tenant's forecasts are back within the accuracy threshold"),
+            }
+            self.inaccurate_tenants = n;
+        }
+    }
+}
+
 fn forecast_view(p: &Planned) -> ForecastView {
     ForecastView {
         mean: p.forecast.mean,
@@ -87,6 +118,8 @@ fn forecast_view(p: &Planned) -> ForecastView {
         hi: p.forecast.hi,
         model: Some(p.model),
         mase: p.mase,
+        coverage: p.coverage,
+        inaccurate: p.inaccurate,
     }
 }
 

@@ -1,11 +1,12 @@
 //! Prometheus text exposition of what the agent publishes: one function per family group.
 use std::fmt::Write as _;
 
-use super::types::{AllocationView, CYCLE_BUCKETS, Health, TenantView, View};
+use super::types::{AllocationView, CYCLE_BUCKETS, ForecastView, Health, TenantView, View};
 
 /// Every alert kind, exported at 0 before it first fires.
-pub const ALERTS: [&str; 4] = [
+pub const ALERTS: [&str; 5] = [
     "protected_violation",
+    "forecast_inaccurate",
     "cycle_overrun",
     "write_failed",
     "agent_error",
@@ -191,6 +192,30 @@ fn tenant_plans(m: &mut String, tenants: &[TenantView]) {
     }
     for (name, help, get) in [
         (
+            "shaper_tenant_forecast_mase",
+            "Rolling MASE of the one-step forecasts against the seasonal naive (< 1: better).",
+            (|f: &ForecastView| f.mase) as fn(&ForecastView) -> Option<f64>,
+        ),
+        (
+            "shaper_tenant_forecast_coverage",
+            "Rolling share of offered rates inside the one-step forecast interval.",
+            |f| f.coverage,
+        ),
+    ] {
+        family(m, name, "gauge", help);
+        for t in tenants {
+            if let Some(v) = t.forecast.as_ref().and_then(get) {
+                let _ = writeln!(
+                    m,
+                    "{name}{{tenant=\"{}\",tier=\"{}\"}} {v}",
+                    esc(&t.name),
+                    esc(&t.tier)
+                );
+            }
+        }
+    }
+    for (name, help, get) in [
+        (
             "shaper_tenant_fill_bits_per_second",
             "Allocated fill rate of the tenant's buckets, bits/s.",
             (|a: &AllocationView| a.fill_bps) as fn(&AllocationView) -> f64,
@@ -362,7 +387,9 @@ mod tests {
                 lo: 0.5e6,
                 hi: 2e6,
                 model: None,
-                mase: None,
+                mase: Some(0.8),
+                coverage: Some(0.95),
+                inaccurate: false,
             }),
             allocation: Some(AllocationView {
                 fill_bps: 120e6,
@@ -391,6 +418,11 @@ mod tests {
         );
         assert!(text.contains("shaper_alerts_total{alert=\"cycle_overrun\"} 1"));
         assert!(text.contains("shaper_alerts_total{alert=\"protected_violation\"} 0"));
+        assert!(text.contains("shaper_alerts_total{alert=\"forecast_inaccurate\"} 0"));
+        assert!(text.contains("shaper_tenant_forecast_mase{tenant=\"a\\\"b\",tier=\"gold\"} 0.8"));
+        assert!(
+            text.contains("shaper_tenant_forecast_coverage{tenant=\"a\\\"b\",tier=\"gold\"} 0.95")
+        );
         assert!(text.contains("shaper_tenant_bytes_total{tenant=\"a\\\"b\",tier=\"gold\",token_type=\"gold\",outcome=\"dropped\"} 3000"), "{text}");
         assert!(text.contains("shaper_agent_cycle_seconds_bucket{le=\"0.005\"} 1"));
         assert!(text.contains(

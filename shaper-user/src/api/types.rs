@@ -131,6 +131,13 @@ pub struct ForecastView {
     /// it); at 1 or above the allocator treats the tenant reactively until it recovers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mase: Option<f64>,
+    /// Rolling share of actuals inside the one-step interval (the target is the config's
+    /// `forecast.confidence`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
+    /// The MASE is above `forecast.accuracy_alert_mase`: the `forecast_inaccurate` alert.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inaccurate: bool,
 }
 
 /// One tenant's allocation as the API shows it: rates in bits/s.
