@@ -155,8 +155,10 @@ pub(crate) unsafe fn rescale_all(tc: &TenantConfig, state: *mut TenantState, now
 /// `state` points into `TENANT_STATE`.
 #[inline(always)]
 unsafe fn pre_allocated(tc: &TenantConfig, state: *mut TenantState, now: u64, len: u64) -> bool {
-    // No pool (its cap bounds both the fill and the deposits): one load on the common path.
-    if tc.pre_cap_bytes == 0 {
+    // No pool and never a deposit: two loads of the config on the common path. A tenant that
+    // had a deposit keeps spending its credit until it expires, even when the cycles after it
+    // grant no pool (a cap of 0 would otherwise strand it).
+    if tc.pre_cap_bytes == 0 && tc.deposit_seq == 0 {
         return false;
     }
     // SAFETY: caller guarantees `state`; fields of a repr(C) struct of u64s are aligned.
@@ -190,7 +192,10 @@ unsafe fn pre_allocated(tc: &TenantConfig, state: *mut TenantState, now: u64, le
     }
 }
 
-/// Adds a deposit to the credit, clamped to the cap, and records what was added.
+/// Adds a deposit to the credit, clamped to the cap, and records what was added. An atomic
+/// add, not a compare-and-swap that could give up under contention after the deposit's
+/// sequence number was taken (and lose it): packets spending the credit meanwhile can only
+/// make the clamp looser by what they took.
 ///
 /// # Safety
 /// As [`pre_allocated`].
@@ -199,16 +204,11 @@ unsafe fn add_credit(state: *mut TenantState, amount: u64, cap: u64) {
     // SAFETY: caller guarantees `state`.
     unsafe {
         let credit = &raw mut (*state).credit;
-        for _ in 0..4 {
-            let c = core::ptr::read_volatile(credit);
-            let new = c.saturating_add(amount).min(cap);
-            if new <= c {
-                return;
-            }
-            if bucket::cas(credit, c, new) {
-                bucket::add(&raw mut (*state).deposited, new - c);
-                return;
-            }
+        let c = core::ptr::read_volatile(credit);
+        let add = amount.min(cap.saturating_sub(c));
+        if add != 0 {
+            bucket::add(credit, add);
+            bucket::add(&raw mut (*state).deposited, add);
         }
     }
 }

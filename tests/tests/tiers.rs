@@ -566,6 +566,38 @@ fn deposits_are_used_clamped_and_expire() {
     assert_eq!(dp.tenant(0).expect("live").pre, bucket(8_000_000, 2000));
 }
 
+/// A deposit stays spendable until it expires when the cycle after it grants no pre-allocated
+/// pool at all (rate 0, cap 0): the credit is not stranded.
+#[test]
+fn a_deposit_outlives_a_cycle_without_a_pool() {
+    let Some(_root) = root_test("a_deposit_outlives_a_cycle_without_a_pool") else {
+        return;
+    };
+    let (mut dp, _) = load();
+    dp.write_tenant(0, &slow_tenant([0, 100_000, 0], 0, 0))
+        .expect("write");
+    dp.set_pre_pool(0, 0, 4000).expect("pre pool");
+    dp.deposit(0, 3000, Duration::from_secs(60))
+        .expect("deposit");
+    let p = packet(T0, 0);
+    assert_eq!(run(&mut dp, &p), XDP_PASS);
+    // The next cycle: no pool.
+    dp.set_pre_pool(0, 0, 0).expect("no pool");
+    for _ in 0..3 {
+        assert_eq!(run(&mut dp, &p), XDP_PASS);
+    }
+    let c = tenant(&dp, 0);
+    assert_eq!(
+        (
+            c.packets[TYPE_SILVER][OUTCOME_PRE],
+            c.packets[TYPE_SILVER][OUTCOME_GREEN]
+        ),
+        (3, 1),
+        "the 3000 bytes of credit pay three packets, the bucket the fourth"
+    );
+    assert_eq!(dp.tenant_state(0).expect("state").credit, 0);
+}
+
 /// A change of rate or depth keeps a bucket's tokens as bytes: never more than it held, never
 /// more than the new depth, never reset to full.
 #[test]

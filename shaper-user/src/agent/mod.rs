@@ -117,6 +117,8 @@ struct Agent {
     alerts: BTreeMap<&'static str, u64>,
     /// Tenants whose forecasts were above the accuracy alert threshold last cycle.
     inaccurate_tenants: usize,
+    /// What the log's once-a-minute summary gathers.
+    minute: publish::Minute,
     /// Failures since the agent started, by stage.
     errors: BTreeMap<&'static str, u64>,
     /// How long each stage of the last cycle took, ms.
@@ -353,6 +355,7 @@ impl Agent {
             overrides: BTreeMap::new(),
             alerts: BTreeMap::new(),
             inaccurate_tenants: 0,
+            minute: publish::Minute::new(),
             errors: BTreeMap::new(),
             stage_ms: BTreeMap::new(),
             fault: options.fault,

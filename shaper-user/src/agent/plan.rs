@@ -1,8 +1,8 @@
 //! Plan: each tenant's forecast and next allocation from what it offered (the planner), and a
 //! log line for what the allocator changed on its own.
-use tracing::{debug, info, warn};
+use tracing::debug;
 
-use crate::allocate::{Allocation, Change, Observed};
+use crate::allocate::{Allocation, Change, Observed, TUNED_UP};
 use crate::config::Tenant;
 use crate::forecast::{ModelKind, Prediction};
 use crate::stats::{PrePool, TenantStats};
@@ -69,7 +69,7 @@ impl Agent {
     /// Each change at debug; at most one line per kind and cycle above it, so a host-wide
     /// override of 100,000 tenants is one line, not 100,000.
     fn log_events(&mut self, events: &[Change]) {
-        let (mut overridden, mut resumed, mut tuned) = (0usize, 0usize, 0usize);
+        let (mut overridden, mut resumed, mut tuned) = (0usize, 0usize, (0usize, 0usize));
         let mut first_reason: Option<&str> = None;
         for ev in events {
             let name = |i: &usize| self.cfg.tenants.get(*i).map_or("?", |t| t.name.as_str());
@@ -99,24 +99,34 @@ impl Agent {
                 } => {
                     debug!(
                         tenant = name(tenant),
-                        multiplier, margin, why, "allocator tuned"
+                        multiplier = (multiplier * 1000.0).round() / 1000.0,
+                        margin = (margin * 1000.0).round() / 1000.0,
+                        why,
+                        "allocator tuned"
                     );
-                    tuned += 1;
+                    if *why == TUNED_UP {
+                        tuned.0 += 1;
+                    } else {
+                        tuned.1 += 1;
+                    }
                 }
             }
         }
+        // Per cycle only at debug: the minute's summary says the rest.
         if overridden > 0 {
-            warn!(
+            debug!(
                 tenants = overridden,
                 reason = first_reason.unwrap_or(""),
                 "reactive override: back to base rates"
             );
         }
-        if resumed > 0 {
-            info!(tenants = resumed, "prediction resumes");
-        }
-        if tuned > 0 {
-            debug!(tenants = tuned, "allocator tuned");
+        let m = &mut self.minute;
+        m.overridden += overridden;
+        m.resumed += resumed;
+        m.tuned_up += tuned.0;
+        m.tuned_down += tuned.1;
+        if m.first_override.is_none() {
+            m.first_override = first_reason.map(str::to_string);
         }
     }
 }

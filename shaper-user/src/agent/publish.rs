@@ -1,8 +1,8 @@
 //! Publish: the cycle's view for the API (per tenant stats, forecast and allocation in bits/s;
 //! classes; the agent's health), alerts for protected tenants that lost in-profile traffic,
-//! and overruns of the interval.
+//! and overruns of the interval; once a minute, one summary line for the log.
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
@@ -33,12 +33,36 @@ impl Agent {
                 first.get_or_insert(s);
             }
         }
-        if let Some(s) = first {
-            warn!(tenants = violations, first = %s.name, tier = %s.tier, offered = %human_bits(s.offered_rate * 8.0), passed = %human_bits(s.passed_rate * 8.0), "in-profile traffic of a protected tier dropped");
+        self.minute.violations += violations;
+        if let Some(s) = first
+            && self.minute.first_violation.is_none()
+        {
+            self.minute.first_violation = Some(format!(
+                "{} ({}): offered {}, passed {}",
+                s.name,
+                s.tier,
+                human_bits(s.offered_rate * 8.0),
+                human_bits(s.passed_rate * 8.0)
+            ));
         }
         if let Some(plans) = plans {
             self.inaccurate_alert(&c, plans);
         }
+        // Once a minute: tenants allocated above and below their base rates now.
+        let shifted = (self.minute.since.elapsed() >= Minute::EVERY).then(|| {
+            plans.map_or((0, 0), |plans| {
+                plans
+                    .iter()
+                    .zip(&self.profiles)
+                    .fold((0, 0), |(r, l), (p, prof)| {
+                        let f = p.alloc.fill + p.alloc.pre_rate;
+                        (
+                            r + usize::from(f > prof.rate * 1.001),
+                            l + usize::from(f < prof.rate * 0.999),
+                        )
+                    })
+            })
+        });
         let plans: Vec<Plan> = match plans {
             Some(plans) => plans
                 .iter()
@@ -60,11 +84,20 @@ impl Agent {
         let overran = took > self.interval;
         if overran {
             *self.alerts.entry("cycle_overrun").or_default() += 1;
-            warn!(
-                took_ms = took.as_millis() as u64,
-                interval_ms = self.interval.as_millis() as u64,
-                "agent cycle overran its interval"
-            );
+            let (took_ms, interval_ms) =
+                (took.as_millis() as u64, self.interval.as_millis() as u64);
+            // The minute's first at warn, the rest in its summary.
+            if self.minute.overruns == 0 {
+                warn!(took_ms, interval_ms, "agent cycle overran its interval");
+            } else {
+                debug!(took_ms, interval_ms, "agent cycle overran its interval");
+            }
+            self.minute.overruns += 1;
+        }
+        self.minute.cycle(took);
+        if let Some((raised, lowered)) = shifted {
+            let m = std::mem::replace(&mut self.minute, Minute::new());
+            m.log(raised, lowered, self.inaccurate_tenants);
         }
         let mut h = write_lock(&self.shared.health);
         h.record_cycle(took.as_secs_f64());
@@ -79,6 +112,95 @@ impl Agent {
         h.stage_ms.insert("publish", publish_ms);
         if overran {
             h.overruns += 1;
+        }
+    }
+}
+
+/// What one minute of cycles did, for one log line: the per-tenant details are at debug.
+pub(super) struct Minute {
+    pub since: Instant,
+    pub cycles: u64,
+    pub overruns: u64,
+    pub slowest: Duration,
+    pub total: Duration,
+    /// Tenant-cycles: reactive overrides entered, prediction resumed, feedback grown/shrunk,
+    /// protected violations.
+    pub overridden: usize,
+    pub resumed: usize,
+    pub tuned_up: usize,
+    pub tuned_down: usize,
+    pub violations: usize,
+    pub first_override: Option<String>,
+    pub first_violation: Option<String>,
+}
+
+impl Minute {
+    pub const EVERY: Duration = Duration::from_secs(60);
+
+    pub fn new() -> Minute {
+        Minute {
+            since: Instant::now(),
+            cycles: 0,
+            overruns: 0,
+            slowest: Duration::ZERO,
+            total: Duration::ZERO,
+            overridden: 0,
+            resumed: 0,
+            tuned_up: 0,
+            tuned_down: 0,
+            violations: 0,
+            first_override: None,
+            first_violation: None,
+        }
+    }
+
+    fn cycle(&mut self, took: Duration) {
+        self.cycles += 1;
+        self.slowest = self.slowest.max(took);
+        self.total += took;
+    }
+
+    /// The line: at info, or at warn when a protected tenant lost in-profile traffic, an
+    /// override held tenants at base rates or a cycle overran during the minute. `raised`/`lowered`: tenants whose
+    /// allocation is now above / below their base rate; `inaccurate`: tenants above the
+    /// accuracy alert threshold now.
+    fn log(self, raised: usize, lowered: usize, inaccurate: usize) {
+        let mean_ms = if self.cycles > 0 {
+            (self.total.as_secs_f64() * 1e3 / self.cycles as f64 * 10.0).round() / 10.0
+        } else {
+            0.0
+        };
+        let slowest_ms = (self.slowest.as_secs_f64() * 1e4).round() / 10.0;
+        let quiet = self.violations == 0 && self.overridden == 0 && self.overruns == 0;
+        let (violation, reason) = (
+            self.first_violation.unwrap_or_default(),
+            self.first_override.unwrap_or_default(),
+        );
+        macro_rules! line {
+            ($lvl:ident) => {
+                $lvl!(
+                    cycles = self.cycles,
+                    overruns = self.overruns,
+                    cycle_ms = mean_ms,
+                    slowest_ms,
+                    raised,
+                    lowered,
+                    overridden = self.overridden,
+                    resumed = self.resumed,
+                    tuned_up = self.tuned_up,
+                    tuned_down = self.tuned_down,
+                    violations = self.violations,
+                    inaccurate,
+                    first_violation = %violation,
+                    override_reason = %reason,
+                    "the last minute"
+                )
+            };
+        }
+        if quiet {
+            line!(info);
+        } else {
+            line!(warn);
         }
     }
 }

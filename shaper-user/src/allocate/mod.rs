@@ -128,6 +128,8 @@ pub struct Tuning {
     pub margin: f64,
     /// The fill rate in force (the reactive policy steps it).
     pub fill: f64,
+    /// The pre-allocated pool's fill rate in force.
+    pub pre: f64,
     /// Set while a reactive override holds the tenant at its base rate.
     pub overridden: Option<String>,
     /// Cycles left without a trigger before prediction resumes.
@@ -145,6 +147,7 @@ impl Tuning {
             multiplier: policy.multiplier,
             margin: 0.1,
             fill: profile.rate,
+            pre: 0.0,
             overridden: None,
             hold: 0,
             deposited_for: None,
@@ -250,7 +253,7 @@ pub fn allocate(inp: &Inputs, state: &mut [Tuning]) -> (Vec<Allocation>, Vec<Cha
         if p.mode == PolicyMode::Predictive {
             override_step(i, p, prof, obs, host_reason.as_ref(), st, &mut events);
             if p.auto_tune && st.overridden.is_none() {
-                tune(i, obs, st, &mut events);
+                tune(i, prof, obs, st, &mut events);
             }
         }
         follow_type_share(st, obs);
@@ -440,6 +443,7 @@ fn granted(
 ) -> Allocation {
     let fill = floor + fill_extra;
     st.fill = fill;
+    st.pre = pre;
     // The deposit is part of the guaranteed pool too: scaled like the rest of the grant.
     let scale = {
         let asked = ask.want.0 + ask.want.1;
@@ -525,18 +529,33 @@ fn override_step(
     }
 }
 
-/// Feedback: expired pre-allocation means the forecast ran high (shrink the multiplier and
-/// the margin); drops beyond the fill mean it ran low (grow them). Bounded.
-fn tune(i: usize, obs: &Observed, st: &mut Tuning, events: &mut Vec<Change>) {
+/// Why the feedback shrank a tenant's multiplier and margin: what it reserved beyond its base
+/// rate went unused.
+pub const TUNED_DOWN: &str = "reservation left unused";
+/// Why it grew them: the tenant lost traffic inside its contract, above its allocation.
+pub const TUNED_UP: &str = "shortfall inside the contract";
+
+/// Feedback both ways, bounded. Shrink: a deposit expired unused, or what was reserved beyond
+/// the base rate (fill above it, pre-allocated rate) went mostly unused while nothing inside
+/// the contract was lost. Grow: traffic inside the contract (up to the ceiling) was lost while
+/// the tenant offered more than its fill and used what it had. A flood above the ceiling is not
+/// a shortfall, and losses while a reservation sat unused are the link's, not the forecast's.
+fn tune(i: usize, prof: &Profile, obs: &Observed, st: &mut Tuning, events: &mut Vec<Change>) {
     let (m0, g0) = (st.multiplier, st.margin);
-    let why = if obs.pre_expired > obs.pre_used && obs.pre_expired > 0.0 {
+    let passed = (obs.offered - obs.dropped).max(0.0);
+    let contract = obs.offered.min(prof.ceil.max(prof.rate));
+    let shortfall = contract > 0.0 && contract - passed > 0.01 * contract;
+    let reserved = (st.fill - prof.rate).max(0.0) + st.pre;
+    let unused = reserved > 0.0 && (passed - prof.rate).max(0.0) < 0.5 * reserved;
+    let expired = obs.pre_expired > obs.pre_used && obs.pre_expired > 0.0;
+    let why = if expired || (unused && !shortfall) {
         st.multiplier *= 0.9;
         st.margin *= 0.8;
-        "pre-allocation expired unused"
-    } else if obs.dropped > 0.0 && obs.offered > st.fill {
+        TUNED_DOWN
+    } else if shortfall && !unused && obs.offered > st.fill {
         st.multiplier *= 1.1;
         st.margin += 0.05;
-        "demand above the allocation"
+        TUNED_UP
     } else {
         return;
     };
