@@ -118,7 +118,8 @@ pub struct GlobalConfig {
     pub cap_max_ns: u64,
     /// Drop precedence, per tier priority: a packet its own tokens would pass is dropped while
     /// the capacity word is more than this many ns in use (0: never), bronze first, then
-    /// silver, then gold; platinum never.
+    /// silver, then gold; platinum never. Borrowing, of every tier, stops before any of them:
+    /// at half bronze's depth.
     pub yield_ns: [u64; TIERS],
 }
 const _: () = assert!(size_of::<GlobalConfig>() == 160);

@@ -98,9 +98,10 @@ static TENANT_COUNTERS: PerCpuArray<TenantCounters> =
 #[map]
 static GLOBAL_COUNTERS: PerCpuArray<PacketCount> = PerCpuArray::with_max_entries(CLASSES, 0);
 
-/// Datapath-written, per CPU: bytes passed and not yet charged to the shared link words.
+/// Datapath-written, per CPU: bytes passed and not yet charged to the shared link word (0) and
+/// capacity word (1).
 #[map]
-static LINK_PENDING: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static LINK_PENDING: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 
 /// Datapath-written: sampled active flows, least recently used evicted first.
 #[map]

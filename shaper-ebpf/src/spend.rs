@@ -72,11 +72,13 @@ pub(crate) fn spend(
         && let Some(g) = global
         && unsafe { borrow(cfg, tc, state, g, now, len) }
     {
+        charge_capacity(cfg, now, len);
         return OUTCOME_BORROWED;
     }
     if tc.flags & TENANT_EMERGENCY != 0
         && cfg.emergency_burst_ns != 0
         && let Some(g) = global
+        && !unsafe { over_capacity(cfg, g, now) }
         && unsafe {
             bucket::spend(
                 &raw mut (*g).emergency_tat,
@@ -88,23 +90,25 @@ pub(crate) fn spend(
         }
         .is_some()
     {
-        // Rare (the reserve is small): charged at once, not folded.
-        if cfg.flags & GLOBAL_YIELD != 0
-            && let Some(g) = global
-        {
-            // SAFETY: as above.
-            unsafe {
-                bucket::charge(
-                    &raw mut (*g).cap_tat,
-                    now,
-                    bucket::cost(len, cfg.cap_cost_fp),
-                    cfg.cap_max_ns,
-                )
-            };
-        }
+        charge_capacity(cfg, now, len);
         return OUTCOME_EMERGENCY;
     }
     OUTCOME_DROPPED
+}
+
+/// Drop precedence: traffic within any tenant's rate outranks traffic above it (borrowed,
+/// emergency), so those stop once the link is over capacity, before bronze's own traffic
+/// yields (at half its depth). The link bucket alone cannot say so: its debt is bounded.
+///
+/// # Safety
+/// `global` points into `GLOBAL_STATE`.
+#[inline(always)]
+unsafe fn over_capacity(cfg: &GlobalConfig, global: *mut GlobalState, now: u64) -> bool {
+    // SAFETY: caller guarantees `global`.
+    cfg.flags & GLOBAL_YIELD != 0
+        && cfg.yield_ns[0] != 0
+        && unsafe { core::ptr::read_volatile(&raw const (*global).cap_tat) }
+            > now.saturating_add(cfg.yield_ns[0] / 2)
 }
 
 /// Drop precedence: the link is really over capacity (the capacity word in use beyond the
@@ -230,6 +234,9 @@ unsafe fn borrow(
     let depth = cfg.borrow_depth_ns[(tc.tier as usize) & 3];
     // SAFETY: caller guarantees both pointers.
     unsafe {
+        if over_capacity(cfg, global, now) {
+            return false;
+        }
         let own = &raw mut (*state).borrow_tat;
         if bucket::spend(own, now, len, tc.borrow.cost_fp, tc.borrow.burst_ns).is_none() {
             return false;
@@ -252,15 +259,30 @@ unsafe fn borrow(
 
 /// Charges a packet the tenant's own tokens paid for to the link bucket, so borrowers see how
 /// busy the link is, and to the capacity word, so yielding tiers see when it is over
-/// capacity; only what some tenant reads (borrowing, drop precedence). Bytes gather per CPU
-/// and fold into the shared words in batches of `link_fold_bytes`: sharing one word on every
-/// packet halved the packet rate of two CPUs (BENCHMARKS.md).
+/// capacity; only what some tenant reads (borrowing, drop precedence).
 #[inline(always)]
 fn charge_link(cfg: &GlobalConfig, now: u64, len: u64) {
-    if cfg.flags & (GLOBAL_BORROW | GLOBAL_YIELD) == 0 {
-        return;
+    if cfg.flags & GLOBAL_BORROW != 0 {
+        fold(0, cfg, now, len);
     }
-    let Some(pending) = LINK_PENDING.get_ptr_mut(0) else {
+    charge_capacity(cfg, now, len);
+}
+
+/// Charges a packet to the capacity word alone (borrowed packets, already in the link bucket;
+/// the emergency pool's), while drop precedence is on.
+#[inline(always)]
+fn charge_capacity(cfg: &GlobalConfig, now: u64, len: u64) {
+    if cfg.flags & GLOBAL_YIELD != 0 {
+        fold(1, cfg, now, len);
+    }
+}
+
+/// Bytes gather per CPU and fold into shared word `k` (0: link, 1: capacity) in batches of
+/// `link_fold_bytes`: sharing one word on every packet halved the packet rate of two CPUs
+/// (BENCHMARKS.md).
+#[inline(always)]
+fn fold(k: u32, cfg: &GlobalConfig, now: u64, len: u64) {
+    let Some(pending) = LINK_PENDING.get_ptr_mut(k) else {
         return;
     };
     // SAFETY: a per-CPU value: only this CPU touches it, with preemption off.
@@ -275,11 +297,10 @@ fn charge_link(cfg: &GlobalConfig, now: u64, len: u64) {
         // SAFETY: an array map value, valid and aligned for the program's run; `pending` as
         // above.
         unsafe {
-            if cfg.flags & GLOBAL_BORROW != 0 {
+            if k == 0 {
                 let ns = bucket::cost(total, cfg.link_cost_fp);
                 bucket::charge(&raw mut (*g).link_tat, now, ns, cfg.link_max_ns);
-            }
-            if cfg.flags & GLOBAL_YIELD != 0 {
+            } else {
                 let ns = bucket::cost(total, cfg.cap_cost_fp);
                 bucket::charge(&raw mut (*g).cap_tat, now, ns, cfg.cap_max_ns);
             }

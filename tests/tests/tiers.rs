@@ -476,6 +476,65 @@ fn lower_tiers_yield_their_own_traffic_only_when_the_link_is_short() {
     assert_eq!(run(&mut dp, &packet(T1, 0)), XDP_PASS);
 }
 
+/// Every passed packet counts against the link's capacity, whoever paid for it: own tokens,
+/// borrowing, the emergency pool (otherwise traffic above the tenants' rates would overload
+/// the link unseen by drop precedence); and once the link is over capacity, traffic above
+/// any tenant's rate (borrowed, emergency) stops before anyone's own traffic yields.
+#[test]
+fn borrowed_and_emergency_packets_count_against_capacity() {
+    let Some(_root) = root_test("borrowed_and_emergency_packets_count_against_capacity") else {
+        return;
+    };
+    let (mut dp, mut g) = load();
+    g.flags |= GLOBAL_BORROW | GLOBAL_YIELD;
+    slow_link(&mut g, 1_000_000, [1_000_000; 4]);
+    let capacity = bucket(SLOW, 1_000_000);
+    (g.cap_cost_fp, g.cap_max_ns) = (capacity.cost_fp, capacity.burst_ns);
+    let e = bucket(SLOW, 1000);
+    (g.emergency_cost_fp, g.emergency_burst_ns) = (e.cost_fp, e.burst_ns);
+    g.yield_ns = [bucket(SLOW, 100_000).burst_ns, 0, 0, 0];
+    dp.write_global(&g).expect("global");
+    // Nothing of its own: one packet borrowed, the next from the emergency pool.
+    let mut t = slow_tenant([0, 0, 0], TENANT_BORROW | TENANT_EMERGENCY, 2);
+    t.borrow = bucket(SLOW, 1000);
+    dp.write_tenant(0, &t).expect("write");
+    assert_eq!(run(&mut dp, &packet(T0, 0)), XDP_PASS);
+    assert_eq!(run(&mut dp, &packet(T0, 0)), XDP_PASS);
+    let c = tenant(&dp, 0);
+    assert_eq!(c.packets[TYPE_SILVER][OUTCOME_BORROWED], 1);
+    assert_eq!(c.packets[TYPE_SILVER][OUTCOME_EMERGENCY], 1);
+    assert!(
+        (1999..=2000).contains(&over_capacity(&dp)),
+        "{}",
+        over_capacity(&dp)
+    );
+    // Over capacity past half bronze's yield depth (1500 bytes): traffic above any rate gives
+    // way, though the link bucket, the borrow bucket and the emergency pool have room.
+    let e = bucket(SLOW, 100_000);
+    (g.emergency_cost_fp, g.emergency_burst_ns) = (e.cost_fp, e.burst_ns);
+    g.yield_ns = [bucket(SLOW, 3000).burst_ns, 0, 0, 0];
+    dp.write_global(&g).expect("global");
+    let mut t = slow_tenant([0, 0, 0], TENANT_BORROW, 3);
+    t.borrow = bucket(SLOW, 10_000);
+    dp.write_tenant(1, &t).expect("write");
+    assert_eq!(run(&mut dp, &packet(T1, 0)), XDP_DROP, "no borrowing");
+    assert_eq!(run(&mut dp, &packet(T0, 0)), XDP_DROP, "no emergency pool");
+    // Below it (2500 bytes): both again.
+    g.yield_ns = [bucket(SLOW, 5000).burst_ns, 0, 0, 0];
+    dp.write_global(&g).expect("global");
+    assert_eq!(run(&mut dp, &packet(T1, 0)), XDP_PASS);
+    assert_eq!(tenant(&dp, 1).packets[TYPE_SILVER][OUTCOME_BORROWED], 1);
+    g.yield_ns = [bucket(SLOW, 7000).burst_ns, 0, 0, 0];
+    dp.write_global(&g).expect("global");
+    assert_eq!(run(&mut dp, &packet(T0, 0)), XDP_PASS);
+    assert_eq!(
+        tenant(&dp, 0).packets[TYPE_SILVER][OUTCOME_EMERGENCY],
+        2,
+        "{:?}",
+        tenant(&dp, 0).packets[TYPE_SILVER]
+    );
+}
+
 /// The link bucket's debt is bounded at its depth: own traffic far above the link, then idle
 /// for one depth, and borrowing works again (unbounded, the debt of the flood would block it
 /// for as long as the flood lasted).

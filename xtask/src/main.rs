@@ -64,6 +64,13 @@ enum Cmd {
         /// Alternating rounds of all policies.
         #[arg(long, default_value_t = 1)]
         rounds: usize,
+        /// A real link after the shaper: a TBF at the link's capacity on the receiving side
+        /// (IFB); what the receivers got is scored. Needed for `htb`.
+        #[arg(long)]
+        bottleneck: bool,
+        /// The link's capacity in Mbit/s (before `--scale`) instead of the config's.
+        #[arg(long)]
+        capacity: Option<u64>,
     },
 }
 
@@ -168,7 +175,11 @@ fn main() -> Result<()> {
             warm,
             scale,
             rounds,
+            bottleneck,
+            capacity,
         } => replay::replay(&replay::Args {
+            bottleneck,
+            capacity_mbit: capacity,
             trace: &trace,
             config: &config,
             policies: &policies,

@@ -7,6 +7,12 @@
 //! Forecasters need days of history, which cannot be replayed in real time: the cycles before
 //! the replayed window are written into the history store first, and `shaper run` warm-starts
 //! from them, the same for every policy.
+//!
+//! With `--bottleneck`, the link is real: after the shaper's XDP, the receiving side's ingress
+//! is redirected to an IFB whose TBF runs at the link's capacity (a FIFO that drops every
+//! tenant alike when the shaper lets more through than the link carries), and what each
+//! tenant's receiver got per second is scored. `htb` then runs no shaper: an HTB tree with
+//! the config's rates, ceilings and tier priorities under the TBF.
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -23,6 +29,9 @@ use shaper::simulate::{SimResult, Trace, score};
 use shaper::store::{Row, Store, unix_now};
 
 pub struct Args<'a> {
+    pub bottleneck: bool,
+    /// The link's capacity, Mbit/s before scaling, instead of the config's.
+    pub capacity_mbit: Option<u64>,
     pub trace: &'a Path,
     pub config: &'a Path,
     pub policies: &'a [String],
@@ -36,10 +45,49 @@ pub struct Args<'a> {
 const PAYLOAD: usize = 1400;
 const PORT: u16 = 9000;
 
+/// What runs on the lab: one of the agent's policies, with drop precedence on or off, or HTB
+/// alone as the link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Policy {
+    Agent(PolicyMode, bool),
+    Htb,
+}
+
+impl Policy {
+    /// `static` (precedence off: the plain per-tenant policer), `static+dp`, `reactive`,
+    /// `predictive` (precedence on, the default), `htb`.
+    fn parse(s: &str) -> Result<Policy> {
+        Ok(match s {
+            "htb" => Policy::Htb,
+            "static" => Policy::Agent(PolicyMode::Static, false),
+            "static+dp" => Policy::Agent(PolicyMode::Static, true),
+            other => Policy::Agent(
+                serde_json::from_value(serde_json::Value::String(other.to_string()))
+                    .context("--policies: static, static+dp, reactive, predictive or htb")?,
+                true,
+            ),
+        })
+    }
+
+    fn name(self) -> String {
+        match self {
+            Policy::Htb => "htb".into(),
+            Policy::Agent(PolicyMode::Static, true) => "static+dp".into(),
+            Policy::Agent(m, _) => format!("{m:?}").to_lowercase(),
+        }
+    }
+}
+
 /// The config as replayed: one trace cycle per second (season and horizon kept in cycles),
 /// rates and capacity scaled, history and API in `dir`.
-fn replay_config(cfg: &Config, policy: PolicyMode, scale: f64, dir: &Path) -> Result<Config> {
+fn replay_config(
+    cfg: &Config,
+    (policy, precedence): (PolicyMode, bool),
+    scale: f64,
+    dir: &Path,
+) -> Result<Config> {
     let mut c = cfg.clone();
+    c.policy.drop_precedence = precedence;
     let interval_s = cfg.forecast.interval_ms as f64 / 1000.0;
     let cycles = |secs: u64| ((secs as f64 / interval_s).round() as u64).max(1);
     c.forecast.season_s = cycles(cfg.forecast.season_s).max(2);
@@ -138,16 +186,111 @@ pub(crate) fn start_agent(
     Ok(agent)
 }
 
+/// The link after the shaper: the dut's ingress redirected to an IFB, and on it a TBF at the
+/// link's capacity, or (`htb`) an HTB tree of the tenants under the link.
+fn bottleneck(lab: &Lab, cfg: &Config, htb: bool, dir: &Path) -> Result<()> {
+    let ns = &lab.dut.name;
+    let ifb = format!("{}i", lab.dut_if);
+    shaper::lab::ip(&["-n", ns, "link", "add", &ifb, "type", "ifb"])?;
+    shaper::lab::ip(&["-n", ns, "link", "set", &ifb, "txqueuelen", "1000", "up"])?;
+    let dev = &lab.dut_if;
+    crate::compare::tc(
+        ns,
+        &["qdisc", "add", "dev", dev, "handle", "ffff:", "ingress"],
+    )?;
+    crate::compare::tc(
+        ns,
+        &[
+            "filter", "add", "dev", dev, "parent", "ffff:", "protocol", "all", "u32", "match",
+            "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", &ifb,
+        ],
+    )?;
+    // The link carries `capacity` of IP bytes (what the shaper counts); the TBF counts the
+    // Ethernet header too.
+    let ip = (PAYLOAD + 28) as f64;
+    let link = (cfg.link.capacity.bits_per_sec() as f64 * (ip + 14.0) / ip) as u64;
+    // 4 ms of the link, at least a few full-size packets.
+    let burst = (link / 8 / 250).max(32_000);
+    crate::compare::tc(
+        ns,
+        &[
+            "qdisc",
+            "add",
+            "dev",
+            &ifb,
+            "root",
+            "handle",
+            "1:",
+            "tbf",
+            "rate",
+            &format!("{link}bit"),
+            "burst",
+            &burst.to_string(),
+            "latency",
+            "20ms",
+        ],
+    )?;
+    if !htb {
+        return Ok(());
+    }
+    // HTB under the TBF: the TBF is the line, HTB dequeues when it may send, classes under
+    // their rate first, by priority, as on a real NIC. (HTB alone does not hold children
+    // under their own rates to their parent's: an overbooked tree passes its whole total.)
+    use std::fmt::Write as _;
+    let mut b = String::new();
+    writeln!(b, "qdisc add dev {ifb} parent 1:1 handle 2: htb default ff")?;
+    writeln!(
+        b,
+        "class add dev {ifb} parent 2: classid 2:1 htb rate {link}bit ceil {link}bit burst {burst}b cburst {burst}b"
+    )?;
+    writeln!(
+        b,
+        "class add dev {ifb} parent 2:1 classid 2:ff htb rate 1mbit ceil {link}bit prio 7"
+    )?;
+    for (i, (t, (net, _))) in cfg.tenants.iter().zip(targets(cfg)?).enumerate() {
+        let rate = t.rate.bits_per_sec();
+        let tier = cfg.tiers.get(&t.tier);
+        let ceil = match (t.ceil, tier.is_some_and(|x| x.borrow)) {
+            (Some(c), true) => c.bits_per_sec().max(rate),
+            _ => rate,
+        };
+        // HTB's prio 0 is served first: platinum (priority 3) gets 0.
+        let prio = 3 - tier.map_or(0, |x| x.priority.min(3));
+        let tb = t.burst.bytes();
+        writeln!(
+            b,
+            "class add dev {ifb} parent 2:1 classid 2:{:x} htb rate {rate}bit ceil {ceil}bit burst {tb}b cburst {tb}b prio {prio}",
+            i + 16
+        )?;
+        writeln!(
+            b,
+            "filter add dev {ifb} parent 2: prio 1 protocol ip u32 match ip dst {net}.0/24 flowid 2:{:x}",
+            i + 16
+        )?;
+    }
+    let path = dir.join("htb.batch");
+    std::fs::write(&path, b)?;
+    crate::compare::tc(ns, &["-batch", &path.display().to_string()])
+}
+
 /// One policy over the window: returns the scored history and the bytes the senders sent.
 fn run_one(
     trace: &Trace,
     base: &Config,
-    policy: PolicyMode,
+    policy: Policy,
     a: &Args,
     dir: &Path,
 ) -> Result<(SimResult, f64)> {
     std::fs::create_dir_all(dir)?;
-    let cfg = replay_config(base, policy, a.scale, dir)?;
+    let mode = match policy {
+        Policy::Agent(m, dp) => (m, dp),
+        Policy::Htb => (PolicyMode::Static, false),
+    };
+    let mut base = base.clone();
+    if let Some(m) = a.capacity_mbit {
+        base.link.capacity = shaper::units::Rate(m * 1_000_000);
+    }
+    let cfg = replay_config(&base, mode, a.scale, dir)?;
     let path = dir.join("config.json");
     write_private(&path, &serde_json::to_string_pretty(&cfg)?)?;
     let idx = trace.indices(&cfg).map_err(|e| anyhow::anyhow!(e))?;
@@ -182,14 +325,24 @@ fn run_one(
             store.append(&rows)?;
         }
     }
-    let agent = start_agent(&lab, &path, &dir.join("run.log"), &[])?;
+    if a.bottleneck || policy == Policy::Htb {
+        bottleneck(&lab, &cfg, policy == Policy::Htb, dir)?;
+    }
+    let agent = match policy {
+        Policy::Agent(..) => Some(start_agent(&lab, &path, &dir.join("run.log"), &[])?),
+        Policy::Htb => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let window = Duration::from_secs(a.cycles as u64);
+    let epoch = Instant::now();
     let sinks = targets
         .iter()
         .map(|(_, dst)| {
-            Ok(Sink::bind(&lab.dut.name, *dst)?
-                .start(window + Duration::from_secs(3), stop.clone()))
+            Ok(Sink::bind(&lab.dut.name, *dst)?.start_binned(
+                Some((epoch, Duration::from_secs(1))),
+                window + Duration::from_secs(3),
+                stop.clone(),
+            ))
         })
         .collect::<Result<Vec<_>>>()?;
     let started = unix_now();
@@ -220,8 +373,33 @@ fn run_one(
     std::thread::sleep(Duration::from_millis(2500));
     drop(agent);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut received = Vec::new();
     for s in sinks {
-        let _ = s.join();
+        received.push(s.join().map_err(|_| anyhow::anyhow!("sink panicked"))??);
+    }
+    let name = policy.name();
+    if a.bottleneck || policy == Policy::Htb {
+        // What each receiver got per second against what its sender was told to send: the
+        // link is after the shaper, so the agent's counters no longer say what passed.
+        let offered: Vec<Vec<f64>> = idx
+            .iter()
+            .map(|&k| {
+                trace.offered[k][a.from..a.from + a.cycles]
+                    .iter()
+                    .map(|b| b * a.scale)
+                    .collect()
+            })
+            .collect();
+        let passed: Vec<Vec<f64>> = received
+            .iter()
+            .map(|r| {
+                (0..a.cycles)
+                    .map(|c| r.bins.get(c).copied().unwrap_or(0) as f64)
+                    .collect()
+            })
+            .collect();
+        drop(lab);
+        return Ok((score(&cfg, &name, 1.0, &offered, &passed), sent));
     }
     let store = Store::open(&cfg.history.path, &lab.dut_if)?;
     // Skip the first cycle (it spans the start), keep the window.
@@ -236,7 +414,6 @@ fn run_one(
         }
     }
     drop(lab);
-    let name = format!("{policy:?}").to_lowercase();
     Ok((score(&cfg, &name, 1.0, &offered, &passed), sent))
 }
 
@@ -257,12 +434,11 @@ pub fn replay(a: &Args) -> Result<()> {
             trace.cycles()
         );
     }
-    let policies: Vec<PolicyMode> = a
+    let policies: Vec<Policy> = a
         .policies
         .iter()
-        .map(|p| serde_json::from_value(serde_json::Value::String(p.clone())))
-        .collect::<Result<_, _>>()
-        .context("--policies: static, reactive or predictive")?;
+        .map(|p| Policy::parse(p))
+        .collect::<Result<_>>()?;
     let scratch: PathBuf = std::env::temp_dir().join(shaper::lab::unique_name("shaper-replay-"));
     println!(
         "trace {} cycles {}..{} ({} s each on the wire), {} cycles of history before, rates x{}",
@@ -287,7 +463,7 @@ pub fn replay(a: &Args) -> Result<()> {
     let mut all = Vec::new();
     for round in 0..a.rounds {
         for &p in &policies {
-            let dir = scratch.join(format!("{round}-{p:?}"));
+            let dir = scratch.join(format!("{round}-{}", p.name()));
             let (r, sent) = run_one(&trace, &cfg, p, a, &dir)?;
             println!(
                 "{:>6} {:>11} {:>10.1} {:>10.1} {:>9.3} MB {:>10} {:>10.1}% {:>6.3}",

@@ -42,13 +42,15 @@ impl Sent {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Received {
     pub packets: u64,
     /// IP bytes.
     pub bytes: u64,
     /// From the first to the last packet received.
     pub span: Duration,
+    /// IP bytes per bin of time since the epoch (`Sink::start_binned`; empty otherwise).
+    pub bins: Vec<u64>,
 }
 
 /// Pins the calling thread to `cpu` (senders, and the tests that drive a bucket from every CPU).
@@ -208,6 +210,17 @@ impl Sink {
         deadline: Duration,
         stop: Arc<AtomicBool>,
     ) -> JoinHandle<io::Result<Received>> {
+        self.start_binned(None, deadline, stop)
+    }
+
+    /// As `start`, and with `bins` = (epoch, width) also what arrived in each bin of `width`
+    /// since `epoch` (what a replay scores per cycle on the receiver's side).
+    pub fn start_binned(
+        self,
+        bins: Option<(Instant, Duration)>,
+        deadline: Duration,
+        stop: Arc<AtomicBool>,
+    ) -> JoinHandle<io::Result<Received>> {
         std::thread::spawn(move || {
             let overhead = ip_overhead(self.addr.ip());
             let mut buf = vec![0u8; 65_536];
@@ -223,6 +236,14 @@ impl Sink {
                         last = now;
                         r.packets += 1;
                         r.bytes += n as u64 + overhead;
+                        if let Some((epoch, width)) = bins {
+                            let k = (now.saturating_duration_since(epoch).as_secs_f64()
+                                / width.as_secs_f64()) as usize;
+                            if r.bins.len() <= k {
+                                r.bins.resize(k + 1, 0);
+                            }
+                            r.bins[k] += n as u64 + overhead;
+                        }
                     }
                     Err(e)
                         if matches!(

@@ -14,7 +14,7 @@ fn cost(lab: &Lab, setup: Setup, secs: u64, dir: &Path) -> Result<(f64, f64)> {
         .received
         .iter()
         .find(|(d, _)| *d == dst(1))
-        .map(|(_, x)| *x)
+        .map(|(_, x)| x.clone())
         .unwrap_or_default();
     let pps = rx.packets as f64 / secs as f64;
     // USER_HZ is 100: a jiffy is 10 ms.

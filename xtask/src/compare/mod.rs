@@ -128,7 +128,7 @@ impl Drop for Attached {
     }
 }
 
-fn tc(ns: &str, args: &[&str]) -> Result<()> {
+pub(crate) fn tc(ns: &str, args: &[&str]) -> Result<()> {
     let out = std::process::Command::new("tc")
         .args(["-n", ns])
         .args(args)
