@@ -95,8 +95,9 @@ pub struct GlobalConfig {
     pub _pad: [u8; 3],
     /// [`GLOBAL_BORROW`], [`GLOBAL_FALLBACK`].
     pub flags: u32,
-    /// The link bucket (GCRA): capacity minus the emergency share. Every passed packet is
-    /// charged to it when borrowing is on; borrowed packets must also fit in it.
+    /// The link bucket (GCRA): capacity minus the emergency share (the whole capacity with drop
+    /// precedence on, which takes the reserve back when needed). Every passed packet is charged
+    /// to it when borrowing is on; borrowed packets must also fit in it.
     pub link_cost_fp: u64,
     /// How full the link bucket may get with a borrowed packet, per tier priority: lower tiers
     /// stop borrowing while the link still has room for higher ones (drop precedence).

@@ -90,7 +90,8 @@ pub(crate) fn spend(
         }
         .is_some()
     {
-        charge_capacity(cfg, now, len);
+        // In the link bucket too: with precedence it spans the whole link, reserve included.
+        charge_link(cfg, now, len);
         return OUTCOME_EMERGENCY;
     }
     OUTCOME_DROPPED
@@ -268,8 +269,8 @@ fn charge_link(cfg: &GlobalConfig, now: u64, len: u64) {
     charge_capacity(cfg, now, len);
 }
 
-/// Charges a packet to the capacity word alone (borrowed packets, already in the link bucket;
-/// the emergency pool's), while drop precedence is on.
+/// Charges a packet to the capacity word alone (borrowed packets, already in the link
+/// bucket), while drop precedence is on.
 #[inline(always)]
 fn charge_capacity(cfg: &GlobalConfig, now: u64, len: u64) {
     if cfg.flags & GLOBAL_YIELD != 0 {

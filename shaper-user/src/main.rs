@@ -8,7 +8,7 @@ mod cli;
 
 use cli::{
     Cli, Command, ConfigCommand, ForecastCommand, TraceCommand, config_check, demo, detach,
-    exchange, forecast, history, run, simulate, stats, top,
+    exchange, explain, forecast, history, run, simulate, stats, top,
 };
 
 fn main() -> ExitCode {
@@ -49,6 +49,7 @@ fn main() -> ExitCode {
         Command::Trace(TraceCommand::Gen(args)) => simulate::generate(args),
         Command::Simulate(args) => simulate::execute(args),
         Command::Exchange(args) => exchange::execute(args),
+        Command::Explain(args) => explain::execute(args),
         Command::History(args) => history::execute(args),
         Command::Report(args) => history::report(args),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::execute(args))),

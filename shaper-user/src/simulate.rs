@@ -366,7 +366,12 @@ impl Fluid {
                 .collect(),
             profiles,
             cap,
-            link_pool: if htb { cap } else { link_pool },
+            // With precedence the reserve is lent to borrowers until the top tiers need it.
+            link_pool: if htb || cfg.policy.drop_precedence {
+                cap
+            } else {
+                link_pool
+            },
             emergency_pool: if htb { 0.0 } else { cap * cfg.pools.emergency },
             dt,
             htb,

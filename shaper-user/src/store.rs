@@ -228,9 +228,57 @@ pub fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Unix time that only moves forward at the monotonic clock's pace: the wall clock read once,
+/// then the monotonic time since. What orders the forecasters' samples: an NTP step back would
+/// otherwise make every sample "out of order" (forecasts frozen until the wall clock caught
+/// up), and a step forward would read as hours of missing samples.
+#[derive(Clone, Copy, Debug)]
+pub struct SteadyClock {
+    wall0: f64,
+    mono0: std::time::Instant,
+}
+
+impl SteadyClock {
+    pub fn new() -> SteadyClock {
+        SteadyClock::starting_at(unix_now())
+    }
+
+    /// A clock that reads `wall0` now.
+    pub fn starting_at(wall0: f64) -> SteadyClock {
+        SteadyClock {
+            wall0,
+            mono0: std::time::Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> f64 {
+        self.wall0 + self.mono0.elapsed().as_secs_f64()
+    }
+}
+
+impl Default for SteadyClock {
+    fn default() -> Self {
+        SteadyClock::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The forecasters' clock moves at the monotonic pace from where it started, whatever the
+    /// wall clock does: started an hour ahead of it (history stored before NTP stepped the
+    /// wall clock back), it stays an hour ahead, and successive reads always increase.
+    #[test]
+    fn steady_clock_moves_forward_from_its_start() {
+        let ahead = unix_now() + 3600.0;
+        let c = SteadyClock::starting_at(ahead);
+        let a = c.now();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let b = c.now();
+        assert!(a >= ahead && b > a && b - a < 1.0, "{ahead} {a} {b}");
+        assert!(b > unix_now() + 3500.0);
+    }
 
     fn row(ts: f64, tenant: &str, offered: f64) -> Row {
         Row {

@@ -1133,6 +1133,82 @@ fn exchange_moves_rate_between_token_types_within_the_limit() {
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
+/// `shaper explain` against a running agent: the tenant's configured rate and ceiling, policy,
+/// forecast and accuracy, the allocator's decision in words, what paid its packets; `--json`
+/// gives the agent's answer; an unknown tenant is one clear line.
+#[test]
+fn explain_says_why_a_tenant_has_its_allocation() {
+    let Some(_root) = root_test("explain_says_why_a_tenant_has_its_allocation") else {
+        return;
+    };
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-explain-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let config = example_in(&tmp, &[]);
+    let log = tmp.join("run.log");
+    let _agent = start_run(&lab, &config, &log);
+    api_up(&lab.dut_if, &log, 5, None);
+    let explain = |tenant: &str, json: bool| {
+        let mut c = shaper();
+        c.args(["explain", "--iface", &lab.dut_if, "--tenant", tenant]);
+        if json {
+            c.arg("--json");
+        }
+        c.output().expect("explain")
+    };
+    // Once a cycle has planned, the decision is there.
+    let start = Instant::now();
+    let text = loop {
+        let o = explain("acme", false);
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        if o.status.success() && text.contains("why:") {
+            break text;
+        }
+        assert!(
+            o.status.success() || stderr(&o).contains("first cycle"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no decision: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for want in [
+        "acme (gold: priority 2",
+        "configured: rate 200.0 Mbit/s",
+        "policy: predictive",
+        "forecast for the next cycle:",
+        "accuracy:",
+        "allocation: fill",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    eprintln!("{text}");
+    assert!(
+        [
+            "held at its base rate",
+            "raised",
+            "seasonal naive",
+            "reactive override"
+        ]
+        .iter()
+        .any(|w| text.contains(w)),
+        "{text}"
+    );
+    let o = explain("acme", true);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["tenant"]["name"], "acme");
+    assert!(
+        v["tenant"]["allocation"]["decision"]["kind"].is_string(),
+        "{v}"
+    );
+    assert_eq!(v["config"]["name"], "acme");
+    assert_one_line_error(&explain("nobody", false), "no tenant named 'nobody'");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
 /// History: every cycle lands in the store; SIGKILL loses nothing already written; the next
 /// `shaper run` warm-starts its forecasters from it; `shaper history --csv` exports it.
 #[test]

@@ -100,6 +100,8 @@ struct Agent {
     profiles: Vec<Profile>,
     /// Forecasting and allocation; `None` in static mode (the config's rates stay).
     planner: Option<Planner>,
+    /// What orders the forecasters' samples (not the wall clock, which NTP may step).
+    clock: crate::store::SteadyClock,
     host: collect::HostSampler,
     /// Each tenant's deposit totals at the last cycle, for this cycle's used and expired.
     /// (Config order; emptied by a reload.)
@@ -329,8 +331,15 @@ impl Agent {
         mut store: Store,
     ) -> Agent {
         let mut planner = predicting(cfg).then(|| Planner::new(cfg, cfg.policy.mode, None));
+        // Live samples come after the newest one warmed, even if the wall clock was stepped
+        // back since it was stored.
+        let mut clock = crate::store::SteadyClock::new();
         if let Some(p) = planner.as_mut() {
-            record::warm_start(p, &store, cfg);
+            let newest = record::warm_start(p, &store, cfg);
+            let next = newest + cfg.forecast.interval_ms as f64 / 1000.0;
+            if next > clock.now() {
+                clock = crate::store::SteadyClock::starting_at(next);
+            }
         }
         record::purge_history(&mut store, cfg);
         Agent {
@@ -344,6 +353,7 @@ impl Agent {
             shared,
             interval: Duration::from_millis(cfg.forecast.interval_ms),
             profiles: crate::planner::profiles(cfg),
+            clock,
             cfg: cfg.clone(),
             planner,
             // Outside a network namespace only: sysfs shows the agent's own.

@@ -9,7 +9,6 @@ use crate::stats::{PrePool, TenantStats};
 
 use super::Agent;
 use super::collect::Collected;
-use crate::store::unix_now;
 
 /// One tenant's plan for the next cycle, config order.
 pub(super) struct Planned {
@@ -46,7 +45,7 @@ impl Agent {
             )
             .collect();
         self.last_pre = c.tenants.iter().map(|s| s.pre_pool).collect();
-        let (allocs, events, demand, info) = planner.step(unix_now(), &observed, c.host);
+        let (allocs, events, demand, info) = planner.step(self.clock.now(), &observed, c.host);
         self.log_events(&events);
         Some(
             allocs

@@ -254,5 +254,6 @@ fn allocation_view(p: &Planned) -> AllocationView {
         deposit_bytes: a.deposit.map_or(0.0, |d| d.bytes),
         override_reason: a.overridden.clone(),
         mix: p.shares,
+        decision: Some(a.decision),
     }
 }

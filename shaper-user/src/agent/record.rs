@@ -181,20 +181,25 @@ impl Agent {
 }
 
 /// Feeds every tenant's forecaster its history, within [`WARM_BUDGET`].
-pub(super) fn warm_start(planner: &mut Planner, store: &Store, cfg: &Config) {
+/// Returns the newest sample's time (0 without any), so the live clock starts after it.
+pub(super) fn warm_start(planner: &mut Planner, store: &Store, cfg: &Config) -> f64 {
     let per_tenant = (2.0 * cfg.forecast.season_s as f64 * 1000.0
         / cfg.forecast.interval_ms.max(1) as f64)
         .min(WARM_SAMPLES as f64) as usize;
     let started = Instant::now();
     let mut warmed = 0usize;
     let mut reached = 0usize;
+    let mut newest = 0f64;
     for t in &cfg.tenants {
         if started.elapsed() > WARM_BUDGET {
             break;
         }
         reached += 1;
         match store.recent(&t.name, per_tenant.max(1)) {
-            Ok(samples) => warmed += planner.warm(&t.name, &samples),
+            Ok(samples) => {
+                newest = samples.iter().map(|s| s.0).fold(newest, f64::max);
+                warmed += planner.warm(&t.name, &samples);
+            }
             Err(e) => warn!(tenant = %t.name, cause = %e, "cannot read history"),
         }
     }
@@ -208,6 +213,7 @@ pub(super) fn warm_start(planner: &mut Planner, store: &Store, cfg: &Config) {
             "warm start stopped at its time budget: the other tenants' forecasters start cold"
         );
     }
+    newest
 }
 
 /// Unix time before which history is past `history.retention_days`.

@@ -163,6 +163,29 @@ pub struct Deposit {
     pub ttl_s: f64,
 }
 
+/// Why a tenant has its allocation (`shaper explain`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Decision {
+    /// Static mode: the configured rate.
+    Configured,
+    /// A reactive override holds it at its base rate.
+    Overridden,
+    /// Reactive mode: towards last cycle's use.
+    Reactive,
+    /// Predictive mode, but its forecasts are worse than the seasonal naive (rolling MASE >= 1):
+    /// allocated reactively, never below its base rate, until they recover.
+    Untrusted,
+    /// Its forecast is above its rate: raised toward it; `granted` is the share of what it
+    /// asked beyond its rate (fill and pre-allocation) that the guaranteed pool could give,
+    /// higher tiers served first.
+    Raised { granted: f64 },
+    /// The link is predicted short and overcommit cut it below its base rate.
+    Lowered,
+    /// Its forecast is within its rate: the base rate.
+    Held,
+}
+
 /// One tenant's allocation for the next cycle.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Allocation {
@@ -178,6 +201,7 @@ pub struct Allocation {
     /// (predictive mode only; `None`: the configured mix). `fill` already includes what the
     /// move is worth at the exchange rates.
     pub mix: Option<[f64; 3]>,
+    pub decision: Decision,
 }
 
 impl Allocation {
@@ -190,6 +214,7 @@ impl Allocation {
             deposit: None,
             overridden: None,
             mix: None,
+            decision: Decision::Configured,
         }
     }
 }
@@ -458,8 +483,19 @@ fn granted(
         ttl_s: d.ttl_s,
     });
     let deposit = deposit.filter(|d| d.bytes >= 1.0);
-    // The pool's cap holds a cycle of its fill (at least a burst), and any deposit whole.
     let prof = &inp.profiles[i];
+    let decision = match inp.policy.mode {
+        PolicyMode::Static => Decision::Configured,
+        _ if st.overridden.is_some() => Decision::Overridden,
+        PolicyMode::Reactive => Decision::Reactive,
+        PolicyMode::Predictive if !inp.demand[i].trusted => Decision::Untrusted,
+        PolicyMode::Predictive if fill + pre > prof.rate * (1.0 + 1e-9) => {
+            Decision::Raised { granted: scale }
+        }
+        PolicyMode::Predictive if fill < prof.rate * (1.0 - 1e-9) => Decision::Lowered,
+        PolicyMode::Predictive => Decision::Held,
+    };
+    // The pool's cap holds a cycle of its fill (at least a burst), and any deposit whole.
     let pre_cap = (pre * inp.interval_s)
         .max(if pre > 0.0 { prof.burst } else { 0.0 })
         .max(deposit.map_or(0.0, |d| d.bytes));
@@ -478,6 +514,7 @@ fn granted(
         deposit,
         overridden: st.overridden.clone(),
         mix,
+        decision,
     }
 }
 

@@ -451,4 +451,68 @@ mod tests {
             }
         }
     }
+
+    /// The Grafana dashboard (`packaging/grafana/shaper.json`) queries only metrics the agent
+    /// exports: every `shaper_*` name in every panel's expression is a declared family (or a
+    /// histogram's `_bucket`/`_sum`/`_count`).
+    #[test]
+    fn grafana_dashboard_queries_only_exported_metrics() {
+        let view = View::new("eth0", vec![tenant("t")], vec![("ipv4".into(), 1, 1)]);
+        let mut health = Health::default();
+        health.record_cycle(0.01);
+        let text = render_metrics(&view, &health);
+        let declared: Vec<(String, String)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|r| r.split_once(' '))
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        let exported = |name: &str| {
+            declared.iter().any(|(d, t)| {
+                name == d
+                    || (t == "histogram"
+                        && name
+                            .strip_prefix(d.as_str())
+                            .is_some_and(|s| ["_bucket", "_sum", "_count"].contains(&s)))
+            })
+        };
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../../../packaging/grafana/shaper.json"))
+                .expect("the dashboard is JSON");
+        let panels = dash["panels"].as_array().expect("panels");
+        assert!(panels.len() >= 10);
+        let mut queried = 0;
+        for p in panels {
+            for t in p["targets"].as_array().expect("targets") {
+                let expr = t["expr"].as_str().expect("expr");
+                let mut rest = expr;
+                while let Some(at) = rest.find("shaper_") {
+                    let name: String = rest[at..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    assert!(
+                        exported(&name),
+                        "{} queries {name}, not exported",
+                        p["title"]
+                    );
+                    queried += 1;
+                    rest = &rest[at + name.len()..];
+                }
+            }
+        }
+        // The dashboard shows what the issue names: rates, drops, forecast vs offered,
+        // allocation, overrides, alerts, cycle time.
+        for must in [
+            "shaper_tenant_passed_bits_per_second",
+            "shaper_tenant_forecast_bits_per_second",
+            "shaper_tenant_fill_bits_per_second",
+            "shaper_tenant_override",
+            "shaper_alerts_total",
+            "shaper_agent_cycle_seconds_bucket",
+        ] {
+            assert!(dash.to_string().contains(must), "no panel shows {must}");
+        }
+        assert!(queried > 20);
+    }
 }

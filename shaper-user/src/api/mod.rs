@@ -222,6 +222,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/stats", get(stats))
         .route("/v1/health", get(health))
         .route("/v1/config", get(config))
+        .route("/v1/tenants/{name}", get(tenant))
         .route("/v1/reload", post(reload))
         .route("/v1/exchange", post(exchange))
         .route("/metrics", get(metrics))
@@ -366,6 +367,46 @@ async fn health(State(s): State<Shared>) -> Response {
 
 async fn config(State(s): State<Shared>) -> Response {
     json(&serde_json::json!({ "api": API_VERSION, "config": read(&s.config) }))
+}
+
+/// One tenant: its stats, forecast and allocation with the allocator's decision, its config
+/// entry, its tier and the policy in force (what `shaper explain` prints); 404 if unknown.
+async fn tenant(
+    State(s): State<Shared>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let found = current(&s).tenant(&name);
+    // A guard, not a clone: the config may hold 100,000 tenants.
+    let cfg = s.config.read().unwrap_or_else(|e| e.into_inner());
+    let entry = cfg.tenants.iter().find(|t| t.name == name);
+    let view = match (found, entry) {
+        (Some(v), _) => v,
+        (None, Some(_)) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json(
+                    &serde_json::json!({ "error": "no cycle has run yet: try again in a moment" }),
+                ),
+            )
+                .into_response();
+        }
+        (None, None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                json(&serde_json::json!({ "error": format!("no tenant named '{name}'") })),
+            )
+                .into_response();
+        }
+    };
+    let tier = entry.and_then(|t| cfg.tiers.get(&t.tier));
+    json(&serde_json::json!({
+        "api": API_VERSION,
+        "tenant": view,
+        "config": entry,
+        "tier": tier,
+        "policy": cfg.policy,
+        "link": cfg.link,
+    }))
 }
 
 async fn reload(

@@ -60,6 +60,16 @@ impl View {
         }
     }
 
+    /// One tenant in wire form, by name, without turning every other tenant into it.
+    pub fn tenant(&self, name: &str) -> Option<TenantView> {
+        if let Some(all) = self.tenants.get() {
+            return all.iter().find(|t| t.name == name).cloned();
+        }
+        let i = self.stats.iter().position(|s| s.name == name)?;
+        let (f, a) = self.plans.get(i).cloned().unwrap_or_default();
+        Some(TenantView::new(&self.stats[i], f, a))
+    }
+
     /// Every tenant in wire form.
     pub fn tenants(&self) -> &[TenantView] {
         self.tenants.get_or_init(|| {
@@ -153,6 +163,9 @@ pub struct AllocationView {
     /// The split over gold, silver and bronze the allocator moved toward the per-type demand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mix: Option<[f64; 3]>,
+    /// Why the allocator decided this (`shaper explain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<crate::allocate::Decision>,
 }
 
 /// One tenant: its counters, its rates over the last window (bits/s), and what the agent

@@ -9,6 +9,7 @@ pub mod config_check;
 pub mod demo;
 pub mod detach;
 pub mod exchange;
+pub mod explain;
 pub mod forecast;
 pub mod history;
 pub mod run;
@@ -65,6 +66,10 @@ pub enum Command {
     /// Move rate between a tenant's token types, within policy.max_exchange_fraction, at the
     /// config's exchange rates (through the running agent).
     Exchange(ExchangeArgs),
+    /// Why a tenant has its current fill and pre-allocation: configured rate and ceiling,
+    /// forecast and accuracy, the allocator's decision, which tokens paid its packets (through
+    /// the running agent).
+    Explain(ExplainArgs),
     /// Export the history store: every tenant's offered, passed and dropped rate per cycle,
     /// with its forecast and allocation.
     History(HistoryArgs),
@@ -76,6 +81,18 @@ pub enum Command {
     Trace(TraceCommand),
     /// Replay a trace through the allocator and a model of the datapath, deterministically.
     Simulate(SimulateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// Interface whose agent to ask; optional when only one runs.
+    #[arg(long, value_parser = shaper::datapath::interface_name)]
+    pub iface: Option<String>,
+    #[arg(long)]
+    pub tenant: String,
+    /// The agent's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -201,8 +201,15 @@ pub fn global_config(cfg: &Config) -> GlobalConfig {
     let (v4_probes, v4_nprobes) = v4.encode();
     let (v6_probes, v6_nprobes) = v6.encode();
     let cap = cfg.link.capacity.bits_per_sec() as f64;
-    // The link bucket: what is not held back for emergencies.
-    let link_rate = (cap * (cfg.pools.guaranteed + cfg.pools.opportunistic)).max(1.0) as u64;
+    // The link bucket: what is not held back for emergencies; with drop precedence, the whole
+    // link: the reserve is lent to borrowers while the top tiers do not need it, and taken back
+    // at packet level when they do (borrowing stops once the link is over capacity).
+    let lent = if cfg.policy.drop_precedence {
+        1.0
+    } else {
+        cfg.pools.guaranteed + cfg.pools.opportunistic
+    };
+    let link_rate = (cap * lent).max(1.0) as u64;
     let link = bucket(link_rate, link_burst_bytes(cfg));
     let emergency_rate = (cap * cfg.pools.emergency) as u64;
     let emergency = if emergency_rate == 0 {
@@ -483,14 +490,18 @@ mod tests {
         assert!(g.yield_ns[..3].windows(2).all(|w| w[0] < w[1]));
         assert_eq!(g.yield_ns[3], 0);
         assert!(g.cap_max_ns > g.yield_ns[2]);
-        assert!(
-            g.cap_cost_fp < g.link_cost_fp,
-            "the whole capacity, emergency included"
+        assert_eq!(
+            g.cap_cost_fp, g.link_cost_fp,
+            "with precedence, both words span the whole link"
         );
         let mut off = cfg.clone();
         off.policy.drop_precedence = false;
         let g = global_config(&off);
         assert_eq!((g.yield_ns, g.flags & GLOBAL_YIELD), ([0; 4], 0));
+        assert!(
+            g.link_cost_fp > g.cap_cost_fp,
+            "without it, the link bucket holds the emergency share back"
+        );
     }
 
     #[test]
