@@ -108,8 +108,18 @@ unsafe fn over_capacity(cfg: &GlobalConfig, global: *mut GlobalState, now: u64) 
     // SAFETY: caller guarantees `global`.
     cfg.flags & GLOBAL_YIELD != 0
         && cfg.yield_ns[0] != 0
-        && unsafe { core::ptr::read_volatile(&raw const (*global).cap_tat) }
-            > now.saturating_add(cfg.yield_ns[0] / 2)
+        && unsafe { in_use_past(global, now, cfg.yield_ns[0] / 2) }
+}
+
+/// The capacity word is in use past `depth` ns: the link has carried that much more than its
+/// capacity lately.
+///
+/// # Safety
+/// `global` points into `GLOBAL_STATE`.
+#[inline(always)]
+unsafe fn in_use_past(global: *const GlobalState, now: u64, depth: u64) -> bool {
+    // SAFETY: caller guarantees `global`: an array map value, valid and aligned.
+    unsafe { core::ptr::read_volatile(&raw const (*global).cap_tat) > now.saturating_add(depth) }
 }
 
 /// Drop precedence: the link is really over capacity (the capacity word in use beyond the
@@ -122,12 +132,10 @@ fn yields(cfg: &GlobalConfig, tc: &TenantConfig, now: u64) -> bool {
     if y == 0 {
         return false;
     }
-    let Some(g) = GLOBAL_STATE.get_ptr(0) else {
-        return false;
-    };
     // SAFETY: an array map value, valid and aligned for the program's run.
-    let tat = unsafe { core::ptr::read_volatile(&raw const (*g).cap_tat) };
-    tat > now.saturating_add(y)
+    GLOBAL_STATE
+        .get_ptr(0)
+        .is_some_and(|g| unsafe { in_use_past(g, now, y) })
 }
 
 /// After a change of rates or depths: every changed bucket keeps its tokens (see
@@ -199,8 +207,9 @@ unsafe fn pre_allocated(tc: &TenantConfig, state: *mut TenantState, now: u64, le
 
 /// Adds a deposit to the credit, clamped to the cap, and records what was added. An atomic
 /// add, not a compare-and-swap that could give up under contention after the deposit's
-/// sequence number was taken (and lose it): packets spending the credit meanwhile can only
-/// make the clamp looser by what they took.
+/// sequence number was taken (and lose it). Only the CPU that took the sequence number adds;
+/// others only take credit away, so the credit never passes the cap (a packet that spent
+/// credit meanwhile leaves the deposit a little short of the room it made).
 ///
 /// # Safety
 /// As [`pre_allocated`].
