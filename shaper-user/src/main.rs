@@ -16,13 +16,21 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
 
     let result = match &cli.command {
         Command::Config(ConfigCommand::Check { file, json }) => config_check::execute(file, *json),
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", shaper::config::ANNOTATED);
+            Ok(())
+        }
         Command::Stats(args) => stats::execute(args),
         Command::Detach { iface } => detach::execute(iface),
         Command::Top { iface, refresh_ms } => top::execute(

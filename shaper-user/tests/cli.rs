@@ -139,6 +139,18 @@ fn partial_sections_take_the_defaults() {
     );
     std::fs::write(&path, text).expect("write");
     assert_one_line_error(&config_check(&path), "mix");
+    // `config example` prints a full annotated config that `config check` accepts.
+    let o = shaper().args(["config", "example"]).output().expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("// ") && text.contains("\"drop_precedence\": true"),
+        "{text}"
+    );
+    let path = dir.join("example.json");
+    std::fs::write(&path, text.as_bytes()).expect("write");
+    let o = config_check(&path);
+    assert!(o.status.success(), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -438,8 +450,14 @@ fn api_up(iface: &str, log: &Path, secs: u64, also: Option<&Path>) -> SocketAddr
 }
 
 fn start_run(lab: &Lab, config: &Path, log: &Path) -> AgentProcess {
+    start_run_with(lab, config, log, &[])
+}
+
+/// [`start_run`] with `extra` arguments for `shaper run`.
+fn start_run_with(lab: &Lab, config: &Path, log: &Path, extra: &[&str]) -> AgentProcess {
     let err = std::fs::File::create(log).expect("log file");
     let child = lab_run(lab)
+        .args(extra)
         .arg("--config")
         .arg(config)
         .stdout(Stdio::null())
@@ -1206,6 +1224,38 @@ fn explain_says_why_a_tenant_has_its_allocation() {
     );
     assert_eq!(v["config"]["name"], "acme");
     assert_one_line_error(&explain("nobody", false), "no tenant named 'nobody'");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// `--log-format json`: every line the agent logs is one JSON object with its level and
+/// message (what journald and log shippers take).
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let Some(_root) = root_test("json_logs_are_one_object_per_line") else {
+        return;
+    };
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-jsonlog-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let config = example_in(&tmp, &[]);
+    let log = tmp.join("run.log");
+    let mut agent = start_run_with(&lab, &config, &log, &["--log-format", "json"]);
+    api_up(&lab.dut_if, &log, 5, None);
+    // SAFETY: kill with the pid of our own child.
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) };
+    assert!(agent.wait_timeout(Duration::from_secs(10)).is_some());
+    let text = std::fs::read_to_string(&log).expect("log");
+    let mut messages = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string(), "{line}");
+        messages.push(v["message"].as_str().unwrap_or("").to_string());
+    }
+    assert!(
+        messages.iter().any(|m| m.contains("shaper attached")),
+        "{messages:?}"
+    );
     let _ = std::fs::remove_dir_all(&tmp);
 }
 

@@ -27,6 +27,9 @@ pub struct Cli {
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info")]
     pub log: String,
+    /// Log lines as text, or one JSON object per line (journald, log shippers).
+    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
+    pub log_format: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -283,6 +286,9 @@ pub struct StatsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
+    /// Print a full config with every setting at its default and a comment each (what
+    /// `config check` accepts; comments are allowed in configs).
+    Example,
     /// Validate a config and print what it would apply.
     Check {
         file: PathBuf,

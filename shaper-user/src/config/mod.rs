@@ -15,6 +15,8 @@ use crate::units::{Rate, Size};
 
 /// The example config shipped with the project (and embedded for `shaper demo`).
 pub const EXAMPLE: &str = include_str!("../../../examples/tiers.json");
+/// Every setting at its default, with a comment each: what `shaper config example` prints.
+pub const ANNOTATED: &str = include_str!("../../../examples/annotated.json");
 
 /// Lowest tenant rate accepted: below it one full-size packet takes seconds.
 pub const MIN_RATE: Rate = Rate(8_000);
@@ -467,8 +469,19 @@ impl Config {
         Config::parse(&text)
     }
 
-    /// Parses and validates config text.
+    /// Parses and validates config text: JSON, with `//` and `/* */` comments allowed (blanked
+    /// out in place, so an error's line and column still point into the file).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut plain = String::with_capacity(text.len());
+        std::io::Read::read_to_string(
+            &mut json_comments::StripComments::new(text.as_bytes()),
+            &mut plain,
+        )
+        .map_err(|e| ConfigError::Parse {
+            path: "(top level)".into(),
+            message: format!("an unterminated comment: {e}"),
+        })?;
+        let text = plain.as_str();
         let de = &mut serde_json::Deserializer::from_str(text);
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();

@@ -20,6 +20,27 @@ fn rejected(edit: impl FnOnce(&mut Value), path: &str) -> String {
     err
 }
 
+/// `shaper config example`: the annotated config is accepted, comments and all, and every
+/// section it spells out is exactly the default (so the comments document what an absent
+/// section gets); a comment-related parse error still points at the right line.
+#[test]
+fn annotated_example_spells_out_the_defaults() {
+    let cfg = Config::parse(ANNOTATED).expect("the annotated example is valid");
+    assert_eq!(cfg.pools, Pools::default());
+    assert_eq!(cfg.tiers, default_tiers());
+    assert_eq!(cfg.forecast, Forecast::default());
+    assert_eq!(cfg.policy, Policy::default());
+    assert_eq!(cfg.api, Api::default());
+    assert_eq!(cfg.history, History::default());
+    assert_eq!(cfg.link.match_dir, MatchDir::default());
+    assert_eq!(cfg.link.unmatched, Unmatched::default());
+    assert_eq!(cfg.tenants.len(), 2);
+    let err = Config::parse("// a comment\n{ \"link\": 5 }")
+        .expect_err("bad link")
+        .to_string();
+    assert!(err.contains("line 2"), "{err}");
+}
+
 #[test]
 fn example_is_valid() {
     let cfg = Config::parse(EXAMPLE).expect("example config is valid");
