@@ -235,6 +235,11 @@ pub struct TenantResult {
     pub pre_deposited_bytes: f64,
     pub pre_used_bytes: f64,
     pub pre_expired_bytes: f64,
+    /// Burst onsets: cycles whose offered bytes are above the base rate and more than 1.5x the
+    /// cycle before. What they offered within the ceiling, and what of it was dropped (the
+    /// loss pre-allocation is meant to prevent: a reactive allocator only follows a ramp).
+    pub onset_bytes: f64,
+    pub onset_dropped_bytes: f64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -254,6 +259,9 @@ pub struct SimResult {
     pub pre_deposited_bytes: f64,
     pub pre_used_bytes: f64,
     pub pre_expired_bytes: f64,
+    /// Burst onsets, all tenants (see [`TenantResult::onset_bytes`]).
+    pub onset_bytes: f64,
+    pub onset_dropped_bytes: f64,
 }
 
 /// What drives a simulation.
@@ -583,7 +591,9 @@ pub fn simulate(trace: &Trace, cfg: &Config, policy: SimPolicy) -> Result<SimRes
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                let ip_dropped = account(&mut res[i], &fluid.profiles[i], dt, d[i], f.passed);
+                let prev = (c > 0).then(|| trace.offered[idx[i]][c - 1] * dt);
+                let ip_dropped =
+                    account(&mut res[i], &fluid.profiles[i], dt, (prev, d[i]), f.passed);
                 res[i].pre_used_bytes += f.used;
                 res[i].pre_expired_bytes += f.expired;
                 Observed {
@@ -622,6 +632,9 @@ pub fn simulate(trace: &Trace, cfg: &Config, policy: SimPolicy) -> Result<SimRes
     ))
 }
 
+/// A cycle offering this many times the one before (and above the base rate) is a burst onset.
+const ONSET: f64 = 1.5;
+
 /// A zero result per tenant of `cfg`, named and tiered.
 fn empty_results(cfg: &Config) -> Vec<TenantResult> {
     cfg.tenants
@@ -637,7 +650,18 @@ fn empty_results(cfg: &Config) -> Vec<TenantResult> {
 /// Adds one cycle of one tenant (bytes offered and passed in it) to its totals; returns the
 /// in-profile bytes dropped. In profile: what was offered up to the base rate. A gold or
 /// platinum tenant that lost more than 0.1% of it had a violation.
-fn account(r: &mut TenantResult, p: &allocate::Profile, dt: f64, offered: f64, passed: f64) -> f64 {
+fn account(
+    r: &mut TenantResult,
+    p: &allocate::Profile,
+    dt: f64,
+    (prev, offered): (Option<f64>, f64),
+    passed: f64,
+) -> f64 {
+    if prev.is_some_and(|prev| offered > p.rate * dt && offered > ONSET * prev) {
+        let within = offered.min(p.ceil.max(p.rate) * dt);
+        r.onset_bytes += within;
+        r.onset_dropped_bytes += (within - passed).max(0.0);
+    }
     let ip = offered.min(p.rate * dt);
     let ip_dropped = (ip - passed).max(0.0);
     r.offered_bytes += offered;
@@ -694,6 +718,8 @@ fn summarize(
         pre_deposited_bytes: sum(|r| r.pre_deposited_bytes),
         pre_used_bytes: sum(|r| r.pre_used_bytes),
         pre_expired_bytes: sum(|r| r.pre_expired_bytes),
+        onset_bytes: sum(|r| r.onset_bytes),
+        onset_dropped_bytes: sum(|r| r.onset_dropped_bytes),
         tenants: res,
     }
 }
@@ -731,7 +757,8 @@ pub fn score(
     for (i, r) in res.iter_mut().enumerate() {
         for c in 0..cycles {
             let (o, p) = (offered[i][c] * dt, passed[i][c] * dt);
-            account(r, &profiles[i], dt, o, p.min(o));
+            let prev = (c > 0).then(|| offered[i][c - 1] * dt);
+            account(r, &profiles[i], dt, (prev, o), p.min(o));
         }
     }
     let cap = cfg.link.capacity.bits_per_sec() as f64 / 8.0;

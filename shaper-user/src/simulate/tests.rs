@@ -157,3 +157,22 @@ fn no_policy_passes_more_than_the_link() {
         );
     }
 }
+
+/// Burst onsets are cycles above the base rate and 1.5x the one before; their loss counts what
+/// was offered within the ceiling and not passed.
+#[test]
+fn burst_onsets_count_loss_within_the_ceiling() {
+    let cfg = config();
+    // p1: rate 120 Mbit/s (15e6 B/s), ceil 200 (25e6 B/s).
+    let n = cfg.tenants.len();
+    let mut offered = vec![vec![0.0; 4]; n];
+    let mut passed = vec![vec![0.0; 4]; n];
+    offered[0] = vec![5e6, 20e6, 22e6, 60e6];
+    passed[0] = vec![5e6, 16e6, 22e6, 25e6];
+    let r = score(&cfg, "x", 1.0, &offered, &passed);
+    // Cycle 1: 20 > 15 and > 7.5, 4 lost. Cycle 2: not 1.5x. Cycle 3: 25 of it within the
+    // ceiling, all passed.
+    assert_eq!(r.tenants[0].onset_bytes, 45e6);
+    assert_eq!(r.tenants[0].onset_dropped_bytes, 4e6);
+    assert_eq!((r.onset_bytes, r.onset_dropped_bytes), (45e6, 4e6));
+}
