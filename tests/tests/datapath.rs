@@ -1035,3 +1035,47 @@ fn batched_map_reads_match_per_key_reads() {
     assert!(!each.is_empty(), "sampled flows exist");
     assert_eq!(format!("{batched:?}"), format!("{each:?}"));
 }
+
+/// A config with more prefixes of a family than its maps hold is refused before anything is
+/// written: the config in force stays whole, and none of the refused config's tenants goes
+/// live (a map found full halfway through the writes would leave part of it applied).
+#[test]
+fn oversized_reload_is_refused_before_any_write() {
+    let Some(_root) = root_test("oversized_reload_is_refused_before_any_write") else {
+        return;
+    };
+    // Four tenant slots: eight IPv4 prefix slots.
+    let mut dp = Datapath::load(4).expect("load the XDP program");
+    let small = Config::parse(
+        r#"{ "link": { "capacity": "1gbit" }, "tenants": [
+            { "name": "a", "tier": "gold", "prefixes": ["10.1.0.0/24"], "rate": "10mbit", "burst": "64kb" } ] }"#,
+    )
+    .expect("valid");
+    dp.apply(&small).expect("the small config fits");
+    let before = dp.tenant(0).expect("a");
+    let prefixes: Vec<String> = (0..9).map(|k| format!("\"10.2.{k}.0/24\"")).collect();
+    let big = Config::parse(&format!(
+        r#"{{ "link": {{ "capacity": "1gbit" }}, "tenants": [
+            {{ "name": "a", "tier": "gold", "prefixes": ["10.1.0.0/24"], "rate": "20mbit", "burst": "64kb" }},
+            {{ "name": "b", "tier": "gold", "prefixes": [{}], "rate": "10mbit", "burst": "64kb" }} ] }}"#,
+        prefixes.join(",")
+    ))
+    .expect("valid");
+    let err = dp
+        .apply(&big)
+        .expect_err("nine IPv4 prefixes in eight slots");
+    assert!(
+        err.to_string().contains("10 IPv4 prefixes") && err.to_string().contains("--max-tenants 5"),
+        "{err}"
+    );
+    assert_eq!(
+        dp.tenant(0).expect("a"),
+        before,
+        "the config in force is untouched"
+    );
+    assert_eq!(
+        dp.tenant(1).expect("slot 1").flags & shaper_common::TENANT_ACTIVE,
+        0,
+        "b never went live"
+    );
+}

@@ -25,6 +25,15 @@ pub enum DatapathError {
         "config has {tenants} tenants but the program is loaded for at most {max}: pass --max-tenants {tenants} or more (up to {MAX_TENANTS_LIMIT})"
     )]
     TooManyTenants { tenants: usize, max: u32 },
+    #[error(
+        "config has {count} {family} prefixes but the maps hold at most {max} (twice --max-tenants): pass --max-tenants {need} or more"
+    )]
+    TooManyPrefixes {
+        family: &'static str,
+        count: usize,
+        max: u64,
+        need: u64,
+    },
     #[error("--max-tenants {0} is outside 1..={MAX_TENANTS_LIMIT}")]
     BadMaxTenants(u32),
     #[error("map {map} is full writing {what}: raise --max-tenants")]

@@ -59,6 +59,8 @@ pub use self::write::live_tenant;
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shaper"));
 
 pub const PROGRAM: &str = "shaper";
+/// Prefix slots per tenant slot, in each family's maps: room for two per tenant on average.
+pub const PREFIXES_PER_TENANT: u32 = 2;
 pub const GLOBAL_CONFIG: &str = "GLOBAL_CONFIG";
 pub const TENANT_BY_PREFIX_V4: &str = "TENANT_BY_PREFIX_V4";
 pub const TENANT_BY_PREFIX_V6: &str = "TENANT_BY_PREFIX_V6";
@@ -179,7 +181,7 @@ impl Datapath {
             return Err(DatapathError::BadMaxTenants(max_tenants));
         }
         // Prefixes: room for two per tenant on average, in each family.
-        let prefixes = max_tenants.saturating_mul(2);
+        let prefixes = max_tenants.saturating_mul(PREFIXES_PER_TENANT);
         let clock_value = match clock {
             Clock::Precise => CLOCK_PRECISE,
             Clock::Coarse => CLOCK_COARSE,

@@ -40,6 +40,24 @@ impl Datapath {
                 max: self.max_tenants,
             });
         }
+        // Every family's prefixes against its maps' room, before anything is written: a map
+        // found full halfway through the writes would leave part of the config live.
+        let room = u64::from(self.max_tenants) * u64::from(PREFIXES_PER_TENANT);
+        let prefixes = cfg.prefixes();
+        for (family, v4) in [("IPv4", true), ("IPv6", false)] {
+            let count = prefixes
+                .iter()
+                .filter(|(p, _)| matches!(p, Prefix::V4(..)) == v4)
+                .count();
+            if count as u64 > room {
+                return Err(DatapathError::TooManyPrefixes {
+                    family,
+                    count,
+                    max: room,
+                    need: (count as u64).div_ceil(u64::from(PREFIXES_PER_TENANT)),
+                });
+            }
+        }
         let ids: Vec<u32> = table.iter().map(|t| t.id).collect();
         let populated = self.populated;
         if populated {
