@@ -461,8 +461,8 @@ impl Fluid {
         }
     }
 
-    /// Borrowing (the link's idle part, up to the ceiling), then the emergency pool, higher
-    /// priority first.
+    /// Borrowing (the link's idle part, up to the ceiling), higher priority first, then the
+    /// emergency pool, first come.
     fn pools(&self, flows: &mut [Flow]) {
         let n = flows.len();
         let mut passed: Vec<f64> = flows.iter().map(|f| f.passed).collect();
@@ -504,18 +504,20 @@ impl Fluid {
                 &mut passed,
                 &mut rem,
             );
-            let asks: Vec<f64> = members
-                .iter()
-                .map(|&i| if self.emergency[i] { rem[i] } else { 0.0 })
-                .collect();
-            share(
-                &members,
-                (&asks, &weights),
-                (&mut emerg, &mut room),
-                &mut passed,
-                &mut rem,
-            );
         }
+        // The emergency pool is one bucket, first come first served among the tiers with
+        // access, whatever their priority (as in the datapath): in a fluid model, shares in
+        // proportion to what each still lacks.
+        let members: Vec<usize> = (0..n).filter(|&i| self.emergency[i]).collect();
+        let asks: Vec<f64> = members.iter().map(|&i| rem[i]).collect();
+        let weights: Vec<f64> = asks.iter().map(|a| a.max(1e-9)).collect();
+        share(
+            &members,
+            (&asks, &weights),
+            (&mut emerg, &mut room),
+            &mut passed,
+            &mut rem,
+        );
         for (f, (p, r)) in flows.iter_mut().zip(passed.into_iter().zip(rem)) {
             (f.passed, f.rem) = (p, r);
         }
