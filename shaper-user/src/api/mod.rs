@@ -600,13 +600,25 @@ async fn accept_loop<S, F, Fut>(
     }
 }
 
-/// Binds a Unix socket with mode 0600, replacing a stale one (nobody accepting on it).
+/// Binds a Unix socket with mode 0600, replacing a stale one (nobody accepting on it). Only
+/// a socket is ever removed: a file of another kind at the path is an error. The socket is
+/// created under a umask that leaves it 0600 from the start (a chmod after bind would leave a
+/// window in which others could connect).
 fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::FileTypeExt as _;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket: remove it or set another api.socket",
+                    path.display()
+                ),
+            ));
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
@@ -615,14 +627,41 @@ fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    let l = tokio::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(l)
+    // SAFETY: umask only swaps the process's file mode mask; restored right after the bind.
+    let old = unsafe { libc::umask(0o177) };
+    let l = tokio::net::UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    l
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{host_allowed, same_secret};
+    use super::{bind_unix, host_allowed, same_secret};
+
+    /// The API socket is 0600 from its creation, a stale socket is replaced, and a file of
+    /// another kind at its path is left alone with a clear error.
+    #[tokio::test]
+    async fn the_api_socket_is_private_and_never_replaces_a_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("shaper-sock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("api.sock");
+        let l = bind_unix(&path).expect("bind");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(l);
+        bind_unix(&path).expect("a stale socket is replaced");
+        let file = dir.join("notes.txt");
+        std::fs::write(&file, "keep me").expect("write");
+        let err = bind_unix(&file).expect_err("not a socket");
+        assert!(err.to_string().contains("is not a socket"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("still there"),
+            "keep me"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn hosts_that_name_this_machine_pass_and_other_names_do_not() {

@@ -42,6 +42,13 @@ pub enum ConfigError {
         "config {path} is world-writable (mode {mode:o}): anyone could change the rates; run chmod o-w on it"
     )]
     WorldWritable { path: PathBuf, mode: u32 },
+    /// Someone other than root and the agent's own user could change the config.
+    #[error("config {path}: {why}: anyone who can write it sets every tenant's rate; {fix}")]
+    Untrusted {
+        path: PathBuf,
+        why: String,
+        fix: &'static str,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -450,22 +457,72 @@ impl Default for History {
 }
 
 impl Config {
-    /// Reads, parses and validates a config file.
+    /// Reads, parses and validates a config file. Whoever can write it sets every tenant's
+    /// rate on the next reload, so it must be writable only by root or the agent's own user,
+    /// in a directory only they can change. The file is opened once and the open file is
+    /// checked (no window between the check and the read).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        use std::os::unix::fs::PermissionsExt as _;
+        use std::io::Read as _;
+        use std::os::unix::fs::MetadataExt as _;
         let read = |source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         };
-        let mode = std::fs::metadata(path).map_err(read)?.permissions().mode();
-        // Whoever writes the config sets every tenant's rate on the next reload.
+        let mut f = std::fs::File::open(path).map_err(read)?;
+        let meta = f.metadata().map_err(read)?;
+        let mode = meta.mode();
         if mode & 0o002 != 0 {
             return Err(ConfigError::WorldWritable {
                 path: path.to_path_buf(),
                 mode: mode & 0o7777,
             });
         }
-        let text = std::fs::read_to_string(path).map_err(read)?;
+        // SAFETY: geteuid has no arguments and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        let untrusted = |why: String, fix| ConfigError::Untrusted {
+            path: path.to_path_buf(),
+            why,
+            fix,
+        };
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(untrusted(
+                format!("owned by uid {}", meta.uid()),
+                "chown it to root (or the agent's user)",
+            ));
+        }
+        if mode & 0o020 != 0 && meta.gid() != 0 {
+            return Err(untrusted(
+                format!(
+                    "group-writable (mode {:o}, gid {})",
+                    mode & 0o7777,
+                    meta.gid()
+                ),
+                "run chmod g-w on it",
+            ));
+        }
+        // The directory: whoever may rename or replace entries in it can swap the file.
+        let dir = std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf));
+        if let Some(dir) = dir
+            && let Ok(d) = std::fs::metadata(&dir)
+        {
+            let sticky = d.mode() & 0o1000 != 0;
+            let others_write = d.mode() & 0o002 != 0 || (d.mode() & 0o020 != 0 && d.gid() != 0);
+            if (others_write && !sticky) || (d.uid() != 0 && d.uid() != me) {
+                return Err(untrusted(
+                    format!(
+                        "its directory {} can be changed by others (mode {:o}, uid {})",
+                        dir.display(),
+                        d.mode() & 0o7777,
+                        d.uid()
+                    ),
+                    "keep configs in a directory only root writes, such as /etc/shaper",
+                ));
+            }
+        }
+        let mut text = String::new();
+        f.read_to_string(&mut text).map_err(read)?;
         Config::parse(&text)
     }
 

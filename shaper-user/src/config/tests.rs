@@ -382,3 +382,47 @@ fn a_world_writable_config_is_refused() {
     Config::load(&path).expect("0644 is fine");
     let _ = std::fs::remove_file(&path);
 }
+
+/// Config trust: a config that someone other than root or the agent's user can change is
+/// refused (group-writable by a non-root group, owned by another user, in a directory others
+/// may change), one line each saying what to do; 0600 in a private directory loads.
+#[test]
+fn configs_others_could_change_are_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("shaper-trust-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = dir.join("c.json");
+    std::fs::write(&path, EXAMPLE).expect("write");
+    let mode = |m| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m));
+    mode(0o600).expect("chmod");
+    Config::load(&path).expect("0600 in a private directory loads");
+    // SAFETY: geteuid has no arguments.
+    let root = unsafe { libc::geteuid() } == 0;
+    let chown = |p: &Path, uid: u32, gid: u32| {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), uid, gid) }, 0);
+    };
+    mode(0o664).expect("chmod");
+    if root {
+        // Root's own files are in group 0, which is trusted: give it another group.
+        chown(&path, 0, 65534);
+    }
+    let err = Config::load(&path).expect_err("group-writable").to_string();
+    assert!(err.contains("chmod g-w"), "{err}");
+    mode(0o600).expect("chmod");
+    if root {
+        chown(&path, 65534, 0);
+        let err = Config::load(&path).expect_err("another owner").to_string();
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        chown(&path, 0, 0);
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let err = Config::load(&path).expect_err("open directory").to_string();
+    assert!(err.contains("/etc/shaper"), "{err}");
+    // The sticky bit (as on /tmp) keeps others from replacing the file: accepted.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    Config::load(&path).expect("sticky directory");
+    let _ = std::fs::remove_dir_all(&dir);
+}
