@@ -194,6 +194,34 @@ fn unknown_interface() {
     assert!(!pin_dir("shpnosuch0").exists());
 }
 
+/// Started through `ip netns exec`, the agent would pin into a private bpffs that dies with
+/// it (and SIGKILL would unshape the link): refused in one line that names `--netns`, nothing
+/// attached.
+#[test]
+fn ip_netns_exec_is_refused_naming_netns() {
+    let Some(_root) = root_test("ip_netns_exec_is_refused_naming_netns") else {
+        return;
+    };
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let exe = env!("CARGO_BIN_EXE_shaper");
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.dut.name,
+            exe,
+            "run",
+            "--iface",
+            &lab.dut_if,
+        ])
+        .arg("--config")
+        .arg(example())
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "--netns");
+    assert_nothing_left(&lab);
+}
+
 #[test]
 fn not_root_is_told_to_use_sudo_and_nothing_is_attached() {
     let Some(_root) = root_test("not_root_is_told_to_use_sudo_and_nothing_is_attached") else {

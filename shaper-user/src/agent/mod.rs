@@ -81,6 +81,42 @@ pub enum AgentError {
         "the agent's worker thread was lost ({0}): the datapath stays pinned; `shaper run` adopts it"
     )]
     Lost(String),
+    #[error(
+        "started inside a private mount namespace (as `ip netns exec` makes) whose /sys/fs/bpf is not the host's: its pins would die with the agent and a crash would unshape the link; run `shaper run --netns NAME --iface IF` from the host instead"
+    )]
+    PrivateBpffs,
+}
+
+/// True when this process sees another /sys/fs/bpf than the host's: what `ip netns exec` does
+/// (a private mount namespace with a fresh /sys). Pins made there are invisible to every other
+/// shell and vanish with the process: crash safety silently gone. The host's view is taken
+/// from the first of the parent (what ran `ip netns exec`) and PID 1 that is in another mount
+/// namespace and readable; none: nothing to compare, and the start goes on. A systemd unit's
+/// private mounts keep the host's bpffs, and pass.
+fn private_bpffs() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let link = |p: &str| std::fs::read_link(p).ok();
+    let dev = |p: &str| std::fs::metadata(p).map(|m| m.dev()).ok();
+    let Some(mine) = link("/proc/self/ns/mnt") else {
+        return false;
+    };
+    for pid in [std::os::unix::process::parent_id(), 1] {
+        match link(&format!("/proc/{pid}/ns/mnt")) {
+            Some(theirs) if theirs != mine => {
+                return match (
+                    dev("/sys/fs/bpf"),
+                    dev(&format!("/proc/{pid}/root/sys/fs/bpf")),
+                ) {
+                    (Some(a), Some(b)) => a != b,
+                    // The host has a bpffs directory and this namespace has none.
+                    (None, Some(_)) => true,
+                    _ => false,
+                };
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// The agent's state between cycles.
@@ -154,6 +190,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     crate::datapath::interface_name(&options.iface).map_err(DatapathError::BadInterfaceName)?;
+    if private_bpffs() {
+        return Err(AgentError::PrivateBpffs);
+    }
     if cfg.tenants.len() > options.max_tenants as usize {
         return Err(DatapathError::TooManyTenants {
             tenants: cfg.tenants.len(),
