@@ -2,19 +2,11 @@
 use anyhow::{Context as _, Result, bail};
 
 use crate::cli::ExchangeArgs;
-use crate::cli::stats::only_running_iface;
-use shaper::agent::StateDir;
+use crate::cli::stats::agent_socket;
 
 pub fn execute(args: &ExchangeArgs) -> Result<()> {
-    let iface = match &args.iface {
-        Some(i) => i.clone(),
-        None => only_running_iface()?,
-    };
-    let state = StateDir::new(&iface);
     // Rate changes go through the Unix socket (the TCP API is read-only).
-    let socket = state.api_socket().with_context(|| {
-        format!("no agent API socket for {iface} ({} missing): an exchange needs `shaper run` running with api.socket", state.path().join("api.socket").display())
-    })?;
+    let (_, socket) = agent_socket(args.iface.as_deref(), "an exchange")?;
     let body = serde_json::json!({
         "tenant": args.tenant,
         "from": args.from,

@@ -6,8 +6,7 @@ use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
 
 use crate::cli::ExplainArgs;
-use crate::cli::stats::only_running_iface;
-use shaper::agent::StateDir;
+use crate::cli::stats::agent_socket;
 use shaper::allocate::Decision;
 use shaper::api::TenantView;
 use shaper::config::{Link, Policy, PolicyMode, Tenant, Tier};
@@ -24,17 +23,7 @@ struct Answer {
 }
 
 pub fn execute(args: &ExplainArgs) -> Result<()> {
-    let iface = match &args.iface {
-        Some(i) => i.clone(),
-        None => only_running_iface()?,
-    };
-    let state = StateDir::new(&iface);
-    let socket = state.api_socket().with_context(|| {
-        format!(
-            "no agent API socket for {iface} ({} missing): explain needs `shaper run` running with api.socket",
-            state.path().join("api.socket").display()
-        )
-    })?;
+    let (iface, socket) = agent_socket(args.iface.as_deref(), "explain")?;
     // Names go into the path: percent-encode all but unreserved characters.
     let name: String = args
         .tenant

@@ -48,6 +48,23 @@ pub fn execute(args: &StatsArgs) -> Result<()> {
 }
 
 /// The interface of the one running shaper, or an error saying what to pass.
+/// The interface asked for (or the only one running) and its agent's API socket; `what`
+/// names the command in the error when there is none.
+pub fn agent_socket(iface: Option<&str>, what: &str) -> Result<(String, std::path::PathBuf)> {
+    let iface = match iface {
+        Some(i) => i.to_string(),
+        None => only_running_iface()?,
+    };
+    let state = shaper::agent::StateDir::new(&iface);
+    let socket = state.api_socket().with_context(|| {
+        format!(
+            "no agent API socket for {iface} ({} missing): {what} needs `shaper run` running with api.socket",
+            state.path().join("api.socket").display()
+        )
+    })?;
+    Ok((iface, socket))
+}
+
 pub fn only_running_iface() -> Result<String> {
     let ifaces: Vec<String> = std::fs::read_dir(PIN_ROOT)
         .map(|rd| {
