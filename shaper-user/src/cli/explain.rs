@@ -123,13 +123,7 @@ fn render(a: &Answer) -> String {
                 bits(f.hi)
             );
             if let Some(m) = f.model {
-                let _ = write!(
-                    out,
-                    ", model {}",
-                    serde_json::to_string(&m)
-                        .unwrap_or_default()
-                        .trim_matches('"')
-                );
+                let _ = write!(out, ", model {}", m.name());
             }
             let _ = writeln!(out);
             let accuracy = match f.mase {

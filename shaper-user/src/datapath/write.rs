@@ -41,7 +41,8 @@ impl Datapath {
             });
         }
         // Every family's prefixes against its maps' room, before anything is written: a map
-        // found full halfway through the writes would leave part of the config live.
+        // found full halfway through the writes would leave part of the config live. Parsed
+        // once, for the check and the writes below.
         let room = u64::from(self.max_tenants) * u64::from(PREFIXES_PER_TENANT);
         let prefixes = cfg.prefixes();
         for (family, v4) in [("IPv4", true), ("IPv6", false)] {
@@ -81,7 +82,7 @@ impl Datapath {
             std::collections::HashMap::new();
         let mut want6: std::collections::HashMap<PrefixKeyV6, u32> =
             std::collections::HashMap::new();
-        for (prefix, i) in cfg.prefixes() {
+        for &(prefix, i) in &prefixes {
             match prefix {
                 Prefix::V4(a, l) => want4.insert(key_v4(a, l), ids[i]),
                 Prefix::V6(a, l) => want6.insert(key_v6(a, l), ids[i]),
@@ -91,7 +92,7 @@ impl Datapath {
             self.remove_stale_prefixes(&want4, &want6, &v4, &v6)?;
         }
         let rest = self.insert_hashed(&want4, &want6, (&v4, &v6))?;
-        for (prefix, i) in cfg.prefixes() {
+        for &(prefix, i) in &prefixes {
             let lookup = if matches!(prefix, Prefix::V4(..)) {
                 &v4
             } else {
