@@ -9,7 +9,7 @@ use core::mem::size_of;
 /// something else, and the program treats a config without it as "not configured yet".
 pub const CONFIG_MAGIC: u32 = 0x5348_5052; // "SHPR"
 /// Bumped whenever a map layout or the meaning of a field changes.
-pub const CONFIG_VERSION: u32 = 4;
+pub const CONFIG_VERSION: u32 = 5;
 
 /// Tenant ids are indexes into the per-tenant arrays, so their count is fixed at load time.
 pub const DEFAULT_MAX_TENANTS: u32 = 65_536;
@@ -92,7 +92,10 @@ pub struct GlobalConfig {
     /// One packet in `2^shift` of each tenant x type x outcome updates the flow table, its
     /// counts scaled by `2^shift`; [`FLOWS_OFF`] disables the table.
     pub flow_sample_shift: u8,
-    pub _pad: [u8; 3],
+    /// The entry of `GLOBAL_CONFIG` (and of `TOKEN_RULES`, written with it) this config is:
+    /// a packet reads the rules of the config it classified with, never the other buffer's.
+    pub slot: u8,
+    pub _pad: [u8; 2],
     /// [`GLOBAL_BORROW`], [`GLOBAL_FALLBACK`].
     pub flags: u32,
     /// The link bucket (GCRA): capacity minus the emergency share (the whole capacity with drop
@@ -153,7 +156,7 @@ pub struct TokenRule {
 }
 const _: () = assert!(size_of::<TokenRule>() == 48);
 
-/// Agent-written, single entry of `TOKEN_RULES`: the rules in order.
+/// Agent-written entry of `TOKEN_RULES` (one per `GLOBAL_CONFIG` slot): the rules in order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TokenRules {

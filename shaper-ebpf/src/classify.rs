@@ -89,7 +89,7 @@ pub(crate) fn token_type(ctx: &XdpContext, cfg: &GlobalConfig, ip: &IpInfo) -> u
     if n == 0 {
         return fallback;
     }
-    let Some(rules) = TOKEN_RULES.get(0) else {
+    let Some(rules) = TOKEN_RULES.get(u32::from(cfg.slot & 1)) else {
         return fallback;
     };
     let (sport, dport) = parse::ports(ctx, ip);

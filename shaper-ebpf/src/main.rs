@@ -42,13 +42,20 @@ use crate::parse::{IpInfo, Parsed};
 #[unsafe(no_mangle)]
 static CLOCK: u8 = shaper_common::CLOCK_PRECISE;
 
-/// Agent-written: match direction, unmatched action, token-type defaults, global pools.
+/// Agent-written: which entry of `GLOBAL_CONFIG` and `TOKEN_RULES` is live. The agent writes
+/// the other entry of both, then flips this word: a packet sees one whole config and its rules,
+/// never a config half written or the rules of another.
 #[map]
-static GLOBAL_CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);
+static CONFIG_SLOT: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Agent-written: the token-type rules, in order.
+/// Agent-written, two entries (see `CONFIG_SLOT`): match direction, unmatched action,
+/// token-type defaults, global pools.
 #[map]
-static TOKEN_RULES: Array<TokenRules> = Array::with_max_entries(1, 0);
+static GLOBAL_CONFIG: Array<GlobalConfig> = Array::with_max_entries(2, 0);
+
+/// Agent-written, two entries (see `CONFIG_SLOT`): the token-type rules, in order.
+#[map]
+static TOKEN_RULES: Array<TokenRules> = Array::with_max_entries(2, 0);
 
 /// Datapath-written: the link bucket and the emergency pool.
 #[map]
@@ -173,7 +180,10 @@ pub fn shaper(ctx: XdpContext) -> u32 {
 /// before an agent wrote one.
 #[inline(always)]
 fn global_config() -> Option<&'static GlobalConfig> {
-    GLOBAL_CONFIG.get(0).filter(|cfg| cfg.magic == CONFIG_MAGIC)
+    let slot = CONFIG_SLOT.get(0).map_or(0, |s| *s & 1);
+    GLOBAL_CONFIG
+        .get(slot)
+        .filter(|cfg| cfg.magic == CONFIG_MAGIC)
 }
 
 /// Before any config: no tenants, so every IP packet is unmatched, and passes.

@@ -654,7 +654,7 @@ fn agent_maps(
     Vec<(shaper_common::PrefixKeyV4, u32)>,
     shaper_common::GlobalConfig,
 ) {
-    use aya::maps::{Array, HashMap, Map, MapData};
+    use aya::maps::{HashMap, Map, MapData};
     let dir = pin_dir(&lab.dut_if);
     let open = |n| shaper::datapath::open_pinned_map(&dir, n).expect("pinned map");
     let tc = Map::Array(open(shaper::datapath::TENANT_CONFIG));
@@ -668,8 +668,11 @@ fn agent_maps(
     let mut prefixes: Vec<_> = h4.iter().map(|r| r.expect("entry")).collect();
     prefixes.sort_by_key(|(k, _)| (k.addr, k.len));
     let g = Map::Array(open(shaper::datapath::GLOBAL_CONFIG));
-    let g: Array<&MapData, shaper_common::GlobalConfig> = Array::try_from(&g).expect("typed");
-    (configs, prefixes, g.get(&0, 0).expect("global"))
+    let slot = Map::Array(open(shaper::datapath::CONFIG_SLOT));
+    let mut g = shaper::datapath::live_global(&g, &slot).expect("global");
+    // Which buffer is live says nothing about the config in it.
+    g.slot = 0;
+    (configs, prefixes, g)
 }
 
 fn sighup_and_wait(child: &AgentProcess, log: &Path, marker: &str, count: usize) {

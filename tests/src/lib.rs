@@ -34,6 +34,58 @@ pub fn run_out(dp: &mut Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
     (r.return_value, out)
 }
 
+/// Runs one frame through the program behind `prog` (`BPF_PROG_TEST_RUN` by hand) and returns
+/// its verdict: for a thread that drives frames while another holds the `Datapath` and
+/// rewrites its maps.
+pub fn run_fd(prog: std::os::fd::BorrowedFd<'_>, frame: &[u8]) -> u32 {
+    use std::os::fd::AsRawFd as _;
+    /// The `test` member of `union bpf_attr`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestAttr {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        _pad: u32,
+    }
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    let mut attr = TestAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat: 1,
+        ..Default::default()
+    };
+    // SAFETY: `attr` is a live `union bpf_attr` prefix of the size passed; the frame outlives
+    // the call and the kernel only reads it (no data_out).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            std::ptr::from_mut(&mut attr),
+            size_of::<TestAttr>(),
+        )
+    };
+    assert!(
+        ret >= 0,
+        "BPF_PROG_TEST_RUN: {}",
+        std::io::Error::last_os_error()
+    );
+    attr.retval
+}
+
 /// Counters of tenant `id`, summed over CPUs.
 pub fn tenant(dp: &Datapath, id: u32) -> TenantCounters {
     shaper::datapath::read_tenant_counters(dp.map(TENANT_COUNTERS).expect("map"), id + 1)

@@ -1079,3 +1079,126 @@ fn oversized_reload_is_refused_before_any_write() {
         "b never went live"
     );
 }
+
+/// Frames of `frame` driven through `dp`'s program from another thread while `reload` runs
+/// `rounds` times on this one; returns how many frames ran.
+fn frames_during(
+    dp: &mut Datapath,
+    frame: &[u8],
+    rounds: usize,
+    mut reload: impl FnMut(&mut Datapath, usize),
+) -> u64 {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let prog = dp_program(dp)
+        .fd()
+        .expect("program fd")
+        .try_clone()
+        .expect("dup the program fd");
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let runner = s.spawn(|| {
+            let mut n = 0u64;
+            // Bounded: the reloads end it, or ten seconds do.
+            let start = Instant::now();
+            while !done.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(10) {
+                use std::os::fd::AsFd as _;
+                assert_eq!(shaper_tests::run_fd(prog.as_fd(), frame), XDP_PASS);
+                n += 1;
+            }
+            n
+        });
+        for i in 0..rounds {
+            reload(dp, i);
+        }
+        done.store(true, Ordering::Relaxed);
+        runner.join().expect("runner")
+    })
+}
+
+/// Moving a family between hash probes and the LPM trie (a fifth prefix length, then back)
+/// while a staying tenant's frames run: the new entries go in, the plan flips, then stale
+/// entries go; no frame is ever unmatched.
+#[test]
+fn lookup_switch_never_leaves_a_tenant_unmatched() {
+    let Some(_root) = root_test("lookup_switch_never_leaves_a_tenant_unmatched") else {
+        return;
+    };
+    let hashed = config("pass", "dst");
+    let trie = config_with("pass", "dst", r#", "10.200.0.0/20", "10.201.0.0/22""#);
+    assert!(matches!(lookup_plan(&hashed).0, Lookup::Hash(_)));
+    assert!(matches!(lookup_plan(&trie).0, Lookup::Lpm));
+    let mut dp = load(&hashed);
+    let table = shaper::datapath::tenant_table(&hashed, &[]);
+    // beta's /32 stays in every config.
+    let f = FrameBuilder::default().v4(SRC4, [10, 2, 3, 4]);
+    let ran = frames_during(&mut dp, &f, 100, |dp, i| {
+        let (to, from) = if i % 2 == 0 {
+            (&trie, &hashed)
+        } else {
+            (&hashed, &trie)
+        };
+        dp.apply_changes(to, &table, (from, &table))
+            .expect("reload");
+    });
+    assert!(
+        ran > 100,
+        "the runner kept up with the reloads ({ran} frames)"
+    );
+    assert_eq!(
+        class(&dp, CLASS_UNMATCHED_PASSED).packets,
+        0,
+        "no frame of a staying tenant unmatched in {ran}"
+    );
+    assert_eq!(tenant(&dp, 1).packets_of(OUTCOME_GREEN), ran);
+}
+
+/// A reload from four token-type rules to none, and back, while default traffic runs: the
+/// rules and the global config that counts them flip as one, so default traffic never takes
+/// an emptied rule's type (gold).
+#[test]
+fn rules_and_global_config_flip_together() {
+    let Some(_root) = root_test("rules_and_global_config_flip_together") else {
+        return;
+    };
+    let with_rules = |rules: &str| {
+        Config::parse(&format!(
+            r#"{{ "link": {{ "capacity": "100gbit" }},
+            "token_types": {{ {rules} "default": "bronze", "fallback": false }},
+            "tenants": [ {{ "name": "a", "tier": "gold", "prefixes": ["10.1.0.0/16"],
+                "rate": "100gbit", "burst": "1000mb" }} ] }}"#
+        ))
+        .expect("valid")
+    };
+    let four = with_rules(
+        r#""gold": { "match": [ { "dscp": [46] }, { "proto": "udp", "dport": [53] } ] },
+           "silver": { "match": [ { "dscp": [26] }, { "proto": "tcp", "dport": [443] } ] },"#,
+    );
+    let none = with_rules("");
+    assert!(shaper::datapath::token_rules(&four).rules[3].flags != 0);
+    let mut dp = load(&four);
+    let table = shaper::datapath::tenant_table(&four, &[]);
+    // DSCP 0, UDP to port 9: no rule matches it.
+    let f = FrameBuilder::default().v4(SRC4, [10, 1, 0, 1]);
+    let ran = frames_during(&mut dp, &f, 200, |dp, i| {
+        let (to, from) = if i % 2 == 0 {
+            (&none, &four)
+        } else {
+            (&four, &none)
+        };
+        dp.apply_changes(to, &table, (from, &table))
+            .expect("reload");
+    });
+    let c = tenant(&dp, 0);
+    let of = |ty: usize| c.packets[ty].iter().sum::<u64>();
+    assert!(
+        ran > 100,
+        "the runner kept up with the reloads ({ran} frames)"
+    );
+    assert_eq!(of(shaper_common::TYPE_GOLD), 0, "default traffic took gold");
+    assert_eq!(
+        of(shaper_common::TYPE_SILVER),
+        0,
+        "default traffic took silver"
+    );
+    assert_eq!(of(shaper_common::TYPE_BRONZE), ran);
+}

@@ -68,9 +68,21 @@ impl Datapath {
             }
             self.write_tenant(*id, &tc)?;
         }
-        self.write_token_rules(cfg)?;
-        self.move_prefixes(cfg, &ids, old_cfg, old_table)?;
-        self.write_global(&global_config(cfg))?;
+        // New and moved prefixes in, the new plan (probe lengths, rules) live, then stale
+        // prefixes out: a tenant moving to another prefix length stays matched throughout.
+        let stale = self.insert_prefixes(cfg, &ids, old_cfg, old_table)?;
+        self.write_global_with(&global_config(cfg), &token_rules(cfg))?;
+        let (v4, v6) = lookup_plan(cfg);
+        for p in stale {
+            self.remove_prefix(
+                p,
+                if matches!(p, Prefix::V4(..)) {
+                    &v4
+                } else {
+                    &v6
+                },
+            )?;
+        }
         // Tenants that left go last: their packets stay matched until their prefixes are gone.
         for t in old_table.iter().filter(|t| !staying.contains(&t.id)) {
             if self.tenant(t.id)?.flags & TENANT_ACTIVE != 0 {
@@ -80,14 +92,15 @@ impl Datapath {
         Ok(())
     }
 
-    /// Inserts the prefixes `cfg` adds or moves to another id, then deletes those it dropped.
-    fn move_prefixes(
+    /// Inserts the prefixes `cfg` adds or moves to another id; returns those it dropped, for
+    /// the caller to delete once the new plan is live.
+    fn insert_prefixes(
         &mut self,
         cfg: &Config,
         ids: &[u32],
         old_cfg: &Config,
         old_table: &[TenantInfo],
-    ) -> Result<(), DatapathError> {
+    ) -> Result<Vec<Prefix>, DatapathError> {
         let (v4, v6) = lookup_plan(cfg);
         let old_ids: Vec<u32> = old_table.iter().map(|t| t.id).collect();
         let want = keys(cfg, ids);
@@ -102,14 +115,6 @@ impl Datapath {
                 self.insert_prefix(*p, *id, lookup)?;
             }
         }
-        for p in had.keys().filter(|p| !want.contains_key(p)) {
-            let lookup = if matches!(p, Prefix::V4(..)) {
-                &v4
-            } else {
-                &v6
-            };
-            self.remove_prefix(*p, lookup)?;
-        }
-        Ok(())
+        Ok(had.into_keys().filter(|p| !want.contains_key(p)).collect())
     }
 }

@@ -53,7 +53,7 @@ pub use self::read::{
     read_tenant_states, sum_cpus,
 };
 pub use self::tenants::{TenantInfo, id_span, tenant_table};
-pub use self::write::live_tenant;
+pub use self::write::{live_global, live_tenant};
 
 /// The XDP program, built from shaper-ebpf by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shaper"));
@@ -62,6 +62,7 @@ pub const PROGRAM: &str = "shaper";
 /// Prefix slots per tenant slot, in each family's maps: room for two per tenant on average.
 pub const PREFIXES_PER_TENANT: u32 = 2;
 pub const GLOBAL_CONFIG: &str = "GLOBAL_CONFIG";
+pub const CONFIG_SLOT: &str = "CONFIG_SLOT";
 pub const TENANT_BY_PREFIX_V4: &str = "TENANT_BY_PREFIX_V4";
 pub const TENANT_BY_PREFIX_V6: &str = "TENANT_BY_PREFIX_V6";
 pub const TENANT_BY_HASH_V4: &str = "TENANT_BY_HASH_V4";
@@ -77,6 +78,7 @@ pub const TENANT_COUNTERS: &str = "TENANT_COUNTERS";
 pub const GLOBAL_COUNTERS: &str = "GLOBAL_COUNTERS";
 /// Every map the agent pins, so `shaper stats` and later runs can find them.
 pub const PINNED_MAPS: &[&str] = &[
+    CONFIG_SLOT,
     GLOBAL_CONFIG,
     TENANT_BY_PREFIX_V4,
     TENANT_BY_PREFIX_V6,
@@ -146,7 +148,14 @@ pub struct Datapath {
     /// is the only writer of `TENANT_CONFIG` and `TENANT_SLOT`, so a cycle need not read every
     /// config back to see what changed.
     live_cache: Vec<Option<(u32, TenantConfig)>>,
+    /// When this process last flipped `CONFIG_SLOT`: the entry it left may be rewritten only
+    /// once every packet that read the old word is done with it ([`FLIP_GRACE`]).
+    global_flip: Option<std::time::Instant>,
 }
+
+/// How long a packet may still be reading the entry a slot word selected before a flip. An
+/// XDP run takes microseconds; this is a wide margin, paid at most once per reload.
+pub const FLIP_GRACE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// How the program is attached.
 enum Attachment {
@@ -242,6 +251,7 @@ impl Datapath {
             populated: false,
             logger,
             live_cache: Vec::new(),
+            global_flip: None,
         })
     }
 

@@ -169,14 +169,17 @@ pub fn open_pinned_map(dir: &Path, name: &str) -> Result<MapData, DatapathError>
 
 /// Checks the pinned global config was written by this version of the shaper.
 pub fn check_pinned_version(dir: &Path) -> Result<(), DatapathError> {
+    let mismatch = || DatapathError::VersionMismatch(dir.to_path_buf());
     let map = Map::Array(open_pinned_map(dir, GLOBAL_CONFIG)?);
+    // No slot word: a shaper from before the global config was double-buffered.
+    let slot = match open_pinned_map(dir, CONFIG_SLOT) {
+        Ok(m) => Map::Array(m),
+        Err(DatapathError::NotPinned(_)) => return Err(mismatch()),
+        Err(e) => return Err(e),
+    };
     // A value of another size is another layout: an older or newer shaper.
-    let arr: Array<&MapData, GlobalConfig> =
-        Array::try_from(&map).map_err(|_| DatapathError::VersionMismatch(dir.to_path_buf()))?;
-    let g = arr.get(&0, 0).map_err(|source| DatapathError::Map {
-        map: GLOBAL_CONFIG,
-        source,
-    })?;
+    let _: Array<&MapData, GlobalConfig> = Array::try_from(&map).map_err(|_| mismatch())?;
+    let g = super::live_global(&map, &slot)?;
     if g.magic != CONFIG_MAGIC || g.version != CONFIG_VERSION {
         return Err(DatapathError::VersionMismatch(dir.to_path_buf()));
     }

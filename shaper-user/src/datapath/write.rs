@@ -76,7 +76,6 @@ impl Datapath {
             }
             self.write_tenant(*id, &tc)?;
         }
-        self.write_token_rules(cfg)?;
         let (v4, v6) = lookup_plan(cfg);
         let mut want4: std::collections::HashMap<PrefixKeyV4, u32> =
             std::collections::HashMap::new();
@@ -88,9 +87,9 @@ impl Datapath {
                 Prefix::V6(a, l) => want6.insert(key_v6(a, l), ids[i]),
             };
         }
-        if populated {
-            self.remove_stale_prefixes(&want4, &want6, &v4, &v6)?;
-        }
+        // Insert into the maps the new plan reads, flip the plan, then delete what is stale:
+        // moving a family between hash probes and the trie (or to new prefix lengths) never
+        // leaves a staying tenant's packets unmatched while its entries go in.
         let rest = self.insert_hashed(&want4, &want6, (&v4, &v6))?;
         for &(prefix, i) in &prefixes {
             let lookup = if matches!(prefix, Prefix::V4(..)) {
@@ -102,7 +101,10 @@ impl Datapath {
                 self.insert_prefix(prefix, ids[i], lookup)?;
             }
         }
-        self.write_global(&global_config(cfg))?;
+        self.write_global_with(&global_config(cfg), &token_rules(cfg))?;
+        if populated {
+            self.remove_stale_prefixes(&want4, &want6, &v4, &v6)?;
+        }
         self.populated = true;
         Ok(())
     }
@@ -567,23 +569,64 @@ impl Datapath {
         changed.iter().map(|w| self.tenant_state(w.id)).collect()
     }
 
-    /// Writes the token-type rules of `cfg`.
-    pub(super) fn write_token_rules(&mut self, cfg: &Config) -> Result<(), DatapathError> {
-        let mut r: Array<&mut MapData, TokenRules> = self.map_mut(TOKEN_RULES)?;
-        r.set(0, token_rules(cfg), 0)
-            .map_err(|source| DatapathError::Map {
-                map: TOKEN_RULES,
-                source,
-            })
+    /// Writes the global config `g` and the token-type rules `rules` into the entries of
+    /// `GLOBAL_CONFIG` and `TOKEN_RULES` not in use, then flips `CONFIG_SLOT` to them: a packet
+    /// sees the old pair or the new one, never a config half written or rules of the other
+    /// (a reload from four rules to none must not classify default traffic by an empty rule).
+    pub fn write_global_with(
+        &mut self,
+        g: &GlobalConfig,
+        rules: &TokenRules,
+    ) -> Result<(), DatapathError> {
+        let err = |map| move |source| DatapathError::Map { map, source };
+        let next = 1 - self.config_slot()?;
+        // The entry about to be written was live before the last flip: packets that read the
+        // old word may still be reading it.
+        if let Some(wait) = self
+            .global_flip
+            .and_then(|t| FLIP_GRACE.checked_sub(t.elapsed()))
+        {
+            std::thread::sleep(wait);
+        }
+        {
+            let mut r: Array<&mut MapData, TokenRules> = self.map_mut(TOKEN_RULES)?;
+            r.set(next, *rules, 0).map_err(err(TOKEN_RULES))?;
+        }
+        {
+            let mut m: Array<&mut MapData, GlobalConfig> = self.map_mut(GLOBAL_CONFIG)?;
+            let g = GlobalConfig {
+                slot: next as u8,
+                ..*g
+            };
+            m.set(next, g, 0).map_err(err(GLOBAL_CONFIG))?;
+        }
+        let mut slot: Array<&mut MapData, u32> = self.map_mut(CONFIG_SLOT)?;
+        slot.set(0, next, 0).map_err(err(CONFIG_SLOT))?;
+        self.global_flip = Some(std::time::Instant::now());
+        Ok(())
     }
 
-    /// Writes the global config (also for tests and benchmarks that build one by hand).
+    /// Writes the global config with the token-type rules in force (for tests and benchmarks
+    /// that build one by hand).
     pub fn write_global(&mut self, g: &GlobalConfig) -> Result<(), DatapathError> {
-        let mut m: Array<&mut MapData, GlobalConfig> = self.map_mut(GLOBAL_CONFIG)?;
-        m.set(0, *g, 0).map_err(|source| DatapathError::Map {
-            map: GLOBAL_CONFIG,
+        let live = self.config_slot()?;
+        let rules: Array<&MapData, TokenRules> = self.map_typed(TOKEN_RULES)?;
+        let rules = rules.get(&live, 0).map_err(|source| DatapathError::Map {
+            map: TOKEN_RULES,
             source,
-        })
+        })?;
+        self.write_global_with(g, &rules)
+    }
+
+    /// The live entry of `GLOBAL_CONFIG` and `TOKEN_RULES`.
+    fn config_slot(&self) -> Result<u32, DatapathError> {
+        let m: Array<&MapData, u32> = self.map_typed(CONFIG_SLOT)?;
+        m.get(&0, 0)
+            .map(|s| s & 1)
+            .map_err(|source| DatapathError::Map {
+                map: CONFIG_SLOT,
+                source,
+            })
     }
 
     /// Deletes a prefix from the map its family's lookup uses (absent already: fine).
@@ -715,6 +758,15 @@ fn batch_into<K: aya::Pod>(
 /// Entry `i` of a batched array read (one value per entry).
 fn first_of<T: Copy>(v: &[Vec<T>], i: u32) -> Option<T> {
     v.get(i as usize).and_then(|e| e.first().copied())
+}
+
+/// The live global config from the `GLOBAL_CONFIG` and `CONFIG_SLOT` maps (loaded or pinned).
+pub fn live_global(configs: &Map, slot: &Map) -> Result<GlobalConfig, DatapathError> {
+    let err = |map| move |source| DatapathError::Map { map, source };
+    let slot: Array<&MapData, u32> = Array::try_from(slot).map_err(err(CONFIG_SLOT))?;
+    let s = slot.get(&0, 0).map_err(err(CONFIG_SLOT))? & 1;
+    let g: Array<&MapData, GlobalConfig> = Array::try_from(configs).map_err(err(GLOBAL_CONFIG))?;
+    g.get(&s, 0).map_err(err(GLOBAL_CONFIG))
 }
 
 /// The live config of tenant `id` from the `TENANT_CONFIG` and `TENANT_SLOT` maps (loaded or
