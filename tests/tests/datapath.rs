@@ -1202,3 +1202,25 @@ fn rules_and_global_config_flip_together() {
     );
     assert_eq!(of(shaper_common::TYPE_BRONZE), ran);
 }
+
+/// A tenant written twice in a row (an exchange right after a cycle's write): the second
+/// write goes to the slot the first one left, which a packet may still hold, so it waits out
+/// the grace; other tenants are not held up by it.
+#[test]
+fn a_tenant_is_not_rewritten_within_the_flip_grace() {
+    let Some(_root) = root_test("a_tenant_is_not_rewritten_within_the_flip_grace") else {
+        return;
+    };
+    let mut dp = load(&config("pass", "dst"));
+    let a = tenant_config(10_000_000, 64_000);
+    let b = tenant_config(20_000_000, 64_000);
+    let start = Instant::now();
+    dp.write_tenant(0, &a).expect("first");
+    dp.write_tenant(0, &b).expect("second");
+    assert!(
+        start.elapsed() >= shaper::datapath::FLIP_GRACE,
+        "rewrote tenant 0's slot after {:?}",
+        start.elapsed()
+    );
+    assert_eq!(dp.tenant(0).expect("live").rate_bytes, b.rate_bytes);
+}

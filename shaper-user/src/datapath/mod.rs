@@ -151,6 +151,10 @@ pub struct Datapath {
     /// When this process last flipped `CONFIG_SLOT`: the entry it left may be rewritten only
     /// once every packet that read the old word is done with it ([`FLIP_GRACE`]).
     global_flip: Option<std::time::Instant>,
+    /// When this process last flipped each tenant's slot word (monotonic ns, by id; 0: never),
+    /// for the same grace: a tenant written twice in a row (an exchange right after a cycle)
+    /// must not rewrite the slot a packet may still hold.
+    tenant_flips: Vec<u64>,
 }
 
 /// How long a packet may still be reading the entry a slot word selected before a flip. An
@@ -252,6 +256,7 @@ impl Datapath {
             logger,
             live_cache: Vec::new(),
             global_flip: None,
+            tenant_flips: Vec::new(),
         })
     }
 

@@ -325,6 +325,9 @@ impl Datapath {
         } else {
             live_slot
         };
+        if next != live_slot {
+            self.wait_grace(&[id]);
+        }
         {
             let mut m: Array<&mut MapData, TenantConfig> = self.map_mut(TENANT_CONFIG)?;
             m.set(2 * id + next, tc, 0).map_err(err(TENANT_CONFIG))?;
@@ -332,6 +335,7 @@ impl Datapath {
         if next != live_slot {
             let mut slots: Array<&mut MapData, u32> = self.map_mut(TENANT_SLOT)?;
             slots.set(id, next, 0).map_err(err(TENANT_SLOT))?;
+            self.flipped(&[id]);
         }
         self.remember(id, next, tc);
         Ok(())
@@ -476,6 +480,8 @@ impl Datapath {
             Ok(_) => Err(DatapathError::Load(format!("{name} is not an array"))),
             Err(e) => Err(e),
         };
+        let ids: Vec<u32> = flips.iter().map(|(id, _)| *id).collect();
+        self.wait_grace(&ids);
         let write = |name: &'static str| move |source| DatapathError::Batch { map: name, source };
         let written =
             batch::update(arr(TENANT_CONFIG)?, &new_configs).map_err(write(TENANT_CONFIG))?;
@@ -492,10 +498,41 @@ impl Datapath {
                 })?;
             }
         }
+        self.flipped(&ids);
         for (key, tc) in new_configs {
             self.remember(key / 2, key & 1, tc);
         }
         Ok(())
+    }
+
+    /// Waits until [`FLIP_GRACE`] has passed since the last flip of any of `ids`: the slots
+    /// about to be written were live then. Cycles are far apart, so this waits only when a
+    /// tenant is written twice in a row (an exchange right after a write).
+    fn wait_grace(&self, ids: &[u32]) {
+        let grace = FLIP_GRACE.as_nanos() as u64;
+        let now = monotonic_ns();
+        let wait = ids
+            .iter()
+            .filter_map(|id| self.tenant_flips.get(*id as usize))
+            .filter(|t| **t != 0)
+            .map(|t| (t + grace).saturating_sub(now))
+            .max()
+            .unwrap_or(0);
+        if wait > 0 {
+            std::thread::sleep(std::time::Duration::from_nanos(wait.min(grace)));
+        }
+    }
+
+    /// Notes that the slot words of `ids` flipped now.
+    fn flipped(&mut self, ids: &[u32]) {
+        let now = monotonic_ns();
+        for &id in ids {
+            let i = id as usize;
+            if self.tenant_flips.len() <= i {
+                self.tenant_flips.resize(i + 1, 0);
+            }
+            self.tenant_flips[i] = now;
+        }
     }
 
     /// Whether every tenant of `items` has its live config remembered.
