@@ -243,10 +243,12 @@ pub struct TenantConfig {
     pub flags: u32,
     /// Tier priority, 0..[`TIERS`].
     pub tier: u32,
-    /// Bumped when a bucket's rate or depth changes; `prev` holds the parameters the bucket
-    /// state was built with ([`RESCALED`] order). The first packet that sees an epoch its
-    /// [`TenantState::epoch`] has not re-expresses each changed bucket's tokens in the new
-    /// parameters (at most the new depth), so a change never creates or destroys tokens.
+    /// Bumped when a bucket's rate or depth changes. The first packet that sees an epoch above
+    /// its [`TenantState::epoch`] re-expresses each changed bucket's tokens in the new
+    /// parameters (at most the new depth), so a change never creates or destroys tokens. The
+    /// parameters the words are in are the ones the datapath applied last
+    /// ([`TenantState::applied`]); `prev` (the agent's view of them, [`RESCALED`] order) is
+    /// used only before the datapath ever applied any.
     pub epoch: u64,
     pub prev: [BucketParams; RESCALED],
 }
@@ -283,8 +285,16 @@ pub struct TenantState {
     /// back above it. One mark per level crossed is what TCP needs (it cuts once per round
     /// trip); marking every packet below the mark made it cut twice and leave rate unused.
     pub ecn_levels: u64,
+    /// The parameters the bucket words are expressed in ([`RESCALED`] order), written by the
+    /// CPU that applied the last epoch: a rescale converts from what was really applied, not
+    /// from what the agent believed when it wrote (two writes between packets, or a packet
+    /// that applied an epoch while the agent was writing the next, would otherwise convert
+    /// from the wrong scale).
+    pub applied: [BucketParams; RESCALED],
+    /// Nonzero once `applied` holds parameters.
+    pub applied_set: u64,
 }
-const _: () = assert!(size_of::<TenantState>() == 88);
+const _: () = assert!(size_of::<TenantState>() == 176);
 
 /// Datapath-written, single entry: the global pools' GCRA words, each on its own cache line
 /// so CPUs charging the link do not also bounce the emergency word.

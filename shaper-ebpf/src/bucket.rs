@@ -162,7 +162,8 @@ fn to_ns(bytes: u64, cost_fp: u64) -> u64 {
 
 /// Re-expresses a bucket built with `old` parameters in `new` ones: the tokens it holds stay
 /// the same number of bytes, capped at the new depth. A bucket that had no share starts
-/// empty; one losing its share is left alone (nothing spends it).
+/// empty; one losing its share is left alone (nothing spends it). False when another CPU
+/// changed the word meanwhile and nothing was written.
 ///
 /// # Safety
 /// As [`spend`].
@@ -174,9 +175,9 @@ pub unsafe fn rescale(
     old_burst: u64,
     new_cost: u64,
     new_burst: u64,
-) {
+) -> bool {
     if (old_cost == new_cost && old_burst == new_burst) || new_cost == 0 || new_burst == 0 {
-        return;
+        return true;
     }
     // SAFETY: caller guarantees `tat` is valid and aligned.
     let cur = unsafe { core::ptr::read_volatile(tat) };
@@ -188,8 +189,8 @@ pub unsafe fn rescale(
     };
     let tokens = tokens.min(to_bytes(new_burst, new_cost));
     let used = new_burst.saturating_sub(to_ns(tokens, new_cost));
-    // One try: if another CPU spent meanwhile, its charge stands on the old scale, an error of
-    // one packet.
+    // One try here (a loop would multiply what the verifier walks): on failure the caller
+    // leaves this bucket in its old parameters for the next packet to convert.
     // SAFETY: as above.
-    unsafe { cas(tat, cur, now + used) };
+    unsafe { cas(tat, cur, now + used) }
 }

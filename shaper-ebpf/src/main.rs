@@ -236,16 +236,25 @@ fn enforce(
         debug!(ctx, "prefix maps to unconfigured tenant {}", id);
         return unmatched(cfg, frame_len);
     }
-    let ty = classify::token_type(ctx, cfg, ip);
     let now = now();
+    // Before the packet's token type: the rules loop leaves many register states behind, and
+    // the verifier walks the rescale once for each that reaches it.
     // SAFETY: `state` points into the array map's value for `id`.
     unsafe {
         let epoch = &raw mut (*state).epoch;
         let seen = core::ptr::read_volatile(epoch);
-        if tc.epoch != seen && bucket::cas(epoch, seen, tc.epoch) {
-            spend::rescale_all(tc, state, now);
+        // Ordered: a CPU still holding an older config never moves the words back to it.
+        if tc.epoch > seen
+            && bucket::cas(epoch, seen, tc.epoch)
+            && !spend::rescale_all(tc, state, now)
+        {
+            // A bucket moved under the conversion: hand the epoch back, so the next packet
+            // converts what is left (a word left in its old scale would read, after a tenfold
+            // raise, as ten times the debt, and after a cut as tokens nobody paid for).
+            bucket::cas(epoch, tc.epoch, seen);
         }
     }
+    let ty = classify::token_type(ctx, cfg, ip);
     let outcome = spend::spend(ctx, cfg, tc, state, ty, now, len, ip);
     if let Some(c) = TENANT_COUNTERS.get_ptr_mut(id) {
         // SAFETY: per-CPU value: only this CPU writes it, and preemption is off in XDP.

@@ -4,9 +4,10 @@
 //! agent changed a tenant's rates, so tokens are neither lost nor minted.
 use aya_ebpf::programs::XdpContext;
 use shaper_common::{
-    GLOBAL_BORROW, GLOBAL_FALLBACK, GLOBAL_YIELD, GlobalConfig, GlobalState, OUTCOME_BORROWED,
-    OUTCOME_DROPPED, OUTCOME_EMERGENCY, OUTCOME_GREEN, OUTCOME_MARKED, OUTCOME_PRE, TENANT_BORROW,
-    TENANT_ECN, TENANT_EMERGENCY, TOKEN_TYPES, TenantConfig, TenantState,
+    BucketParams, GLOBAL_BORROW, GLOBAL_FALLBACK, GLOBAL_YIELD, GlobalConfig, GlobalState,
+    OUTCOME_BORROWED, OUTCOME_DROPPED, OUTCOME_EMERGENCY, OUTCOME_GREEN, OUTCOME_MARKED,
+    OUTCOME_PRE, TENANT_BORROW, TENANT_ECN, TENANT_EMERGENCY, TOKEN_TYPES, TenantConfig,
+    TenantState,
 };
 
 use crate::parse::IpInfo;
@@ -139,25 +140,44 @@ fn yields(cfg: &GlobalConfig, tc: &TenantConfig, now: u64) -> bool {
 }
 
 /// After a change of rates or depths: every changed bucket keeps its tokens (see
-/// `bucket::rescale`). Runs once per change, on the CPU that won the epoch word.
+/// `bucket::rescale`). Runs on the CPU that won the epoch word. Returns false when a bucket's
+/// word changed under it (another CPU spent meanwhile): that bucket is left in its old
+/// parameters, recorded as such, for the caller to hand the epoch back so the next packet
+/// converts it (the others, already in the new parameters, are then skipped).
 ///
 /// # Safety
 /// `state` points into `TENANT_STATE`.
 #[inline(never)]
-pub(crate) unsafe fn rescale_all(tc: &TenantConfig, state: *mut TenantState, now: u64) {
+pub(crate) unsafe fn rescale_all(tc: &TenantConfig, state: *mut TenantState, now: u64) -> bool {
     // SAFETY: caller guarantees `state`; indexes are below the array lengths.
     unsafe {
-        for k in 0..TOKEN_TYPES {
-            let (o, n) = (tc.prev[k], tc.types[k]);
-            let tat = &raw mut (*state).tat[k];
-            bucket::rescale(tat, now, o.cost_fp, o.burst_ns, n.cost_fp, n.burst_ns);
+        let set = &raw mut (*state).applied_set;
+        let applied: *mut BucketParams = (&raw mut (*state).applied).cast();
+        // What the words are in: the last parameters applied here, or before any, what the
+        // agent saw live (copied in once, so every read below is of one map value).
+        if core::ptr::read_volatile(set) == 0 {
+            // Field by field: a copy of the whole array would go through the stack.
+            for k in 0..shaper_common::RESCALED {
+                let p = tc.prev[k];
+                core::ptr::write_volatile(&raw mut (*applied.add(k)).cost_fp, p.cost_fp);
+                core::ptr::write_volatile(&raw mut (*applied.add(k)).burst_ns, p.burst_ns);
+            }
+            core::ptr::write_volatile(set, 1);
         }
-        let (o, n) = (tc.prev[TOKEN_TYPES], tc.pre);
-        let tat = &raw mut (*state).pre_tat;
-        bucket::rescale(tat, now, o.cost_fp, o.burst_ns, n.cost_fp, n.burst_ns);
-        let (o, n) = (tc.prev[TOKEN_TYPES + 1], tc.borrow);
-        let tat = &raw mut (*state).borrow_tat;
-        bucket::rescale(tat, now, o.cost_fp, o.burst_ns, n.cost_fp, n.burst_ns);
+        let each = |tat: *mut u64, k: usize, n: &BucketParams| {
+            let o = core::ptr::read_volatile(applied.add(k));
+            let done = bucket::rescale(tat, now, o.cost_fp, o.burst_ns, n.cost_fp, n.burst_ns);
+            if done {
+                core::ptr::write_volatile(applied.add(k), *n);
+            }
+            done
+        };
+        let a = each(&raw mut (*state).tat[0], 0, &tc.types[0]);
+        let b = each(&raw mut (*state).tat[1], 1, &tc.types[1]);
+        let c = each(&raw mut (*state).tat[2], 2, &tc.types[2]);
+        let d = each(&raw mut (*state).pre_tat, TOKEN_TYPES, &tc.pre);
+        let e = each(&raw mut (*state).borrow_tat, TOKEN_TYPES + 1, &tc.borrow);
+        a & b & c & d & e
     }
 }
 

@@ -1224,3 +1224,180 @@ fn a_tenant_is_not_rewritten_within_the_flip_grace() {
     );
     assert_eq!(dp.tenant(0).expect("live").rate_bytes, b.rate_bytes);
 }
+
+/// Four threads hammer one tenant while its rate flips between 200 Mbit/s and 2 Gbit/s every
+/// 10 ms. After a raise, packets pass again within 2 ms (a bucket word left in the old scale
+/// would read as ten times the debt: ~9 ms of drops); after a cut, what passes is what the
+/// new rate refills, not a new depth's worth of tokens the saturated bucket never held.
+#[test]
+fn rate_flips_under_load_neither_stall_nor_mint() {
+    let Some(_root) = root_test("rate_flips_under_load_neither_stall_nor_mint") else {
+        return;
+    };
+    use std::os::fd::AsFd as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (lo_bits, hi_bits, depth) = (200_000_000u64, 2_000_000_000u64, 256_000u64);
+    let (lo, hi) = (tenant_config(lo_bits, depth), tenant_config(hi_bits, depth));
+    let mut dp = load(&config("drop", "dst"));
+    set_tenant(&mut dp, 2, lo);
+    let len = 1000usize;
+    let f = FrameBuilder {
+        ip_len: len,
+        ..Default::default()
+    }
+    .v4(SRC4, [10, 3, 0, 1]);
+    let prog = dp_program(&dp)
+        .fd()
+        .expect("program fd")
+        .try_clone()
+        .expect("dup");
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let done = AtomicBool::new(false);
+    let mut flips: Vec<(Instant, bool)> = Vec::new();
+    let runs: Vec<Vec<(Instant, bool)>> = std::thread::scope(|s| {
+        let runners: Vec<_> = (0..4)
+            .map(|i| {
+                let (prog, f, done) = (&prog, &f, &done);
+                s.spawn(move || {
+                    shaper::lab::traffic::pin_to_cpu(i % cpus);
+                    let mut v = Vec::with_capacity(1 << 20);
+                    let start = Instant::now();
+                    while !done.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(5)
+                    {
+                        let verdict = shaper_tests::run_fd(prog.as_fd(), f);
+                        v.push((Instant::now(), verdict == XDP_PASS));
+                    }
+                    v
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        for i in 0..40 {
+            let raise = i % 2 == 0;
+            dp.write_tenant(2, if raise { &hi } else { &lo })
+                .expect("flip");
+            flips.push((Instant::now(), raise));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        done.store(true, Ordering::Relaxed);
+        runners
+            .into_iter()
+            .map(|r| r.join().expect("runner"))
+            .collect()
+    });
+    let mut all: Vec<(Instant, bool)> = runs.into_iter().flatten().collect();
+    all.sort_by_key(|r| r.0);
+    let grace = Duration::from_millis(2);
+    let mut saturated = 0;
+    for (k, &(t, raise)) in flips.iter().enumerate() {
+        let end = flips
+            .get(k + 1)
+            .map_or(all.last().expect("frames").0, |f| f.0);
+        let seg: Vec<&(Instant, bool)> = all.iter().filter(|r| r.0 > t && r.0 <= end).collect();
+        if raise {
+            // Drops later than the grace and before the first pass: the stall.
+            let first_pass = seg.iter().find(|r| r.1).map_or(end, |r| r.0);
+            let stalled = seg
+                .iter()
+                .filter(|r| !r.1 && r.0 > t + grace && r.0 < first_pass)
+                .count();
+            assert_eq!(
+                stalled,
+                0,
+                "raise {k}: first pass {:?} after it, {stalled} drops past 2 ms before it",
+                first_pass.duration_since(t)
+            );
+            if seg.iter().any(|r| !r.1) {
+                saturated += 1;
+            }
+        } else {
+            // The cut came after a saturated 2 Gbit/s segment (drops seen): its bucket was
+            // empty, so what passes is the refill at the new rate, plus a packet per CPU.
+            let prev_dropped = all.iter().any(|r| r.0 > flips[k - 1].0 && r.0 <= t && !r.1);
+            if !prev_dropped {
+                continue;
+            }
+            let passed = seg.iter().filter(|r| r.1).count() as f64 * len as f64;
+            let refill = lo_bits as f64 / 8.0 * end.duration_since(t).as_secs_f64();
+            let bound = refill + depth as f64 / 4.0 + (cpus * len) as f64;
+            assert!(
+                passed <= bound,
+                "cut {k}: {passed} bytes passed in {:?}, refill {refill:.0} (bound {bound:.0}): tokens minted",
+                end.duration_since(t)
+            );
+        }
+    }
+    assert!(
+        saturated >= 10,
+        "the runners must offer more than 2 Gbit/s for the test to mean anything ({saturated} of 20 raises saw drops)"
+    );
+}
+
+/// Writes `tc` over tenant `id`'s live slot as is (epoch and `prev` untouched): what a packet
+/// holding a slot the agent has since replaced, or an agent that raced a packet, would leave.
+fn overwrite_live(dp: &mut Datapath, id: u32, tc: &TenantConfig) {
+    let slot = {
+        let m = aya::maps::Array::<&MapData, u32>::try_from(
+            dp.map(shaper::datapath::TENANT_SLOT).expect("map"),
+        )
+        .expect("typed");
+        m.get(&id, 0).expect("slot") & 1
+    };
+    let mut m = aya::maps::Array::<&mut MapData, TenantConfig>::try_from(
+        dp.map_raw_mut(shaper::datapath::TENANT_CONFIG)
+            .expect("map"),
+    )
+    .expect("typed");
+    m.set(2 * id + slot, *tc, 0).expect("write");
+}
+
+/// A rescale converts from the parameters the datapath really applied, not from the `prev`
+/// a config claims (an agent that read the state just before a packet applied an epoch
+/// writes the wrong one); and a config of an older epoch (a CPU still holding a replaced
+/// slot) never converts the words back.
+#[test]
+fn rescale_uses_what_was_applied_and_never_goes_back() {
+    let Some(_root) = root_test("rescale_uses_what_was_applied_and_never_goes_back") else {
+        return;
+    };
+    let mut dp = load(&config("drop", "dst"));
+    let f = FrameBuilder {
+        ip_len: 1000,
+        ..Default::default()
+    }
+    .v4(SRC4, [10, 3, 0, 1]);
+    // gamma: 8 kbit/s, 10 kB. Drained: empty.
+    for _ in 0..10 {
+        assert_eq!(run(&mut dp, &f), XDP_PASS);
+    }
+    assert_eq!(run(&mut dp, &f), XDP_DROP, "drained");
+    let a = dp.tenant(2).expect("a");
+    // Ten times the rate, same depth: the empty bucket stays empty once a packet applies it.
+    dp.write_tenant(2, &tenant_config(80_000, 10_000))
+        .expect("b");
+    assert_eq!(run(&mut dp, &f), XDP_DROP, "b applied, still empty");
+    let b = dp.tenant(2).expect("b");
+    assert!(b.epoch > a.epoch);
+    // The next config claims the words are still in a's parameters (wrong: b is applied).
+    let mut c = tenant_config(800_000, 10_000);
+    c.epoch = b.epoch + 1;
+    c.prev = a.prev;
+    c.prev[shaper_common::TYPE_SILVER] = a.types[shaper_common::TYPE_SILVER];
+    overwrite_live(&mut dp, 2, &c);
+    // Converting b's debt (1 s at 80 kbit/s) as if in a's scale would find 9 kB of tokens.
+    let passed = (0..10).filter(|_| run(&mut dp, &f) == XDP_PASS).count();
+    assert!(
+        passed <= 1,
+        "{passed} packets passed: tokens minted from a stale prev"
+    );
+    // A stale config of an older epoch live again (as a CPU holding the old slot sees it):
+    // the state keeps c's epoch and scale.
+    let applied = dp.tenant_state(2).expect("state").epoch;
+    overwrite_live(&mut dp, 2, &a);
+    let _ = run(&mut dp, &f);
+    assert_eq!(
+        dp.tenant_state(2).expect("state").epoch,
+        applied,
+        "an older epoch moved the bucket words back"
+    );
+}
