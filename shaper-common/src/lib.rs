@@ -35,6 +35,14 @@ pub const MATCH_SRC: u32 = 1;
 pub const UNMATCHED_PASS: u32 = 0;
 pub const UNMATCHED_DROP: u32 = 1;
 
+/// [`GlobalConfig::unparsed`]: frames the parser cannot charge to a tenant (malformed, non-IP
+/// but ARP, a third VLAN tag, PPPoE, MPLS) pass, as a router whose stack discards them
+/// wants; dropped, for a bridge that would forward them unshaped; or policed together at
+/// [`GlobalConfig::unparsed_cost_fp`].
+pub const UNPARSED_PASS: u8 = 0;
+pub const UNPARSED_DROP: u8 = 1;
+pub const UNPARSED_POLICE: u8 = 2;
+
 /// Hash probes per packet at most: one per distinct prefix length of a family.
 pub const MAX_PREFIX_PROBES: usize = 4;
 /// [`GlobalConfig::v4_nprobes`] / `v6_nprobes` value meaning "use the LPM trie": the family
@@ -95,7 +103,9 @@ pub struct GlobalConfig {
     /// The entry of `GLOBAL_CONFIG` (and of `TOKEN_RULES`, written with it) this config is:
     /// a packet reads the rules of the config it classified with, never the other buffer's.
     pub slot: u8,
-    pub _pad: [u8; 2],
+    /// [`UNPARSED_PASS`], [`UNPARSED_DROP`] or [`UNPARSED_POLICE`].
+    pub unparsed: u8,
+    pub _pad: [u8; 1],
     /// [`GLOBAL_BORROW`], [`GLOBAL_FALLBACK`].
     pub flags: u32,
     /// The link bucket (GCRA): capacity minus the emergency share (the whole capacity with drop
@@ -125,8 +135,11 @@ pub struct GlobalConfig {
     /// silver, then gold; platinum never. Borrowing, of every tier, stops before any of them:
     /// at half bronze's depth.
     pub yield_ns: [u64; TIERS],
+    /// The shared bucket (GCRA) of unparsed frames under [`UNPARSED_POLICE`], frame bytes.
+    pub unparsed_cost_fp: u64,
+    pub unparsed_burst_ns: u64,
 }
-const _: () = assert!(size_of::<GlobalConfig>() == 160);
+const _: () = assert!(size_of::<GlobalConfig>() == 176);
 
 /// Match rule fields: [`TokenRule::flags`] says which are set; unset fields match anything.
 pub const RULE_DSCP: u8 = 1;
@@ -306,7 +319,9 @@ pub struct GlobalState {
     pub cap_tat: u64,
     pub _pad0: [u64; 6],
     pub emergency_tat: u64,
-    pub _pad1: [u64; 7],
+    /// The unparsed frames' bucket ([`UNPARSED_POLICE`]): rare, so beside the emergency word.
+    pub unparsed_tat: u64,
+    pub _pad1: [u64; 6],
 }
 const _: () = assert!(size_of::<GlobalState>() == 128);
 
@@ -390,15 +405,18 @@ const _: () = assert!(size_of::<FlowStats>() == 40);
 /// Classes of packets counted for the whole interface: index into `GLOBAL_COUNTERS`.
 pub const CLASS_IPV4: u32 = 0;
 pub const CLASS_IPV6: u32 = 1;
-/// ARP, LLDP, more than two VLAN tags, any other ethertype: always passed.
+/// ARP, LLDP, more than two VLAN tags, PPPoE, MPLS, any other ethertype.
 pub const CLASS_NON_IP: u32 = 2;
-/// Cut short or inconsistent headers: passed to the kernel, which discards them.
+/// Cut short or inconsistent headers.
 pub const CLASS_MALFORMED: u32 = 3;
 pub const CLASS_UNMATCHED_PASSED: u32 = 4;
 pub const CLASS_UNMATCHED_DROPPED: u32 = 5;
 /// Packets that carried one or two VLAN tags (also counted in their own class).
 pub const CLASS_VLAN: u32 = 6;
-pub const CLASSES: u32 = 7;
+/// Non-IP and malformed frames dropped by the unparsed-frame policy (also counted in their
+/// own class).
+pub const CLASS_UNPARSED_DROPPED: u32 = 7;
+pub const CLASSES: u32 = 8;
 
 /// Packets and bytes (frame bytes) of one class, per CPU.
 #[repr(C)]

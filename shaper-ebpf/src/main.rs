@@ -28,10 +28,11 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use shaper_common::{
     CLASS_IPV4, CLASS_IPV6, CLASS_MALFORMED, CLASS_NON_IP, CLASS_UNMATCHED_DROPPED,
-    CLASS_UNMATCHED_PASSED, CLASS_VLAN, CLASSES, CONFIG_MAGIC, DEFAULT_MAX_TENANTS, FLOWS_OFF,
-    FlowKey, FlowStats, GlobalConfig, GlobalState, MATCH_SRC, OUTCOME_DROPPED, PacketCount,
-    PrefixKeyV4, PrefixKeyV6, TENANT_ACTIVE, TenantConfig, TenantCounters, TenantState, TokenRules,
-    UNMATCHED_DROP, V4_KEY_BYTES, V6_KEY_BYTES,
+    CLASS_UNMATCHED_PASSED, CLASS_UNPARSED_DROPPED, CLASS_VLAN, CLASSES, CONFIG_MAGIC,
+    DEFAULT_MAX_TENANTS, FLOWS_OFF, FlowKey, FlowStats, GlobalConfig, GlobalState, MATCH_SRC,
+    OUTCOME_DROPPED, PacketCount, PrefixKeyV4, PrefixKeyV6, TENANT_ACTIVE, TenantConfig,
+    TenantCounters, TenantState, TokenRules, UNMATCHED_DROP, UNPARSED_DROP, UNPARSED_POLICE,
+    V4_KEY_BYTES, V6_KEY_BYTES,
 };
 
 use crate::parse::{IpInfo, Parsed};
@@ -119,13 +120,17 @@ pub fn shaper(ctx: XdpContext) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
     let parsed = parse::parse(&ctx);
     match parsed {
-        Parsed::NonIp { vlan } => {
+        Parsed::NonIp { vlan, arp } => {
             count_class(CLASS_NON_IP, frame_len, vlan);
-            xdp_action::XDP_PASS
+            if arp {
+                xdp_action::XDP_PASS
+            } else {
+                unparsed(frame_len)
+            }
         }
         Parsed::Malformed { vlan } => {
             count_class(CLASS_MALFORMED, frame_len, vlan);
-            xdp_action::XDP_PASS
+            unparsed(frame_len)
         }
         Parsed::V4 {
             src,
@@ -184,6 +189,38 @@ fn global_config() -> Option<&'static GlobalConfig> {
     GLOBAL_CONFIG
         .get(slot)
         .filter(|cfg| cfg.magic == CONFIG_MAGIC)
+}
+
+/// A frame no tenant can be charged for: the config's unparsed-frame policy (pass before any
+/// config).
+#[inline(always)]
+fn unparsed(frame_len: u64) -> u32 {
+    let Some(cfg) = global_config() else {
+        return xdp_action::XDP_PASS;
+    };
+    let pass = match cfg.unparsed {
+        UNPARSED_DROP => false,
+        UNPARSED_POLICE => GLOBAL_STATE.get_ptr_mut(0).is_some_and(|g| {
+            // SAFETY: an array map value, valid and aligned for the program's run.
+            unsafe {
+                bucket::spend(
+                    &raw mut (*g).unparsed_tat,
+                    now(),
+                    frame_len,
+                    cfg.unparsed_cost_fp,
+                    cfg.unparsed_burst_ns,
+                )
+                .is_some()
+            }
+        }),
+        _ => true,
+    };
+    if pass {
+        xdp_action::XDP_PASS
+    } else {
+        bump(CLASS_UNPARSED_DROPPED, frame_len);
+        xdp_action::XDP_DROP
+    }
 }
 
 /// Before any config: no tenants, so every IP packet is unmatched, and passes.

@@ -8,6 +8,7 @@ const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
+pub const ETH_P_ARP: u16 = 0x0806;
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 /// Tags parsed before giving up on a frame (QinQ is two).
@@ -17,6 +18,8 @@ const MAX_VLAN_TAGS: usize = 2;
 pub enum Parsed {
     NonIp {
         vlan: bool,
+        /// ARP always passes: without it, a bridge would carry no IPv4 at all.
+        arp: bool,
     },
     Malformed {
         vlan: bool,
@@ -111,8 +114,13 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
     match ethertype {
         ETH_P_IPV4 => parse_v4(ctx, offset, avail, vlan),
         ETH_P_IPV6 => parse_v6(ctx, offset, avail, vlan),
-        // ARP, LLDP, a third VLAN tag, anything else: not ours to shape.
-        _ => Parsed::NonIp { vlan },
+        // ARP, LLDP, a third VLAN tag, PPPoE, MPLS, anything else: not a tenant's IP packet.
+        // (PPPoE sessions carrying IP are not parsed yet: with them the program went past the
+        // verifier's million-instruction budget; they follow the unparsed-frame policy.)
+        _ => Parsed::NonIp {
+            vlan,
+            arp: ethertype == ETH_P_ARP,
+        },
     }
 }
 

@@ -8,8 +8,9 @@ use aya::maps::Map;
 use serde::{Deserialize, Serialize};
 use shaper_common::{
     CLASS_IPV4, CLASS_IPV6, CLASS_MALFORMED, CLASS_NON_IP, CLASS_UNMATCHED_DROPPED,
-    CLASS_UNMATCHED_PASSED, CLASS_VLAN, FlowKey, FlowStats, OUTCOME_DROPPED, OUTCOME_MARKED,
-    OUTCOME_NAMES, OUTCOMES, PacketCount, TOKEN_TYPES, TYPE_NAMES, TenantCounters, TenantState,
+    CLASS_UNMATCHED_PASSED, CLASS_UNPARSED_DROPPED, CLASS_VLAN, FlowKey, FlowStats,
+    OUTCOME_DROPPED, OUTCOME_MARKED, OUTCOME_NAMES, OUTCOMES, PacketCount, TOKEN_TYPES, TYPE_NAMES,
+    TenantCounters, TenantState,
 };
 
 use crate::datapath::{
@@ -115,6 +116,7 @@ pub const CLASS_NAMES: &[(u32, &str)] = &[
     (CLASS_MALFORMED, "malformed"),
     (CLASS_UNMATCHED_PASSED, "unmatched_passed"),
     (CLASS_UNMATCHED_DROPPED, "unmatched_dropped"),
+    (CLASS_UNPARSED_DROPPED, "unparsed_dropped"),
 ];
 
 pub fn class_stats(counts: &[PacketCount]) -> Vec<ClassStats> {

@@ -1599,3 +1599,60 @@ fn bad_interface_names_are_refused_before_any_path() {
         assert_one_line_error(&o, "not an interface name");
     }
 }
+
+/// Checked before anything is written, each refused with one line that says what to do: a
+/// burst share below a jumbo MTU (no full-size packet could ever pass it), generic mode with
+/// bursts below GRO's 64 kB, and an interface without native XDP (no silent fall back to
+/// generic mode, whose post-GRO packets small buckets drop whole).
+#[test]
+fn jumbo_mtu_and_generic_mode_are_checked_before_attaching() {
+    let Some(_root) = root_test("jumbo_mtu_and_generic_mode_are_checked_before_attaching") else {
+        return;
+    };
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-mtu-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let small = example_in(&tmp, &[("\"burst\": \"64kb\"", "\"burst\": \"4kb\"")]);
+    shaper::lab::ip(&[
+        "-n",
+        &lab.dut.name,
+        "link",
+        "set",
+        &lab.dut_if,
+        "mtu",
+        "9000",
+    ])
+    .expect("mtu");
+    let o = lab_run(&lab)
+        .arg("--config")
+        .arg(&small)
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "hands XDP (9000 bytes");
+    assert_nothing_left(&lab);
+    let o = lab_run(&lab)
+        .args(["--xdp-mode", "skb", "--config"])
+        .arg(example_in(&tmp, &[]))
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "hands XDP (65535 bytes");
+    assert_nothing_left(&lab);
+    // An IFB device has no native XDP: refused, naming the flag that accepts generic mode.
+    shaper::lab::ip(&["-n", &lab.dut.name, "link", "add", "shpifb0", "type", "ifb"]).expect("ifb");
+    let o = shaper()
+        .args([
+            "run",
+            "--iface",
+            "shpifb0",
+            "--netns",
+            &lab.dut.name,
+            "--config",
+        ])
+        .arg(example_in(&tmp, &[]))
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "--xdp-mode skb");
+    assert!(!shaper::lab::xdp_attached(&lab.dut.name, "shpifb0"));
+    assert!(!pin_dir("shpifb0").exists(), "pins left behind");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

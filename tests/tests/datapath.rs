@@ -659,6 +659,17 @@ fn fuzz(cfg: &Config, n: usize, seed: u64) {
         .v6(V6_NOBODY, V6_BETA),
         FrameBuilder::default().v4(SRC4, [10, 200, 0, 1]),
         FrameBuilder::default().arp(),
+        FrameBuilder {
+            pppoe: Some(7),
+            ..Default::default()
+        }
+        .v4(SRC4, [10, 1, 2, 3]),
+        FrameBuilder {
+            vlans: vec![5],
+            pppoe: Some(8),
+            ..Default::default()
+        }
+        .v6(V6_NOBODY, V6_BETA),
     ];
     let mut expected = [TenantCounters::default(); 3];
     for i in 0..n {
@@ -1399,5 +1410,105 @@ fn rescale_uses_what_was_applied_and_never_goes_back() {
         dp.tenant_state(2).expect("state").epoch,
         applied,
         "an older epoch moved the bucket words back"
+    );
+}
+
+/// The unparsed-frame policy, for a bridge that would forward what the shaper cannot charge:
+/// under `drop`, a flood of malformed, MPLS, PPPoE and triple-tagged frames is dropped while ARP and a
+/// tenant's IP traffic pass; under `police`, the flood passes at the policed rate at most.
+#[test]
+fn unparsed_frames_follow_the_policy() {
+    let Some(_root) = root_test("unparsed_frames_follow_the_policy") else {
+        return;
+    };
+    let with = |policy: &str| {
+        let mut cfg = config("pass", "dst");
+        let mut v = serde_json::to_value(&cfg).expect("json");
+        v["link"]["unparsed"] = serde_json::json!(policy);
+        if policy == "police" {
+            v["link"]["unparsed_rate"] = serde_json::json!("8mbit");
+        }
+        cfg = Config::parse(&v.to_string()).expect("valid");
+        cfg
+    };
+    let truncated = {
+        let mut f = FrameBuilder::default().v4(SRC4, [10, 1, 0, 1]);
+        f.truncate(30);
+        f
+    };
+    let mpls = {
+        let mut f = FrameBuilder::default().v4(SRC4, [10, 1, 0, 1]);
+        f[12..14].copy_from_slice(&0x8847u16.to_be_bytes());
+        f
+    };
+    // PPPoE is not parsed (yet): its sessions are unparsed frames.
+    let pppoe = FrameBuilder {
+        pppoe: Some(1),
+        ..Default::default()
+    }
+    .v4(SRC4, [10, 1, 0, 1]);
+    let three_tags = FrameBuilder {
+        vlans: vec![1, 2, 3],
+        ..Default::default()
+    }
+    .v4(SRC4, [10, 1, 0, 1]);
+    let flood = [&truncated, &mpls, &pppoe, &three_tags];
+    let arp = FrameBuilder::default().arp();
+    let ip = FrameBuilder::default().v4(SRC4, [10, 1, 0, 1]);
+
+    let mut dp = load(&with("pass"));
+    for f in flood {
+        assert_eq!(run(&mut dp, f), XDP_PASS, "pass is the default");
+    }
+
+    let mut dp = load(&with("drop"));
+    for _ in 0..100 {
+        for f in flood {
+            assert_eq!(run(&mut dp, f), XDP_DROP);
+        }
+    }
+    assert_eq!(run(&mut dp, &arp), XDP_PASS, "ARP always passes");
+    assert_eq!(
+        run(&mut dp, &ip),
+        XDP_PASS,
+        "a tenant's IP traffic is shaped as ever"
+    );
+    assert_eq!(
+        class(&dp, shaper_common::CLASS_UNPARSED_DROPPED).packets,
+        400
+    );
+
+    // 8 Mbit/s = 1 MB/s, 100 ms deep: a 1000-byte flood for ~200 ms passes at most
+    // ~100 kB of depth plus ~200 kB of refill, never the flood.
+    let mut dp = load(&with("police"));
+    let big = {
+        let mut f = FrameBuilder {
+            ip_len: 1000,
+            ..Default::default()
+        }
+        .v4(SRC4, [10, 1, 0, 1]);
+        f[12..14].copy_from_slice(&0x8847u16.to_be_bytes());
+        f
+    };
+    let start = Instant::now();
+    let mut offered = 0usize;
+    while start.elapsed() < Duration::from_millis(200) {
+        run(&mut dp, &big);
+        offered += big.len();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let passed = offered as u64 - class(&dp, shaper_common::CLASS_UNPARSED_DROPPED).bytes;
+    let bound = 100_000.0 + 1_000_000.0 * secs + 2.0 * big.len() as f64;
+    assert!(
+        offered as f64 > 2.0 * bound,
+        "the flood ({offered} bytes) must exceed the policed rate"
+    );
+    assert!(
+        (passed as f64) <= bound,
+        "{passed} bytes of unparsed frames passed, bound {bound:.0}"
+    );
+    assert!(
+        passed > 50_000,
+        "the policed rate lets some through ({passed})"
     );
 }

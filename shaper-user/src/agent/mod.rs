@@ -183,6 +183,9 @@ pub enum Fault {
 /// counted (`shaper_agent_errors_total{stage}`) and raised as an alert; the datapath keeps the
 /// last rates written and the next cycle tries again. The work runs on a blocking thread, so
 /// the API keeps answering however long a cycle takes.
+/// The largest packet generic (skb) mode hands XDP: a GRO super-packet.
+const GRO_MAX: u64 = 65_535;
+
 pub async fn run(
     options: &Options,
     cfg: &Config,
@@ -199,6 +202,18 @@ pub async fn run(
             max: options.max_tenants,
         }
         .into());
+    }
+    // Bursts against the interface's largest packet (generic mode: GRO's 64 kB), before
+    // anything is written; an interface not there yet is reported by attach.
+    let max_packet = match options.xdp_mode {
+        crate::datapath::AttachMode::Skb => Some(GRO_MAX),
+        _ => crate::datapath::mtu(&options.iface, options.netns.as_deref())
+            .ok()
+            .flatten()
+            .map(u64::from),
+    };
+    if let Some(m) = max_packet {
+        crate::datapath::check_bursts(cfg, m)?;
     }
     raise_fd_limit();
     let state = StateDir::new(&options.iface);

@@ -247,7 +247,8 @@ pub struct RunArgs {
     /// JSON config file.
     #[arg(long)]
     pub config: PathBuf,
-    /// XDP attach mode: auto tries native, then generic (skb).
+    /// XDP attach mode: auto is native and refuses with a line naming skb where the driver
+    /// has none; skb (generic) only when asked: it sees packets after GRO, up to 64 kB.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub xdp_mode: AttachMode,
     /// Tenant capacity of the maps, fixed at load time (up to 1048576).

@@ -90,6 +90,18 @@ pub enum Unmatched {
     Drop,
 }
 
+/// Frames no tenant can be charged for (malformed, non-IP but ARP, a third VLAN tag, PPPoE,
+/// MPLS): passed (a router's stack discards what it cannot use), dropped (a bridge
+/// would forward them unshaped), or policed together at `link.unparsed_rate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Unparsed {
+    #[default]
+    Pass,
+    Drop,
+    Police,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Link {
@@ -98,6 +110,11 @@ pub struct Link {
     pub match_dir: MatchDir,
     #[serde(default)]
     pub unmatched: Unmatched,
+    #[serde(default)]
+    pub unparsed: Unparsed,
+    /// The shared rate of unparsed frames under `police` (default: 1% of the capacity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unparsed_rate: Option<Rate>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -598,6 +615,8 @@ pub fn synthetic(n: u32, capacity: Rate, rate: Rate, burst: Size) -> Config {
             capacity,
             match_dir: MatchDir::Dst,
             unmatched: Unmatched::Pass,
+            unparsed: Unparsed::Pass,
+            unparsed_rate: None,
         },
         pools: Pools::default(),
         tiers: default_tiers(),

@@ -14,6 +14,20 @@ impl Config {
                 format!("{cap} is outside {MIN_RATE}..{MAX_LINK}"),
             ));
         }
+        if let Some(r) = self.link.unparsed_rate {
+            if self.link.unparsed != Unparsed::Police {
+                return Err(invalid(
+                    "link.unparsed_rate",
+                    "applies only with \"unparsed\": \"police\"",
+                ));
+            }
+            if r < MIN_RATE || r > cap {
+                return Err(invalid(
+                    "link.unparsed_rate",
+                    format!("{r} is outside {MIN_RATE}..{cap} (the link's capacity)"),
+                ));
+            }
+        }
         self.validate_pools()?;
         self.validate_tiers()?;
         self.validate_token_types()?;

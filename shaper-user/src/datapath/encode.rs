@@ -39,6 +39,35 @@ pub fn tenant_params(t: &crate::config::Tenant, cfg: &Config) -> TenantConfig {
     tenant_params_at(t, cfg, t.rate.bits_per_sec(), None)
 }
 
+/// Every tenant's share of its burst for each token type it has must hold a full-size packet
+/// of the interface (`mtu` bytes of IP): a smaller bucket could never pass one (jumbo frames
+/// through a 1,500-byte share). Checked before anything is written.
+pub fn check_bursts(cfg: &Config, mtu: u64) -> Result<(), DatapathError> {
+    for t in &cfg.tenants {
+        let mix = t
+            .mix
+            .clone()
+            .unwrap_or_else(|| cfg.token_types.default_mix());
+        for (k, share) in mix.shares().into_iter().enumerate() {
+            if share <= 0.0 {
+                continue;
+            }
+            let bytes =
+                ((t.burst.bytes() as f64 * share) as u64).max(crate::config::MIN_BURST.bytes());
+            if bytes < mtu {
+                return Err(DatapathError::BurstBelowMtu {
+                    tenant: t.name.clone(),
+                    token_type: ["gold", "silver", "bronze"][k],
+                    bytes,
+                    mtu,
+                    need: (mtu as f64 / share).ceil() as u64,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// As [`tenant_params`], with the tenant's buckets filled at `fill_bits` (the allocator's
 /// predicted fill rate) instead of its configured rate, split by `shares` (after `shaper
 /// exchange`) instead of its mix; borrowing covers the rest of the way to its ceiling.
@@ -234,6 +263,14 @@ pub fn global_config(cfg: &Config) -> GlobalConfig {
             *y = capacity.burst_ns / TIERS as u64 * (p as u64 + 1);
         }
     }
+    // Unparsed frames under `police`: one shared bucket, a tenth of a second deep (at least
+    // a few full-size frames).
+    let unparsed_bits = cfg
+        .link
+        .unparsed_rate
+        .map_or(cap as u64 / 100, |r| r.bits_per_sec())
+        .max(1);
+    let unparsed = bucket(unparsed_bits, (unparsed_bits / 80).max(4 * 1518));
     let tenants_borrow = cfg.tenants.iter().any(|t| {
         t.ceil.is_some_and(|c| c > t.rate) && cfg.tiers.get(&t.tier).is_some_and(|tier| tier.borrow)
     });
@@ -256,7 +293,14 @@ pub fn global_config(cfg: &Config) -> GlobalConfig {
         nrules: cfg.token_types.ordered_rules().len() as u8,
         flow_sample_shift: FLOW_SAMPLE_SHIFT,
         slot: 0,
-        _pad: [0; 2],
+        unparsed: match cfg.link.unparsed {
+            Unparsed::Pass => UNPARSED_PASS,
+            Unparsed::Drop => UNPARSED_DROP,
+            Unparsed::Police => UNPARSED_POLICE,
+        },
+        _pad: [0; 1],
+        unparsed_cost_fp: unparsed.cost_fp,
+        unparsed_burst_ns: unparsed.burst_ns,
         flags,
         link_cost_fp: link.cost_fp,
         borrow_depth_ns,
@@ -503,6 +547,34 @@ mod tests {
             g.link_cost_fp > g.cap_cost_fp,
             "without it, the link bucket holds the emergency share back"
         );
+    }
+
+    #[test]
+    fn burst_shares_are_checked_against_the_largest_packet() {
+        let cfg = Config::parse(crate::config::EXAMPLE).expect("valid");
+        assert!(check_bursts(&cfg, 1500).is_ok());
+        // The example's smallest share: acme's gold fifth of 256 kB, 51,200 bytes.
+        let e = check_bursts(&cfg, 65_535).expect_err("below GRO's 64 kB");
+        assert!(
+            matches!(&e, DatapathError::BurstBelowMtu { bytes, need, .. } if *bytes < 65_535 && *need >= 65_535),
+            "{e}"
+        );
+        assert!(check_bursts(&cfg, 9000).is_ok(), "jumbo frames fit");
+    }
+
+    #[test]
+    fn unparsed_policy_is_encoded_with_its_bucket() {
+        let mut cfg = Config::parse(crate::config::EXAMPLE).expect("valid");
+        assert_eq!(global_config(&cfg).unparsed, UNPARSED_PASS);
+        cfg.link.unparsed = Unparsed::Police;
+        cfg.link.unparsed_rate = Some(crate::units::Rate(8_000_000));
+        let g = global_config(&cfg);
+        assert_eq!(g.unparsed, UNPARSED_POLICE);
+        // 8 Mbit/s: 1 us a byte; 100 ms deep.
+        assert_eq!(g.unparsed_cost_fp, 1000 << COST_SHIFT);
+        assert_eq!(g.unparsed_burst_ns, 100_000_000);
+        cfg.link.unparsed = Unparsed::Drop;
+        assert_eq!(global_config(&cfg).unparsed, UNPARSED_DROP);
     }
 
     #[test]

@@ -22,6 +22,20 @@ pub enum DatapathError {
         reason: String,
     },
     #[error(
+        "interface {iface} has no native XDP ({reason}); generic (skb) mode sees packets after GRO, up to 64 kB each, which buckets smaller than that drop whole (TCP collapses): pass --xdp-mode skb to accept it, with bursts of 64kb or more"
+    )]
+    NoNativeXdp { iface: String, reason: String },
+    #[error(
+        "tenant '{tenant}': its {token_type} share of the burst is {bytes} bytes, below the largest packet the interface hands XDP ({mtu} bytes: its MTU, or GRO's 64 kB in generic mode), which could never pass: raise its burst to at least {need}b"
+    )]
+    BurstBelowMtu {
+        tenant: String,
+        token_type: &'static str,
+        bytes: u64,
+        mtu: u64,
+        need: u64,
+    },
+    #[error(
         "config has {tenants} tenants but the program is loaded for at most {max}: pass --max-tenants {tenants} or more (up to {MAX_TENANTS_LIMIT})"
     )]
     TooManyTenants { tenants: usize, max: u32 },

@@ -17,12 +17,12 @@ use shaper_common::{
     MAX_PREFIX_PROBES, MAX_TENANTS_LIMIT, PrefixKeyV4, PrefixKeyV6, RESCALED, RULE_DPORT,
     RULE_DSCP, RULE_PORTS, RULE_PROTO, RULE_SPORT, TENANT_ACTIVE, TENANT_BORROW, TENANT_ECN,
     TENANT_EMERGENCY, TIERS, TYPE_SILVER, TenantConfig, TenantCounters, TenantState, TokenRules,
-    UNMATCHED_DROP, UNMATCHED_PASS,
+    UNMATCHED_DROP, UNMATCHED_PASS, UNPARSED_DROP, UNPARSED_PASS, UNPARSED_POLICE,
 };
 #[cfg(test)]
 use shaper_common::{TYPE_BRONZE, TYPE_GOLD, TokenRule};
 
-use crate::config::{Config, MatchDir, Prefix, Unmatched};
+use crate::config::{Config, MatchDir, Prefix, Unmatched, Unparsed};
 
 pub mod batch;
 mod bench;
@@ -39,14 +39,14 @@ mod write;
 pub use self::bench::BenchPrograms;
 pub use self::encode::{
     DepositWrite, ECN_MARK_FRACTION, FLOW_SAMPLE_SHIFT, Lookup, TenantRates, TenantWrite, bucket,
-    global_config, link_burst_bytes, lookup_plan, tenant_config, tenant_params, tenant_params_at,
-    token_rules,
+    check_bursts, global_config, link_burst_bytes, lookup_plan, tenant_config, tenant_params,
+    tenant_params_at, token_rules,
 };
 pub(crate) use self::error::os_error;
 pub use self::error::{DatapathError, error_chain};
 use self::error::{is_permission, program_error};
 pub use self::link_info::pinned_link_ifindex;
-pub use self::netns::{NetNsEnter, ifindex, interface_name};
+pub use self::netns::{NetNsEnter, ifindex, interface_name, mtu};
 pub use self::pins::{check_pinned_version, ensure_bpffs, open_pinned_map, pin_dir, remove_pins};
 pub use self::read::{
     monotonic_ns, read_class_counters, read_flows, read_tenant_counters, read_tenant_counters_each,
@@ -98,7 +98,8 @@ pub const PINNED_MAPS: &[&str] = &[
 /// Where pins live: `/sys/fs/bpf/shaper/IF/`.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/shaper";
 
-/// How to attach: `auto` tries native first and falls back to generic (skb) mode.
+/// How to attach: `auto` is native, and says how to ask for generic (skb) mode where the
+/// driver has none; `skb` only when asked (it sees packets after GRO, up to 64 kB).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum AttachMode {
     #[default]
@@ -346,7 +347,8 @@ impl Datapath {
             })
             .transpose()?;
         let tries: &[(XdpMode, &'static str)] = match mode {
-            AttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "skb")],
+            // No silent fall back to generic mode: see `DatapathError::NoNativeXdp`.
+            AttachMode::Auto => &[(XdpMode::Driver, "native")],
             AttachMode::Native => &[(XdpMode::Driver, "native")],
             AttachMode::Skb => &[(XdpMode::Skb, "skb")],
         };
@@ -415,7 +417,13 @@ impl Datapath {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| DatapathError::UnknownInterface(iface.into())))
+        Err(match last {
+            Some(DatapathError::Attach { iface, reason, .. }) if mode == AttachMode::Auto => {
+                DatapathError::NoNativeXdp { iface, reason }
+            }
+            Some(e) => e,
+            None => DatapathError::UnknownInterface(iface.into()),
+        })
     }
 
     /// Detaches from the interface, if attached (a pinned link: its pin is removed and its

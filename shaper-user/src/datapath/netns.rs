@@ -52,6 +52,38 @@ pub fn ifindex(iface: &str, netns: Option<&str>) -> io::Result<u32> {
     }
 }
 
+/// The MTU of `iface` (inside namespace `netns` if given): the largest IP packet it carries,
+/// so the smallest bucket a full-size packet can pass. `None` when there is no such interface.
+pub fn mtu(iface: &str, netns: Option<&str>) -> io::Result<Option<u32>> {
+    let _ns = netns.map(NetNsEnter::enter).transpose()?;
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all zeroes is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req
+        .ifr_name
+        .iter_mut()
+        .zip(iface.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads the name and writes ifru_mtu of the ifreq it is given.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req) } != 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENODEV | libc::ENXIO) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    // SAFETY: the union member SIOCGIFMTU writes.
+    Ok(Some(unsafe { req.ifr_ifru.ifru_mtu } as u32))
+}
+
 /// `name` if it can be a Linux interface name: 1 to 15 bytes (`IFNAMSIZ` less the NUL), no
 /// `/`, whitespace or NUL, not `.` or `..`. Checked before the name reaches a path (the pins,
 /// the state directory).

@@ -5,6 +5,7 @@ pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const ETH_P_ARP: u16 = 0x0806;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88A8;
+pub const ETH_P_PPPOE_SESSION: u16 = 0x8864;
 
 /// Builds Ethernet frames: `vlans` tags (outer first), then an IP packet of `ip_len` bytes.
 #[derive(Clone, Debug)]
@@ -22,6 +23,8 @@ pub struct FrameBuilder {
     pub v6_ext: usize,
     /// Destination and source MAC.
     pub macs: ([u8; 6], [u8; 6]),
+    /// A PPPoE session (its id) between the tags and the IP header.
+    pub pppoe: Option<u16>,
 }
 
 impl Default for FrameBuilder {
@@ -36,6 +39,7 @@ impl Default for FrameBuilder {
             dport: 9,
             v6_ext: 0,
             macs: ([0x02, 0, 0, 0, 0, 1], [0x02, 0, 0, 0, 0, 2]),
+            pppoe: None,
         }
     }
 }
@@ -54,7 +58,38 @@ impl FrameBuilder {
             f.extend_from_slice(&tpid.to_be_bytes());
             f.extend_from_slice(&vid.to_be_bytes());
         }
-        f.extend_from_slice(&ethertype.to_be_bytes());
+        match self.pppoe {
+            Some(session) => {
+                let ppp: u16 = match ethertype {
+                    ETH_P_IPV4 => 0x0021,
+                    ETH_P_IPV6 => 0x0057,
+                    // LCP: control traffic.
+                    _ => 0xc021,
+                };
+                f.extend_from_slice(&ETH_P_PPPOE_SESSION.to_be_bytes());
+                // Version/type, code, session; the length is set once the payload is there.
+                f.extend_from_slice(&[0x11, 0]);
+                f.extend_from_slice(&session.to_be_bytes());
+                f.extend_from_slice(&[0, 0]);
+                f.extend_from_slice(&ppp.to_be_bytes());
+            }
+            None => f.extend_from_slice(&ethertype.to_be_bytes()),
+        }
+        f
+    }
+
+    /// Where the IP header starts.
+    fn l3(&self) -> usize {
+        14 + 4 * self.vlans.len() + if self.pppoe.is_some() { 8 } else { 0 }
+    }
+
+    /// The PPPoE length field: the PPP protocol and what follows it.
+    fn finish(&self, mut f: Vec<u8>) -> Vec<u8> {
+        if self.pppoe.is_some() {
+            let at = 14 + 4 * self.vlans.len();
+            let len = (f.len() - at - 6) as u16;
+            f[at + 4..at + 6].copy_from_slice(&len.to_be_bytes());
+        }
         f
     }
 
@@ -78,8 +113,8 @@ impl FrameBuilder {
         h[10..12].copy_from_slice(&csum.to_be_bytes());
         f.extend_from_slice(&h);
         f.resize(f.len() + total - hlen, 0xab);
-        self.ports(&mut f, 14 + 4 * self.vlans.len() + hlen);
-        f
+        self.ports(&mut f, self.l3() + hlen);
+        self.finish(f)
     }
 
     /// Ports for TCP, UDP and SCTP; UDP also gets its length, so a receiving stack takes it.
@@ -115,15 +150,15 @@ impl FrameBuilder {
             f.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
         }
         f.resize(f.len() + total - 40 - ext, 0xab);
-        self.ports(&mut f, 14 + 4 * self.vlans.len() + 40 + ext);
-        f
+        self.ports(&mut f, self.l3() + 40 + ext);
+        self.finish(f)
     }
 
     pub fn arp(&self) -> Vec<u8> {
         let mut f = self.l2(ETH_P_ARP);
         f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
         f.resize(f.len() + 20, 0);
-        f
+        self.finish(f)
     }
 }
 
