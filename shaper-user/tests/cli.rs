@@ -1656,3 +1656,165 @@ fn jumbo_mtu_and_generic_mode_are_checked_before_attaching() {
     assert!(!pin_dir("shpifb0").exists(), "pins left behind");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// Adoption takes over only this interface's pins in this namespace: an interface of the same
+/// name in another namespace, and an interface that took the name of one a killed agent
+/// shaped, are each refused with one line, and the killed agent's datapath stays as it was.
+#[test]
+fn adoption_of_another_namespace_or_interface_is_refused() {
+    let Some(_root) = root_test("adoption_of_another_namespace_or_interface_is_refused") else {
+        return;
+    };
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let other = Lab::new(&["10.10.2"], &[]).expect("lab");
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-adopt-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let config = one_tenant_config(&tmp);
+    let mut first = start_run(&lab, &config, &tmp.join("first.log"));
+    kill9(&mut first);
+    assert!(xdp_attached(&lab));
+    let ip = |ns: &str, args: &[&str]| {
+        let mut a = vec!["-n", ns];
+        a.extend_from_slice(args);
+        shaper::lab::ip(&a).expect("ip");
+    };
+    // The other lab's interface renamed to the killed agent's, in its own namespace.
+    ip(&other.dut.name, &["link", "set", &other.dut_if, "down"]);
+    ip(
+        &other.dut.name,
+        &["link", "set", &other.dut_if, "name", &lab.dut_if],
+    );
+    ip(&other.dut.name, &["link", "set", &lab.dut_if, "up"]);
+    let o = shaper()
+        .args([
+            "run",
+            "--iface",
+            &lab.dut_if,
+            "--netns",
+            &other.dut.name,
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "another network namespace");
+    assert!(
+        xdp_attached(&lab),
+        "the killed agent's datapath was touched"
+    );
+    assert!(!shaper::lab::xdp_attached(&other.dut.name, &lab.dut_if));
+    // In the killed agent's namespace, its interface renamed and a new one under its name.
+    let moved = shaper::lab::unique_name("shpmv");
+    ip(&lab.dut.name, &["link", "set", &lab.dut_if, "down"]);
+    ip(&lab.dut.name, &["link", "set", &lab.dut_if, "name", &moved]);
+    ip(&lab.dut.name, &["link", "set", &moved, "up"]);
+    ip(&lab.dut.name, &["link", "add", &lab.dut_if, "type", "ifb"]);
+    ip(&lab.dut.name, &["link", "set", &lab.dut_if, "up"]);
+    let o = lab_run(&lab)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "attached to another interface");
+    assert!(
+        shaper::lab::xdp_attached(&lab.dut.name, &moved),
+        "the killed agent's datapath was touched"
+    );
+    assert!(
+        pin_dir(&lab.dut_if)
+            .join(shaper::datapath::LINK_PIN)
+            .exists()
+    );
+    let o = shaper()
+        .args(["detach", "--iface", &lab.dut_if])
+        .output()
+        .expect("detach");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!shaper::lab::xdp_attached(&lab.dut.name, &moved));
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Pins of another layout (an older shaper's 88-byte bucket state) are refused with one line
+/// naming `shaper detach`, and left where they are.
+#[test]
+fn pins_of_another_layout_are_refused_and_kept() {
+    let Some(_root) = root_test("pins_of_another_layout_are_refused_and_kept") else {
+        return;
+    };
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-layout-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let dir = pin_dir(&lab.dut_if);
+    std::fs::create_dir_all(&dir).expect("pin dir");
+    let pin = dir.join(shaper::datapath::TENANT_STATE);
+    let pin_s = pin.display().to_string();
+    let made = shaper::lab::run(
+        "bpftool",
+        &[
+            "map",
+            "create",
+            &pin_s,
+            "type",
+            "array",
+            "key",
+            "4",
+            "value",
+            "88",
+            "entries",
+            "65536",
+            "name",
+            "TENANT_STATE",
+        ],
+    );
+    assert!(made.is_ok_and(|o| o.status.success()), "bpftool map create");
+    let o = lab_run(&lab)
+        .arg("--config")
+        .arg(one_tenant_config(&tmp))
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "belong to a different shaper version");
+    assert!(pin.exists(), "the foreign pin was deleted");
+    assert!(!xdp_attached(&lab));
+    let _ = std::fs::remove_file(&pin);
+    let _ = std::fs::remove_dir(&dir);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Adopting pins whose tenant table is gone: nobody can say whose each id was, so every
+/// tenant starts afresh (zero counters, full buckets) instead of inheriting another's.
+#[test]
+fn adoption_without_the_tenant_table_starts_afresh() {
+    let Some(_root) = root_test("adoption_without_the_tenant_table_starts_afresh") else {
+        return;
+    };
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-notable-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let config = one_tenant_config(&tmp);
+    let mut first = start_run(&lab, &config, &tmp.join("first.log"));
+    let to: SocketAddr = "10.10.1.1:9000".parse().expect("addr");
+    let flood = Flood {
+        netns: lab.src.name.clone(),
+        dst: to,
+        rate_bits: Some(50_000_000),
+        payload: 1400,
+        duration: Duration::from_secs(1),
+        cpu: None,
+    };
+    shaper::lab::traffic::run_flows(&lab.dut.name, &[flood], &Arc::new(AtomicBool::new(false)))
+        .expect("traffic");
+    kill9(&mut first);
+    assert!(pinned_passed(&lab) > 1000, "traffic was counted");
+    std::fs::remove_file(shaper::agent::state_dir(&lab.dut_if).join("tenants.json"))
+        .expect("remove the table");
+    let mut second = start_run(&lab, &config, &tmp.join("second.log"));
+    let log = std::fs::read_to_string(tmp.join("second.log")).unwrap_or_default();
+    assert!(log.contains("start afresh"), "{log}");
+    assert_eq!(pinned_passed(&lab), 0, "a tenant inherited counters");
+    // SAFETY: kill with the pid of our own child.
+    unsafe { libc::kill(second.child.id() as i32, libc::SIGTERM) };
+    let status = second.wait_timeout(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert_nothing_left(&lab);
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -85,6 +85,47 @@ pub enum AgentError {
         "started inside a private mount namespace (as `ip netns exec` makes) whose /sys/fs/bpf is not the host's: its pins would die with the agent and a crash would unshape the link; run `shaper run --netns NAME --iface IF` from the host instead"
     )]
     PrivateBpffs,
+    #[error(
+        "the maps pinned for '{iface}' belong to an agent of an interface of that name in another network namespace: detach it there first (`shaper detach --iface {iface}`), or give this interface another name"
+    )]
+    OtherNamespace { iface: String },
+    #[error(
+        "the XDP link pinned for '{iface}' is attached to another interface (index {pinned}; '{iface}' is {here} here): an agent left it for an interface since renamed; detach it first (`shaper detach --iface {iface}`)"
+    )]
+    PinnedLinkElsewhere {
+        iface: String,
+        pinned: u32,
+        here: u32,
+    },
+}
+
+/// What adopting the pins of `iface` would take over must be this interface's, in this
+/// namespace: checked before anything is written. The previous agent recorded the namespace
+/// it attached in (`owner` in the state directory); the pinned link says which interface
+/// index it is attached to (0: its interface is gone, nothing to take over).
+fn check_adoption(options: &Options, state: &StateDir) -> Result<(), AgentError> {
+    let here = crate::datapath::netns_inode(options.netns.as_deref()).ok();
+    if let (Some(here), Some(owner)) = (here, state.read_owner())
+        && owner != here
+    {
+        return Err(AgentError::OtherNamespace {
+            iface: options.iface.clone(),
+        });
+    }
+    let link = pin_dir(&options.iface).join(crate::datapath::LINK_PIN);
+    if link.exists()
+        && let Ok(pinned) = crate::datapath::pinned_link_ifindex(&link)
+        && let Ok(index) = crate::datapath::ifindex(&options.iface, options.netns.as_deref())
+        && pinned != 0
+        && pinned != index
+    {
+        return Err(AgentError::PinnedLinkElsewhere {
+            iface: options.iface.clone(),
+            pinned,
+            here: index,
+        });
+    }
+    Ok(())
 }
 
 /// True when this process sees another /sys/fs/bpf than the host's: what `ip netns exec` does
@@ -222,6 +263,12 @@ pub async fn run(
     let store = Store::open(&cfg.history.path, &options.iface).map_err(AgentError::Store)?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(AgentError::Signal)?;
+    if pin_dir(&options.iface)
+        .join(crate::datapath::TENANT_STATE)
+        .exists()
+    {
+        check_adoption(options, &state)?;
+    }
     let mut dp =
         Datapath::open_pinned(options.max_tenants, options.clock, &pin_dir(&options.iface))?;
     // A fresh run removes what it created if it fails; an adopted datapath keeps enforcing.
@@ -232,6 +279,9 @@ pub async fn run(
     let table = apply_tenants(&mut dp, cfg, &state, &options.iface)?;
     let mode = dp.attach(&options.iface, options.xdp_mode, options.netns.as_deref())?;
     state_guard.arm();
+    if let Ok(ino) = crate::datapath::netns_inode(options.netns.as_deref()) {
+        state.write_owner(ino);
+    }
     info!(iface = %options.iface, mode, clock = ?options.clock, tenants = table.len(), max_tenants = dp.max_tenants(), "shaper attached");
     ready();
 
@@ -358,15 +408,22 @@ fn apply_tenants(
     state: &StateDir,
     iface: &str,
 ) -> Result<Vec<TenantInfo>, AgentError> {
-    let previous = if dp.adopted() {
-        state.read_table().unwrap_or_default()
-    } else {
-        Vec::new()
+    let read = dp.adopted().then(|| state.read_table());
+    let previous = match &read {
+        Some(Ok(t)) => t.clone(),
+        _ => Vec::new(),
     };
     if dp.adopted() {
         info!(%iface, tenants = previous.len(), "adopting the pinned maps of a previous agent: buckets and counters carry over");
     }
     let table = crate::datapath::tenant_table(cfg, &previous);
+    if let Some(Err(e)) = &read {
+        // Without the previous table, an id may have been another tenant's: every tenant
+        // starts afresh (full buckets, zero counters) rather than inherit a stranger's.
+        tracing::warn!(%iface, cause = %e, "the previous agent's tenant table is missing or unreadable: buckets and counters start afresh");
+        let ids: Vec<u32> = table.iter().map(|t| t.id).collect();
+        dp.retire(&ids)?;
+    }
     // Adopted: the previous agent's table, or, if it is gone, every id is checked.
     let known = (!previous.is_empty() || !dp.adopted()).then_some(previous.as_slice());
     dp.apply_table(cfg, &table, known)?;

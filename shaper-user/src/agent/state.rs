@@ -56,6 +56,21 @@ impl StateDir {
         let _ = std::fs::write(self.path.join("api.addr"), addr.to_string());
     }
 
+    /// The network namespace (inode of its nsfs file) the agent attached in: a later agent
+    /// for an interface of the same name in another namespace must not adopt these pins.
+    pub fn write_owner(&self, netns_inode: u64) {
+        let _ = std::fs::write(self.path.join("netns"), netns_inode.to_string());
+    }
+
+    /// The namespace the last agent attached in, if it said.
+    pub fn read_owner(&self) -> Option<u64> {
+        std::fs::read_to_string(self.path.join("netns"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Where the API's Unix socket is, for the CLI's rate changes; best effort.
     pub fn write_api_socket(&self, socket: &Path) {
         let _ = std::fs::write(

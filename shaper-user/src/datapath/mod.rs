@@ -46,8 +46,10 @@ pub(crate) use self::error::os_error;
 pub use self::error::{DatapathError, error_chain};
 use self::error::{is_permission, program_error};
 pub use self::link_info::pinned_link_ifindex;
-pub use self::netns::{NetNsEnter, ifindex, interface_name, mtu};
-pub use self::pins::{check_pinned_version, ensure_bpffs, open_pinned_map, pin_dir, remove_pins};
+pub use self::netns::{NetNsEnter, ifindex, interface_name, mtu, netns_inode};
+pub use self::pins::{
+    check_pinned_layout, check_pinned_version, ensure_bpffs, open_pinned_map, pin_dir, remove_pins,
+};
 pub use self::read::{
     monotonic_ns, read_class_counters, read_flows, read_tenant_counters, read_tenant_counters_each,
     read_tenant_states, sum_cpus,

@@ -52,6 +52,17 @@ pub fn ifindex(iface: &str, netns: Option<&str>) -> io::Result<u32> {
     }
 }
 
+/// The identity of network namespace `netns` (or this process's): the inode of its nsfs
+/// file, the same whatever name or path reaches it.
+pub fn netns_inode(netns: Option<&str>) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = match netns {
+        Some(name) => format!("/run/netns/{name}"),
+        None => "/proc/self/ns/net".to_string(),
+    };
+    std::fs::metadata(path).map(|m| m.ino())
+}
+
 /// The MTU of `iface` (inside namespace `netns` if given): the largest IP packet it carries,
 /// so the smallest bucket a full-size packet can pass. `None` when there is no such interface.
 pub fn mtu(iface: &str, netns: Option<&str>) -> io::Result<Option<u32>> {

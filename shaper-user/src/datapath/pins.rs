@@ -15,7 +15,7 @@ impl Datapath {
         ensure_bpffs()?;
         let adopted = dir.join(TENANT_STATE).exists();
         if adopted {
-            check_pinned_version(dir)?;
+            check_pinned_layout(dir)?;
             let map =
                 MapData::from_pin(dir.join(TENANT_STATE)).map_err(|e| DatapathError::Pin {
                     path: dir.join(TENANT_STATE),
@@ -165,6 +165,57 @@ pub fn open_pinned_map(dir: &Path, name: &str) -> Result<MapData, DatapathError>
             }
         }
     })
+}
+
+/// Key and value sizes of every pinned map, as this build's program declares them: pins of
+/// another layout (an older or newer shaper) are refused before the program reuses them.
+fn expected_layout(name: &str) -> Option<(u32, u32)> {
+    use shaper_common::{
+        FlowKey, FlowStats, GlobalState, PacketCount, TenantCounters, TenantState,
+    };
+    let size = |n: usize| n as u32;
+    Some(match name {
+        CONFIG_SLOT | TENANT_SLOT => (4, 4),
+        GLOBAL_CONFIG => (4, size(size_of::<GlobalConfig>())),
+        TOKEN_RULES => (4, size(size_of::<TokenRules>())),
+        TENANT_CONFIG => (4, size(size_of::<TenantConfig>())),
+        TENANT_STATE => (4, size(size_of::<TenantState>())),
+        TENANT_COUNTERS => (4, size(size_of::<TenantCounters>())),
+        GLOBAL_COUNTERS => (4, size(size_of::<PacketCount>())),
+        GLOBAL_STATE => (4, size(size_of::<GlobalState>())),
+        LINK_PENDING => (4, 8),
+        FLOWS => (size(size_of::<FlowKey>()), size(size_of::<FlowStats>())),
+        TENANT_BY_HASH_V4 => (size(size_of::<PrefixKeyV4>()), 4),
+        TENANT_BY_HASH_V6 => (size(size_of::<PrefixKeyV6>()), 4),
+        TENANT_BY_PREFIX_V4 => (8, 4),
+        TENANT_BY_PREFIX_V6 => (20, 4),
+        _ => return None,
+    })
+}
+
+/// Checks the pins at `dir` were made by this version of the shaper: every map this build
+/// pins is there, with this build's key and value sizes, and the live global config carries
+/// this build's magic and version.
+pub fn check_pinned_layout(dir: &Path) -> Result<(), DatapathError> {
+    let mismatch = || DatapathError::VersionMismatch(dir.to_path_buf());
+    for name in PINNED_MAPS {
+        let path = dir.join(name);
+        if !path.exists() {
+            return Err(mismatch());
+        }
+        let map = MapData::from_pin(&path).map_err(|e| DatapathError::Pin {
+            path: path.clone(),
+            reason: error_chain(&e),
+        })?;
+        let info = map.info().map_err(|e| DatapathError::Pin {
+            path: path.clone(),
+            reason: error_chain(&e),
+        })?;
+        if expected_layout(name) != Some((info.key_size(), info.value_size())) {
+            return Err(mismatch());
+        }
+    }
+    check_pinned_version(dir)
 }
 
 /// Checks the pinned global config was written by this version of the shaper.

@@ -197,6 +197,17 @@ impl Datapath {
         self.reset_state(&fresh)
     }
 
+    /// Deactivates the live tenants among `ids`, so the next apply treats them as new (their
+    /// bucket state and counters zeroed): for an adoption that cannot tell whose they were.
+    pub fn retire(&mut self, ids: &[u32]) -> Result<(), DatapathError> {
+        for &id in ids {
+            if self.tenant(id)?.flags & TENANT_ACTIVE != 0 {
+                self.write_tenant(id, &TenantConfig::default())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Zeroes the bucket state and counters of `ids` (about to go live, inactive before: a
     /// reused id must not inherit a past tenant's).
     pub(super) fn reset_state(&mut self, fresh: &[u32]) -> Result<(), DatapathError> {
