@@ -33,14 +33,14 @@ pub fn read_tenant_states(map: &Map, n: u32) -> Result<Vec<TenantState>, Datapat
         source,
     };
     if let Map::Array(data) = map {
-        let batched = batch::lookup_array::<TenantState>(data, n, None).map_err(|source| {
+        let batched = batch::lookup_array_values::<TenantState>(data, n).map_err(|source| {
             DatapathError::Batch {
                 map: TENANT_STATE,
                 source,
             }
         })?;
-        if let Some(v) = batched.filter(|v| v.len() == n as usize) {
-            return Ok(v.into_iter().filter_map(|c| c.first().copied()).collect());
+        if let Some(v) = batched {
+            return Ok(v);
         }
     }
     let arr: Array<&MapData, TenantState> = Array::try_from(map).map_err(err)?;

@@ -574,16 +574,16 @@ impl Datapath {
             Ok(_) => Err(DatapathError::Load(format!("{name} is not an array"))),
             Err(e) => Err(e),
         };
-        let slots =
-            batch::lookup_array::<u32>(arr(TENANT_SLOT)?, span, None).map_err(read(TENANT_SLOT))?;
-        let configs = batch::lookup_array::<TenantConfig>(arr(TENANT_CONFIG)?, 2 * span, None)
+        let slots = batch::lookup_array_values::<u32>(arr(TENANT_SLOT)?, span)
+            .map_err(read(TENANT_SLOT))?;
+        let configs = batch::lookup_array_values::<TenantConfig>(arr(TENANT_CONFIG)?, 2 * span)
             .map_err(read(TENANT_CONFIG))?;
         let (Some(slots), Some(configs)) = (slots, configs) else {
             return Ok(false);
         };
         for id in 0..span {
-            if let Some(slot) = first_of(&slots, id)
-                && let Some(tc) = first_of(&configs, 2 * id + (slot & 1))
+            if let Some(slot) = slots.get(id as usize).copied()
+                && let Some(tc) = configs.get((2 * id + (slot & 1)) as usize).copied()
             {
                 self.remember(id, slot & 1, tc);
             }
@@ -601,7 +601,7 @@ impl Datapath {
         if changed.len() > 256
             && let Ok(Map::Array(d)) = self.map(TENANT_STATE)
         {
-            let all = batch::lookup_array::<TenantState>(d, span, None).map_err(|source| {
+            let all = batch::lookup_array_values::<TenantState>(d, span).map_err(|source| {
                 DatapathError::Batch {
                     map: TENANT_STATE,
                     source,
@@ -610,7 +610,7 @@ impl Datapath {
             if let Some(all) = all {
                 return Ok(changed
                     .iter()
-                    .map(|w| first_of(&all, w.id).unwrap_or_default())
+                    .map(|w| all.get(w.id as usize).copied().unwrap_or_default())
                     .collect());
             }
         }
@@ -801,11 +801,6 @@ fn batch_into<K: aya::Pod>(
         },
         _ => DatapathError::Batch { map: name, source },
     })
-}
-
-/// Entry `i` of a batched array read (one value per entry).
-fn first_of<T: Copy>(v: &[Vec<T>], i: u32) -> Option<T> {
-    v.get(i as usize).and_then(|e| e.first().copied())
 }
 
 /// The live global config from the `GLOBAL_CONFIG` and `CONFIG_SLOT` maps (loaded or pinned).
