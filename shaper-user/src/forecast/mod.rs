@@ -73,19 +73,35 @@ pub fn anchor_horizons(horizon: usize) -> Vec<usize> {
 /// selection where one model dominates, as averaging where none does.
 const MIX_CUTOFFS: [f64; 2] = [1.1, 5.0];
 const MIXES: usize = 4;
+/// Models `auto` runs at most (its candidates).
+const MAX_MODELS: usize = 8;
 /// Samples of the short memory of the models' rolling errors.
 const FAST_MEMORY: f64 = 50.0;
 /// Samples of memory of the mixes' rolling errors.
 const MIX_MEMORY: f64 = 5000.0;
 
-/// Model `k`'s rolling error at horizon `h` of `hmax`: its one-step and full-horizon errors,
-/// interpolated in log h (errors grow fast at short horizons and slowly after).
-fn error_at(near: f64, far: f64, h: usize, hmax: usize) -> f64 {
-    if hmax <= 1 || far <= 0.0 {
-        return near;
+/// A model's rolling error at a horizon: its one-step (`near`) and full-horizon (`far`)
+/// errors, interpolated in log h (errors grow fast at short horizons and slowly after) by the
+/// horizon's weight from [`log_weights`] (a table per cycle instead of two logarithms per
+/// model, horizon and memory: they were a sixth of a forecast's time).
+fn blend(near: f64, far: f64, w: f64) -> f64 {
+    if far <= 0.0 {
+        near
+    } else {
+        near + w * (far - near)
     }
-    let w = (h as f64).ln() / (hmax as f64).ln();
-    near + w * (far - near)
+}
+
+/// Each horizon's weight of the full-horizon error, `ln h / ln hmax` (0 for one step).
+fn log_weights(hmax: usize) -> [f64; MAX_HORIZON] {
+    let mut w = [0.0; MAX_HORIZON];
+    if hmax > 1 {
+        let top = (hmax as f64).ln();
+        for (h, v) in w.iter_mut().enumerate().take(hmax.min(MAX_HORIZON)) {
+            *v = ((h + 1) as f64).ln() / top;
+        }
+    }
+    w
 }
 
 /// Every mix's point forecasts of every horizon (`out[set * 2 + cutoff]`, see [`MIXES`]) and
@@ -115,12 +131,13 @@ fn combine(
         }
         return;
     }
-    let nm = models.len();
+    let nm = models.len().min(MAX_MODELS);
+    let ws = log_weights(h);
     let mut best = [[f64::INFINITY; MAX_HORIZON]; 2];
     for (set, (near, far_err)) in sets.iter().enumerate() {
         for k in 0..nm {
-            for (i, b) in best[set][..h].iter_mut().enumerate() {
-                *b = b.min(error_at(near[k], far_err[k], i + 1, h));
+            for (b, w) in best[set][..h].iter_mut().zip(&ws) {
+                *b = b.min(blend(near[k], far_err[k], *w));
             }
         }
     }
@@ -130,11 +147,11 @@ fn combine(
         o[..h].iter_mut().for_each(|v| *v = 0.0);
     }
     let broad = MIX_CUTOFFS[1];
-    for (k, (m, f)) in models.iter().zip(far.iter_mut()).enumerate() {
+    for (k, (m, f)) in models.iter().zip(far.iter_mut()).enumerate().take(nm) {
         let ratio = |set: usize, i: usize| {
             let b = best[set][i].max(1e-9);
             let (near, far_err) = sets[set];
-            (error_at(near[k], far_err[k], i + 1, h).max(b * 1e-3), b)
+            (blend(near[k], far_err[k], ws[i]).max(b * 1e-3), b)
         };
         if (0..h).all(|i| {
             (0..2).all(|set| {
@@ -367,9 +384,10 @@ impl Mixes {
         }
     }
 
-    /// Which mix forecasts horizon `h` of `hmax`: the one with the lowest rolling error there.
-    fn pick(&self, h: usize, hmax: usize) -> usize {
-        let e = |m: usize| error_at(self.near[m], self.far_err[m], h, hmax);
+    /// Which mix forecasts the horizon of weight `w` ([`log_weights`]): the one with the
+    /// lowest rolling error there.
+    fn pick(&self, w: f64) -> usize {
+        let e = |m: usize| blend(self.near[m], self.far_err[m], w);
         (1..MIXES).fold(0, |b, m| if e(m) < e(b) { m } else { b })
     }
 }
@@ -709,7 +727,7 @@ impl Forecaster {
             self.settings.model,
             ModelChoice::Fixed(ModelKind::SeasonalNaive | ModelKind::WeeklyNaive)
         );
-        let mut far = [0.0f64; 8];
+        let mut far = [0.0f64; MAX_MODELS];
         let nm = self.models.len();
         let mut mixed = [[0.0f64; MAX_HORIZON]; MIXES];
         combine(
@@ -736,9 +754,10 @@ impl Forecaster {
                 }
             }
         }
+        let ws = log_weights(h_max);
         let row = &mut self.pending[slot * h_max..(slot + 1) * h_max];
         for (i, v) in row.iter_mut().enumerate() {
-            *v = mixed[self.mixes.pick(i + 1, h_max)][i];
+            *v = mixed[self.mixes.pick(ws[i])][i];
         }
         let model1 = row[0].max(0.0);
         for (h, v) in (1..=h_max).zip(row.iter_mut()) {
