@@ -143,23 +143,41 @@ impl Planner {
         policy.mode = mode;
         let profiles = profiles(cfg);
         let settings = forecast_settings(&cfg.forecast);
-        let mut old: std::collections::HashMap<String, (Forecaster, Tuning)> = previous
-            .map(|p| {
-                p.names
-                    .into_iter()
-                    .zip(p.forecasters.into_iter().zip(p.state))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut forecasters = Vec::new();
-        let mut state = Vec::new();
-        for (t, prof) in cfg.tenants.iter().zip(&profiles) {
-            let (mut f, s) = old.remove(&t.name).unwrap_or_else(|| {
-                (
-                    Forecaster::new(settings.clone()),
-                    Tuning::new(&policy, prof),
-                )
-            });
+        // What the previous planner learned, by tenant: kept where it is when the tenants are
+        // the same in the same order (a reload that changed a rate: 100,000 forecasters are
+        // neither moved nor copied), else found by name.
+        let (forecasters, state) = match previous {
+            Some(p)
+                if p.names.len() == cfg.tenants.len()
+                    && p.names.iter().zip(&cfg.tenants).all(|(n, t)| *n == t.name) =>
+            {
+                (p.forecasters, p.state)
+            }
+            previous => {
+                let mut old: std::collections::HashMap<String, (Forecaster, Tuning)> = previous
+                    .map(|p| {
+                        p.names
+                            .into_iter()
+                            .zip(p.forecasters.into_iter().zip(p.state))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                cfg.tenants
+                    .iter()
+                    .zip(&profiles)
+                    .map(|(t, prof)| {
+                        old.remove(&t.name).unwrap_or_else(|| {
+                            (
+                                Forecaster::new(settings.clone()),
+                                Tuning::new(&policy, prof),
+                            )
+                        })
+                    })
+                    .unzip()
+            }
+        };
+        let (mut forecasters, state): (Vec<Forecaster>, Vec<Tuning>) = (forecasters, state);
+        for (t, f) in cfg.tenants.iter().zip(forecasters.iter_mut()) {
             // Scheduled demand (config `events`) is known, not forecast.
             f.set_events(
                 cfg.events
@@ -168,8 +186,6 @@ impl Planner {
                     .filter_map(known_event)
                     .collect(),
             );
-            forecasters.push(f);
-            state.push(s);
         }
         Planner {
             policy,
@@ -331,6 +347,45 @@ mod tests {
         };
         let k = known_event(&ev).expect("parse");
         assert_eq!((k.start, k.rate), (1_796_090_400.0, 1_000_000.0));
+    }
+
+    /// A reload keeps what was learned of every tenant that stays: in place when the tenants
+    /// are the same in the same order, by name when they moved; a new tenant starts afresh.
+    #[test]
+    fn a_reload_keeps_what_each_staying_tenant_learned() {
+        let cfg = |names: &[&str]| {
+            let tenants: Vec<String> = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| format!(r#"{{ "name": "{n}", "tier": "gold", "prefixes": ["10.0.{i}.0/24"], "rate": "100mbit", "burst": "64kb" }}"#))
+                .collect();
+            Config::parse(&format!(
+                r#"{{ "link": {{ "capacity": "1gbit" }}, "tenants": [{}] }}"#,
+                tenants.join(",")
+            ))
+            .expect("valid")
+        };
+        let first = cfg(&["a", "b"]);
+        let mut p = Planner::new(&first, PolicyMode::Predictive, None);
+        for c in 0..50 {
+            let obs = [1e6, 5e6].map(|offered| Observed {
+                offered,
+                ..Observed::default()
+            });
+            p.step(1.7e9 + c as f64, &obs, Host::default());
+        }
+        let learned = |p: &Planner, i: usize| p.forecasters[i].forecast(1).mean;
+        let (a, b) = (learned(&p, 0), learned(&p, 1));
+        assert!(a > 0.0 && b > a);
+        let p = Planner::new(&first, PolicyMode::Predictive, Some(p));
+        assert_eq!(
+            (learned(&p, 0), learned(&p, 1)),
+            (a, b),
+            "same tenants, same order"
+        );
+        let p = Planner::new(&cfg(&["c", "b", "a"]), PolicyMode::Predictive, Some(p));
+        assert_eq!((learned(&p, 1), learned(&p, 2)), (b, a), "found by name");
+        assert_eq!(learned(&p, 0), 0.0, "a new tenant starts afresh");
     }
 
     /// Accuracy in the loop: a tenant whose forecasts lose to the seasonal naive is flagged
