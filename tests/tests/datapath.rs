@@ -561,13 +561,9 @@ fn all_cpus_once() -> Result<(), String> {
     Ok(())
 }
 
-/// A rate change rewrites only the config map: an empty bucket stays empty (no reset to a full
-/// burst), and what was spent stays spent.
-#[test]
-fn rate_change_does_not_reset_the_bucket() {
-    let Some(_root) = root_test("rate_change_does_not_reset_the_bucket") else {
-        return;
-    };
+/// The test config loaded, and gamma (8 kbit/s, 10 kB) drained by ten 1000-byte packets; the
+/// frame that drained it.
+fn gamma_drained() -> (Datapath, Vec<u8>) {
     let mut dp = load(&config("drop", "dst"));
     let f = FrameBuilder {
         ip_len: 1000,
@@ -578,6 +574,17 @@ fn rate_change_does_not_reset_the_bucket() {
         assert_eq!(run(&mut dp, &f), XDP_PASS);
     }
     assert_eq!(run(&mut dp, &f), XDP_DROP, "bucket drained");
+    (dp, f)
+}
+
+/// A rate change rewrites only the config map: an empty bucket stays empty (no reset to a full
+/// burst), and what was spent stays spent.
+#[test]
+fn rate_change_does_not_reset_the_bucket() {
+    let Some(_root) = root_test("rate_change_does_not_reset_the_bucket") else {
+        return;
+    };
+    let (mut dp, f) = gamma_drained();
     // Re-applying the config (as a reload would) and a higher rate with a larger burst.
     let cfg = config("drop", "dst");
     dp.apply(&cfg).expect("re-apply");
@@ -1371,17 +1378,7 @@ fn rescale_uses_what_was_applied_and_never_goes_back() {
     let Some(_root) = root_test("rescale_uses_what_was_applied_and_never_goes_back") else {
         return;
     };
-    let mut dp = load(&config("drop", "dst"));
-    let f = FrameBuilder {
-        ip_len: 1000,
-        ..Default::default()
-    }
-    .v4(SRC4, [10, 3, 0, 1]);
-    // gamma: 8 kbit/s, 10 kB. Drained: empty.
-    for _ in 0..10 {
-        assert_eq!(run(&mut dp, &f), XDP_PASS);
-    }
-    assert_eq!(run(&mut dp, &f), XDP_DROP, "drained");
+    let (mut dp, f) = gamma_drained();
     let a = dp.tenant(2).expect("a");
     // Ten times the rate, same depth: the empty bucket stays empty once a packet applies it.
     dp.write_tenant(2, &tenant_config(80_000, 10_000))
