@@ -1631,6 +1631,24 @@ fn jumbo_mtu_and_generic_mode_are_checked_before_attaching() {
         .expect("run");
     assert_one_line_error(&o, "hands XDP (9000 bytes");
     assert_nothing_left(&lab);
+    // A running agent refuses a reload to such a burst the same way, and keeps its config.
+    let good = example_in(&tmp, &[]);
+    let log = tmp.join("run.log");
+    let agent = start_run(&lab, &good, &log);
+    example_in(&tmp, &[("\"burst\": \"64kb\"", "\"burst\": \"4kb\"")]);
+    sighup_and_wait(&agent, &log, "config reload rejected", 1);
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("hands XDP (9000 bytes"),
+        "the reload was not refused for its burst"
+    );
+    let mut agent = agent;
+    // SAFETY: kill with the pid of our own child.
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) };
+    let status = agent.wait_timeout(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert_nothing_left(&lab);
     let o = lab_run(&lab)
         .args(["--xdp-mode", "skb", "--config"])
         .arg(example_in(&tmp, &[]))

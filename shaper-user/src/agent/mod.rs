@@ -164,6 +164,9 @@ fn private_bpffs() -> bool {
 struct Agent {
     iface: String,
     dp: Datapath,
+    /// The largest packet the interface hands XDP (its MTU, or GRO's in skb mode), when
+    /// known: every config's burst shares must hold one, reloads included.
+    max_packet: Option<u64>,
     /// The tenants' ids in the maps, in config order.
     table: Vec<TenantInfo>,
     /// The previous cycle's counters: rates need two snapshots.
@@ -307,6 +310,7 @@ pub async fn run(
         .ok()
         .filter(|i| *i != 0);
     let mut agent = Box::new(Agent::new(options, cfg, dp, table, state, shared, store));
+    agent.max_packet = max_packet;
     let mut ticker = tokio::time::interval(agent.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gone = false;
@@ -470,6 +474,7 @@ impl Agent {
         Agent {
             recorder: record::Recorder::start(store),
             iface: options.iface.clone(),
+            max_packet: None,
             dp,
             table,
             prev: None,

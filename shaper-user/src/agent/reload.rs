@@ -13,7 +13,12 @@ use super::{Agent, AgentError, predicting, write_lock};
 impl Agent {
     /// The new table's size, or why nothing changed.
     pub(super) fn reload(&mut self) -> Result<usize, String> {
-        match reload(&mut self.dp, &self.config_path, (&self.cfg, &self.table)) {
+        match reload(
+            &mut self.dp,
+            &self.config_path,
+            (&self.cfg, &self.table),
+            self.max_packet,
+        ) {
             Ok((cfg, table)) => {
                 info!(tenants = table.len(), "config reloaded");
                 self.take_config(cfg, table);
@@ -91,13 +96,18 @@ impl Agent {
 
 /// Reloads the config file into the running datapath. A config that does not validate, or that
 /// does not fit the maps, changes nothing; a good one adds, removes and changes tenants, and
-/// the buckets and counters of tenants that stay carry on.
+/// the buckets and counters of tenants that stay carry on. With `max_packet` (the largest
+/// packet the interface hands XDP), burst shares that could never pass one are refused too.
 pub fn reload(
     dp: &mut Datapath,
     path: &std::path::Path,
     (current_cfg, current): (&Config, &[TenantInfo]),
+    max_packet: Option<u64>,
 ) -> Result<(Config, Vec<TenantInfo>), AgentError> {
     let cfg = Config::load(path)?;
+    if let Some(m) = max_packet {
+        crate::datapath::check_bursts(&cfg, m)?;
+    }
     let table = tenant_table(&cfg, current);
     // Checked before the first write, so a config too big for the maps changes nothing.
     let span = id_span(&table);
