@@ -1673,6 +1673,10 @@ fn jumbo_mtu_and_generic_mode_are_checked_before_attaching() {
     assert_one_line_error(&o, "--xdp-mode skb");
     assert!(!shaper::lab::xdp_attached(&lab.dut.name, "shpifb0"));
     assert!(!pin_dir("shpifb0").exists(), "pins left behind");
+    assert!(
+        !shaper::agent::state_dir("shpifb0").exists(),
+        "a refused fresh start left its state directory"
+    );
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
@@ -1796,6 +1800,7 @@ fn pins_of_another_layout_are_refused_and_kept() {
     assert!(!xdp_attached(&lab));
     let _ = std::fs::remove_file(&pin);
     let _ = std::fs::remove_dir(&dir);
+    let _ = std::fs::remove_dir_all(shaper::agent::state_dir(&lab.dut_if));
     let _ = std::fs::remove_dir_all(&tmp);
 }
 

@@ -263,20 +263,21 @@ pub async fn run(
     keep_freed_memory();
     let state = StateDir::new(&options.iface);
     let _lock = AgentLock::acquire(state.path(), &options.iface)?;
+    let adopting = pin_dir(&options.iface)
+        .join(crate::datapath::TENANT_STATE)
+        .exists();
+    // A fresh run removes what it created if it fails, refused before attaching included; an
+    // adopted datapath (and the table it was written with) is left as it was found.
+    let mut state_guard = state.remove_on_drop(!adopting);
     // Everything fallible that can be opened before attaching is.
     let store = Store::open(&cfg.history.path, &options.iface).map_err(AgentError::Store)?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(AgentError::Signal)?;
-    if pin_dir(&options.iface)
-        .join(crate::datapath::TENANT_STATE)
-        .exists()
-    {
+    if adopting {
         check_adoption(options, &state)?;
     }
     let mut dp =
         Datapath::open_pinned(options.max_tenants, options.clock, &pin_dir(&options.iface))?;
-    // A fresh run removes what it created if it fails; an adopted datapath keeps enforcing.
-    let mut state_guard = state.remove_on_drop(!dp.adopted());
     if let Some(logger) = dp.take_logger() {
         tokio::spawn(crate::datapath::drain_logs(logger));
     }

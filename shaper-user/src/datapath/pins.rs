@@ -41,7 +41,9 @@ impl Datapath {
             dp.adopted = adopted;
             dp.populated = adopted;
         } else if !adopted {
-            let _ = std::fs::remove_dir(dir);
+            // Maps are pinned as they are created, before the program is verified: a program
+            // the kernel refuses must not leave them for the next run to "adopt".
+            remove_pins(dir);
         }
         dp
     }
