@@ -1098,15 +1098,16 @@ fn oversized_reload_is_refused_before_any_write() {
     );
 }
 
-/// Frames of `frame` driven through `dp`'s program from another thread while `reload` runs
-/// `rounds` times on this one; returns how many frames ran.
-fn frames_during(
+/// `dp`, loaded with `first`, reloaded to `other` and back `rounds` times in all on this
+/// thread while another drives `frame` through its program; returns how many frames ran.
+fn frames_during_reloads(
     dp: &mut Datapath,
     frame: &[u8],
     rounds: usize,
-    mut reload: impl FnMut(&mut Datapath, usize),
+    (first, other): (&Config, &Config),
 ) -> u64 {
     use std::sync::atomic::{AtomicBool, Ordering};
+    let table = shaper::datapath::tenant_table(first, &[]);
     let prog = dp_program(dp)
         .fd()
         .expect("program fd")
@@ -1126,7 +1127,13 @@ fn frames_during(
             n
         });
         for i in 0..rounds {
-            reload(dp, i);
+            let (to, from) = if i % 2 == 0 {
+                (other, first)
+            } else {
+                (first, other)
+            };
+            dp.apply_changes(to, &table, (from, &table))
+                .expect("reload");
         }
         done.store(true, Ordering::Relaxed);
         runner.join().expect("runner")
@@ -1146,18 +1153,9 @@ fn lookup_switch_never_leaves_a_tenant_unmatched() {
     assert!(matches!(lookup_plan(&hashed).0, Lookup::Hash(_)));
     assert!(matches!(lookup_plan(&trie).0, Lookup::Lpm));
     let mut dp = load(&hashed);
-    let table = shaper::datapath::tenant_table(&hashed, &[]);
     // beta's /32 stays in every config.
     let f = FrameBuilder::default().v4(SRC4, [10, 2, 3, 4]);
-    let ran = frames_during(&mut dp, &f, 100, |dp, i| {
-        let (to, from) = if i % 2 == 0 {
-            (&trie, &hashed)
-        } else {
-            (&hashed, &trie)
-        };
-        dp.apply_changes(to, &table, (from, &table))
-            .expect("reload");
-    });
+    let ran = frames_during_reloads(&mut dp, &f, 100, (&hashed, &trie));
     assert!(
         ran > 100,
         "the runner kept up with the reloads ({ran} frames)"
@@ -1194,18 +1192,9 @@ fn rules_and_global_config_flip_together() {
     let none = with_rules("");
     assert!(shaper::datapath::token_rules(&four).rules[3].flags != 0);
     let mut dp = load(&four);
-    let table = shaper::datapath::tenant_table(&four, &[]);
     // DSCP 0, UDP to port 9: no rule matches it.
     let f = FrameBuilder::default().v4(SRC4, [10, 1, 0, 1]);
-    let ran = frames_during(&mut dp, &f, 200, |dp, i| {
-        let (to, from) = if i % 2 == 0 {
-            (&none, &four)
-        } else {
-            (&four, &none)
-        };
-        dp.apply_changes(to, &table, (from, &table))
-            .expect("reload");
-    });
+    let ran = frames_during_reloads(&mut dp, &f, 200, (&four, &none));
     let c = tenant(&dp, 0);
     let of = |ty: usize| c.packets[ty].iter().sum::<u64>();
     assert!(
