@@ -10,7 +10,8 @@ use shaper::datapath::{Datapath, TENANT_COUNTERS};
 use shaper_common::TenantCounters;
 
 pub use shaper::lab::frame::{
-    ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, FrameBuilder, ipv4_checksum,
+    ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, ETH_P_PPPOE_SESSION,
+    FrameBuilder, ipv4_checksum,
 };
 pub use shaper::lab::{AgentThread as Agent, root_test, xdp_attached};
 
@@ -124,7 +125,23 @@ pub fn reference_parse(f: &[u8]) -> (RefClass, bool) {
         off += 4;
         vlan = true;
     }
-    let rest = &f[off..];
+    let mut rest = &f[off..];
+    if et == ETH_P_PPPOE_SESSION {
+        if rest.len() < 8 {
+            return (RefClass::Malformed, vlan);
+        }
+        // Length: the PPP protocol field and its payload.
+        let len = usize::from(u16::from_be_bytes([rest[4], rest[5]]));
+        if rest[0] != 0x11 || rest[1] != 0 || len < 2 || 6 + len > rest.len() {
+            return (RefClass::Malformed, vlan);
+        }
+        et = match u16::from_be_bytes([rest[6], rest[7]]) {
+            0x0021 => ETH_P_IPV4,
+            0x0057 => ETH_P_IPV6,
+            _ => return (RefClass::NonIp, vlan),
+        };
+        rest = &rest[8..6 + len];
+    }
     let class = match et {
         ETH_P_IPV4 => {
             if rest.len() < 20 {

@@ -75,6 +75,27 @@ const V6_NOBODY: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
 ];
 
+/// The verifier walks every path of the program once per distinct parser outcome it cannot
+/// merge; past 1,000,000 instructions the kernel refuses the load. A parser or policy change
+/// that multiplies the paths shows here long before it breaks a start.
+#[test]
+fn the_program_verifies_with_room_to_grow() {
+    let Some(_root) = root_test("the_program_verifies_with_room_to_grow") else {
+        return;
+    };
+    let dp = load(&config("drop", "dst"));
+    let info = dp_program(&dp).info().expect("program info");
+    let Some(insns) = info.verified_instruction_count() else {
+        eprintln!("skipped: this kernel does not report verified instructions");
+        return;
+    };
+    eprintln!("verified instructions: {insns}");
+    assert!(
+        insns < 500_000,
+        "{insns} instructions verified: under half the verifier's budget is left"
+    );
+}
+
 #[test]
 fn ipv4_packet_is_classified_by_destination_and_counted() {
     let Some(_root) = root_test("ipv4_packet_is_classified_by_destination_and_counted") else {
@@ -181,6 +202,60 @@ fn one_and_two_vlan_tags() {
     .v4(SRC4, [10, 9, 0, 1]);
     assert_eq!(run(&mut dp, &f), XDP_PASS);
     assert_eq!(class(&dp, CLASS_NON_IP).packets, 1);
+}
+
+/// PPPoE sessions carrying IP (behind no, one or two tags) are charged to the tenant of the
+/// inner packet, by its IP length; a session length the packet does not fit in is malformed, and
+/// the session's control traffic is not IP.
+#[test]
+fn pppoe_sessions_are_parsed_and_shaped() {
+    let Some(_root) = root_test("pppoe_sessions_are_parsed_and_shaped") else {
+        return;
+    };
+    let mut dp = load(&config("drop", "dst"));
+    let session = |vlans: Vec<u16>| FrameBuilder {
+        vlans,
+        pppoe: Some(0x1234),
+        ip_len: 300,
+        ..Default::default()
+    };
+    assert_eq!(
+        run(&mut dp, &session(vec![]).v4(SRC4, [10, 1, 0, 1])),
+        XDP_PASS
+    );
+    assert_eq!(
+        run(&mut dp, &session(vec![7]).v6(V6_NOBODY, V6_ALPHA)),
+        XDP_PASS
+    );
+    assert_eq!(
+        run(&mut dp, &session(vec![7, 8]).v4(SRC4, [10, 1, 9, 9])),
+        XDP_PASS
+    );
+    let alpha = tenant(&dp, 0);
+    assert_eq!(alpha.packets_of(OUTCOME_GREEN), 3);
+    assert_eq!(alpha.bytes_of(OUTCOME_GREEN), 900, "charged the IP length");
+    assert_eq!(class(&dp, CLASS_IPV4).packets, 2);
+    assert_eq!(class(&dp, CLASS_IPV6).packets, 1);
+    // Behind PPPoE, an address nobody has is unmatched and dropped by policy.
+    assert_eq!(
+        run(&mut dp, &session(vec![]).v4(SRC4, [10, 9, 0, 1])),
+        XDP_DROP
+    );
+
+    // The session says 100 bytes follow; the IP header claims 300: malformed.
+    let mut short = session(vec![]).v4(SRC4, [10, 1, 0, 1]);
+    short[18..20].copy_from_slice(&100u16.to_be_bytes());
+    assert_eq!(run(&mut dp, &short), XDP_PASS);
+    assert_eq!(class(&dp, CLASS_MALFORMED).packets, 1);
+    // A truncated session header is malformed too.
+    let mut cut = session(vec![]).v4(SRC4, [10, 1, 0, 1]);
+    cut.truncate(18);
+    assert_eq!(run(&mut dp, &cut), XDP_PASS);
+    assert_eq!(class(&dp, CLASS_MALFORMED).packets, 2);
+    // LCP is the session's control traffic: not IP, not charged.
+    assert_eq!(run(&mut dp, &session(vec![]).arp()), XDP_PASS);
+    assert_eq!(class(&dp, CLASS_NON_IP).packets, 1);
+    assert_eq!(tenant(&dp, 0).packets_of(OUTCOME_GREEN), 3);
 }
 
 #[test]
@@ -1400,7 +1475,7 @@ fn rescale_uses_what_was_applied_and_never_goes_back() {
 }
 
 /// The unparsed-frame policy, for a bridge that would forward what the shaper cannot charge:
-/// under `drop`, a flood of malformed, MPLS, PPPoE and triple-tagged frames is dropped while ARP and a
+/// under `drop`, a flood of malformed, MPLS, PPPoE control and triple-tagged frames is dropped while ARP and a
 /// tenant's IP traffic pass; under `police`, the flood passes at the policed rate at most.
 #[test]
 fn unparsed_frames_follow_the_policy() {
@@ -1427,12 +1502,12 @@ fn unparsed_frames_follow_the_policy() {
         f[12..14].copy_from_slice(&0x8847u16.to_be_bytes());
         f
     };
-    // PPPoE is not parsed (yet): its sessions are unparsed frames.
+    // A PPPoE session's control traffic (LCP) carries no tenant's IP packet.
     let pppoe = FrameBuilder {
         pppoe: Some(1),
         ..Default::default()
     }
-    .v4(SRC4, [10, 1, 0, 1]);
+    .arp();
     let three_tags = FrameBuilder {
         vlans: vec![1, 2, 3],
         ..Default::default()
