@@ -10,7 +10,8 @@ use aya::programs::{TestRun, TestRunOptions};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use shaper::config::Config;
 use shaper::datapath::{
-    Clock, Datapath, GLOBAL_COUNTERS, Lookup, TENANT_COUNTERS, lookup_plan, tenant_config,
+    CONFIG_SLOT, Clock, Datapath, GLOBAL_CONFIG, GLOBAL_COUNTERS, Lookup, TENANT_COUNTERS,
+    lookup_plan, tenant_config,
 };
 use shaper::units::{Rate, Size};
 use shaper_common::{
@@ -1171,6 +1172,92 @@ fn oversized_reload_is_refused_before_any_write() {
         0,
         "b never went live"
     );
+}
+
+/// `BPF_MAP_FREEZE`: the map refuses every write from userspace from now on (the kernel's own
+/// way to make a write fail, for a reload that fails part way).
+fn freeze(map: &aya::maps::Map) {
+    use std::os::fd::{AsFd, AsRawFd};
+    let aya::maps::Map::Array(data) = map else {
+        panic!("an array map");
+    };
+    // union bpf_attr for BPF_MAP_FREEZE: the map's fd, the rest zero.
+    let mut attr = [0u32; 32];
+    attr[0] = data.fd().as_fd().as_raw_fd() as u32;
+    const BPF_MAP_FREEZE: libc::c_long = 22;
+    // SAFETY: attr outlives the call and is as large as the size passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_FREEZE,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    assert_eq!(rc, 0, "freeze: {}", std::io::Error::last_os_error());
+}
+
+/// A reload whose writes fail part way (here the flip of the global config: tenants and
+/// prefixes were written already) is undone: every tenant's live config, the prefixes and the
+/// global config are as before, the new tenant is not live and its address is unmatched.
+#[test]
+fn a_reload_that_fails_part_way_is_undone() {
+    let Some(_root) = root_test("a_reload_that_fails_part_way_is_undone") else {
+        return;
+    };
+    let path = std::env::temp_dir().join(format!("shaper-undo-{}.json", std::process::id()));
+    let before_cfg = config("drop", "dst");
+    let table = shaper::datapath::tenant_table(&before_cfg, &[]);
+    let mut dp = load(&before_cfg);
+    // Each rate change is an epoch of its own (a rescale in each direction): the parameters
+    // must be back, the epoch counts on.
+    let live = |dp: &Datapath| -> Vec<_> {
+        (0..4)
+            .map(|id| TenantConfig {
+                epoch: 0,
+                prev: Default::default(),
+                ..dp.tenant(id).expect("read")
+            })
+            .collect()
+    };
+    let before = live(&dp);
+    let global = shaper::datapath::live_global(
+        dp.map(GLOBAL_CONFIG).expect("map"),
+        dp.map(CONFIG_SLOT).expect("map"),
+    )
+    .expect("global");
+    // Alpha's rate changes, delta comes with a prefix of its own, unmatched traffic now passes.
+    let mut v = serde_json::to_value(&before_cfg).expect("json");
+    v["link"]["unmatched"] = serde_json::json!("pass");
+    v["tenants"][0]["rate"] = serde_json::json!("50mbit");
+    v["tenants"]
+        .as_array_mut()
+        .expect("tenants")
+        .push(serde_json::json!({ "name": "delta", "tier": "gold",
+            "prefixes": ["10.4.0.0/24"], "rate": "10mbit", "burst": "64kb" }));
+    std::fs::write(&path, v.to_string()).expect("write the new config");
+    freeze(dp.map(CONFIG_SLOT).expect("map"));
+
+    let result = shaper::agent::reload(&mut dp, &path, (&before_cfg, &table), None);
+    let _ = std::fs::remove_file(&path);
+    let err = result.expect_err("the flip cannot be written");
+    assert!(
+        matches!(err, shaper::agent::AgentError::ReloadRolledBack(_)),
+        "{err}"
+    );
+    assert_eq!(live(&dp), before, "every tenant's live config as before");
+    assert_eq!(
+        shaper::datapath::live_global(
+            dp.map(GLOBAL_CONFIG).expect("map"),
+            dp.map(CONFIG_SLOT).expect("map"),
+        )
+        .expect("global"),
+        global
+    );
+    // Delta's address is nobody's: dropped as unmatched, as the config in force says.
+    let frame = FrameBuilder::default().v4(SRC4, [10, 4, 0, 1]);
+    assert_eq!(run(&mut dp, &frame), XDP_DROP);
+    assert_eq!(class(&dp, CLASS_UNMATCHED_DROPPED).packets, 1);
 }
 
 /// `dp`, loaded with `first`, reloaded to `other` and back `rounds` times in all on this

@@ -71,6 +71,18 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// A reload whose writes failed part way, put back to the config in force.
+    #[error("writing the new config failed part way; the config in force was written back")]
+    ReloadRolledBack(#[source] Box<DatapathError>),
+    /// A reload whose writes failed part way and whose undo failed too.
+    #[error(
+        "writing the new config failed part way ({error}) and writing back the config in force failed too: the datapath may hold parts of both; fix the cause and reload again, or restart `shaper run`"
+    )]
+    ReloadHalfApplied {
+        error: String,
+        #[source]
+        restore: Box<DatapathError>,
+    },
     #[error("installing the SIGHUP handler")]
     Signal(#[source] std::io::Error),
     #[error(

@@ -27,7 +27,11 @@ impl Agent {
             }
             Err(e) => {
                 let why = error_chain(&e);
-                error!(cause = %why, "config reload rejected; nothing changed");
+                if matches!(e, AgentError::ReloadHalfApplied { .. }) {
+                    error!(cause = %why, "config reload failed part way and could not be undone");
+                } else {
+                    error!(cause = %why, "config reload rejected; nothing changed");
+                }
                 let mut h = write_lock(&self.shared.health);
                 h.reloads_rejected += 1;
                 h.last_error = Some(why.clone());
@@ -96,7 +100,8 @@ impl Agent {
 
 /// Reloads the config file into the running datapath. A config that does not validate, or that
 /// does not fit the maps, changes nothing; a good one adds, removes and changes tenants, and
-/// the buckets and counters of tenants that stay carry on. With `max_packet` (the largest
+/// the buckets and counters of tenants that stay carry on. Writes that fail part way are undone
+/// (the config in force written back) before the error is returned. With `max_packet` (the largest
 /// packet the interface hands XDP), burst shares that could never pass one are refused too.
 pub fn reload(
     dp: &mut Datapath,
@@ -118,6 +123,18 @@ pub fn reload(
         }
         .into());
     }
-    dp.apply_changes(&cfg, &table, (current_cfg, current))?;
+    if let Err(e) = dp.apply_changes(&cfg, &table, (current_cfg, current)) {
+        // Some of the new config may be live: the same diff the other way round writes back
+        // every tenant, prefix and global setting it could have touched.
+        return Err(
+            match dp.apply_changes(current_cfg, current, (&cfg, &table)) {
+                Ok(()) => AgentError::ReloadRolledBack(Box::new(e)),
+                Err(restore) => AgentError::ReloadHalfApplied {
+                    error: error_chain(&e),
+                    restore: Box::new(restore),
+                },
+            },
+        );
+    }
     Ok((cfg, table))
 }

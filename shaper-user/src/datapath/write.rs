@@ -627,7 +627,13 @@ impl Datapath {
         rules: &TokenRules,
     ) -> Result<(), DatapathError> {
         let err = |map| move |source| DatapathError::Map { map, source };
-        let next = 1 - self.config_slot()?;
+        let live = self.config_slot()?;
+        if self.live_global_is(live, g, rules)? {
+            // Nothing to flip: no grace to wait, and an undone reload of other parts of a
+            // config does not depend on this write.
+            return Ok(());
+        }
+        let next = 1 - live;
         // The entry about to be written was live before the last flip: packets that read the
         // old word may still be reading it.
         if let Some(wait) = self
@@ -652,6 +658,24 @@ impl Datapath {
         slot.set(0, next, 0).map_err(err(CONFIG_SLOT))?;
         self.global_flip = Some(std::time::Instant::now());
         Ok(())
+    }
+
+    /// Whether entry `live` of `GLOBAL_CONFIG` and `TOKEN_RULES` already holds `g` and `rules`.
+    fn live_global_is(
+        &self,
+        live: u32,
+        g: &GlobalConfig,
+        rules: &TokenRules,
+    ) -> Result<bool, DatapathError> {
+        let err = |map| move |source| DatapathError::Map { map, source };
+        let r: Array<&MapData, TokenRules> = self.map_typed(TOKEN_RULES)?;
+        let m: Array<&MapData, GlobalConfig> = self.map_typed(GLOBAL_CONFIG)?;
+        let want = GlobalConfig {
+            slot: live as u8,
+            ..*g
+        };
+        Ok(r.get(&live, 0).map_err(err(TOKEN_RULES))? == *rules
+            && m.get(&live, 0).map_err(err(GLOBAL_CONFIG))? == want)
     }
 
     /// Writes the global config with the token-type rules in force (for tests and benchmarks
