@@ -1842,3 +1842,107 @@ fn adoption_without_the_tenant_table_starts_afresh() {
     assert_nothing_left(&lab);
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// The headless browser the dashboard test drives (Debian's `chromium-headless-shell`), if
+/// installed.
+fn headless_browser() -> Option<PathBuf> {
+    ["chromium-headless-shell", "chromium", "chromium-browser"]
+        .iter()
+        .flat_map(|b| {
+            std::env::var_os("PATH")
+                .into_iter()
+                .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                .map(move |d| d.join(b))
+        })
+        .find(|p| p.is_file())
+}
+
+/// The page at `url` as the browser's DOM after its scripts ran for a few seconds.
+fn rendered_dom(browser: &Path, url: &str, profile: &Path) -> String {
+    let o = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=4000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .output()
+        .expect("run the browser");
+    assert!(o.status.success(), "browser failed: {}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The cells of tenant `name`'s row in a dumped dashboard.
+fn dashboard_row(dom: &str, name: &str) -> Vec<String> {
+    let start = dom
+        .find(&format!("data-tenant=\"{name}\""))
+        .unwrap_or_else(|| panic!("no row for {name} in:\n{dom}"));
+    let row = &dom[start..];
+    let row = &row[..row.find("</tr>").unwrap_or(row.len())];
+    row.split("<td")
+        .skip(1)
+        .map(|c| {
+            let c = &c[c.find('>').map_or(0, |i| i + 1)..];
+            c[..c.find("</td>").unwrap_or(c.len())].to_string()
+        })
+        .collect()
+}
+
+/// The web dashboard in a real browser against a running agent with traffic: every tenant
+/// has a row, and the offered rate of the tenant under traffic changes between two captures
+/// (traffic on, then off).
+#[test]
+fn the_dashboard_shows_every_tenant_live_in_a_browser() {
+    let Some(_root) = root_test("the_dashboard_shows_every_tenant_live_in_a_browser") else {
+        return;
+    };
+    let Some(browser) = headless_browser() else {
+        eprintln!("skipped: no headless Chromium (apt install chromium-headless-shell)");
+        return;
+    };
+    let lab = Lab::new(&["10.10.1", "10.10.2", "10.10.3"], &[]).expect("lab");
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-web-"));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let config = example_in(&tmp, &[]);
+    let log = tmp.join("run.log");
+    let _agent = start_run(&lab, &config, &log);
+    let addr = api_up(&lab.dut_if, &log, 5, None);
+    let url = format!("http://{addr}/");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = start_flood(
+        Flood {
+            netns: lab.src.name.clone(),
+            dst: "10.10.2.1:9000".parse().expect("addr"),
+            rate_bits: Some(40_000_000),
+            payload: 1400,
+            duration: Duration::from_secs(8),
+            cpu: None,
+        },
+        stop.clone(),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let during = rendered_dom(&browser, &url, &tmp.join("profile"));
+    let _ = sender.join();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = rendered_dom(&browser, &url, &tmp.join("profile"));
+
+    for name in ["acme", "globex", "initech"] {
+        assert_eq!(dashboard_row(&during, name)[0], name, "{name}'s row");
+    }
+    // Columns: tenant, tier, rate, ceiling, allocated, pre-allocated, forecast, offered, ...
+    let (busy, idle) = (
+        dashboard_row(&during, "globex")[7].clone(),
+        dashboard_row(&after, "globex")[7].clone(),
+    );
+    assert!(
+        busy.contains("Mbit/s"),
+        "globex offered {busy} under 40 Mbit/s"
+    );
+    assert_ne!(busy, idle, "the offered rate did not change");
+    assert!(after.contains("interface "), "the header shows the agent");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

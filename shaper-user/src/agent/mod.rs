@@ -313,6 +313,7 @@ pub async fn run(
     .await;
     if let Some(addr) = tcp {
         info!(%addr, socket = ?unix, "API serving /v1/stats, /v1/health, /v1/config, /v1/tenants/NAME, POST /v1/reload and /v1/exchange, /metrics");
+        info!("dashboard at http://{addr}/");
         state.write_api_addr(addr);
     }
     if let Some(socket) = &unix {

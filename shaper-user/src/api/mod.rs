@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 
+mod dashboard;
 mod metrics;
 mod types;
 
@@ -219,6 +220,8 @@ fn host_allowed(h: &str) -> bool {
 
 pub fn router(shared: Shared) -> Router {
     Router::new()
+        .route("/", get(dashboard::page))
+        .route("/dashboard.js", get(dashboard::script))
         .route("/v1/stats", get(stats))
         .route("/v1/health", get(health))
         .route("/v1/config", get(config))
