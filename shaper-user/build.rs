@@ -24,6 +24,11 @@ fn main() -> anyhow::Result<()> {
     println!("cargo:rustc-env=SHAPER_GIT_HASH={hash}");
     println!("cargo:rerun-if-changed=../.git/HEAD");
     println!("cargo:rerun-if-changed=../.git/refs/heads");
+    // aya-build passes every line the eBPF build's cargo prints on stderr ("Compiling ...")
+    // to cargo as a warning: a clean build printed ~60. Quiet, that cargo prints only real
+    // diagnostics, which still come through as warnings.
+    // SAFETY: a build script is single-threaded until build_ebpf starts its reader thread.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [Package {
             name: "shaper-ebpf",
