@@ -7,8 +7,8 @@ use clap::{CommandFactory, Parser};
 mod cli;
 
 use cli::{
-    Cli, Command, ConfigCommand, ForecastCommand, TraceCommand, config_check, demo, detach,
-    exchange, explain, forecast, history, run, simulate, stats, top,
+    Cli, Command, ConfigCommand, ForecastCommand, TraceCommand, config_check, demo, demo_day,
+    detach, exchange, explain, forecast, history, run, simulate, stats, top,
 };
 
 fn main() -> ExitCode {
@@ -18,7 +18,9 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: journald and files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if cli.log_format == "json" {
         logs.json().flatten_event(true).init();
     } else {
@@ -60,7 +62,10 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain::execute(args),
         Command::History(args) => history::execute(args),
         Command::Report(args) => history::report(args),
-        Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::execute(args))),
+        Command::Demo(args) if args.quick => {
+            runtime().and_then(|rt| rt.block_on(demo::execute(args)))
+        }
+        Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo_day::execute(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

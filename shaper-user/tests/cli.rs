@@ -1946,3 +1946,81 @@ fn the_dashboard_shows_every_tenant_live_in_a_browser() {
     assert!(after.contains("interface "), "the header shows the agent");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// `shaper demo --quick`: the lab, the shaper, every tenant's line, the report, in at most 40
+/// lines of output (logs included), and nothing left behind.
+#[test]
+fn the_quick_demo_runs_in_forty_lines() {
+    let Some(_root) = root_test("the_quick_demo_runs_in_forty_lines") else {
+        return;
+    };
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-demo-"));
+    let o = shaper()
+        .args(["demo", "--quick", "--seconds", "4", "--report"])
+        .arg(tmp.join("report"))
+        .output()
+        .expect("run the demo");
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(o.status.success(), "{out}");
+    let lines = out.lines().count();
+    assert!(lines <= 40, "{lines} lines:\n{out}");
+    for want in ["acme", "globex", "initech", "lab torn down", "report:"] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+    assert!(tmp.join("report/index.html").exists(), "no report");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// `shaper demo` with a short day: both policies run on the same traffic, the table compares
+/// them row by row, both shaped (some but not all of the flash crowd above bronze's rate
+/// passes), and the report holds both runs.
+#[test]
+fn the_day_demo_compares_static_and_predictive() {
+    let Some(_root) = root_test("the_day_demo_compares_static_and_predictive") else {
+        return;
+    };
+    let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-demo-"));
+    let o = shaper()
+        .args(["demo", "--day-secs", "20", "--report"])
+        .arg(tmp.join("report"))
+        .output()
+        .expect("run the demo");
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(o.status.success(), "{out}");
+    let header = out
+        .lines()
+        .find(|l| l.contains("static") && l.contains("predictive") && !l.contains("run under"))
+        .unwrap_or_else(|| panic!("no comparison table:\n{out}"));
+    assert!(header.trim_start().starts_with("static"), "{header}");
+    let row = |label: &str| -> Vec<f64> {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no row {label:?}:\n{out}"));
+        line[label.len()..]
+            .split_whitespace()
+            .filter_map(|c| c.trim_end_matches('%').parse().ok())
+            .collect()
+    };
+    for label in [
+        "in-profile loss, gold acme",
+        "in-profile loss, silver globex",
+        "in-profile loss, bronze initech",
+        "loss at burst onsets",
+        "link utilization",
+    ] {
+        assert_eq!(row(label).len(), 2, "{label}: a number per policy:\n{out}");
+    }
+    for passed in row("passed / offered") {
+        assert!(
+            (50.0..100.0).contains(&passed),
+            "shaped, and traffic went through: {passed}%\n{out}"
+        );
+    }
+    let report = std::fs::read_to_string(tmp.join("report/index.html")).expect("report");
+    assert!(
+        report.contains("acme (static)") && report.contains("acme (predictive)"),
+        "both runs in the report"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}

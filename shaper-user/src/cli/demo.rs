@@ -1,4 +1,4 @@
-//! `shaper demo`: the main job on an embedded default. Builds a lab (two network namespaces
+//! `shaper demo --quick`: the main job on an embedded default, in 20 seconds. Builds a lab (two network namespaces
 //! joined by a veth pair), runs the shaper with the example config's three tenants on the
 //! receiving veth, offers each tenant UDP at three times its rate, prints what each offered,
 //! got and lost and which tokens paid (its own, borrowed up to its ceiling, the emergency
@@ -97,7 +97,7 @@ pub async fn execute(args: &DemoArgs) -> Result<()> {
 
 /// The agent on a task of its own: its handle, a channel that fires once it attached, and
 /// the sender that stops it.
-fn spawn_agent(
+pub(super) fn spawn_agent(
     options: Options,
     cfg: Config,
 ) -> (
@@ -120,7 +120,7 @@ fn spawn_agent(
 }
 
 /// Ctrl-C stops the traffic early; everything after it still runs, so the lab is torn down.
-fn stop_on_ctrl_c(stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+pub(super) fn stop_on_ctrl_c(stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!("\ninterrupted: stopping traffic and tearing the lab down");
@@ -146,7 +146,7 @@ fn floods(cfg: &Config, lab: &Lab, secs: u64) -> Vec<Flood> {
 }
 
 /// The demo's scratch directory, removed however the demo ends.
-struct Scratch(std::path::PathBuf);
+pub(super) struct Scratch(pub(super) std::path::PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {

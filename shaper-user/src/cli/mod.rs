@@ -7,6 +7,7 @@ use shaper::datapath::{AttachMode, Clock};
 
 pub mod config_check;
 pub mod demo;
+pub mod demo_day;
 pub mod detach;
 pub mod exchange;
 pub mod explain;
@@ -301,9 +302,18 @@ pub enum ConfigCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Seconds of traffic.
+    /// The 20-second demo: every tenant offered three times its rate, one run.
+    #[arg(long)]
+    pub quick: bool,
+    /// Seconds of traffic (with --quick).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(2..=600))]
     pub seconds: u64,
+    /// Seconds in the compressed day each policy runs (without --quick).
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(20..=3600))]
+    pub day_secs: u64,
+    /// Seed of the day's noise and flash crowds.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
     /// Where to write the report of the run (index.html and SVG charts).
     #[arg(long, default_value = "shaper-demo-report")]
     pub report: PathBuf,
