@@ -177,6 +177,14 @@ fn one(n: usize, secs: u64) -> Result<Report> {
     if code != 200 {
         bail!("reload refused: {body}");
     }
+    // The agent's own account of it: applied (load, diff and writes) and in total.
+    if let Some(line) = std::fs::read_to_string(dir.join("run.log"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.contains("config reloaded"))
+    {
+        println!("{n} tenants, the agent's reload line: {}", line.trim());
+    }
     stop.store(true, Ordering::Relaxed);
     let _ = traffic.join();
     drop(agent);

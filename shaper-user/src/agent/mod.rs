@@ -187,8 +187,9 @@ struct Agent {
     config_path: PathBuf,
     shared: api::Shared,
     interval: Duration,
-    /// The config in force, and its tenants' profiles (tier priority for violations).
-    cfg: Config,
+    /// The config in force (shared with the API: a reload of 100,000 tenants does not copy
+    /// it), and its tenants' profiles (tier priority for violations).
+    cfg: Arc<Config>,
     profiles: Vec<Profile>,
     /// Forecasting and allocation; `None` in static mode (the config's rates stay).
     planner: Option<Planner>,
@@ -498,7 +499,7 @@ impl Agent {
             interval: Duration::from_millis(cfg.forecast.interval_ms),
             profiles: crate::planner::profiles(cfg),
             clock,
-            cfg: cfg.clone(),
+            cfg: Arc::new(cfg.clone()),
             planner,
             // Outside a network namespace only: sysfs shows the agent's own.
             host: collect::HostSampler::new(options.netns.is_none().then(|| options.iface.clone())),

@@ -1,6 +1,7 @@
 //! Reload (SIGHUP or `POST /v1/reload`): a new config applied to the running datapath, all of
 //! it or none of it; tenants that stay keep their ids, buckets, counters and forecasters.
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
@@ -13,6 +14,7 @@ use super::{Agent, AgentError, predicting, write_lock};
 impl Agent {
     /// The new table's size, or why nothing changed.
     pub(super) fn reload(&mut self) -> Result<usize, String> {
+        let started = std::time::Instant::now();
         match reload(
             &mut self.dp,
             &self.config_path,
@@ -20,8 +22,15 @@ impl Agent {
             self.max_packet,
         ) {
             Ok((cfg, table)) => {
-                info!(tenants = table.len(), "config reloaded");
+                let applied = started.elapsed();
+                let tenants = table.len();
                 self.take_config(cfg, table);
+                info!(
+                    tenants,
+                    applied_ms = (applied.as_secs_f64() * 1e3).round(),
+                    total_ms = (started.elapsed().as_secs_f64() * 1e3).round(),
+                    "config reloaded"
+                );
                 write_lock(&self.shared.health).reloads_ok += 1;
                 Ok(self.table.len())
             }
@@ -46,6 +55,7 @@ impl Agent {
         self.planner =
             predicting(&cfg).then(|| Planner::new(&cfg, cfg.policy.mode, self.planner.take()));
         self.profiles = crate::planner::profiles(&cfg);
+        let cfg = Arc::new(cfg);
         let old = std::mem::replace(&mut self.cfg, cfg.clone());
         let was: HashMap<&str, usize> = old
             .tenants
@@ -109,7 +119,9 @@ pub fn reload(
     (current_cfg, current): (&Config, &[TenantInfo]),
     max_packet: Option<u64>,
 ) -> Result<(Config, Vec<TenantInfo>), AgentError> {
+    let started = std::time::Instant::now();
     let cfg = Config::load(path)?;
+    let loaded = started.elapsed();
     if let Some(m) = max_packet {
         crate::datapath::check_bursts(&cfg, m)?;
     }
@@ -136,5 +148,10 @@ pub fn reload(
             },
         );
     }
+    tracing::debug!(
+        load_ms = (loaded.as_secs_f64() * 1e3).round(),
+        write_ms = ((started.elapsed() - loaded).as_secs_f64() * 1e3).round(),
+        "reload applied"
+    );
     Ok((cfg, table))
 }

@@ -45,7 +45,8 @@ pub type ExchangeRequest = (
 pub struct Shared {
     pub view: Arc<RwLock<Arc<View>>>,
     pub health: Arc<RwLock<Health>>,
-    pub config: Arc<RwLock<Config>>,
+    /// The config in force, shared with the agent (a reload swaps it; nothing copies it).
+    pub config: Arc<RwLock<Arc<Config>>>,
     pub reload: mpsc::Sender<ReloadRequest>,
     pub exchange: mpsc::Sender<ExchangeRequest>,
     /// The bearer token that lets TCP clients change rates (`api.token_file`).
@@ -77,7 +78,7 @@ impl Shared {
                 Vec::new(),
             )))),
             health: Arc::new(RwLock::new(health)),
-            config: Arc::new(RwLock::new(cfg.clone())),
+            config: Arc::new(RwLock::new(Arc::new(cfg.clone()))),
             reload,
             exchange,
             token: cfg.api.token_file.as_deref().and_then(read_token),
@@ -369,7 +370,8 @@ async fn health(State(s): State<Shared>) -> Response {
 }
 
 async fn config(State(s): State<Shared>) -> Response {
-    json(&serde_json::json!({ "api": API_VERSION, "config": read(&s.config) }))
+    let cfg = read(&s.config);
+    json(&serde_json::json!({ "api": API_VERSION, "config": &*cfg }))
 }
 
 /// One tenant: its stats, forecast and allocation with the allocator's decision, its config

@@ -8,12 +8,9 @@ use std::collections::{HashMap, HashSet};
 use super::encode::keep_pre_pool;
 use super::*;
 
-/// Every prefix of `cfg` with the id of its tenant.
-fn keys(cfg: &Config, ids: &[u32]) -> HashMap<Prefix, u32> {
-    cfg.prefixes()
-        .into_iter()
-        .map(|(p, i)| (p, ids[i]))
-        .collect()
+/// Every prefix (parsed, with its tenant's index) with the id of its tenant.
+fn keys(prefixes: &[(Prefix, usize)], ids: &[u32]) -> HashMap<Prefix, u32> {
+    prefixes.iter().map(|&(p, i)| (p, ids[i])).collect()
 }
 
 impl Datapath {
@@ -26,7 +23,10 @@ impl Datapath {
         table: &[TenantInfo],
         (old_cfg, old_table): (&Config, &[TenantInfo]),
     ) -> Result<(), DatapathError> {
-        if !self.populated || lookup_plan(cfg) != lookup_plan(old_cfg) {
+        // Each config's prefixes parsed once, for the plans, the diff and the global config.
+        let (want, had) = (cfg.prefixes(), old_cfg.prefixes());
+        let plan = lookup_plan_of(&want);
+        if !self.populated || plan != lookup_plan_of(&had) {
             return self.apply_table(cfg, table, Some(old_table));
         }
         let span = id_span(table);
@@ -70,18 +70,12 @@ impl Datapath {
         }
         // New and moved prefixes in, the new plan (probe lengths, rules) live, then stale
         // prefixes out: a tenant moving to another prefix length stays matched throughout.
-        let stale = self.insert_prefixes(cfg, &ids, old_cfg, old_table)?;
-        self.write_global_with(&global_config(cfg), &token_rules(cfg))?;
-        let (v4, v6) = lookup_plan(cfg);
+        let old_ids: Vec<u32> = old_table.iter().map(|t| t.id).collect();
+        let stale = self.insert_prefixes(keys(&want, &ids), keys(&had, &old_ids), &plan)?;
+        self.write_global_with(&global_config_for(cfg, &plan), &token_rules(cfg))?;
+        let (v4, v6) = &plan;
         for p in stale {
-            self.remove_prefix(
-                p,
-                if matches!(p, Prefix::V4(..)) {
-                    &v4
-                } else {
-                    &v6
-                },
-            )?;
+            self.remove_prefix(p, if matches!(p, Prefix::V4(..)) { v4 } else { v6 })?;
         }
         // Tenants that left go last: their packets stay matched until their prefixes are gone.
         for t in old_table.iter().filter(|t| !staying.contains(&t.id)) {
@@ -92,26 +86,18 @@ impl Datapath {
         Ok(())
     }
 
-    /// Inserts the prefixes `cfg` adds or moves to another id; returns those it dropped, for
-    /// the caller to delete once the new plan is live.
+    /// Inserts the prefixes `want` adds or moves to another id (prefix to tenant id, against
+    /// `had`, the config in force); returns those it dropped, for the caller to delete once
+    /// the new plan is live.
     fn insert_prefixes(
         &mut self,
-        cfg: &Config,
-        ids: &[u32],
-        old_cfg: &Config,
-        old_table: &[TenantInfo],
+        want: HashMap<Prefix, u32>,
+        had: HashMap<Prefix, u32>,
+        (v4, v6): &(Lookup, Lookup),
     ) -> Result<Vec<Prefix>, DatapathError> {
-        let (v4, v6) = lookup_plan(cfg);
-        let old_ids: Vec<u32> = old_table.iter().map(|t| t.id).collect();
-        let want = keys(cfg, ids);
-        let had = keys(old_cfg, &old_ids);
         for (p, id) in &want {
             if had.get(p) != Some(id) {
-                let lookup = if matches!(p, Prefix::V4(..)) {
-                    &v4
-                } else {
-                    &v6
-                };
+                let lookup = if matches!(p, Prefix::V4(..)) { v4 } else { v6 };
                 self.insert_prefix(*p, *id, lookup)?;
             }
         }

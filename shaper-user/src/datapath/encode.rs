@@ -209,7 +209,12 @@ impl Lookup {
 
 /// The lookup plan of each family for a config: (IPv4, IPv6).
 pub fn lookup_plan(cfg: &Config) -> (Lookup, Lookup) {
-    let prefixes = cfg.prefixes();
+    lookup_plan_of(&cfg.prefixes())
+}
+
+/// [`lookup_plan`] of prefixes already parsed (a reload of 100,000 tenants parsed them six
+/// times over, 30 ms each).
+pub fn lookup_plan_of(prefixes: &[(Prefix, usize)]) -> (Lookup, Lookup) {
     let v4 = Lookup::plan(
         prefixes
             .iter()
@@ -226,7 +231,11 @@ pub fn lookup_plan(cfg: &Config) -> (Lookup, Lookup) {
 }
 
 pub fn global_config(cfg: &Config) -> GlobalConfig {
-    let (v4, v6) = lookup_plan(cfg);
+    global_config_for(cfg, &lookup_plan(cfg))
+}
+
+/// [`global_config`] with the lookup plan already made.
+pub fn global_config_for(cfg: &Config, (v4, v6): &(Lookup, Lookup)) -> GlobalConfig {
     let (v4_probes, v4_nprobes) = v4.encode();
     let (v6_probes, v6_nprobes) = v6.encode();
     let cap = cfg.link.capacity.bits_per_sec() as f64;

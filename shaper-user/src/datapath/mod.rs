@@ -39,8 +39,8 @@ mod write;
 pub use self::bench::BenchPrograms;
 pub use self::encode::{
     DepositWrite, ECN_MARK_FRACTION, FLOW_SAMPLE_SHIFT, Lookup, TenantRates, TenantWrite, bucket,
-    check_bursts, global_config, link_burst_bytes, lookup_plan, tenant_config, tenant_params,
-    tenant_params_at, token_rules,
+    check_bursts, global_config, global_config_for, link_burst_bytes, lookup_plan, lookup_plan_of,
+    tenant_config, tenant_params, tenant_params_at, token_rules,
 };
 pub(crate) use self::error::os_error;
 pub use self::error::{DatapathError, error_chain};

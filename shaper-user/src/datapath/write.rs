@@ -76,7 +76,8 @@ impl Datapath {
             }
             self.write_tenant(*id, &tc)?;
         }
-        let (v4, v6) = lookup_plan(cfg);
+        let plan = lookup_plan_of(&prefixes);
+        let (v4, v6) = &plan;
         let mut want4: std::collections::HashMap<PrefixKeyV4, u32> =
             std::collections::HashMap::new();
         let mut want6: std::collections::HashMap<PrefixKeyV6, u32> =
@@ -90,20 +91,20 @@ impl Datapath {
         // Insert into the maps the new plan reads, flip the plan, then delete what is stale:
         // moving a family between hash probes and the trie (or to new prefix lengths) never
         // leaves a staying tenant's packets unmatched while its entries go in.
-        let rest = self.insert_hashed(&want4, &want6, (&v4, &v6))?;
+        let rest = self.insert_hashed(&want4, &want6, (v4, v6))?;
         for &(prefix, i) in &prefixes {
             let lookup = if matches!(prefix, Prefix::V4(..)) {
-                &v4
+                v4
             } else {
-                &v6
+                v6
             };
             if rest.contains(&prefix) {
                 self.insert_prefix(prefix, ids[i], lookup)?;
             }
         }
-        self.write_global_with(&global_config(cfg), &token_rules(cfg))?;
+        self.write_global_with(&global_config_for(cfg, &plan), &token_rules(cfg))?;
         if populated {
-            self.remove_stale_prefixes(&want4, &want6, &v4, &v6)?;
+            self.remove_stale_prefixes(&want4, &want6, v4, v6)?;
         }
         self.populated = true;
         Ok(())
