@@ -36,6 +36,24 @@ pub struct Row {
     pub pre: Option<f64>,
 }
 
+impl Row {
+    /// A cycle in which `tenant` offered `offered` bytes/s and all of it passed, with no
+    /// forecast or allocation: history written before any agent ran (a replay's or the demo's
+    /// earlier days, which the agent warm-starts from).
+    pub fn unshaped(ts: f64, tenant: &str, offered: f64) -> Row {
+        Row {
+            ts,
+            tenant: tenant.to_string(),
+            offered,
+            passed: offered,
+            dropped: 0.0,
+            forecast: None,
+            fill: None,
+            pre: None,
+        }
+    }
+}
+
 /// Rows deleted per transaction by [`Store::purge`].
 pub const PURGE_BATCH: usize = 10_000;
 

@@ -1947,6 +1947,21 @@ fn the_dashboard_shows_every_tenant_live_in_a_browser() {
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
+/// `shaper demo` with `args`, its report in `tmp`: everything it printed (logs included), once
+/// it succeeded.
+fn demo_output(args: &[&str], tmp: &Path) -> String {
+    let o = shaper()
+        .arg("demo")
+        .args(args)
+        .arg("--report")
+        .arg(tmp.join("report"))
+        .output()
+        .expect("run the demo");
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(o.status.success(), "{out}");
+    out
+}
+
 /// `shaper demo --quick`: the lab, the shaper, every tenant's line, the report, in at most 40
 /// lines of output (logs included), and nothing left behind.
 #[test]
@@ -1955,13 +1970,7 @@ fn the_quick_demo_runs_in_forty_lines() {
         return;
     };
     let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-demo-"));
-    let o = shaper()
-        .args(["demo", "--quick", "--seconds", "4", "--report"])
-        .arg(tmp.join("report"))
-        .output()
-        .expect("run the demo");
-    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
-    assert!(o.status.success(), "{out}");
+    let out = demo_output(&["--quick", "--seconds", "4"], &tmp);
     let lines = out.lines().count();
     assert!(lines <= 40, "{lines} lines:\n{out}");
     for want in ["acme", "globex", "initech", "lab torn down", "report:"] {
@@ -1980,13 +1989,7 @@ fn the_day_demo_compares_static_and_predictive() {
         return;
     };
     let tmp = std::env::temp_dir().join(shaper::lab::unique_name("shaper-demo-"));
-    let o = shaper()
-        .args(["demo", "--day-secs", "20", "--report"])
-        .arg(tmp.join("report"))
-        .output()
-        .expect("run the demo");
-    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
-    assert!(o.status.success(), "{out}");
+    let out = demo_output(&["--day-secs", "20"], &tmp);
     let header = out
         .lines()
         .find(|l| l.contains("static") && l.contains("predictive") && !l.contains("run under"))

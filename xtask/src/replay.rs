@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use shaper::config::{Config, PolicyMode};
-use shaper::lab::traffic::{Sink, start_schedule};
+use shaper::lab::traffic::{Sink, start_schedules};
 use shaper::lab::{AgentProcess, Lab};
 use shaper::simulate::{SimResult, Trace, score};
 use shaper::store::{Row, Store, unix_now};
@@ -308,19 +308,7 @@ fn run_one(
                 .tenants
                 .iter()
                 .zip(&idx)
-                .map(|(t, &k)| {
-                    let offered = trace.offered[k][c] * a.scale;
-                    Row {
-                        ts,
-                        tenant: t.name.clone(),
-                        offered,
-                        passed: offered,
-                        dropped: 0.0,
-                        forecast: None,
-                        fill: None,
-                        pre: None,
-                    }
-                })
+                .map(|(t, &k)| Row::unshaped(ts, &t.name, trace.offered[k][c] * a.scale))
                 .collect();
             store.append(&rows)?;
         }
@@ -346,24 +334,24 @@ fn run_one(
         })
         .collect::<Result<Vec<_>>>()?;
     let started = unix_now();
-    let senders: Vec<_> = targets
+    let scaled: Vec<Vec<f64>> = idx
         .iter()
-        .zip(&idx)
-        .map(|((_, dst), &k)| {
-            let rates: Vec<u64> = trace.offered[k][a.from..a.from + a.cycles]
+        .map(|&k| {
+            trace.offered[k][a.from..a.from + a.cycles]
                 .iter()
-                .map(|b| (b * a.scale * 8.0) as u64)
-                .collect();
-            start_schedule(
-                lab.src.name.clone(),
-                *dst,
-                PAYLOAD,
-                Duration::from_secs(1),
-                rates,
-                stop.clone(),
-            )
+                .map(|b| b * a.scale)
+                .collect()
         })
         .collect();
+    let senders = start_schedules(
+        &lab.src.name,
+        targets
+            .iter()
+            .zip(&scaled)
+            .map(|((_, dst), s)| (*dst, s.as_slice())),
+        PAYLOAD,
+        &stop,
+    );
     let mut sent = 0.0;
     for s in senders {
         let s = s.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
@@ -381,15 +369,7 @@ fn run_one(
     if a.bottleneck || policy == Policy::Htb {
         // What each receiver got per second against what its sender was told to send: the
         // link is after the shaper, so the agent's counters no longer say what passed.
-        let offered: Vec<Vec<f64>> = idx
-            .iter()
-            .map(|&k| {
-                trace.offered[k][a.from..a.from + a.cycles]
-                    .iter()
-                    .map(|b| b * a.scale)
-                    .collect()
-            })
-            .collect();
+        let offered = scaled;
         let passed: Vec<Vec<f64>> = received
             .iter()
             .map(|r| {

@@ -20,7 +20,7 @@ use shaper::agent::Options;
 use shaper::config::{Config, EXAMPLE, PolicyMode, tier_str};
 use shaper::datapath::{self, AttachMode, TENANT_COUNTERS};
 use shaper::lab::Lab;
-use shaper::lab::traffic::{Sink, start_schedule};
+use shaper::lab::traffic::{Sink, start_schedules};
 use shaper::simulate::{SimResult, score};
 use shaper::store::{Row, Store, unix_now};
 use shaper::units::Rate;
@@ -172,16 +172,7 @@ async fn run_day(
                 .tenants
                 .iter()
                 .zip(trace)
-                .map(|(t, s)| Row {
-                    ts,
-                    tenant: t.name.clone(),
-                    offered: s[c],
-                    passed: s[c],
-                    dropped: 0.0,
-                    forecast: None,
-                    fill: None,
-                    pre: None,
-                })
+                .map(|(t, s)| Row::unshaped(ts, &t.name, s[c]))
                 .collect();
             store.append(&rows)?;
         }
@@ -212,24 +203,15 @@ async fn run_day(
             .iter()
             .map(|dst| Ok(Sink::bind(&lab.dut.name, *dst)?.start(window, done.clone())))
             .collect::<Result<Vec<_>>>()?;
-        let senders: Vec<_> = targets
-            .iter()
-            .zip(trace)
-            .map(|(dst, s)| {
-                let rates = s[WARM_DAYS * d..]
-                    .iter()
-                    .map(|b| (b * 8.0) as u64)
-                    .collect();
-                start_schedule(
-                    lab.src.name.clone(),
-                    *dst,
-                    PAYLOAD,
-                    Duration::from_secs(1),
-                    rates,
-                    stop.clone(),
-                )
-            })
-            .collect();
+        let senders = start_schedules(
+            &lab.src.name,
+            targets
+                .iter()
+                .zip(trace)
+                .map(|(dst, s)| (*dst, &s[WARM_DAYS * d..])),
+            PAYLOAD,
+            stop,
+        );
         tokio::task::spawn_blocking(move || -> Result<()> {
             for s in senders {
                 s.join().map_err(|_| anyhow!("sender panicked"))??;

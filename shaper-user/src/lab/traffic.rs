@@ -106,6 +106,30 @@ pub fn start_schedule(
     })
 }
 
+/// One [`start_schedule`] per destination, each following its own offered bytes per second,
+/// one value a second: every tenant of a trace replayed on the wire at once.
+pub fn start_schedules<'a>(
+    netns: &str,
+    flows: impl IntoIterator<Item = (SocketAddr, &'a [f64])>,
+    payload: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<JoinHandle<io::Result<Sent>>> {
+    flows
+        .into_iter()
+        .map(|(dst, bytes)| {
+            let rates = bytes.iter().map(|b| (b * 8.0) as u64).collect();
+            start_schedule(
+                netns.to_string(),
+                dst,
+                payload,
+                Duration::from_secs(1),
+                rates,
+                stop.clone(),
+            )
+        })
+        .collect()
+}
+
 /// Sends `payload`-byte datagrams to `dst` from `netns` until `duration` or `stop`, keeping
 /// up with `due(t)`: the packets due `t` seconds in (`None`: as fast as possible).
 fn send_paced(
