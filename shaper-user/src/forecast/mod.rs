@@ -323,8 +323,10 @@ pub struct Forecaster {
     #[serde(default)]
     mixes: Mixes,
     selected: usize,
-    /// Seasonal naive for MASE's scale (whatever the models are).
-    naive: Model,
+    /// Seasonal naive for MASE's scale, when the models have none of their own (`auto` has:
+    /// a second copy was 1.2 kB and one more update per tenant and sample).
+    #[serde(default)]
+    naive: Option<Model>,
     /// Horizons that keep residual windows (see [`anchor_horizons`]); others interpolate.
     anchors: Vec<usize>,
     /// Per anchor: recent out-of-sample residuals.
@@ -426,7 +428,8 @@ impl Forecaster {
                 ..Mixes::default()
             },
             selected: 0,
-            naive: Model::new(ModelKind::SeasonalNaive, season, weekly, h),
+            naive: (!kinds.contains(&ModelKind::SeasonalNaive))
+                .then(|| Model::new(ModelKind::SeasonalNaive, season, weekly, h)),
             windows: vec![Residuals::new(settings.intervals); anchor_horizons(h).len()],
             levels: vec![1.0 - settings.confidence; anchor_horizons(h).len()],
             anchors: anchor_horizons(h),
@@ -528,9 +531,38 @@ impl Forecaster {
         outcome
     }
 
+    /// The seasonal naive MASE is scaled by: the models' own, or the one kept beside them.
+    fn naive(&self) -> &Model {
+        self.naive
+            .as_ref()
+            .or_else(|| {
+                self.models
+                    .iter()
+                    .find(|m| m.kind() == ModelKind::SeasonalNaive)
+            })
+            // Never reached: a forecaster without a seasonal naive model keeps its own (and
+            // fill_missing_state gives one to a saved forecaster that lacks both).
+            .unwrap_or(&self.models[0])
+    }
+
     /// A forecaster saved before the short-memory errors and the mixes existed starts them
-    /// afresh (from the long-memory errors), instead of indexing empty vectors.
+    /// afresh (from the long-memory errors), instead of indexing empty vectors; one saved
+    /// without a seasonal naive of any kind gets its own.
     fn fill_missing_state(&mut self) {
+        if self.naive.is_none()
+            && !self
+                .models
+                .iter()
+                .any(|m| m.kind() == ModelKind::SeasonalNaive)
+        {
+            let (season, weekly) = (self.settings.season.max(1), self.settings.weekly.max(1));
+            self.naive = Some(Model::new(
+                ModelKind::SeasonalNaive,
+                season,
+                weekly,
+                self.settings.horizon,
+            ));
+        }
         let nm = self.models.len();
         if self.fast_errors.len() != nm || self.fast_far_errors.len() != nm {
             self.fast_errors = self.errors.clone();
@@ -579,7 +611,7 @@ impl Forecaster {
     /// the models' errors are scored against: the sample, or the outlier bound it exceeded,
     /// with the outcome that says so.
     fn observe(&mut self, ts: f64, value: f64) -> (f64, Option<Outcome>) {
-        let naive_abs = (value - self.naive.forecast(1)).abs();
+        let naive_abs = (value - self.naive().forecast(1)).abs();
         let Some(p) = self.next else {
             return (value, None);
         };
@@ -638,7 +670,9 @@ impl Forecaster {
             let w = (1.0 / (self.n + 1) as f64).max(1.0 / MIX_MEMORY);
             self.mixes.score(used, slot, w, self.n == 0);
         }
-        self.naive.update(value);
+        if let Some(naive) = &mut self.naive {
+            naive.update(value);
+        }
         if self.n >= WARMUP {
             self.select();
         }
@@ -704,8 +738,10 @@ impl Forecaster {
                 let f = m.forecast(1);
                 m.update(f);
             }
-            let f = self.naive.forecast(1);
-            self.naive.update(f);
+            if let Some(naive) = &mut self.naive {
+                let f = naive.forecast(1);
+                naive.update(f);
+            }
         }
         self.pending.iter_mut().for_each(|p| *p = NO_FORECAST);
         self.far.iter_mut().flatten().for_each(|p| *p = NO_FORECAST);
@@ -848,7 +884,7 @@ impl Forecaster {
         let base = if base.is_finite() {
             base
         } else {
-            self.naive.forecast(h)
+            self.naive().forecast(h)
         };
         if base.is_finite() {
             base.clamp(0.0, MAX_VALUE)

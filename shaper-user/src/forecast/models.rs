@@ -237,7 +237,6 @@ impl Model {
     /// True if the state is finite: its scalars and the seasonal slots the last update wrote
     /// (the only ones an update can change), so the check is O(1).
     pub fn is_finite(&self) -> bool {
-        let back = |v: &[f64], pos: usize| v[(pos + v.len() - 1) % v.len()].is_finite();
         match self {
             Model::SeasonalNaive(m) | Model::WeeklyNaive(m) => {
                 m.hist[m.slots.last()].is_finite() && m.acc.is_finite() && m.last.is_finite()
@@ -248,7 +247,7 @@ impl Model {
                 m.level.is_finite() && m.trend.is_finite() && m.season[m.slots.last()].is_finite()
             }
             Model::Mstl(m) => m.is_finite(),
-            Model::Ar(m) => m.coef.iter().all(|v| v.is_finite()) && back(&m.window, m.pos),
+            Model::Ar(m) => m.coef.iter().all(|v| v.is_finite()) && m.back(0).is_finite(),
         }
     }
 }
@@ -691,7 +690,8 @@ impl Mstl {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Ar {
     p: usize,
-    window: Vec<f64>,
+    /// The last `cap` samples (f32, as the seasonal profiles: half the memory of f64).
+    window: Vec<f32>,
     cap: usize,
     pos: usize,
     len: usize,
@@ -719,11 +719,11 @@ impl Ar {
 
     /// The value `k` steps back (0 = latest).
     fn back(&self, k: usize) -> f64 {
-        self.window[(self.pos + self.cap - 1 - k) % self.cap]
+        f64::from(self.window[(self.pos + self.cap - 1 - k) % self.cap])
     }
 
     fn update(&mut self, y: f64) {
-        self.window[self.pos] = y;
+        self.window[self.pos] = y as f32;
         self.pos = (self.pos + 1) % self.cap;
         self.len = (self.len + 1).min(self.cap);
         self.since_fit += 1;
