@@ -262,6 +262,10 @@ pub struct SimResult {
     /// Burst onsets, all tenants (see [`TenantResult::onset_bytes`]).
     pub onset_bytes: f64,
     pub onset_dropped_bytes: f64,
+    /// Bytes dropped within what tenants may use (their ceiling where their tier borrows,
+    /// else their rate) in cycles whose link had room left, up to that room: capacity a
+    /// policy left idle while someone entitled to it lost traffic.
+    pub dropped_while_idle_bytes: f64,
 }
 
 /// What drives a simulation.
@@ -586,9 +590,13 @@ pub fn simulate(trace: &Trace, cfg: &Config, policy: SimPolicy) -> Result<SimRes
     let mut fluid = Fluid::new(cfg, planner.profiles.clone(), dt, policy == SimPolicy::Htb);
     let horizon = planner.horizon();
     let mut res = empty_results(cfg);
+    let entitled = entitled(cfg);
+    let mut idle_lost = 0.0;
     for c in 0..trace.cycles() {
         let d: Vec<f64> = idx.iter().map(|&k| trace.offered[k][c] * dt).collect();
         let flows = fluid.cycle(c, &d);
+        let passed: Vec<f64> = flows.iter().map(|f| f.passed).collect();
+        idle_lost += idle_loss(fluid.cap * dt, &entitled, dt, &d, &passed);
         let observed: Vec<Observed> = flows
             .iter()
             .enumerate()
@@ -624,14 +632,46 @@ pub fn simulate(trace: &Trace, cfg: &Config, policy: SimPolicy) -> Result<SimRes
             r.pre_deposited_bytes += add;
         }
     }
-    Ok(summarize(
+    let mut r = summarize(
         &policy.name(),
         trace.cycles(),
         dt,
         fluid.cap,
         &fluid.profiles,
         res,
-    ))
+    );
+    r.dropped_while_idle_bytes = idle_lost;
+    Ok(r)
+}
+
+/// Each tenant's most a policy may give it, bytes/s: its ceiling where its tier borrows,
+/// else its rate.
+fn entitled(cfg: &Config) -> Vec<f64> {
+    cfg.tenants
+        .iter()
+        .map(|t| {
+            let rate = t.rate.bits_per_sec() as f64 / 8.0;
+            let borrows = cfg.tiers.get(&t.tier).is_some_and(|tier| tier.borrow);
+            match t.ceil {
+                Some(c) if borrows => rate.max(c.bits_per_sec() as f64 / 8.0),
+                _ => rate,
+            }
+        })
+        .collect()
+}
+
+/// One cycle's bytes dropped within what each tenant may use (`entitled`, bytes/s), up to
+/// the link's room left (`cap_dt` less what passed): see
+/// [`SimResult::dropped_while_idle_bytes`].
+fn idle_loss(cap_dt: f64, entitled: &[f64], dt: f64, offered: &[f64], passed: &[f64]) -> f64 {
+    let room = (cap_dt - passed.iter().sum::<f64>()).max(0.0);
+    let lost: f64 = offered
+        .iter()
+        .zip(passed)
+        .zip(entitled)
+        .map(|((o, p), e)| (o.min(e * dt) - p).max(0.0))
+        .sum();
+    lost.min(room)
 }
 
 /// A cycle offering this many times the one before (and above the base rate) is a burst onset.
@@ -722,6 +762,7 @@ fn summarize(
         pre_expired_bytes: sum(|r| r.pre_expired_bytes),
         onset_bytes: sum(|r| r.onset_bytes),
         onset_dropped_bytes: sum(|r| r.onset_dropped_bytes),
+        dropped_while_idle_bytes: 0.0,
         tenants: res,
     }
 }
@@ -764,7 +805,21 @@ pub fn score(
         }
     }
     let cap = cfg.link.capacity.bits_per_sec() as f64 / 8.0;
-    summarize(policy, cycles, dt, cap, &profiles, res)
+    let entitled = entitled(cfg);
+    let idle_lost = (0..cycles)
+        .map(|c| {
+            let o: Vec<f64> = offered.iter().map(|s| s[c] * dt).collect();
+            let p: Vec<f64> = passed
+                .iter()
+                .zip(&o)
+                .map(|(s, o)| (s[c] * dt).min(*o))
+                .collect();
+            idle_loss(cap * dt, &entitled, dt, &o, &p)
+        })
+        .sum();
+    let mut r = summarize(policy, cycles, dt, cap, &profiles, res);
+    r.dropped_while_idle_bytes = idle_lost;
+    r
 }
 
 #[cfg(test)]

@@ -176,3 +176,25 @@ fn burst_onsets_count_loss_within_the_ceiling() {
     assert_eq!(r.tenants[0].onset_dropped_bytes, 4e6);
     assert_eq!((r.onset_bytes, r.onset_dropped_bytes), (45e6, 4e6));
 }
+
+/// Dropped while the link had room: what tenants lost within what they may use, up to the
+/// room left; nothing when the link was full, nothing above an entitlement.
+#[test]
+fn idle_loss_counts_what_was_lost_while_the_link_had_room() {
+    // Room 50; tenant 0 lost 20 within its 50 (it offered 60, passed 30); tenant 1 lost
+    // nothing it was entitled to.
+    assert_eq!(
+        idle_loss(100.0, &[50.0, 10.0], 1.0, &[60.0, 20.0], &[30.0, 10.0]),
+        20.0
+    );
+    // Only 5 of room: at most 5 could have been carried.
+    assert_eq!(
+        idle_loss(45.0, &[50.0, 10.0], 1.0, &[60.0, 20.0], &[30.0, 10.0]),
+        5.0
+    );
+    // The link full: nothing sat idle.
+    assert_eq!(
+        idle_loss(40.0, &[50.0, 10.0], 1.0, &[60.0, 20.0], &[30.0, 10.0]),
+        0.0
+    );
+}
