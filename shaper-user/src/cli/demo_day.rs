@@ -272,7 +272,7 @@ async fn run_day(
 }
 
 /// The two runs side by side: in-profile loss per tenant (by tier), loss at burst onsets,
-/// utilization, pre-allocated bytes used.
+/// utilization, what was lost while the link had room, pre-allocated bytes used.
 fn table(cfg: &Config, runs: &[(PolicyMode, Run)]) -> String {
     let mut s = String::new();
     let pct = |num: f64, den: f64| {
@@ -322,6 +322,13 @@ fn table(cfg: &Config, runs: &[(PolicyMode, Run)]) -> String {
         "link utilization",
         runs.iter()
             .map(|(_, r)| format!("{:.1}%", 100.0 * r.result.link_utilization))
+            .collect(),
+    );
+    line(
+        &mut s,
+        "dropped while the link had room",
+        runs.iter()
+            .map(|(_, r)| format!("{:.1} MB", r.result.dropped_while_idle_bytes / 1e6))
             .collect(),
     );
     line(
