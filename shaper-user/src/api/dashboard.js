@@ -1,5 +1,6 @@
 // shaper's live dashboard: polls the agent's read-only API (/v1/stats and /v1/health every
-// second, /v1/config every ten) and draws the link, the tenants and one tenant's history.
+// second, slower when a poll takes long; /v1/config at start and after each reload) and
+// draws the link, the tenants and one tenant's history.
 // Served from the binary; no outside scripts, fonts or styles.
 "use strict";
 
@@ -235,11 +236,22 @@ async function refreshConfig() {
   }
 }
 
+// Polls pace themselves: at least a second apart, and at least three times as long as the
+// last one took, so a page open on 100,000 tenants does not keep the agent rendering.
+let pollMs = 1000;
+let reloadsSeen = 0;
+
 async function refresh() {
+  const started = performance.now();
   try {
     const [stats, health] = await Promise.all([getJson("/v1/stats"), getJson("/v1/health")]);
     tenants = stats.tenants || [];
     const h = health.health;
+    // The config (ceilings, capacity, pools) is fetched again only after a reload.
+    if (h.reloads_ok !== reloadsSeen) {
+      reloadsSeen = h.reloads_ok;
+      await refreshConfig();
+    }
     text(document.getElementById("iface"), "interface " + stats.iface);
     text(document.getElementById("mode"), "mode " + h.mode);
     text(document.getElementById("cycle"), "cycle " + h.cycles + " (" + h.last_cycle_ms.toFixed(1) + " ms)");
@@ -255,10 +267,14 @@ async function refresh() {
   } catch (e) {
     text(document.getElementById("error"), "cannot reach the agent: " + e.message);
   }
+  pollMs = Math.max(1000, 3 * (performance.now() - started));
+}
+
+async function poll() {
+  await refresh();
+  setTimeout(poll, pollMs);
 }
 
 document.getElementById("filter").oninput = drawRows;
 drawHead();
-refreshConfig().then(refresh);
-setInterval(refresh, 1000);
-setInterval(refreshConfig, 10000);
+refreshConfig().then(poll);
