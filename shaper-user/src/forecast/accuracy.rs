@@ -1,11 +1,15 @@
 //! Rolling accuracy of one-step forecasts: MASE (against seasonal naive), sMAPE and interval
 //! coverage, as exponentially weighted sums with a memory of about `WINDOW` samples: O(1) per
-//! update and 48 bytes per tenant (a ring of the last samples cost 8 kB per tenant, a third
+//! update and 56 bytes per tenant (a ring of the last samples cost 8 kB per tenant, a third
 //! of the agent's memory at 100,000 tenants).
 use serde::{Deserialize, Serialize};
 
 /// Samples of memory (the weight of a sample falls to 1/e after this many).
 pub const WINDOW: usize = 512;
+
+/// MASE when the seasonal naive made no error and the forecasts did (a strictly periodic
+/// series): as bad as it gets, kept finite for JSON and Prometheus.
+pub const MASE_NAIVE_EXACT: f64 = 1e6;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct AccuracyTracker {
@@ -17,6 +21,9 @@ pub struct AccuracyTracker {
     sum_naive: f64,
     sum_smape: f64,
     covered: f64,
+    /// Decayed sum of |actual|: the scale below which an error sum counts as none.
+    #[serde(default)]
+    sum_level: f64,
 }
 
 /// Rolling accuracy; `None` fields until enough samples.
@@ -48,6 +55,13 @@ impl AccuracyTracker {
         self.sum_naive = self.sum_naive * keep + naive_abs;
         self.sum_smape = self.sum_smape * keep + smape;
         self.covered = self.covered * keep + f64::from(u8::from(lo <= actual && actual <= hi));
+        self.sum_level = self.sum_level * keep + actual.abs();
+    }
+
+    /// An error sum this small (a billionth of the series' level) is rounding, not error:
+    /// a constant series is forecast exactly by the naive and by a smoothed level alike.
+    fn negligible(&self) -> f64 {
+        1e-9 * self.sum_level
     }
 
     pub fn accuracy(&self) -> Accuracy {
@@ -56,7 +70,13 @@ impl AccuracyTracker {
         }
         Accuracy {
             samples: self.n.min(WINDOW as u64) as usize,
-            mase: (self.sum_naive > 0.0).then(|| self.sum_abs.max(0.0) / self.sum_naive),
+            mase: if self.sum_naive > self.negligible() {
+                Some(self.sum_abs.max(0.0) / self.sum_naive)
+            } else if self.sum_abs > self.negligible() {
+                Some(MASE_NAIVE_EXACT)
+            } else {
+                None
+            },
             smape: Some(self.sum_smape.max(0.0) / self.weight),
             coverage: Some(self.covered / self.weight),
         }

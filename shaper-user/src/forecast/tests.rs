@@ -474,3 +474,53 @@ fn fine_seasons_are_kept_in_bounded_slots() {
         assert!(m.is_finite());
     }
 }
+
+/// MASE against the seasonal naive is scored afresh from the first full season (the warm-up
+/// season, scored against a naive that had no season yet, kept MASE at 1.1-1.7 for hundreds
+/// of samples, and the allocator distrusted forecasts as good as the naive's); a naive that is
+/// exact where the forecasts are not scores as bad as it gets, not as unknown.
+#[test]
+fn accuracy_is_scored_from_the_first_full_season() {
+    let season = 90;
+    let mut rng = StdRng::seed_from_u64(7);
+    let ys: Vec<f64> = (0..300)
+        .map(|c| {
+            let x = (c % season) as f64 / season as f64;
+            let noise = 1.0 + 0.1 * (rng.random::<f64>() * 2.0 - 1.0);
+            1e6 * (0.4 + (-((x - 0.5) / 0.12).powi(2)).exp()) * noise
+        })
+        .collect();
+    // As the agent sets it up for a season that is not a day: no weekly season.
+    let mut f = Forecaster::new(Settings {
+        weekly: 1,
+        ..settings(season, 10, ModelChoice::Auto)
+    });
+    feed(&mut f, &ys);
+    let a = f.accuracy();
+    assert_eq!(
+        a.samples,
+        300 - season,
+        "scored since the first full season"
+    );
+    let mase = a.mase.expect("scored");
+    assert!(
+        mase < 1.1,
+        "about as good as the seasonal naive: MASE {mase}"
+    );
+
+    // A strict season: the naive is exact from the second season on, a fixed Holt is not.
+    let mut holt = Forecaster::new(Settings {
+        weekly: 1,
+        ..settings(24, 4, ModelChoice::Fixed(ModelKind::Holt))
+    });
+    let square: Vec<f64> = (0..400)
+        .map(|c| if c % 24 < 6 { 9e6 } else { 1e6 })
+        .collect();
+    feed(&mut holt, &square);
+    assert_eq!(
+        holt.accuracy().mase,
+        Some(accuracy::MASE_NAIVE_EXACT),
+        "{:?}",
+        holt.accuracy()
+    );
+}
