@@ -266,6 +266,22 @@ pub struct SimResult {
     /// else their rate) in cycles whose link had room left, up to that room: capacity a
     /// policy left idle while someone entitled to it lost traffic.
     pub dropped_while_idle_bytes: f64,
+    /// Times a tenant's fill rate moved by more than 0.1% from one cycle to the next (what
+    /// the agent would write to the datapath), all tenants.
+    pub rate_changes: u64,
+}
+
+impl SimResult {
+    /// Fill-rate changes per tenant and hour.
+    pub fn rate_changes_per_tenant_hour(&self, dt: f64) -> f64 {
+        let hours = self.cycles as f64 * dt / 3600.0;
+        let tenants = self.tenants.len().max(1) as f64;
+        if hours > 0.0 {
+            self.rate_changes as f64 / hours / tenants
+        } else {
+            0.0
+        }
+    }
 }
 
 /// What drives a simulation.
@@ -529,7 +545,14 @@ impl Fluid {
 
     /// The next cycle's allocation, its deposits credited (up to the pool's cap, spendable
     /// until they expire); returns the bytes deposited per tenant.
-    fn allocate(&mut self, c: usize, alloc: Vec<allocate::Allocation>) -> Vec<f64> {
+    /// Takes the next cycle's allocation: what each tenant had deposited, and how many fill
+    /// rates moved (by more than 0.1%).
+    fn allocate(&mut self, c: usize, alloc: Vec<allocate::Allocation>) -> (Vec<f64>, u64) {
+        let changes = alloc
+            .iter()
+            .zip(&self.alloc)
+            .filter(|(new, old)| (new.fill - old.fill).abs() > 1e-3 * old.fill.abs().max(1.0))
+            .count() as u64;
         let mut deposited = vec![0.0; alloc.len()];
         for (i, a) in alloc.iter().enumerate() {
             if let Some(dep) = a.deposit {
@@ -541,7 +564,7 @@ impl Fluid {
             }
         }
         self.alloc = alloc;
-        deposited
+        (deposited, changes)
     }
 }
 
@@ -592,6 +615,7 @@ pub fn simulate(trace: &Trace, cfg: &Config, policy: SimPolicy) -> Result<SimRes
     let mut res = empty_results(cfg);
     let entitled = entitled(cfg);
     let mut idle_lost = 0.0;
+    let mut rate_changes = 0;
     for c in 0..trace.cycles() {
         let d: Vec<f64> = idx.iter().map(|&k| trace.offered[k][c] * dt).collect();
         let flows = fluid.cycle(c, &d);
@@ -628,7 +652,9 @@ pub fn simulate(trace: &Trace, cfg: &Config, policy: SimPolicy) -> Result<SimRes
         } else {
             planner.step(ts, &observed, Host::default()).0
         };
-        for (r, add) in res.iter_mut().zip(fluid.allocate(c, a)) {
+        let (deposited, changes) = fluid.allocate(c, a);
+        rate_changes += changes;
+        for (r, add) in res.iter_mut().zip(deposited) {
             r.pre_deposited_bytes += add;
         }
     }
@@ -641,6 +667,7 @@ pub fn simulate(trace: &Trace, cfg: &Config, policy: SimPolicy) -> Result<SimRes
         res,
     );
     r.dropped_while_idle_bytes = idle_lost;
+    r.rate_changes = rate_changes;
     Ok(r)
 }
 
@@ -763,6 +790,7 @@ fn summarize(
         onset_bytes: sum(|r| r.onset_bytes),
         onset_dropped_bytes: sum(|r| r.onset_dropped_bytes),
         dropped_while_idle_bytes: 0.0,
+        rate_changes: 0,
         tenants: res,
     }
 }

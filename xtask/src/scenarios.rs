@@ -25,9 +25,9 @@ const POLICIES: [(SimPolicy, bool); 6] = [
 pub fn run(config: &Path, capacities: &[u64], days: f64, seed: u64) -> Result<()> {
     let base = Config::load(config).with_context(|| format!("loading {}", config.display()))?;
     println!(
-        "| link | trace | policy | in-profile dropped (MB) | gold/platinum violations | utilization | dropped while the link had room (MB) | pre used / deposited (MB) | burst-onset dropped (MB) | vs static |"
+        "| link | trace | policy | in-profile dropped (MB) | gold/platinum violations | utilization | dropped while the link had room (MB) | rate changes per tenant-hour | pre used / deposited (MB) | burst-onset dropped (MB) | vs static |"
     );
-    println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for &mbit in capacities {
         let mut cfg = base.clone();
         cfg.link.capacity = Rate(mbit * 1_000_000);
@@ -48,12 +48,13 @@ pub fn run(config: &Path, capacities: &[u64], days: f64, seed: u64) -> Result<()
                 }
                 let verdict = stat.as_ref().map_or(String::new(), |s| no_harm(&r, s));
                 println!(
-                    "| {mbit} Mbit/s | {kind:?} | {} | {:.0} | {} | {:.1}% | {:.0} | {:.0} / {:.0} | {:.0} of {:.0} | {verdict} |",
+                    "| {mbit} Mbit/s | {kind:?} | {} | {:.0} | {} | {:.1}% | {:.0} | {:.1} | {:.0} / {:.0} | {:.0} of {:.0} | {verdict} |",
                     r.policy,
                     r.in_profile_dropped_bytes / 1e6,
                     r.violations,
                     r.link_utilization * 100.0,
                     r.dropped_while_idle_bytes / 1e6,
+                    r.rate_changes_per_tenant_hour(cfg.forecast.interval_ms as f64 / 1000.0),
                     r.pre_used_bytes / 1e6,
                     r.pre_deposited_bytes / 1e6,
                     r.onset_dropped_bytes / 1e6,

@@ -198,3 +198,27 @@ fn idle_loss_counts_what_was_lost_while_the_link_had_room() {
         0.0
     );
 }
+
+/// Rate changes are counted as the agent would write them: never under static (the config's
+/// rates stay), and as often as the allocation follows demand under predictive (here without
+/// drop precedence on a link short at the peak, where the allocator fits the predicted needs
+/// into the link cycle by cycle).
+#[test]
+fn rate_changes_are_counted_per_tenant_hour() {
+    let mut cfg = config();
+    cfg.policy.drop_precedence = false;
+    cfg.link.capacity = crate::units::Rate(650_000_000);
+    let trace = generate(TraceKind::Diurnal, &cfg, 1.0, 7);
+    let dt = cfg.forecast.interval_ms as f64 / 1000.0;
+    let stat = simulate(&trace, &cfg, SimPolicy::Mode(PolicyMode::Static)).expect("static");
+    assert_eq!(stat.rate_changes, 0);
+    assert_eq!(stat.rate_changes_per_tenant_hour(dt), 0.0);
+    let pred = simulate(&trace, &cfg, SimPolicy::Mode(PolicyMode::Predictive)).expect("predictive");
+    assert!(pred.rate_changes > 0, "{pred:?}");
+    let per = pred.rate_changes_per_tenant_hour(dt);
+    let cycles_per_hour = 3600.0 / dt;
+    assert!(
+        per > 0.0 && per <= cycles_per_hour,
+        "at most one change a cycle: {per}"
+    );
+}
