@@ -16,7 +16,7 @@ use shaper::lab::traffic::{self, Flood};
 use shaper::lab::{AgentProcess, Lab};
 use shaper::units::{Rate, Size};
 
-use crate::replay::write_private;
+use crate::lab::write_private;
 
 /// One size's results.
 struct Report {
@@ -207,7 +207,7 @@ fn one(n: usize, secs: u64) -> Result<Report> {
 /// `shaper run` for `n` tenants; returns once attached.
 fn start(lab: &Lab, config: &Path, log: &Path, n: usize) -> Result<AgentProcess> {
     let max = n.max(1024).to_string();
-    crate::replay::start_agent(lab, config, log, &["--max-tenants", &max])
+    crate::lab::start_agent(lab, config, log, &["--max-tenants", &max])
 }
 
 /// What `/v1/health` says of the cycles.

@@ -12,6 +12,7 @@ use shaper::units::{Rate, Size};
 mod agent_bench;
 mod compare;
 mod cycle;
+mod lab;
 mod plot;
 mod replay;
 mod scenarios;

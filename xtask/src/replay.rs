@@ -13,20 +13,20 @@
 //! tenant alike when the shaper lets more through than the link carries), and what each
 //! tenant's receiver got per second is scored. `htb` then runs no shaper: an HTB tree with
 //! the config's rates, ceilings and tier priorities under the TBF.
-use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use shaper::config::{Config, PolicyMode};
+use shaper::lab::Lab;
 use shaper::lab::traffic::{Sink, start_schedules};
-use shaper::lab::{AgentProcess, Lab};
 use shaper::simulate::{SimResult, Trace, score};
 use shaper::store::{Row, Store, unix_now};
+
+use crate::lab::{start_agent, write_private};
 
 pub struct Args<'a> {
     pub bottleneck: bool,
@@ -128,64 +128,6 @@ fn targets(cfg: &Config) -> Result<Vec<(String, SocketAddr)>> {
         .collect()
 }
 
-/// Writes a config the agent accepts whatever the umask: `shaper run` refuses world-writable
-/// configs.
-pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())?;
-    Ok(())
-}
-
-pub(crate) fn start_agent(
-    lab: &Lab,
-    config: &Path,
-    log: &Path,
-    extra: &[&str],
-) -> Result<AgentProcess> {
-    let exe = std::env::current_exe()?;
-    let shaper = exe.with_file_name("shaper");
-    if !shaper.exists() {
-        bail!(
-            "{} is missing: cargo build --release first",
-            shaper.display()
-        );
-    }
-    let err = std::fs::File::create(log)?;
-    let child = Command::new(&shaper)
-        .args(["run", "--iface", &lab.dut_if, "--netns", &lab.dut.name])
-        .args(extra)
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .context("starting shaper run")?;
-    let mut agent = AgentProcess::new(child, &lab.dut_if);
-    let start = Instant::now();
-    while !std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .contains("forecasters warm-started")
-        && !std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .contains("shaper attached")
-    {
-        if start.elapsed() > Duration::from_secs(60) || agent.child.try_wait()?.is_some() {
-            bail!(
-                "shaper run did not start: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(agent)
-}
-
 /// The link after the shaper: the dut's ingress redirected to an IFB, and on it a TBF at the
 /// link's capacity, or (`htb`) an HTB tree of the tenants under the link.
 fn bottleneck(lab: &Lab, cfg: &Config, htb: bool, dir: &Path) -> Result<()> {
@@ -194,11 +136,11 @@ fn bottleneck(lab: &Lab, cfg: &Config, htb: bool, dir: &Path) -> Result<()> {
     shaper::lab::ip(&["-n", ns, "link", "add", &ifb, "type", "ifb"])?;
     shaper::lab::ip(&["-n", ns, "link", "set", &ifb, "txqueuelen", "1000", "up"])?;
     let dev = &lab.dut_if;
-    crate::compare::tc(
+    crate::lab::tc(
         ns,
         &["qdisc", "add", "dev", dev, "handle", "ffff:", "ingress"],
     )?;
-    crate::compare::tc(
+    crate::lab::tc(
         ns,
         &[
             "filter", "add", "dev", dev, "parent", "ffff:", "protocol", "all", "u32", "match",
@@ -211,7 +153,7 @@ fn bottleneck(lab: &Lab, cfg: &Config, htb: bool, dir: &Path) -> Result<()> {
     let link = (cfg.link.capacity.bits_per_sec() as f64 * (ip + 14.0) / ip) as u64;
     // 4 ms of the link, at least a few full-size packets.
     let burst = (link / 8 / 250).max(32_000);
-    crate::compare::tc(
+    crate::lab::tc(
         ns,
         &[
             "qdisc",
@@ -270,7 +212,7 @@ fn bottleneck(lab: &Lab, cfg: &Config, htb: bool, dir: &Path) -> Result<()> {
     }
     let path = dir.join("htb.batch");
     std::fs::write(&path, b)?;
-    crate::compare::tc(ns, &["-batch", &path.display().to_string()])
+    crate::lab::tc(ns, &["-batch", &path.display().to_string()])
 }
 
 /// One policy over the window: returns the scored history and the bytes the senders sent.

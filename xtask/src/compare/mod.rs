@@ -16,8 +16,8 @@ use anyhow::{Context as _, Result, bail};
 use shaper::lab::traffic::{self, Flood};
 use shaper::lab::{Lab, in_ns};
 
+use crate::lab::{start_agent, tc, write_private};
 use crate::plot::{self, Panel, Series};
-use crate::replay::{start_agent, write_private};
 use shaper::lab::AgentProcess;
 
 mod accuracy;
@@ -126,22 +126,6 @@ impl Drop for Attached {
                 .output();
         }
     }
-}
-
-pub(crate) fn tc(ns: &str, args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new("tc")
-        .args(["-n", ns])
-        .args(args)
-        .output()
-        .context("running tc (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "tc {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 fn attach(lab: &Lab, setup: Setup, tenants: &[Tenant], dir: &Path) -> Result<Attached> {

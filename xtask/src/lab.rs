@@ -1,0 +1,86 @@
+//! What the benchmarks share to run the shaper in a lab: its config written privately, the
+//! `shaper run` process started beside this binary, and `tc` in a namespace.
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use shaper::lab::{AgentProcess, Lab};
+
+/// `tc` in namespace `ns`; its error output on failure.
+pub(crate) fn tc(ns: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new("tc")
+        .args(["-n", ns])
+        .args(args)
+        .output()
+        .context("running tc (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "tc {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Writes a config the agent accepts whatever the umask: `shaper run` refuses world-writable
+/// configs.
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// `shaper run` (the binary beside this one) on the lab's interface, with `config` and
+/// `extra` arguments, its log in `log`; returns once it attached.
+pub(crate) fn start_agent(
+    lab: &Lab,
+    config: &Path,
+    log: &Path,
+    extra: &[&str],
+) -> Result<AgentProcess> {
+    let exe = std::env::current_exe()?;
+    let shaper = exe.with_file_name("shaper");
+    if !shaper.exists() {
+        bail!(
+            "{} is missing: cargo build --release first",
+            shaper.display()
+        );
+    }
+    let err = std::fs::File::create(log)?;
+    let child = Command::new(&shaper)
+        .args(["run", "--iface", &lab.dut_if, "--netns", &lab.dut.name])
+        .args(extra)
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .context("starting shaper run")?;
+    let mut agent = AgentProcess::new(child, &lab.dut_if);
+    let start = Instant::now();
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("forecasters warm-started")
+        && !std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("shaper attached")
+    {
+        if start.elapsed() > Duration::from_secs(60) || agent.child.try_wait()?.is_some() {
+            bail!(
+                "shaper run did not start: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(agent)
+}
