@@ -483,16 +483,14 @@ fn start_run(lab: &Lab, config: &Path, log: &Path) -> AgentProcess {
 
 /// [`start_run`] with `extra` arguments for `shaper run`.
 fn start_run_with(lab: &Lab, config: &Path, log: &Path, extra: &[&str]) -> AgentProcess {
-    let err = std::fs::File::create(log).expect("log file");
-    let child = lab_run(lab)
-        .args(extra)
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .expect("spawn");
-    let mut child = AgentProcess::new(child, &lab.dut_if);
+    let mut child = AgentProcess::spawn(
+        Path::new(env!("CARGO_BIN_EXE_shaper")),
+        lab,
+        config,
+        log,
+        extra,
+    )
+    .expect("spawn shaper run");
     let start = Instant::now();
     while !std::fs::read_to_string(log)
         .unwrap_or_default()

@@ -2,7 +2,7 @@
 //! `shaper run` process started beside this binary, and `tc` in a namespace.
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -55,17 +55,8 @@ pub(crate) fn start_agent(
             shaper.display()
         );
     }
-    let err = std::fs::File::create(log)?;
-    let child = Command::new(&shaper)
-        .args(["run", "--iface", &lab.dut_if, "--netns", &lab.dut.name])
-        .args(extra)
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .context("starting shaper run")?;
-    let mut agent = AgentProcess::new(child, &lab.dut_if);
+    let mut agent =
+        AgentProcess::spawn(&shaper, lab, config, log, extra).context("starting shaper run")?;
     let start = Instant::now();
     while !std::fs::read_to_string(log)
         .unwrap_or_default()

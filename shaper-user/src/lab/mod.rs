@@ -374,6 +374,26 @@ impl AgentProcess {
         }
     }
 
+    /// Starts `shaper run` (the binary at `exe`) on `lab`'s interface with `config` and the
+    /// `extra` arguments, its log (stderr) into `log`; it does not wait for it to attach.
+    pub fn spawn(
+        exe: &std::path::Path,
+        lab: &Lab,
+        config: &std::path::Path,
+        log: &std::path::Path,
+        extra: &[&str],
+    ) -> io::Result<AgentProcess> {
+        let child = Command::new(exe)
+            .args(["run", "--iface", &lab.dut_if, "--netns", &lab.dut.name])
+            .args(extra)
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(File::create(log)?)
+            .spawn()?;
+        Ok(AgentProcess::new(child, &lab.dut_if))
+    }
+
     /// Waits up to `t` for the process to exit.
     pub fn wait_timeout(&mut self, t: std::time::Duration) -> Option<std::process::ExitStatus> {
         let start = std::time::Instant::now();
