@@ -231,6 +231,9 @@ pub enum Fault {
     PlanPanic,
 }
 
+/// The largest packet generic (skb) mode hands XDP: a GRO super-packet.
+const GRO_MAX: u64 = 65_535;
+
 /// Runs the agent on `iface` with a validated config until `shutdown` completes; `ready` is
 /// called once the program is attached. Everything attached or pinned is removed before
 /// returning.
@@ -240,9 +243,6 @@ pub enum Fault {
 /// counted (`shaper_agent_errors_total{stage}`) and raised as an alert; the datapath keeps the
 /// last rates written and the next cycle tries again. The work runs on a blocking thread, so
 /// the API keeps answering however long a cycle takes.
-/// The largest packet generic (skb) mode hands XDP: a GRO super-packet.
-const GRO_MAX: u64 = 65_535;
-
 pub async fn run(
     options: &Options,
     cfg: &Config,
@@ -402,8 +402,6 @@ async fn on_agent_thread<T: Send + 'static>(
     task.await.map_err(|e| AgentError::Lost(e.to_string()))
 }
 
-/// Raises the soft limit on open files to the hard one: API clients must not be able to take
-/// the descriptors a cycle needs.
 /// A cycle at 100,000 tenants builds and drops tens of MB of vectors (counter snapshots,
 /// per-tenant stats, the API's view). glibc hands blocks that large straight back to the
 /// kernel and maps fresh zeroed pages for the next cycle: a page fault every 4 kB, a third of
@@ -417,6 +415,8 @@ fn keep_freed_memory() {
     }
 }
 
+/// Raises the soft limit on open files to the hard one: API clients must not be able to take
+/// the descriptors a cycle needs.
 fn raise_fd_limit() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

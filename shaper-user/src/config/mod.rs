@@ -90,8 +90,8 @@ pub enum Unmatched {
     Drop,
 }
 
-/// Frames no tenant can be charged for (malformed, non-IP but ARP, a third VLAN tag, PPPoE,
-/// MPLS): passed (a router's stack discards what it cannot use), dropped (a bridge
+/// Frames no tenant can be charged for (malformed, non-IP but ARP, a third VLAN tag, PPPoE
+/// control traffic, MPLS): passed (a router's stack discards what it cannot use), dropped (a bridge
 /// would forward them unshaped), or policed together at `link.unparsed_rate`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

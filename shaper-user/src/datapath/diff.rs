@@ -78,12 +78,12 @@ impl Datapath {
             self.remove_prefix(p, if matches!(p, Prefix::V4(..)) { v4 } else { v6 })?;
         }
         // Tenants that left go last: their packets stay matched until their prefixes are gone.
-        for t in old_table.iter().filter(|t| !staying.contains(&t.id)) {
-            if self.tenant(t.id)?.flags & TENANT_ACTIVE != 0 {
-                self.write_tenant(t.id, &TenantConfig::default())?;
-            }
-        }
-        Ok(())
+        let left: Vec<u32> = old_ids
+            .iter()
+            .copied()
+            .filter(|id| !staying.contains(id))
+            .collect();
+        self.retire(&left)
     }
 
     /// Inserts the prefixes `want` adds or moves to another id (prefix to tenant id, against

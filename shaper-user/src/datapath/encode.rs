@@ -57,7 +57,7 @@ pub fn check_bursts(cfg: &Config, mtu: u64) -> Result<(), DatapathError> {
             if bytes < mtu {
                 return Err(DatapathError::BurstBelowMtu {
                     tenant: t.name.clone(),
-                    token_type: ["gold", "silver", "bronze"][k],
+                    token_type: shaper_common::TYPE_NAMES[k],
                     bytes,
                     mtu,
                     need: (mtu as f64 / share).ceil() as u64,

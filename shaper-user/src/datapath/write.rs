@@ -198,8 +198,9 @@ impl Datapath {
         self.reset_state(&fresh)
     }
 
-    /// Deactivates the live tenants among `ids`, so the next apply treats them as new (their
-    /// bucket state and counters zeroed): for an adoption that cannot tell whose they were.
+    /// Deactivates the live tenants among `ids`: tenants a reload removed, or (on an adoption
+    /// that cannot tell whose they were) every tenant, so the next apply treats them as new
+    /// (their bucket state and counters zeroed).
     pub fn retire(&mut self, ids: &[u32]) -> Result<(), DatapathError> {
         for &id in ids {
             if self.tenant(id)?.flags & TENANT_ACTIVE != 0 {

@@ -82,7 +82,7 @@ const MIX_MEMORY: f64 = 5000.0;
 
 /// A model's rolling error at a horizon: its one-step (`near`) and full-horizon (`far`)
 /// errors, interpolated in log h (errors grow fast at short horizons and slowly after) by the
-/// horizon's weight from [`log_weights`] (a table per cycle instead of two logarithms per
+/// horizon's weight from [`log_weights`] (a table made once instead of two logarithms per
 /// model, horizon and memory: they were a sixth of a forecast's time).
 fn blend(near: f64, far: f64, w: f64) -> f64 {
     if far <= 0.0 {
@@ -92,16 +92,25 @@ fn blend(near: f64, far: f64, w: f64) -> f64 {
     }
 }
 
-/// Each horizon's weight of the full-horizon error, `ln h / ln hmax` (0 for one step).
-fn log_weights(hmax: usize) -> [f64; MAX_HORIZON] {
-    let mut w = [0.0; MAX_HORIZON];
-    if hmax > 1 {
-        let top = (hmax as f64).ln();
-        for (h, v) in w.iter_mut().enumerate().take(hmax.min(MAX_HORIZON)) {
-            *v = ((h + 1) as f64).ln() / top;
-        }
-    }
-    w
+/// Each horizon's weight of the full-horizon error, `ln h / ln hmax` (0 for one step): one
+/// table per `hmax`, made once per process (every update of every tenant reads it twice).
+fn log_weights(hmax: usize) -> &'static [f64; MAX_HORIZON] {
+    static TABLES: std::sync::OnceLock<Vec<[f64; MAX_HORIZON]>> = std::sync::OnceLock::new();
+    let tables = TABLES.get_or_init(|| {
+        (0..=MAX_HORIZON)
+            .map(|hmax| {
+                let mut w = [0.0; MAX_HORIZON];
+                if hmax > 1 {
+                    let top = (hmax as f64).ln();
+                    for (h, v) in w.iter_mut().enumerate().take(hmax) {
+                        *v = ((h + 1) as f64).ln() / top;
+                    }
+                }
+                w
+            })
+            .collect()
+    });
+    &tables[hmax.min(MAX_HORIZON)]
 }
 
 /// Every mix's point forecasts of every horizon (`out[set * 2 + cutoff]`, see [`MIXES`]) and
@@ -136,7 +145,7 @@ fn combine(
     let mut best = [[f64::INFINITY; MAX_HORIZON]; 2];
     for (set, (near, far_err)) in sets.iter().enumerate() {
         for k in 0..nm {
-            for (b, w) in best[set][..h].iter_mut().zip(&ws) {
+            for (b, w) in best[set][..h].iter_mut().zip(ws) {
                 *b = b.min(blend(near[k], far_err[k], *w));
             }
         }
