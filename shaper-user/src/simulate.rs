@@ -298,7 +298,7 @@ pub enum SimPolicy {
 impl SimPolicy {
     pub fn name(self) -> String {
         match self {
-            SimPolicy::Mode(m) => format!("{m:?}").to_lowercase(),
+            SimPolicy::Mode(m) => m.name().into(),
             SimPolicy::Oracle => "oracle".into(),
             SimPolicy::Htb => "htb".into(),
         }
@@ -544,9 +544,8 @@ impl Fluid {
     }
 
     /// The next cycle's allocation, its deposits credited (up to the pool's cap, spendable
-    /// until they expire); returns the bytes deposited per tenant.
-    /// Takes the next cycle's allocation: what each tenant had deposited, and how many fill
-    /// rates moved (by more than 0.1%).
+    /// until they expire); returns the bytes deposited per tenant and how many fill rates
+    /// moved (by more than 0.1%).
     fn allocate(&mut self, c: usize, alloc: Vec<allocate::Allocation>) -> (Vec<f64>, u64) {
         let changes = alloc
             .iter()

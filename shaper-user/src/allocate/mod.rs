@@ -21,6 +21,17 @@ pub enum PolicyMode {
     Predictive,
 }
 
+impl PolicyMode {
+    /// The mode as the config spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyMode::Static => "static",
+            PolicyMode::Reactive => "reactive",
+            PolicyMode::Predictive => "predictive",
+        }
+    }
+}
+
 /// The link and its pools, as the config gives them.
 #[derive(Clone, Copy, Debug)]
 pub struct LinkPools {

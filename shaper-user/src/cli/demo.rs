@@ -1,5 +1,5 @@
-//! `shaper demo --quick`: the main job on an embedded default, in 20 seconds. Builds a lab (two network namespaces
-//! joined by a veth pair), runs the shaper with the example config's three tenants on the
+//! `shaper demo --quick`: the main job on an embedded default, in 20 seconds. Builds a lab
+//! (two network namespaces joined by a veth pair), runs the shaper with the example config's three tenants on the
 //! receiving veth, offers each tenant UDP at three times its rate, prints what each offered,
 //! got and lost and which tokens paid (its own, borrowed up to its ceiling, the emergency
 //! reserve), tears everything down (also on Ctrl-C), and draws a report of the agent's history

@@ -26,7 +26,7 @@ use shaper::store::{Row, Store, unix_now};
 use shaper::units::Rate;
 
 const PAYLOAD: usize = 1400;
-/// Days of history before the replayed one: the forecasters warm-start from two seasons.
+/// Days of history written before the replayed one (the agent warm-starts from the last two).
 const WARM_DAYS: usize = 3;
 /// The demo's link: less than the tenants' peaks together, so what each is given matters.
 const CAPACITY_MBIT: u64 = 450;
@@ -61,7 +61,7 @@ pub async fn execute(args: &DemoArgs) -> Result<()> {
         }
         let mut cfg = base.clone();
         cfg.policy.mode = mode;
-        cfg.history.path = scratch.0.join(format!("{}.db", mode_name(mode)));
+        cfg.history.path = scratch.0.join(format!("{}.db", mode.name()));
         runs.push((mode, run_day(&cfg, &trace, day, &stop).await?));
     }
     ctrlc.abort();
@@ -74,7 +74,7 @@ pub async fn execute(args: &DemoArgs) -> Result<()> {
         .iter()
         .flat_map(|(mode, r)| {
             r.rows.iter().map(move |row| Row {
-                tenant: format!("{} ({})", row.tenant, mode_name(*mode)),
+                tenant: format!("{} ({})", row.tenant, mode.name()),
                 ..row.clone()
             })
         })
@@ -89,14 +89,6 @@ pub async fn execute(args: &DemoArgs) -> Result<()> {
         w.index.display()
     );
     Ok(())
-}
-
-fn mode_name(mode: PolicyMode) -> &'static str {
-    match mode {
-        PolicyMode::Static => "static",
-        PolicyMode::Predictive => "predictive",
-        _ => "other",
-    }
 }
 
 /// The example's tenants on a smaller link, with a season of one compressed day and no
@@ -157,7 +149,7 @@ async fn run_day(
     stop: &Arc<AtomicBool>,
 ) -> Result<Run> {
     let d = day as usize;
-    let name = mode_name(cfg.policy.mode);
+    let name = cfg.policy.mode.name();
     let lab = Lab::new(&["10.10.1", "10.10.2", "10.10.3"], &[]).context("building the lab")?;
     if let Some(dir) = cfg.history.path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -293,9 +285,7 @@ fn table(cfg: &Config, runs: &[(PolicyMode, Run)]) -> String {
     line(
         &mut s,
         "",
-        runs.iter()
-            .map(|(m, _)| mode_name(*m).to_string())
-            .collect(),
+        runs.iter().map(|(m, _)| m.name().to_string()).collect(),
     );
     for (i, t) in cfg.tenants.iter().enumerate() {
         line(

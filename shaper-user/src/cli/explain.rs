@@ -9,7 +9,7 @@ use crate::cli::ExplainArgs;
 use crate::cli::stats::agent_socket;
 use shaper::allocate::Decision;
 use shaper::api::TenantView;
-use shaper::config::{Link, Policy, PolicyMode, Tenant, Tier};
+use shaper::config::{Link, Policy, Tenant, Tier};
 use shaper::units::human_bits;
 
 /// The agent's answer.
@@ -101,7 +101,7 @@ fn render(a: &Answer) -> String {
     let _ = writeln!(
         out,
         "  policy: {} (overcommit {}, drop precedence {}), link {}",
-        mode_name(a.policy.mode),
+        a.policy.mode.name(),
         on(a.policy.overcommit),
         on(a.policy.drop_precedence),
         human_bits(a.link.capacity.bits_per_sec() as f64)
@@ -211,14 +211,6 @@ fn render(a: &Answer) -> String {
 
 fn on(b: bool) -> &'static str {
     if b { "on" } else { "off" }
-}
-
-fn mode_name(m: PolicyMode) -> &'static str {
-    match m {
-        PolicyMode::Static => "static",
-        PolicyMode::Reactive => "reactive",
-        PolicyMode::Predictive => "predictive",
-    }
 }
 
 /// The allocator's decision in words.
