@@ -36,7 +36,7 @@ pub const UNMATCHED_PASS: u32 = 0;
 pub const UNMATCHED_DROP: u32 = 1;
 
 /// [`GlobalConfig::unparsed`]: frames the parser cannot charge to a tenant (malformed, non-IP
-/// but ARP, a third VLAN tag, PPPoE, MPLS) pass, as a router whose stack discards them
+/// but ARP, a third VLAN tag, PPPoE control traffic, MPLS) pass, as a router whose stack discards them
 /// wants; dropped, for a bridge that would forward them unshaped; or policed together at
 /// [`GlobalConfig::unparsed_cost_fp`].
 pub const UNPARSED_PASS: u8 = 0;
@@ -405,7 +405,7 @@ const _: () = assert!(size_of::<FlowStats>() == 40);
 /// Classes of packets counted for the whole interface: index into `GLOBAL_COUNTERS`.
 pub const CLASS_IPV4: u32 = 0;
 pub const CLASS_IPV6: u32 = 1;
-/// ARP, LLDP, more than two VLAN tags, PPPoE, MPLS, any other ethertype.
+/// ARP, LLDP, more than two VLAN tags, PPPoE control traffic, MPLS, any other ethertype.
 pub const CLASS_NON_IP: u32 = 2;
 /// Cut short or inconsistent headers.
 pub const CLASS_MALFORMED: u32 = 3;

@@ -349,9 +349,8 @@ impl Datapath {
             })
             .transpose()?;
         let tries: &[(XdpMode, &'static str)] = match mode {
-            // No silent fall back to generic mode: see `DatapathError::NoNativeXdp`.
-            AttachMode::Auto => &[(XdpMode::Driver, "native")],
-            AttachMode::Native => &[(XdpMode::Driver, "native")],
+            // No silent fall back to generic mode for `auto`: see `DatapathError::NoNativeXdp`.
+            AttachMode::Auto | AttachMode::Native => &[(XdpMode::Driver, "native")],
             AttachMode::Skb => &[(XdpMode::Skb, "skb")],
         };
         // A pinned link left by a previous agent: swap our program into it, atomically; the
