@@ -130,6 +130,9 @@ pub fn profiles(cfg: &Config) -> Vec<Profile> {
                     .exchange_rates
                     .as_ref()
                     .map_or([1.0; 3], |m| [m.gold, m.silver, m.bronze]),
+                borrows: tier.is_some_and(|t| t.borrow)
+                    && t.ceil.is_some_and(|c| c > t.rate)
+                    && cfg.pools.opportunistic > 0.0,
             }
         })
         .collect()
@@ -214,14 +217,22 @@ impl Planner {
                         (out, info): (&mut [Demand], &mut [ForecastInfo])| {
             for (((f, o), d), i) in fs.iter_mut().zip(obs).zip(out).zip(info) {
                 f.update(ts, o.offered);
-                let next = f.forecast(1);
-                let (peak_in, peak) = f.peak();
                 let a = f.accuracy();
+                let trusted = a.samples < TRUST_AFTER || a.mase.is_none_or(|m| m < 1.0);
+                // Forecasts worse than the seasonal naive give way to the naive's: it predicted
+                // better (a recurring burst a level model misses at its onset). Their accuracy
+                // is still tracked on their own forecasts, so trust returns when they recover.
+                let (next, peak_in, peak) = if trusted {
+                    let (peak_in, peak) = f.peak();
+                    (f.forecast(1), peak_in, peak)
+                } else {
+                    f.naive_outlook()
+                };
                 *d = Demand {
                     next,
                     peak,
                     peak_in,
-                    trusted: a.samples < TRUST_AFTER || a.mase.is_none_or(|m| m < 1.0),
+                    trusted,
                 };
                 *i = ForecastInfo {
                     model: f.model(),

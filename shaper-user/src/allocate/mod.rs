@@ -53,6 +53,9 @@ pub struct Profile {
     pub mix: [f64; 3],
     /// What a bit/s of each type is worth (`token_types.exchange_rates`, default 1).
     pub worth: [f64; 3],
+    /// The datapath lends it idle link capacity up to its ceiling, packet by packet (its tier
+    /// borrows, its ceiling is above its rate and the link's opportunistic pool is on).
+    pub borrows: bool,
 }
 
 /// What the datapath measured of one tenant over the last cycle.
@@ -78,8 +81,9 @@ pub struct Demand {
     pub peak: Prediction,
     pub peak_in: usize,
     /// The forecasts have not been shown worse than the seasonal naive (rolling MASE below 1,
-    /// or too few samples to tell). An untrusted tenant is allocated reactively, never below
-    /// its base rate, until they recover: prediction acts where it predicts.
+    /// or too few samples to tell). An untrusted tenant's demand is the seasonal naive's
+    /// forecast (the better of the two), and it is allocated never below its base rate, with
+    /// the reactive safety net, until its own forecasts recover.
     pub trusted: bool,
 }
 
@@ -185,7 +189,7 @@ pub enum Decision {
     /// Reactive mode: towards last cycle's use.
     Reactive,
     /// Predictive mode, but its forecasts are worse than the seasonal naive (rolling MASE >= 1):
-    /// allocated reactively, never below its base rate, until they recover.
+    /// allocated from the naive's forecast, never below its base rate, until they recover.
     Untrusted,
     /// Its forecast is above its rate: raised toward it; `granted` is the share of what it
     /// asked beyond its rate (fill and pre-allocation) that the guaranteed pool could give,
@@ -295,6 +299,11 @@ pub fn allocate(inp: &Inputs, state: &mut [Tuning]) -> (Vec<Allocation>, Vec<Cha
         follow_type_share(st, obs);
         match p.mode {
             PolicyMode::Static => {}
+            // Borrowing carries this tenant's excess while the link has room, and yields
+            // before any tier's contract when it has not: a reservation on top would only
+            // outrank lower tiers' in-profile traffic on a short link, and take from the
+            // lent pool what tenants that cannot borrow need.
+            _ if p.drop_precedence && prof.borrows => {}
             PolicyMode::Reactive => asks[i] = reactive_ask(p, prof, obs, st),
             PolicyMode::Predictive if st.overridden.is_none() => {
                 asks[i] = if inp.demand[i].trusted {
@@ -302,7 +311,7 @@ pub fn allocate(inp: &Inputs, state: &mut [Tuning]) -> (Vec<Allocation>, Vec<Cha
                 } else {
                     Ask {
                         floor: prof.rate,
-                        ..reactive_ask(p, prof, obs, st)
+                        ..predictive_ask(inp, i, st)
                     }
                 };
             }
@@ -310,7 +319,7 @@ pub fn allocate(inp: &Inputs, state: &mut [Tuning]) -> (Vec<Allocation>, Vec<Cha
         }
     }
     let floor: Vec<f64> = asks.iter().map(|a| a.floor).collect();
-    let want: Vec<(f64, f64)> = asks.iter().map(|a| a.want).collect();
+    let want: Vec<(f64, f64, f64)> = asks.iter().map(|a| (a.want.0, a.want.1, a.more)).collect();
     let (floor, grants) = fit(inp, &floor, &want);
     let out = (0..n)
         .map(|i| granted(inp, i, &asks[i], floor[i], grants[i], &mut state[i]))
@@ -325,6 +334,9 @@ struct Ask {
     floor: f64,
     /// Beyond its base rate: fill extra and pre-allocated rate.
     want: (f64, f64),
+    /// Fill extra up to the forecast's upper bound (within the ceiling), undamped: what it
+    /// gets on top of `want` from what the pool has left once every tenant's `want` is met.
+    more: f64,
     /// A deposit ahead of a predicted burst.
     deposit: Option<Deposit>,
 }
@@ -334,6 +346,7 @@ impl Ask {
         Ask {
             floor: rate,
             want: (0.0, 0.0),
+            more: 0.0,
             deposit: None,
         }
     }
@@ -395,6 +408,7 @@ fn reactive_ask(p: &PolicyParams, prof: &Profile, obs: &Observed, st: &Tuning) -
     Ask {
         floor: fill.min(prof.rate),
         want: ((fill - prof.rate).max(0.0), 0.0),
+        more: 0.0,
         deposit: None,
     }
 }
@@ -417,6 +431,15 @@ fn predictive_ask(inp: &Inputs, i: usize, st: &mut Tuning) -> Ask {
         0.0
     };
     let fill = prof.rate + (st.multiplier * s).min(1.0) * headroom;
+    // The reactive safety net: traffic lost above the fill last cycle raises it at least as
+    // far as the reactive policy would (a burst nobody predicted, or one the forecast is
+    // still catching up with), whatever the forecast says.
+    let obs = &inp.observed[i];
+    let fill = if obs.dropped > 0.0 && obs.offered > st.fill {
+        fill.max(prof.rate + reactive_ask(p, prof, obs, st).want.0)
+    } else {
+        fill
+    };
     // The upper bound beyond the fill, discounted by how sure the forecast is
     // (a wide interval: mean far below its upper bound) and the tier's risk.
     let hi = dem.next.hi * (1.0 + st.margin);
@@ -432,6 +455,11 @@ fn predictive_ask(inp: &Inputs, i: usize, st: &mut Tuning) -> Ask {
     Ask {
         floor,
         want: (fill - prof.rate, pre),
+        // The multiplier and the tier's risk damp a reservation that takes from others; one
+        // that takes from nobody (the pool has room after every damped ask) may cover the
+        // forecast's upper bound: unused, it costs nothing, the link's idle capacity stays
+        // open to borrowers, and a wrong forecast is the datapath's to arbitrate.
+        more: (hi.min(prof.ceil) - fill - pre).max(0.0),
         deposit: burst_deposit(inp, i, fill, st),
     }
 }
@@ -650,9 +678,10 @@ fn link_predicted_short(inp: &Inputs) -> bool {
 /// ([`link_predicted_short`]) or when the datapath's drop precedence takes the shortfall from
 /// the lower tiers at packet level, only where and while it happens: cutting their fills ahead
 /// left what the top did not use idle while they dropped (1.8x static's in-profile loss on a
-/// link short at peak, in the simulator). Returns the floors and (fill extra, pre rate) per
-/// tenant.
-fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64)]) -> (Vec<f64>, Vec<(f64, f64)>) {
+/// link short at peak, in the simulator). `want` is each tenant's (fill extra, pre rate,
+/// undamped fill extra beyond both): the third is served only from what is left once every
+/// tenant has the first two. Returns the floors and (fill extra, pre rate) per tenant.
+fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64, f64)]) -> (Vec<f64>, Vec<(f64, f64)>) {
     let mut pool = inp.link.capacity * inp.link.guaranteed;
     let rates: Vec<f64>;
     let floor = if !inp.policy.overcommit {
@@ -684,6 +713,7 @@ fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64)]) -> (Vec<f64>, Vec<(f64,
     // Overcommit cuts below base rates only as far as the pool needs: what is left restores
     // base rates first (the contract), higher tiers first.
     let mut floor = floor;
+    let lent = lendable(inp, &floor);
     if inp.policy.overcommit {
         let short: Vec<f64> = inp
             .profiles
@@ -697,18 +727,50 @@ fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64)]) -> (Vec<f64>, Vec<(f64,
         }
         left = (left - back.iter().sum::<f64>()).max(0.0);
     }
+    let budget = left.max(lent);
     let asked: Vec<f64> = want.iter().map(|w| w.0 + w.1).collect();
-    let given = by_tier(inp, &asked, left);
+    let given = by_tier(inp, &asked, budget);
+    let more: Vec<f64> = want.iter().map(|w| w.2).collect();
+    let more = by_tier(inp, &more, budget - given.iter().sum::<f64>());
     let grant = want
         .iter()
         .zip(asked.iter().zip(&given))
-        .map(|(w, (a, g))| {
-            // Split the grant between fill and pre in the proportion asked.
+        .zip(&more)
+        .map(|((w, (a, g)), m)| {
+            // Split the grant between fill and pre in the proportion asked; the undamped
+            // part is fill (own tokens, which yield on a short link; pre-allocated ones do not).
             let f = if *a > 0.0 { w.0 / a } else { 0.0 };
-            (g * f, g * (1.0 - f))
+            (g * f + m, g * (1.0 - f))
         })
         .collect();
     (floor, grant)
+}
+
+/// What the guaranteed pool can lend to extras beyond what the floors are predicted to use:
+/// base rates oversubscribe the pool on any overbooked link (the example's eight tenants of
+/// 120 Mbit/s on 800 Mbit/s of it), so extras backed only by unclaimed rates were never
+/// granted, and prediction changed nothing. A base rate predicted idle backs another tenant's
+/// predicted extra instead (statistical multiplexing, as the link does anyway): the pool less
+/// the floors' predicted use, the total's upper bound taken as the means plus the root of the
+/// summed squared spreads, as in [`link_predicted_short`]. Only with drop precedence: when a
+/// forecast is wrong and the link runs short, the datapath takes the shortfall from the lower
+/// tiers at packet level, so a lent rate never costs a higher tier its contract. Reactive and
+/// untrusted tenants count at last cycle's use, their only measure.
+fn lendable(inp: &Inputs, floor: &[f64]) -> f64 {
+    if !inp.policy.drop_precedence || inp.policy.mode == PolicyMode::Static {
+        return 0.0;
+    }
+    let (mut mean, mut spread) = (0.0, 0.0);
+    for ((d, o), f) in inp.demand.iter().zip(inp.observed).zip(floor) {
+        if inp.policy.mode == PolicyMode::Reactive || !d.trusted {
+            mean += o.offered.min(*f);
+            continue;
+        }
+        let (m, hi) = (d.next.mean.clamp(0.0, *f), d.next.hi.clamp(0.0, *f));
+        mean += m;
+        spread += (hi - m).max(0.0).powi(2);
+    }
+    (inp.link.capacity * inp.link.guaranteed - mean - spread.sqrt()).max(0.0)
 }
 
 /// Shares of `budget` for what each tenant `asked`: whole tiers while they fit, highest

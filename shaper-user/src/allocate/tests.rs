@@ -26,6 +26,7 @@ fn profile(rate: f64, ceil: f64, priority: u8) -> Profile {
         risk: 0.8,
         mix: [0.2, 0.5, 0.3],
         worth: [1.0; 3],
+        borrows: false,
     }
 }
 
@@ -71,20 +72,21 @@ impl Case {
             .collect()
     }
 
+    fn inputs(&self, cycle: u64) -> Inputs<'_> {
+        Inputs {
+            policy: &self.policy,
+            link: self.link,
+            profiles: &self.profiles,
+            observed: &self.observed,
+            demand: &self.demand,
+            host: self.host,
+            interval_s: 1.0,
+            cycle,
+        }
+    }
+
     fn run(&self, state: &mut [Tuning], cycle: u64) -> (Vec<Allocation>, Vec<Change>) {
-        allocate(
-            &Inputs {
-                policy: &self.policy,
-                link: self.link,
-                profiles: &self.profiles,
-                observed: &self.observed,
-                demand: &self.demand,
-                host: self.host,
-                interval_s: 1.0,
-                cycle,
-            },
-            state,
-        )
+        allocate(&self.inputs(cycle), state)
     }
 }
 
@@ -101,31 +103,40 @@ fn static_mode_is_the_config() {
     assert!(ev.is_empty());
 }
 
-/// Predicted demand between rate and ceil raises the fill by the multiplier times the
-/// forecast's share of the headroom; a wider interval around the same mean gives a smaller
-/// pre-allocation.
+/// Predicted demand between rate and ceil asks a fill raised by the multiplier times the
+/// forecast's share of the headroom; a wider interval around the same mean asks a smaller
+/// pre-allocation per byte of doubt. Those are the damped asks, served first; a pool with room
+/// left after them covers the rest of the upper bound (within the ceiling) as fill.
 #[test]
 fn fill_follows_the_forecast_and_a_wide_interval_pre_allocates_less() {
-    let narrow = Case::new(
-        PolicyMode::Predictive,
-        vec![profile(10.0 * MB, 20.0 * MB, 2)],
-        vec![demand(15.0 * MB, 14.0 * MB, 16.0 * MB)],
-    );
-    let (a, _) = narrow.run(&mut narrow.state(), 0);
+    let ask = |lo: f64, hi: f64| {
+        let c = Case::new(
+            PolicyMode::Predictive,
+            vec![profile(10.0 * MB, 20.0 * MB, 2)],
+            vec![demand(15.0 * MB, lo * MB, hi * MB)],
+        );
+        let inp = c.inputs(0);
+        let mut st = c.state();
+        let a = predictive_ask(&inp, 0, &mut st[0]);
+        let (alloc, _) = c.run(&mut c.state(), 0);
+        (a, alloc[0].clone())
+    };
+    let (narrow, a) = ask(14.0, 16.0);
     // s = (15 - 10) / 10 = 0.5; fill = 10 + 0.5 x 0.5 x 10.
-    assert!((a[0].fill - 12.5 * MB).abs() < 1.0, "{}", a[0].fill);
-    let wide = Case::new(
-        PolicyMode::Predictive,
-        vec![profile(10.0 * MB, 20.0 * MB, 2)],
-        vec![demand(15.0 * MB, 5.0 * MB, 40.0 * MB)],
-    );
-    let (b, _) = wide.run(&mut wide.state(), 0);
-    assert_eq!(b[0].fill, a[0].fill, "same mean, same fill");
-    assert!(a[0].pre_rate > 0.0);
+    assert!((narrow.want.0 - 2.5 * MB).abs() < 1.0, "{:?}", narrow.want);
+    let (wide, b) = ask(5.0, 40.0);
+    assert_eq!(wide.want.0, narrow.want.0, "same mean, same fill");
+    assert!(narrow.want.1 > 0.0);
     // Narrow: 0.8 x (15/17.6) x (17.6 - 12.5) = 3.48 MB/s; wide: 0.8 x (15/44) x 31.5 = 8.6.
-    // The upper bound is far higher, but so is the doubt: per byte of gap, less is granted.
-    let per_gap = |a: &Allocation, hi: f64| a.pre_rate / (hi * 1.1 - a.fill);
-    assert!(per_gap(&b[0], 40.0 * MB) < per_gap(&a[0], 16.0 * MB) / 2.0);
+    // The upper bound is far higher, but so is the doubt: per byte of gap, less is asked.
+    let per_gap = |w: (f64, f64), hi: f64| w.1 / (hi * 1.1 - (10.0 * MB + w.0));
+    assert!(per_gap(wide.want, 40.0 * MB) < per_gap(narrow.want, 16.0 * MB) / 2.0);
+    // The pool (100 MB/s, one tenant) has room: fill and pre reach the upper bound (with the
+    // margin), within the ceiling; the pre-allocated part is the damped one.
+    assert!((a.fill + a.pre_rate - 16.0 * 1.1 * MB).abs() < 1.0, "{a:?}");
+    assert!((b.fill + b.pre_rate - 20.0 * MB).abs() < 1.0, "{b:?}");
+    assert!((a.pre_rate - narrow.want.1).abs() < 1.0, "{a:?} {narrow:?}");
+    assert!((b.pre_rate - wide.want.1).abs() < 1.0, "{b:?} {wide:?}");
 }
 
 #[test]
@@ -376,7 +387,7 @@ prop_compose! {
     fn tenant()(rate in 0.1f64..20.0, extra in 0.0f64..30.0, prio in 0u8..4, risk in 0.0f64..1.0,
                 mean in 0.0f64..60.0, spread in 0.0f64..30.0, offered in 0.0f64..60.0,
                 drop in 0.0f64..1.0) -> (Profile, Demand, Observed) {
-        let p = Profile { rate: rate * MB, ceil: (rate + extra) * MB, burst: 64_000.0, priority: prio, risk, mix: [0.2, 0.5, 0.3], worth: [1.0; 3] };
+        let p = Profile { rate: rate * MB, ceil: (rate + extra) * MB, burst: 64_000.0, priority: prio, risk, mix: [0.2, 0.5, 0.3], worth: [1.0; 3], borrows: false };
         let d = demand(mean * MB, (mean - spread).max(0.0) * MB, (mean + spread) * MB);
         let o = Observed { offered: offered * MB, dropped: offered * drop * MB, ..Observed::default() };
         (p, d, o)

@@ -888,6 +888,38 @@ impl Forecaster {
         (best.0, self.predict(best.0))
     }
 
+    /// The seasonal naive's outlook: its next forecast and the horizon's peak (how many steps
+    /// ahead), each with the width of this forecaster's own interval there. For a tenant whose
+    /// forecasts are worse than the naive's (rolling MASE >= 1): the naive is then the better
+    /// forecast of the two, and the width of the worse one is a safe bound for it.
+    pub fn naive_outlook(&self) -> (Prediction, usize, Prediction) {
+        let naive = self.naive();
+        let at = |h: usize| {
+            let v = naive.forecast(h);
+            if v.is_finite() {
+                v.clamp(0.0, MAX_VALUE)
+            } else {
+                0.0
+            }
+        };
+        let around = |h: usize, v: f64| {
+            let own = self.predict(h);
+            Prediction {
+                mean: v,
+                lo: (v - (own.mean - own.lo)).max(0.0),
+                hi: v + (own.hi - own.mean),
+            }
+        };
+        let mut peak = (1, at(1));
+        for h in 2..=self.settings.horizon {
+            let v = at(h);
+            if v > peak.1 {
+                peak = (h, v);
+            }
+        }
+        (around(1, at(1)), peak.0, around(peak.0, peak.1))
+    }
+
     /// The point forecast `h` steps ahead, finite and within 0..=MAX_VALUE.
     fn point(&self, h: usize) -> f64 {
         let h_max = self.settings.horizon;
