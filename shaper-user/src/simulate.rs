@@ -15,7 +15,7 @@
 //! with the same rates, ceilings and priorities (each tenant's rate assured, the link's idle
 //! capacity lent by priority, in proportion to rate within one, up to the ceiling).
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::allocate::{self, Demand, Host, Observed};
 use crate::config::{Config, PolicyMode};
@@ -133,7 +133,8 @@ impl Trace {
 }
 
 /// Kinds of synthetic traces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TraceKind {
     /// Daily cycles peaking at 1.2x the rate, each tenant at its own hour.
     Diurnal,
@@ -144,6 +145,12 @@ pub enum TraceKind {
     Flash,
     /// Pareto ON/OFF: unpredictable by construction.
     Onoff,
+    /// Weekdays as `diurnal`; Saturdays and Sundays at half the level, peaking six hours
+    /// later (the trace starts on a Tuesday).
+    Weekly,
+    /// `diurnal`, until every other tenant changes pattern halfway through the trace: its
+    /// peak eight hours later and 30% higher (a customer that moved time zone, or grew).
+    Shift,
 }
 
 const DAY: f64 = 86_400.0;
@@ -175,6 +182,22 @@ pub fn generate(kind: TraceKind, cfg: &Config, days: f64, seed: u64) -> Trace {
             let hour = (ts % DAY) / 3600.0;
             let v = match kind {
                 TraceKind::Diurnal => r * (0.3 + 0.9 * diurnal(ts)),
+                TraceKind::Weekly => {
+                    // 2026-12-01 is a Tuesday: day 4 of the trace is Saturday.
+                    let weekday = ((ts / DAY) as usize + 1) % 7;
+                    if weekday >= 5 {
+                        0.5 * r * (0.3 + 0.9 * diurnal(ts - 6.0 * 3600.0))
+                    } else {
+                        r * (0.3 + 0.9 * diurnal(ts))
+                    }
+                }
+                TraceKind::Shift => {
+                    if i % 2 == 1 && c >= cycles / 2 {
+                        1.3 * r * (0.3 + 0.9 * diurnal(ts - 8.0 * 3600.0))
+                    } else {
+                        r * (0.3 + 0.9 * diurnal(ts))
+                    }
+                }
                 TraceKind::Batch => {
                     let job_start = 1.0 + (i % 5) as f64;
                     let base = r * (0.1 + 0.2 * diurnal(ts));
@@ -379,7 +402,8 @@ impl Fluid {
         let cap = cfg.link.capacity.bits_per_sec() as f64 / 8.0;
         let link_pool = cap * (cfg.pools.guaranteed + cfg.pools.opportunistic);
         Fluid {
-            borrow: tier_has(|t| t.borrow),
+            // As the datapath: no borrowing at all without an opportunistic pool.
+            borrow: profiles.iter().map(|p| p.borrows).collect(),
             emergency: tier_has(|t| t.emergency),
             alloc: profiles
                 .iter()

@@ -28,18 +28,18 @@ struct Cli {
 enum Cmd {
     #[command(subcommand)]
     Bench(Bench),
-    /// Every policy (static, HTB, reactive, predictive, oracle) on every scenario in the
-    /// simulator, as a markdown table.
+    /// Every policy (static, HTB, reactive, predictive, oracle) on every scenario of the suite
+    /// in the simulator: a markdown table of measures, one of the prediction criteria, a chart.
     Scenarios {
-        #[arg(long, default_value = "examples/overbooked.json")]
-        config: std::path::PathBuf,
-        /// Link capacities, Mbit/s.
-        #[arg(long, value_delimiter = ',', default_values_t = [1000u64, 800, 650])]
-        capacities: Vec<u64>,
-        #[arg(long, default_value_t = 3.0)]
-        days: f64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        /// The suite: one JSON file per scenario.
+        #[arg(long, default_value = "bench/scenarios")]
+        dir: std::path::PathBuf,
+        /// Only the scenarios whose file name contains this.
+        #[arg(long)]
+        only: Option<String>,
+        /// Write the chart (PNG) here.
+        #[arg(long)]
+        chart: Option<std::path::PathBuf>,
     },
     /// Replay a trace through the real datapath (netns lab, `shaper run`) under each policy,
     /// one trace cycle per second, and score the agent's history like `shaper simulate`.
@@ -148,12 +148,9 @@ enum Bench {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Scenarios {
-            config,
-            capacities,
-            days,
-            seed,
-        } => scenarios::run(&config, &capacities, days, seed),
+        Cmd::Scenarios { dir, only, chart } => {
+            scenarios::run(&dir, only.as_deref(), chart.as_deref())
+        }
         Cmd::Bench(Bench::Agent { tenants, secs }) => agent_bench::bench(&tenants, secs),
         Cmd::Bench(Bench::Datapath {
             repeat,

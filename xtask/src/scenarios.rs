@@ -1,13 +1,17 @@
 //! `cargo xtask scenarios`: every policy (static, HTB, reactive, predictive, and the oracle
-//! that knows the demand to come) on every scenario (a seeded trace kind on the example
-//! overbooked config, at several link capacities from roomy to short at peak), in the
-//! simulator, as one markdown table. Deterministic: the same build gives the same table.
-use std::path::Path;
+//! that knows the demand to come) on every scenario of the suite in `bench/scenarios/` (a
+//! seeded trace on a config, at several link capacities from roomy to short at peak), in the
+//! simulator: one markdown table of measures, one of the prediction issue's criteria per
+//! scenario and capacity, and a chart. Deterministic: the same build gives the same output.
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
+use serde::Deserialize;
 use shaper::config::{Config, PolicyMode};
-use shaper::simulate::{SimPolicy, SimResult, TraceKind, generate, harm, simulate};
+use shaper::simulate::{SimPolicy, SimResult, Trace, TraceKind, generate, harm, simulate};
 use shaper::units::Rate;
+
+use crate::plot;
 
 /// Each policy, and whether the datapath's drop precedence is on under it. The baseline
 /// (first) is static without precedence: a per-tenant policer at the configured rates, what
@@ -22,23 +26,108 @@ const POLICIES: [(SimPolicy, bool); 6] = [
     (SimPolicy::Oracle, true),
 ];
 
-pub fn run(config: &Path, capacities: &[u64], days: f64, seed: u64) -> Result<()> {
-    let base = Config::load(config).with_context(|| format!("loading {}", config.display()))?;
+/// One scenario file of the suite.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Scenario {
+    description: String,
+    /// The config, relative to the scenario file.
+    config: PathBuf,
+    /// A JSON merge patch (RFC 7386) over the config: objects merge, anything else replaces.
+    #[serde(default)]
+    patch: Option<serde_json::Value>,
+    trace: TraceSpec,
+    capacities_mbit: Vec<u64>,
+    /// Recurring bursts: the pre-allocation criteria apply.
+    #[serde(default)]
+    bursts: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TraceSpec {
+    kind: TraceKind,
+    days: f64,
+    seed: u64,
+}
+
+/// RFC 7386: `patch` merged into `target`; `null` removes a key.
+fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (target, patch) {
+        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+fn load(path: &Path) -> Result<(String, Scenario, Config)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let sc: Scenario =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let cfg_path = path.parent().unwrap_or(Path::new(".")).join(&sc.config);
+    let cfg_text = std::fs::read_to_string(&cfg_path)
+        .with_context(|| format!("reading {}", cfg_path.display()))?;
+    let mut value: serde_json::Value = serde_json::from_str(&cfg_text)
+        .with_context(|| format!("parsing {}", cfg_path.display()))?;
+    if let Some(p) = &sc.patch {
+        merge(&mut value, p);
+    }
+    let cfg = Config::parse(&value.to_string())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let name = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    Ok((name, sc, cfg))
+}
+
+/// One scenario at one capacity: every policy's result, in [`POLICIES`] order.
+struct Case {
+    name: String,
+    mbit: u64,
+    bursts: bool,
+    /// The top tiers' in-profile demand fits the link in every cycle.
+    top_fits: bool,
+    runs: Vec<SimResult>,
+}
+
+pub fn run(dir: &Path, only: Option<&str>, chart: Option<&Path>) -> Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| {
+            only.is_none_or(|o| {
+                p.file_stem()
+                    .is_some_and(|s| s.to_string_lossy().contains(o))
+            })
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no scenario (*.json) in {}", dir.display());
+    }
     println!(
-        "| link | trace | policy | in-profile dropped (MB) | gold/platinum violations | utilization | dropped while the link had room (MB) | rate changes per tenant-hour | pre used / deposited (MB) | burst-onset dropped (MB) | vs static |"
+        "| scenario | link | policy | in-profile dropped (MB) | gold/platinum violations | utilization | dropped while the link had room (MB) | rate changes per tenant-hour | pre used / deposited (MB) | burst-onset dropped (MB) | vs static |"
     );
     println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
-    for &mbit in capacities {
-        let mut cfg = base.clone();
-        cfg.link.capacity = Rate(mbit * 1_000_000);
-        for kind in [
-            TraceKind::Diurnal,
-            TraceKind::Batch,
-            TraceKind::Flash,
-            TraceKind::Onoff,
-        ] {
-            let trace = generate(kind, &cfg, days, seed);
-            let mut stat: Option<SimResult> = None;
+    let mut cases = Vec::new();
+    let mut described = Vec::new();
+    for path in &files {
+        let (name, sc, base) = load(path)?;
+        described.push((name.clone(), sc.description.clone()));
+        for &mbit in &sc.capacities_mbit {
+            let mut cfg = base.clone();
+            cfg.link.capacity = Rate(mbit * 1_000_000);
+            let trace = generate(sc.trace.kind, &cfg, sc.trace.days, sc.trace.seed);
+            let mut runs: Vec<SimResult> = Vec::new();
             for (policy, precedence) in POLICIES {
                 let mut cfg = cfg.clone();
                 cfg.policy.drop_precedence = precedence;
@@ -46,9 +135,9 @@ pub fn run(config: &Path, capacities: &[u64], days: f64, seed: u64) -> Result<()
                 if precedence && policy == SimPolicy::Mode(PolicyMode::Static) {
                     r.policy.push_str("+dp");
                 }
-                let verdict = stat.as_ref().map_or(String::new(), |s| no_harm(&r, s));
+                let verdict = runs.first().map_or(String::new(), |s| no_harm(&r, s));
                 println!(
-                    "| {mbit} Mbit/s | {kind:?} | {} | {:.0} | {} | {:.1}% | {:.0} | {:.1} | {:.0} / {:.0} | {:.0} of {:.0} | {verdict} |",
+                    "| {name} | {mbit} Mbit/s | {} | {:.0} | {} | {:.1}% | {:.0} | {:.1} | {:.0} / {:.0} | {:.0} of {:.0} | {verdict} |",
                     r.policy,
                     r.in_profile_dropped_bytes / 1e6,
                     r.violations,
@@ -60,13 +149,53 @@ pub fn run(config: &Path, capacities: &[u64], days: f64, seed: u64) -> Result<()
                     r.onset_dropped_bytes / 1e6,
                     r.onset_bytes / 1e6,
                 );
-                if stat.is_none() {
-                    stat = Some(r);
-                }
+                runs.push(r);
             }
+            cases.push(Case {
+                name: name.clone(),
+                mbit,
+                bursts: sc.bursts,
+                top_fits: top_fits(&trace, &cfg),
+                runs,
+            });
         }
     }
+    println!();
+    for (name, d) in &described {
+        println!("- `{name}`: {d}");
+    }
+    println!();
+    criteria(&cases);
+    if let Some(path) = chart {
+        draw(path, &cases)?;
+        println!("\nchart: {}", path.display());
+    }
     Ok(())
+}
+
+/// Whether the gold and platinum tenants' in-profile demand (what they offer up to their
+/// rates) fits the link in every cycle of `trace`: where it does, the top must be protected.
+fn top_fits(trace: &Trace, cfg: &Config) -> bool {
+    let cap = cfg.link.capacity.bits_per_sec() as f64 / 8.0;
+    let top: Vec<(usize, f64)> = cfg
+        .tenants
+        .iter()
+        .filter(|t| {
+            cfg.tiers
+                .get(&t.tier)
+                .is_some_and(|tier| tier.priority >= 2)
+        })
+        .filter_map(|t| {
+            let k = trace.tenants.iter().position(|n| *n == t.name)?;
+            Some((k, t.rate.bits_per_sec() as f64 / 8.0))
+        })
+        .collect();
+    (0..trace.cycles()).all(|c| {
+        top.iter()
+            .map(|&(k, rate)| trace.offered[k][c].min(rate))
+            .sum::<f64>()
+            <= cap
+    })
 }
 
 /// "no harm", or what was worse than static.
@@ -77,4 +206,142 @@ fn no_harm(r: &SimResult, s: &SimResult) -> String {
     } else {
         bad.join(", ")
     }
+}
+
+/// The measures the oracle's gain is captured on: name, value, lower is better.
+fn measures(r: &SimResult) -> [(&'static str, f64, bool); 5] {
+    [
+        ("in-profile loss", r.in_profile_dropped_bytes, true),
+        ("violations", r.violations as f64, true),
+        ("utilization", r.link_utilization, false),
+        ("onset loss", r.onset_dropped_bytes, true),
+        ("idle-link loss", r.dropped_while_idle_bytes, true),
+    ]
+}
+
+/// The prediction issue's criteria for predictive on each case, one row each, and a count.
+fn criteria(cases: &[Case]) {
+    println!(
+        "| # | scenario | link | do no harm | top protected | pre-allocation | oracle's gain captured |"
+    );
+    println!("| ---: | --- | --- | --- | --- | --- | --- |");
+    let (mut held, mut total) = (0, 0);
+    for (n, c) in cases.iter().enumerate() {
+        let [stat, _, _, reactive, pred, oracle] = &c.runs[..] else {
+            continue;
+        };
+        let mut ok = true;
+        let harm_v = harm(pred, stat);
+        ok &= harm_v.is_empty();
+        let harm_s = if harm_v.is_empty() {
+            "yes".to_string()
+        } else {
+            format!("**no**: {}", harm_v.join(", "))
+        };
+        let top = if !c.top_fits {
+            "n/a (the link cannot hold their contract)".to_string()
+        } else if pred.violations as f64 <= 0.1 * stat.violations as f64 {
+            format!("yes ({} vs static's {})", pred.violations, stat.violations)
+        } else {
+            ok = false;
+            format!(
+                "**no** ({} vs static's {})",
+                pred.violations, stat.violations
+            )
+        };
+        let pre = if !c.bursts {
+            "n/a".to_string()
+        } else {
+            let used = if pred.pre_deposited_bytes > 0.0 {
+                let share =
+                    pred.pre_used_bytes.min(pred.pre_deposited_bytes) / pred.pre_deposited_bytes;
+                ok &= share >= 0.7;
+                format!("{:.0}% of deposits used", share * 100.0)
+            } else {
+                "no deposits".to_string()
+            };
+            let onset = if reactive.onset_dropped_bytes > 1e6 {
+                let ratio = pred.onset_dropped_bytes / reactive.onset_dropped_bytes;
+                ok &= ratio <= 0.5;
+                format!(
+                    "onset loss {:.0}% below reactive's{}",
+                    (1.0 - ratio) * 100.0,
+                    if ratio <= 0.5 { "" } else { " (**< 50%**)" }
+                )
+            } else {
+                "reactive loses no onset".to_string()
+            };
+            format!("{used}; {onset}")
+        };
+        let mut captured = Vec::new();
+        for ((name, s, lower), ((_, o, _), (_, p, _))) in measures(stat)
+            .into_iter()
+            .zip(measures(oracle).into_iter().zip(measures(pred)))
+        {
+            let gain = if lower { s - o } else { o - s };
+            // The oracle beats static by at least 5% (and by more than rounding).
+            if gain <= 0.05 * s.abs() || gain <= 1e-9 * s.abs().max(1.0) {
+                continue;
+            }
+            let got = if lower { s - p } else { p - s };
+            let share = got / gain;
+            ok &= share >= 0.6;
+            captured.push(format!(
+                "{name} {:.0}%{}",
+                share * 100.0,
+                if share >= 0.6 { "" } else { " (**< 60%**)" }
+            ));
+        }
+        let captured = if captured.is_empty() {
+            "the oracle gains nothing".to_string()
+        } else {
+            captured.join(", ")
+        };
+        total += 1;
+        held += usize::from(ok);
+        println!(
+            "| {} | {} | {} Mbit/s | {harm_s} | {top} | {pre} | {captured} |",
+            n + 1,
+            c.name,
+            c.mbit
+        );
+    }
+    println!("\nEvery criterion held on {held} of {total} cases.");
+}
+
+/// Burst-onset and in-profile loss per case and policy (x: the case's number in the criteria
+/// table).
+fn draw(path: &Path, cases: &[Case]) -> Result<()> {
+    let panel = |title: &str, y: &str, f: fn(&SimResult) -> f64| plot::Panel {
+        title: title.into(),
+        x: "case (criteria table)".into(),
+        y: y.into(),
+        log_x: false,
+        y_zero: true,
+        series: POLICIES
+            .iter()
+            .enumerate()
+            .map(|(k, _)| plot::Series {
+                name: cases
+                    .first()
+                    .map_or_else(String::new, |c| c.runs[k].policy.clone()),
+                color: k,
+                points: cases
+                    .iter()
+                    .enumerate()
+                    .map(|(n, c)| ((n + 1) as f64, f(&c.runs[k])))
+                    .collect(),
+                scatter: true,
+            })
+            .collect(),
+    };
+    plot::png(
+        path,
+        &[
+            panel("In-profile loss", "GB", |r| {
+                r.in_profile_dropped_bytes / 1e9
+            }),
+            panel("Burst-onset loss", "GB", |r| r.onset_dropped_bytes / 1e9),
+        ],
+    )
 }
