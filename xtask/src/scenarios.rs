@@ -309,19 +309,17 @@ fn criteria(cases: &[Case]) {
     println!("\nEvery criterion held on {held} of {total} cases.");
 }
 
-/// Burst-onset and in-profile loss per case and policy (x: the case's number in the criteria
-/// table).
+/// Per case and policy (x: the case's number in the criteria table): in-profile loss as a
+/// multiple of static's (cases where static loses any), and burst-onset loss.
 fn draw(path: &Path, cases: &[Case]) -> Result<()> {
-    let panel = |title: &str, y: &str, f: fn(&SimResult) -> f64| plot::Panel {
+    let panel = |title: &str, y: &str, f: &dyn Fn(&Case, usize) -> Option<f64>| plot::Panel {
         title: title.into(),
         x: "case (criteria table)".into(),
         y: y.into(),
         log_x: false,
         y_zero: true,
-        series: POLICIES
-            .iter()
-            .enumerate()
-            .map(|(k, _)| plot::Series {
+        series: (0..POLICIES.len())
+            .map(|k| plot::Series {
                 name: cases
                     .first()
                     .map_or_else(String::new, |c| c.runs[k].policy.clone()),
@@ -329,7 +327,7 @@ fn draw(path: &Path, cases: &[Case]) -> Result<()> {
                 points: cases
                     .iter()
                     .enumerate()
-                    .map(|(n, c)| ((n + 1) as f64, f(&c.runs[k])))
+                    .filter_map(|(n, c)| Some(((n + 1) as f64, f(c, k)?)))
                     .collect(),
                 scatter: true,
             })
@@ -338,10 +336,13 @@ fn draw(path: &Path, cases: &[Case]) -> Result<()> {
     plot::png(
         path,
         &[
-            panel("In-profile loss", "GB", |r| {
-                r.in_profile_dropped_bytes / 1e9
+            panel("In-profile loss, x static's", "x static", &|c, k| {
+                let s = c.runs[0].in_profile_dropped_bytes;
+                (s > 1e6).then(|| c.runs[k].in_profile_dropped_bytes / s)
             }),
-            panel("Burst-onset loss", "GB", |r| r.onset_dropped_bytes / 1e9),
+            panel("Burst-onset loss", "GB", &|c, k| {
+                Some(c.runs[k].onset_dropped_bytes / 1e9)
+            }),
         ],
     )
 }
