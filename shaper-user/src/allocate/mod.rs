@@ -334,8 +334,8 @@ struct Ask {
     floor: f64,
     /// Beyond its base rate: fill extra and pre-allocated rate.
     want: (f64, f64),
-    /// Fill extra up to the forecast's upper bound (within the ceiling), undamped: what it
-    /// gets on top of `want` from what the pool has left once every tenant's `want` is met.
+    /// Fill extra up to the ceiling: what it gets on top of `want` from what the pool has
+    /// left once every tenant's `want` is met.
     more: f64,
     /// A deposit ahead of a predicted burst.
     deposit: Option<Deposit>,
@@ -455,11 +455,13 @@ fn predictive_ask(inp: &Inputs, i: usize, st: &mut Tuning) -> Ask {
     Ask {
         floor,
         want: (fill - prof.rate, pre),
-        // The multiplier and the tier's risk damp a reservation that takes from others; one
-        // that takes from nobody (the pool has room after every damped ask) may cover the
-        // forecast's upper bound: unused, it costs nothing, the link's idle capacity stays
-        // open to borrowers, and a wrong forecast is the datapath's to arbitrate.
-        more: (hi.min(prof.ceil) - fill - pre).max(0.0),
+        // The multiplier and the tier's risk damp a reservation that takes from others; what
+        // the pool has left after every damped ask is predicted idle, and goes up to the
+        // ceiling: unused, a fill costs nothing (tokens are not traffic, and the link's idle
+        // capacity stays open to borrowers), a burst nobody forecast (a flash crowd at a
+        // random time) starts within it, and if the link turns out short this own traffic
+        // yields, lowest tier first.
+        more: (prof.ceil - fill - pre).max(0.0),
         deposit: burst_deposit(inp, i, fill, st),
     }
 }
@@ -679,8 +681,8 @@ fn link_predicted_short(inp: &Inputs) -> bool {
 /// the lower tiers at packet level, only where and while it happens: cutting their fills ahead
 /// left what the top did not use idle while they dropped (1.8x static's in-profile loss on a
 /// link short at peak, in the simulator). `want` is each tenant's (fill extra, pre rate,
-/// undamped fill extra beyond both): the third is served only from what is left once every
-/// tenant has the first two. Returns the floors and (fill extra, pre rate) per tenant.
+/// fill extra beyond both up to its ceiling): the third is served only from what is left
+/// once every tenant has the first two. Returns the floors and (fill extra, pre rate) per tenant.
 fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64, f64)]) -> (Vec<f64>, Vec<(f64, f64)>) {
     let mut pool = inp.link.capacity * inp.link.guaranteed;
     let rates: Vec<f64>;
@@ -737,8 +739,9 @@ fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64, f64)]) -> (Vec<f64>, Vec<
         .zip(asked.iter().zip(&given))
         .zip(&more)
         .map(|((w, (a, g)), m)| {
-            // Split the grant between fill and pre in the proportion asked; the undamped
-            // part is fill (own tokens, which yield on a short link; pre-allocated ones do not).
+            // Split the grant between fill and pre in the proportion asked; the part up to the
+            // ceiling is fill (own tokens, which yield on a short link; pre-allocated ones do
+            // not).
             let f = if *a > 0.0 { w.0 / a } else { 0.0 };
             (g * f + m, g * (1.0 - f))
         })
