@@ -370,8 +370,9 @@ struct Fluid {
     link_pool: f64,
     emergency_pool: f64,
     dt: f64,
-    /// HTB's borrowing instead of the datapath's: every class below its ceiling borrows the
-    /// whole link's idle part, in proportion to its rate within a priority; no emergency pool.
+    /// HTB's borrowing instead of the datapath's: every class with a ceiling (its tier borrows)
+    /// borrows the whole link's idle part, in proportion to its rate within a priority; no
+    /// emergency pool.
     htb: bool,
     /// Drop precedence, bytes/s: what the own-token traffic of all tiers may use before the
     /// lower tiers' yields, bronze first: the link's capacity (the datapath's capacity word;
@@ -402,8 +403,14 @@ impl Fluid {
         let cap = cfg.link.capacity.bits_per_sec() as f64 / 8.0;
         let link_pool = cap * (cfg.pools.guaranteed + cfg.pools.opportunistic);
         Fluid {
-            // As the datapath: no borrowing at all without an opportunistic pool.
-            borrow: profiles.iter().map(|p| p.borrows).collect(),
+            // As the datapath: no borrowing at all without an opportunistic pool. HTB has no
+            // such pool: a class borrows up to its ceiling, which it has where its tier
+            // borrows (as `xtask replay` builds the tree).
+            borrow: if htb {
+                tier_has(|t| t.borrow)
+            } else {
+                profiles.iter().map(|p| p.borrows).collect()
+            },
             emergency: tier_has(|t| t.emergency),
             alloc: profiles
                 .iter()
@@ -523,7 +530,7 @@ impl Fluid {
             let asks: Vec<f64> = members
                 .iter()
                 .map(|&i| {
-                    if self.borrow[i] || self.htb {
+                    if self.borrow[i] {
                         let room = (self.profiles[i].ceil - self.alloc[i].fill) * self.dt;
                         rem[i].min(room.max(0.0))
                     } else {

@@ -23,7 +23,7 @@ use anyhow::{Context as _, Result, bail};
 use shaper::config::{Config, PolicyMode};
 use shaper::lab::Lab;
 use shaper::lab::traffic::{Sink, start_schedules};
-use shaper::simulate::{SimResult, Trace, score};
+use shaper::simulate::{SimPolicy, SimResult, Trace, score, simulate};
 use shaper::store::{Row, Store, unix_now};
 
 use crate::lab::{start_agent, write_private};
@@ -222,7 +222,7 @@ fn run_one(
     policy: Policy,
     a: &Args,
     dir: &Path,
-) -> Result<(SimResult, f64)> {
+) -> Result<(SimResult, f64, Config)> {
     std::fs::create_dir_all(dir)?;
     let mode = match policy {
         Policy::Agent(m, dp) => (m, dp),
@@ -321,7 +321,7 @@ fn run_one(
             })
             .collect();
         drop(lab);
-        return Ok((score(&cfg, &name, 1.0, &offered, &passed), sent));
+        return Ok((score(&cfg, &name, 1.0, &offered, &passed), sent, cfg));
     }
     let store = Store::open(&cfg.history.path, &lab.dut_if)?;
     // Skip the first cycle (it spans the start), keep the window.
@@ -336,7 +336,54 @@ fn run_one(
         }
     }
     drop(lab);
-    Ok((score(&cfg, &name, 1.0, &offered, &passed), sent))
+    Ok((score(&cfg, &name, 1.0, &offered, &passed), sent, cfg))
+}
+
+/// The simulator on the replayed window, under the same config as replayed (one cycle a
+/// second, rates scaled): run over the warm-up and the window, less the same run over the
+/// warm-up alone (it is deterministic), so each tenant's totals are the window's.
+fn simulated(trace: &Trace, cfg: &Config, policy: Policy, a: &Args) -> Result<SimResult> {
+    let first = a.from.saturating_sub(a.warm);
+    let cut = |end: usize| Trace {
+        interval_s: 1.0,
+        start: trace.start,
+        tenants: trace.tenants.clone(),
+        offered: trace
+            .offered
+            .iter()
+            .map(|s| s[first..end].iter().map(|b| b * a.scale).collect())
+            .collect(),
+    };
+    let sim = match policy {
+        Policy::Agent(m, _) => SimPolicy::Mode(m),
+        Policy::Htb => SimPolicy::Htb,
+    };
+    let run = |t: &Trace| simulate(t, cfg, sim).map_err(|e| anyhow::anyhow!(e));
+    let mut all = run(&cut(a.from + a.cycles))?;
+    if a.from > first {
+        let before = run(&cut(a.from))?;
+        for (t, b) in all.tenants.iter_mut().zip(&before.tenants) {
+            t.offered_bytes -= b.offered_bytes;
+            t.passed_bytes -= b.passed_bytes;
+            t.onset_bytes -= b.onset_bytes;
+            t.onset_dropped_bytes -= b.onset_dropped_bytes;
+        }
+        all.onset_dropped_bytes -= before.onset_dropped_bytes;
+    }
+    Ok(all)
+}
+
+/// Each tenant's passed bytes on veth against the simulator's: the largest gap, as a share of
+/// the simulator's, and whose it is.
+fn largest_gap(veth: &SimResult, sim: &SimResult) -> (f64, String) {
+    veth.tenants
+        .iter()
+        .zip(&sim.tenants)
+        .map(|(v, s)| {
+            let gap = (v.passed_bytes - s.passed_bytes).abs() / s.passed_bytes.max(1.0);
+            (gap, v.name.clone())
+        })
+        .fold((0.0, String::new()), |b, x| if x.0 > b.0 { x } else { b })
 }
 
 pub fn replay(a: &Args) -> Result<()> {
@@ -372,7 +419,7 @@ pub fn replay(a: &Args) -> Result<()> {
         a.scale
     );
     println!(
-        "{:>6} {:>11} {:>10} {:>10} {:>12} {:>10} {:>11} {:>6}",
+        "{:>6} {:>11} {:>10} {:>10} {:>12} {:>10} {:>11} {:>6} {:>12} {:>12} {:>16}",
         "round",
         "policy",
         "sent MB",
@@ -380,15 +427,20 @@ pub fn replay(a: &Args) -> Result<()> {
         "in-prof drop",
         "violations",
         "utilization",
-        "jain"
+        "jain",
+        "onset drop",
+        "sim onset",
+        "sim passed gap"
     );
     let mut all = Vec::new();
     for round in 0..a.rounds {
         for &p in &policies {
             let dir = scratch.join(format!("{round}-{}", p.name()));
-            let (r, sent) = run_one(&trace, &cfg, p, a, &dir)?;
+            let (r, sent, replayed) = run_one(&trace, &cfg, p, a, &dir)?;
+            let sim = simulated(&trace, &replayed, p, a)?;
+            let (gap, who) = largest_gap(&r, &sim);
             println!(
-                "{:>6} {:>11} {:>10.1} {:>10.1} {:>9.3} MB {:>10} {:>10.1}% {:>6.3}",
+                "{:>6} {:>11} {:>10.1} {:>10.1} {:>9.3} MB {:>10} {:>10.1}% {:>6.3} {:>9.3} MB {:>9.3} MB {:>9.1}% {who}",
                 round,
                 r.policy,
                 sent / 1e6,
@@ -396,7 +448,10 @@ pub fn replay(a: &Args) -> Result<()> {
                 r.in_profile_dropped_bytes / 1e6,
                 r.violations,
                 r.link_utilization * 100.0,
-                r.jain_fairness
+                r.jain_fairness,
+                r.onset_dropped_bytes / 1e6,
+                sim.onset_dropped_bytes / 1e6,
+                gap * 100.0
             );
             all.push((round, r));
         }

@@ -145,6 +145,9 @@ pub struct Tuning {
     pub fill: f64,
     /// The pre-allocated pool's fill rate in force.
     pub pre: f64,
+    /// The part of the fill lent from capacity predicted idle, up to the ceiling: not a
+    /// reservation the forecast asked for, so not one the feedback judges.
+    pub lent: f64,
     /// Set while a reactive override holds the tenant at its base rate.
     pub overridden: Option<String>,
     /// Cycles left without a trigger before prediction resumes.
@@ -163,6 +166,7 @@ impl Tuning {
             margin: 0.1,
             fill: profile.rate,
             pre: 0.0,
+            lent: 0.0,
             overridden: None,
             hold: 0,
             deposited_for: None,
@@ -504,12 +508,13 @@ fn granted(
     i: usize,
     ask: &Ask,
     floor: f64,
-    (fill_extra, pre): (f64, f64),
+    (fill_extra, pre, lent): (f64, f64, f64),
     st: &mut Tuning,
 ) -> Allocation {
-    let fill = floor + fill_extra;
+    let fill = floor + fill_extra + lent;
     st.fill = fill;
     st.pre = pre;
+    st.lent = lent;
     // The deposit is part of the guaranteed pool too: scaled like the rest of the grant.
     let scale = {
         let asked = ask.want.0 + ask.want.1;
@@ -623,7 +628,7 @@ fn tune(i: usize, prof: &Profile, obs: &Observed, st: &mut Tuning, events: &mut 
     let passed = (obs.offered - obs.dropped).max(0.0);
     let contract = obs.offered.min(prof.ceil.max(prof.rate));
     let shortfall = contract > 0.0 && contract - passed > 0.01 * contract;
-    let reserved = (st.fill - prof.rate).max(0.0) + st.pre;
+    let reserved = (st.fill - st.lent - prof.rate).max(0.0) + st.pre;
     let unused = reserved > 0.0 && (passed - prof.rate).max(0.0) < 0.5 * reserved;
     let expired = obs.pre_expired > obs.pre_used && obs.pre_expired > 0.0;
     let why = if expired || (unused && !shortfall) {
@@ -682,8 +687,9 @@ fn link_predicted_short(inp: &Inputs) -> bool {
 /// left what the top did not use idle while they dropped (1.8x static's in-profile loss on a
 /// link short at peak, in the simulator). `want` is each tenant's (fill extra, pre rate,
 /// fill extra beyond both up to its ceiling): the third is served only from what is left
-/// once every tenant has the first two. Returns the floors and (fill extra, pre rate) per tenant.
-fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64, f64)]) -> (Vec<f64>, Vec<(f64, f64)>) {
+/// once every tenant has the first two. Returns the floors and (fill extra, pre rate, fill
+/// lent up to the ceiling) per tenant.
+fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64, f64)]) -> (Vec<f64>, Vec<(f64, f64, f64)>) {
     let mut pool = inp.link.capacity * inp.link.guaranteed;
     let rates: Vec<f64>;
     let floor = if !inp.policy.overcommit {
@@ -743,7 +749,7 @@ fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64, f64)]) -> (Vec<f64>, Vec<
             // ceiling is fill (own tokens, which yield on a short link; pre-allocated ones do
             // not).
             let f = if *a > 0.0 { w.0 / a } else { 0.0 };
-            (g * f + m, g * (1.0 - f))
+            (g * f, g * (1.0 - f), *m)
         })
         .collect();
     (floor, grant)
