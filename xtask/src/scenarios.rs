@@ -115,9 +115,11 @@ pub fn run(dir: &Path, only: Option<&str>, chart: Option<&Path>) -> Result<()> {
         bail!("no scenario (*.json) in {}", dir.display());
     }
     println!(
-        "| scenario | link | policy | in-profile dropped (MB) | gold/platinum violations | utilization | dropped while the link had room (MB) | rate changes per tenant-hour | pre used / deposited (MB) | burst-onset dropped (MB) | vs static |"
+        "| scenario | link | policy | in-profile dropped (MB) | by tier: platinum / gold / silver / bronze | gold/platinum violations | goodput (GB) | utilization | Jain | dropped while the link had room (MB) | rate changes per tenant-hour | pre used / deposited (MB) | burst-onset dropped (MB) | vs static |"
     );
-    println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!(
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
     let mut cases = Vec::new();
     let mut described = Vec::new();
     for path in &files {
@@ -137,11 +139,18 @@ pub fn run(dir: &Path, only: Option<&str>, chart: Option<&Path>) -> Result<()> {
                 }
                 let verdict = runs.first().map_or(String::new(), |s| no_harm(&r, s));
                 println!(
-                    "| {name} | {mbit} Mbit/s | {} | {:.0} | {} | {:.1}% | {:.0} | {:.1} | {:.0} / {:.0} | {:.0} of {:.0} | {verdict} |",
+                    "| {name} | {mbit} Mbit/s | {} | {:.0} | {} | {} | {:.1} | {:.1}% | {:.3} | {:.0} | {:.1} | {:.0} / {:.0} | {:.0} of {:.0} | {verdict} |",
                     r.policy,
                     r.in_profile_dropped_bytes / 1e6,
+                    by_tier(&r)
+                        .iter()
+                        .map(|b| format!("{:.0}", b / 1e6))
+                        .collect::<Vec<_>>()
+                        .join(" / "),
                     r.violations,
+                    r.passed_bytes / 1e9,
                     r.link_utilization * 100.0,
+                    r.jain_fairness,
                     r.dropped_while_idle_bytes / 1e6,
                     r.rate_changes_per_tenant_hour(cfg.forecast.interval_ms as f64 / 1000.0),
                     r.pre_used_bytes / 1e6,
@@ -198,6 +207,32 @@ fn top_fits(trace: &Trace, cfg: &Config) -> bool {
     })
 }
 
+/// In-profile bytes dropped per tier: platinum, gold, silver, bronze.
+fn by_tier(r: &SimResult) -> [f64; 4] {
+    let mut out = [0.0; 4];
+    for t in &r.tenants {
+        let k = match t.tier.as_str() {
+            "platinum" => 0,
+            "gold" => 1,
+            "silver" => 2,
+            _ => 3,
+        };
+        out[k] += t.in_profile_dropped_bytes;
+    }
+    out
+}
+
+/// Whether a lower tier (silver, bronze) lost more in profile than under static by more than
+/// the tiers above it were spared, with the do-no-harm slack (10% of static's loss and 1 MB).
+fn lower_tiers_overpaid(r: &SimResult, s: &SimResult) -> bool {
+    let (rt, st) = (by_tier(r), by_tier(s));
+    let slack = 0.1 * s.in_profile_dropped_bytes + 1e6;
+    (2..4).any(|k| {
+        let spared: f64 = (0..k).map(|j| st[j] - rt[j]).sum();
+        rt[k] - st[k] > spared.max(0.0) + slack
+    })
+}
+
 /// "no harm", or what was worse than static.
 fn no_harm(r: &SimResult, s: &SimResult) -> String {
     let bad = harm(r, s);
@@ -231,7 +266,10 @@ fn criteria(cases: &[Case]) {
             continue;
         };
         let mut ok = true;
-        let harm_v = harm(pred, stat);
+        let mut harm_v = harm(pred, stat);
+        if lower_tiers_overpaid(pred, stat) {
+            harm_v.push("lower tiers lost more than the top was spared");
+        }
         ok &= harm_v.is_empty();
         let harm_s = if harm_v.is_empty() {
             "yes".to_string()
