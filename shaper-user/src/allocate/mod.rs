@@ -759,27 +759,26 @@ fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64, f64)]) -> (Vec<f64>, Vec<
 /// base rates oversubscribe the pool on any overbooked link (the example's eight tenants of
 /// 120 Mbit/s on 800 Mbit/s of it), so extras backed only by unclaimed rates were never
 /// granted, and prediction changed nothing. A base rate predicted idle backs another tenant's
-/// predicted extra instead (statistical multiplexing, as the link does anyway): the pool less
-/// the floors' predicted use, the total's upper bound taken as the means plus the root of the
-/// summed squared spreads, as in [`link_predicted_short`]. Only with drop precedence: when a
-/// forecast is wrong and the link runs short, the datapath takes the shortfall from the lower
-/// tiers at packet level, so a lent rate never costs a higher tier its contract. Reactive and
-/// untrusted tenants count at last cycle's use, their only measure.
+/// extra instead (statistical multiplexing, as the link does anyway): the pool less the
+/// floors' predicted mean use. Only with drop precedence: when a forecast is wrong and the
+/// link runs short, the datapath takes the shortfall from the lower tiers at packet level, so
+/// a lent rate never costs a higher tier its contract, and a margin here would only withhold
+/// capacity (with the 95% bound of the total instead of the mean, bronze's flash crowds on the
+/// suite's tightest link lost 5,172 MB at onsets instead of 1,044, reactive 12,075). Reactive
+/// and untrusted tenants count at last cycle's use, their only measure.
 fn lendable(inp: &Inputs, floor: &[f64]) -> f64 {
     if !inp.policy.drop_precedence || inp.policy.mode == PolicyMode::Static {
         return 0.0;
     }
-    let (mut mean, mut spread) = (0.0, 0.0);
+    let mut used = 0.0;
     for ((d, o), f) in inp.demand.iter().zip(inp.observed).zip(floor) {
-        if inp.policy.mode == PolicyMode::Reactive || !d.trusted {
-            mean += o.offered.min(*f);
-            continue;
-        }
-        let (m, hi) = (d.next.mean.clamp(0.0, *f), d.next.hi.clamp(0.0, *f));
-        mean += m;
-        spread += (hi - m).max(0.0).powi(2);
+        used += if inp.policy.mode == PolicyMode::Reactive || !d.trusted {
+            o.offered.min(*f)
+        } else {
+            d.next.mean.clamp(0.0, *f)
+        };
     }
-    (inp.link.capacity * inp.link.guaranteed - mean - spread.sqrt()).max(0.0)
+    (inp.link.capacity * inp.link.guaranteed - used).max(0.0)
 }
 
 /// Shares of `budget` for what each tenant `asked`: whole tiers while they fit, highest

@@ -2,7 +2,8 @@
 //! once with the config's rates (`static`) and once acting on forecasts (`predictive`), then
 //! one table of the difference. The day has a predictable peak (gold `acme`), a burst that
 //! recurs at the same time each day (silver `globex`) and a flash crowd at a time no history
-//! tells (bronze `initech`). The forecasters warm-start from earlier days written into the
+//! tells (bronze `initech`, contracted to burst to twice its rate; bronze does not borrow at
+//! packet level, so only an allocation made ahead can carry it). The forecasters warm-start from earlier days written into the
 //! history store, as a shaper that has run for days would.
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +18,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use super::demo::{Scratch, spawn_agent, stop_on_ctrl_c};
 use crate::cli::DemoArgs;
 use shaper::agent::Options;
-use shaper::config::{Config, EXAMPLE, PolicyMode, tier_str};
+use shaper::config::{Config, EXAMPLE, PolicyMode, TierName, tier_str};
 use shaper::datapath::{self, AttachMode, TENANT_COUNTERS};
 use shaper::lab::Lab;
 use shaper::lab::traffic::{Sink, start_schedules};
@@ -50,7 +51,7 @@ pub async fn execute(args: &DemoArgs) -> Result<()> {
     let base = demo_config(day)?;
     let trace = demo_trace(&base, day, args.seed);
     println!(
-        "a compressed day of {day} s, run under static then predictive: acme (gold) peaks at the same hour each day, globex (silver) bursts at the same time each day, initech (bronze) gets a flash crowd no history predicts; link {CAPACITY_MBIT} Mbit/s"
+        "a compressed day of {day} s, run under static then predictive: acme (gold) peaks at the same hour each day, globex (silver) bursts at the same time each day, initech (bronze, may burst to 2x but does not borrow) gets a flash crowd no history predicts; link {CAPACITY_MBIT} Mbit/s"
     );
     let stop = Arc::new(AtomicBool::new(false));
     let ctrlc = stop_on_ctrl_c(stop.clone());
@@ -99,6 +100,15 @@ fn demo_config(day: u64) -> Result<Config> {
     cfg.forecast.interval_ms = 1000;
     cfg.forecast.season_s = day;
     cfg.events.clear();
+    // Bronze may burst to twice its rate by contract, but does not borrow at packet level:
+    // what carries its flash crowd is capacity the allocator predicts idle, or nothing.
+    for t in cfg
+        .tenants
+        .iter_mut()
+        .filter(|t| t.tier == TierName::Bronze)
+    {
+        t.ceil.get_or_insert(Rate(2 * t.rate.0));
+    }
     cfg.validate().context("the demo's config")?;
     Ok(cfg)
 }
