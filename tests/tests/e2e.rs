@@ -290,7 +290,9 @@ fn stopping_the_agent_detaches_and_unpins() {
     );
 }
 
-/// Tenants of the given tiers, with ceilings, on a link of `capacity` with the pools' shares.
+/// Tenants of the given tiers, with ceilings, on a link of `capacity` with the pools' shares;
+/// `static`, so what is measured is the datapath's borrowing and pools alone (in `predictive`
+/// the allocator also lends a tier that does not borrow capacity predicted idle).
 fn tiered_cfg(
     capacity: &str,
     pools: (f64, f64, f64),
@@ -310,7 +312,7 @@ fn tiered_cfg(
         })
         .collect();
     Config::parse(&format!(
-        r#"{{"link":{{"capacity":"{capacity}"}},"pools":{{"guaranteed":{},"opportunistic":{},"emergency":{}}},"tenants":[{}]}}"#,
+        r#"{{"link":{{"capacity":"{capacity}"}},"pools":{{"guaranteed":{},"opportunistic":{},"emergency":{}}},"policy":{{"mode":"static"}},"tenants":[{}]}}"#,
         pools.0,
         pools.1,
         pools.2,

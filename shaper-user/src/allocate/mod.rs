@@ -195,10 +195,14 @@ pub enum Decision {
     /// Predictive mode, but its forecasts are worse than the seasonal naive (rolling MASE >= 1):
     /// allocated from the naive's forecast, never below its base rate, until they recover.
     Untrusted,
-    /// Its forecast is above its rate: raised toward it; `granted` is the share of what it
-    /// asked beyond its rate (fill and pre-allocation) that the guaranteed pool could give,
-    /// higher tiers served first.
-    Raised { granted: f64 },
+    /// Above its rate: toward its forecast, `granted` being the share of what it asked beyond
+    /// its rate (fill and pre-allocation) that the guaranteed pool could give, higher tiers
+    /// served first; and `lent` bytes/s more from capacity predicted idle, up to its ceiling.
+    Raised {
+        granted: f64,
+        #[serde(default)]
+        lent: f64,
+    },
     /// The link is predicted short and overcommit cut it below its base rate.
     Lowered,
     /// Its forecast is within its rate: the base rate.
@@ -535,9 +539,10 @@ fn granted(
         _ if st.overridden.is_some() => Decision::Overridden,
         PolicyMode::Reactive => Decision::Reactive,
         PolicyMode::Predictive if !inp.demand[i].trusted => Decision::Untrusted,
-        PolicyMode::Predictive if fill + pre > prof.rate * (1.0 + 1e-9) => {
-            Decision::Raised { granted: scale }
-        }
+        PolicyMode::Predictive if fill + pre > prof.rate * (1.0 + 1e-9) => Decision::Raised {
+            granted: scale,
+            lent,
+        },
         PolicyMode::Predictive if fill < prof.rate * (1.0 - 1e-9) => Decision::Lowered,
         PolicyMode::Predictive => Decision::Held,
     };

@@ -219,11 +219,19 @@ fn decision_text(d: Decision, fill: f64, rate: f64) -> String {
         Decision::Configured => "static mode: the configured rate".into(),
         Decision::Overridden => "held at its base rate by a reactive override".into(),
         Decision::Reactive => "reactive mode: the fill follows last cycle's use".into(),
-        Decision::Untrusted => "its forecasts are no better than the seasonal naive: allocated reactively, never below its base rate, until they recover".into(),
-        Decision::Raised { granted } => format!(
-            "raised {} above its rate toward the forecast; the guaranteed pool gave {:.0}% of what it asked beyond its rate (higher tiers are served first)",
+        Decision::Untrusted => "its forecasts are no better than the seasonal naive: allocated from the naive's forecast, never below its base rate, until they recover".into(),
+        Decision::Raised { granted, lent } => format!(
+            "raised {} above its rate: toward the forecast, the guaranteed pool gave {:.0}% of what it asked beyond its rate (higher tiers are served first){}",
             bits((fill - rate).max(0.0)),
-            granted * 100.0
+            granted * 100.0,
+            if lent > 0.0 {
+                format!(
+                    "; {} of it lent from capacity predicted idle, up to its ceiling (it does not borrow at packet level)",
+                    bits(lent)
+                )
+            } else {
+                String::new()
+            }
         ),
         Decision::Lowered => "lowered below its base rate: the link is predicted short (overcommit on, drop precedence off)".into(),
         Decision::Held => "held at its base rate: the forecast is within it".into(),
@@ -236,8 +244,25 @@ mod tests {
 
     #[test]
     fn decisions_read_as_sentences() {
-        let t = decision_text(Decision::Raised { granted: 0.5 }, 2e6, 1e6);
+        let t = decision_text(
+            Decision::Raised {
+                granted: 0.5,
+                lent: 0.0,
+            },
+            2e6,
+            1e6,
+        );
         assert!(t.contains("raised 8.0 Mbit/s") && t.contains("50%"), "{t}");
+        assert!(!t.contains("lent"), "{t}");
+        let t = decision_text(
+            Decision::Raised {
+                granted: 1.0,
+                lent: 0.5e6,
+            },
+            2e6,
+            1e6,
+        );
+        assert!(t.contains("4.0 Mbit/s of it lent"), "{t}");
         assert!(decision_text(Decision::Untrusted, 1.0, 1.0).contains("seasonal naive"));
     }
 }
