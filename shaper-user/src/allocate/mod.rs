@@ -131,6 +131,8 @@ pub const MARGIN_RANGE: (f64, f64) = (0.0, 1.0);
 pub const BURST_FACTOR: f64 = 1.5;
 /// Deposits are made this many cycles (or fewer) before a predicted burst.
 pub const DEPOSIT_LEAD: usize = 2;
+/// Capacity predicted idle is lent in steps of this fraction of a tenant's headroom.
+pub const LEND_STEPS: f64 = 8.0;
 /// With overcommit, no tenant's fill goes below this share of its base rate.
 pub const FLOOR_SHARE: f64 = 0.1;
 /// Weight of a cycle in a tenant's smoothed per-type demand shares.
@@ -744,7 +746,21 @@ fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64, f64)]) -> (Vec<f64>, Vec<
     let asked: Vec<f64> = want.iter().map(|w| w.0 + w.1).collect();
     let given = by_tier(inp, &asked, budget);
     let more: Vec<f64> = want.iter().map(|w| w.2).collect();
-    let more = by_tier(inp, &more, budget - given.iter().sum::<f64>());
+    // Lent in eighths of each tenant's headroom, rounded down: the room predicted idle moves
+    // a little with every forecast, and a fill that followed it would be rewritten nearly
+    // every cycle (17 rate changes per tenant-hour on the suite's tightest links).
+    let more: Vec<f64> = by_tier(inp, &more, budget - given.iter().sum::<f64>())
+        .into_iter()
+        .zip(inp.profiles)
+        .map(|(m, p)| {
+            let step = (p.ceil - p.rate).max(0.0) / LEND_STEPS;
+            if step > 0.0 {
+                (m / step + 1e-9).floor() * step
+            } else {
+                0.0
+            }
+        })
+        .collect();
     let grant = want
         .iter()
         .zip(asked.iter().zip(&given))

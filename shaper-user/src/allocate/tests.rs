@@ -131,10 +131,16 @@ fn fill_follows_the_forecast_and_a_wide_interval_pre_allocates_less() {
     // The upper bound is far higher, but so is the doubt: per byte of gap, less is asked.
     let per_gap = |w: (f64, f64), hi: f64| w.1 / (hi * 1.1 - (10.0 * MB + w.0));
     assert!(per_gap(wide.want, 40.0 * MB) < per_gap(narrow.want, 16.0 * MB) / 2.0);
-    // The pool (100 MB/s, one tenant) has room: fill and pre reach the ceiling; the
+    // The pool (100 MB/s, one tenant) has room: fill and pre reach the ceiling, to within
+    // the step it is lent in (an eighth of the 10 MB/s headroom), never past it; the
     // pre-allocated part is the damped one.
-    assert!((a.fill + a.pre_rate - 20.0 * MB).abs() < 1.0, "{a:?}");
-    assert!((b.fill + b.pre_rate - 20.0 * MB).abs() < 1.0, "{b:?}");
+    for x in [&a, &b] {
+        let top = x.fill + x.pre_rate;
+        assert!(
+            top <= 20.0 * MB + 1.0 && top > 20.0 * MB - 1.25 * MB,
+            "{x:?}"
+        );
+    }
     assert!((a.pre_rate - narrow.want.1).abs() < 1.0, "{a:?} {narrow:?}");
     assert!((b.pre_rate - wide.want.1).abs() < 1.0, "{b:?} {wide:?}");
 }
