@@ -169,6 +169,8 @@ pub fn generate(kind: TraceKind, cfg: &Config, days: f64, seed: u64) -> Trace {
         let phase = i as f64 / n.max(1) as f64;
         let diurnal =
             |ts: f64| 0.5 + 0.5 * (2.0 * std::f64::consts::PI * (ts / DAY - 0.25 - phase)).sin();
+        // The diurnal kind's level: from 0.3x to 1.2x the rate.
+        let daily = |ts: f64| r * (0.3 + 0.9 * diurnal(ts));
         // Per-day random flash (flash kind) and the ON/OFF state (onoff kind).
         let mut random_flash = 0usize;
         let (mut on, mut left) = (false, 0usize);
@@ -181,21 +183,21 @@ pub fn generate(kind: TraceKind, cfg: &Config, days: f64, seed: u64) -> Trace {
             let noise = 1.0 + 0.1 * (rng.random::<f64>() * 2.0 - 1.0);
             let hour = (ts % DAY) / 3600.0;
             let v = match kind {
-                TraceKind::Diurnal => r * (0.3 + 0.9 * diurnal(ts)),
+                TraceKind::Diurnal => daily(ts),
                 TraceKind::Weekly => {
                     // 2026-12-01 is a Tuesday: day 4 of the trace is Saturday.
                     let weekday = ((ts / DAY) as usize + 1) % 7;
                     if weekday >= 5 {
-                        0.5 * r * (0.3 + 0.9 * diurnal(ts - 6.0 * 3600.0))
+                        0.5 * daily(ts - 6.0 * 3600.0)
                     } else {
-                        r * (0.3 + 0.9 * diurnal(ts))
+                        daily(ts)
                     }
                 }
                 TraceKind::Shift => {
                     if i % 2 == 1 && c >= cycles / 2 {
-                        1.3 * r * (0.3 + 0.9 * diurnal(ts - 8.0 * 3600.0))
+                        1.3 * daily(ts - 8.0 * 3600.0)
                     } else {
-                        r * (0.3 + 0.9 * diurnal(ts))
+                        daily(ts)
                     }
                 }
                 TraceKind::Batch => {

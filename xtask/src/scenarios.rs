@@ -164,7 +164,7 @@ pub fn run(dir: &Path, only: Option<&str>, chart: Option<&Path>) -> Result<()> {
                 name: name.clone(),
                 mbit,
                 bursts: sc.bursts,
-                top_fits: top_fits(&trace, &cfg),
+                top_fits: top_fits(&trace, &cfg)?,
                 runs,
             });
         }
@@ -184,27 +184,21 @@ pub fn run(dir: &Path, only: Option<&str>, chart: Option<&Path>) -> Result<()> {
 
 /// Whether the gold and platinum tenants' in-profile demand (what they offer up to their
 /// rates) fits the link in every cycle of `trace`: where it does, the top must be protected.
-fn top_fits(trace: &Trace, cfg: &Config) -> bool {
+fn top_fits(trace: &Trace, cfg: &Config) -> Result<bool> {
     let cap = cfg.link.capacity.bits_per_sec() as f64 / 8.0;
-    let top: Vec<(usize, f64)> = cfg
-        .tenants
+    let idx = trace.indices(cfg).map_err(|e| anyhow::anyhow!(e))?;
+    let top: Vec<(usize, f64)> = shaper::planner::profiles(cfg)
         .iter()
-        .filter(|t| {
-            cfg.tiers
-                .get(&t.tier)
-                .is_some_and(|tier| tier.priority >= 2)
-        })
-        .filter_map(|t| {
-            let k = trace.tenants.iter().position(|n| *n == t.name)?;
-            Some((k, t.rate.bits_per_sec() as f64 / 8.0))
-        })
+        .zip(idx)
+        .filter(|(p, _)| p.priority >= 2)
+        .map(|(p, k)| (k, p.rate))
         .collect();
-    (0..trace.cycles()).all(|c| {
+    Ok((0..trace.cycles()).all(|c| {
         top.iter()
             .map(|&(k, rate)| trace.offered[k][c].min(rate))
             .sum::<f64>()
             <= cap
-    })
+    }))
 }
 
 /// In-profile bytes dropped per tier: platinum, gold, silver, bronze.

@@ -671,16 +671,24 @@ fn tune(i: usize, prof: &Profile, obs: &Observed, st: &mut Tuning, events: &mut 
 /// no forecast, and an untrusted one is not used: their measure is what the tenants offer now.
 fn link_predicted_short(inp: &Inputs) -> bool {
     let (mut mean, mut spread) = (0.0, 0.0);
-    for ((p, d), o) in inp.profiles.iter().zip(inp.demand).zip(inp.observed) {
-        if inp.policy.mode == PolicyMode::Reactive || !d.trusted {
-            mean += o.offered.min(p.ceil);
-            continue;
-        }
-        let (m, hi) = (d.next.mean.min(p.ceil), d.next.hi.min(p.ceil));
+    for (i, p) in inp.profiles.iter().enumerate() {
+        let (m, hi) = predicted_use(inp, i, p.ceil);
         mean += m;
         spread += (hi - m).max(0.0).powi(2);
     }
     mean + spread.sqrt() > inp.link.capacity
+}
+
+/// Tenant `i`'s predicted use next cycle, up to `cap`: the forecast's mean and upper bound,
+/// or, in reactive mode or for an untrusted forecast, last cycle's use for both.
+fn predicted_use(inp: &Inputs, i: usize, cap: f64) -> (f64, f64) {
+    let d = &inp.demand[i];
+    if inp.policy.mode == PolicyMode::Reactive || !d.trusted {
+        let used = inp.observed[i].offered.clamp(0.0, cap);
+        (used, used)
+    } else {
+        (d.next.mean.clamp(0.0, cap), d.next.hi.clamp(0.0, cap))
+    }
 }
 
 /// Fits every tenant's floor (its base rate, or with overcommit its predicted need) and wanted
@@ -791,14 +799,11 @@ fn lendable(inp: &Inputs, floor: &[f64]) -> f64 {
     if !inp.policy.drop_precedence || inp.policy.mode == PolicyMode::Static {
         return 0.0;
     }
-    let mut used = 0.0;
-    for ((d, o), f) in inp.demand.iter().zip(inp.observed).zip(floor) {
-        used += if inp.policy.mode == PolicyMode::Reactive || !d.trusted {
-            o.offered.min(*f)
-        } else {
-            d.next.mean.clamp(0.0, *f)
-        };
-    }
+    let used: f64 = floor
+        .iter()
+        .enumerate()
+        .map(|(i, f)| predicted_use(inp, i, *f).0)
+        .sum();
     (inp.link.capacity * inp.link.guaranteed - used).max(0.0)
 }
 

@@ -193,6 +193,27 @@ fn combine(
     }
 }
 
+/// A forecast as issued: within 0..=MAX_VALUE, and 0 if it is not finite.
+fn bounded(v: f64) -> f64 {
+    if v.is_finite() {
+        v.clamp(0.0, MAX_VALUE)
+    } else {
+        0.0
+    }
+}
+
+/// The largest of `at(1..=horizon)` and how many steps ahead it is (the first if several tie).
+fn first_peak(horizon: usize, at: impl Fn(usize) -> f64) -> (usize, f64) {
+    let mut best = (1, at(1));
+    for h in 2..=horizon {
+        let v = at(h);
+        if v > best.1 {
+            best = (h, v);
+        }
+    }
+    best
+}
+
 /// Which model forecasts: in the config, `"auto"` or a model's name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -878,14 +899,8 @@ impl Forecaster {
     /// The largest point forecast within the horizon, how many steps ahead (the first if
     /// several tie), with its interval: one interval computed instead of one per horizon.
     pub fn peak(&self) -> (usize, Prediction) {
-        let mut best = (1, self.point(1));
-        for h in 2..=self.settings.horizon {
-            let p = self.point(h);
-            if p > best.1 {
-                best = (h, p);
-            }
-        }
-        (best.0, self.predict(best.0))
+        let (h, _) = first_peak(self.settings.horizon, |h| self.point(h));
+        (h, self.predict(h))
     }
 
     /// The seasonal naive's outlook: its next forecast and the horizon's peak (how many steps
@@ -894,14 +909,7 @@ impl Forecaster {
     /// forecast of the two, and the width of the worse one is a safe bound for it.
     pub fn naive_outlook(&self) -> (Prediction, usize, Prediction) {
         let naive = self.naive();
-        let at = |h: usize| {
-            let v = naive.forecast(h);
-            if v.is_finite() {
-                v.clamp(0.0, MAX_VALUE)
-            } else {
-                0.0
-            }
-        };
+        let at = |h: usize| bounded(naive.forecast(h));
         let around = |h: usize, v: f64| {
             let own = self.predict(h);
             Prediction {
@@ -910,13 +918,7 @@ impl Forecaster {
                 hi: v + (own.hi - own.mean),
             }
         };
-        let mut peak = (1, at(1));
-        for h in 2..=self.settings.horizon {
-            let v = at(h);
-            if v > peak.1 {
-                peak = (h, v);
-            }
-        }
+        let peak = first_peak(self.settings.horizon, at);
         (around(1, at(1)), peak.0, around(peak.0, peak.1))
     }
 
@@ -936,11 +938,7 @@ impl Forecaster {
         } else {
             self.naive().forecast(h)
         };
-        if base.is_finite() {
-            base.clamp(0.0, MAX_VALUE)
-        } else {
-            0.0
-        }
+        bounded(base)
     }
 
     fn predict(&self, h: usize) -> Prediction {
