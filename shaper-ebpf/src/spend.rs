@@ -31,7 +31,15 @@ pub(crate) fn spend(
 ) -> usize {
     // SAFETY (every block below): `state` and the global state point into array map values,
     // valid and 8-byte aligned for the program's run; indexes are below the array lengths.
-    if unsafe { pre_allocated(tc, state, now, len) } {
+    let global = GLOBAL_STATE.get_ptr_mut(0);
+    // Pre-allocated bytes are above the tenant's rate: like borrowed ones, they stop while the
+    // link is over capacity (the allocator lends them out of capacity predicted idle; when the
+    // prediction is wrong, a lower tier's reservation must not outrank a higher tier's
+    // contract). The packet then tries the tenant's own bucket.
+    if has_pre(tc)
+        && !global.is_some_and(|g| unsafe { over_capacity(cfg, g, now) })
+        && unsafe { pre_allocated(tc, state, now, len) }
+    {
         charge_link(cfg, now, len);
         return OUTCOME_PRE;
     }
@@ -66,7 +74,6 @@ pub(crate) fn spend(
             return OUTCOME_GREEN;
         }
     }
-    let global = GLOBAL_STATE.get_ptr_mut(0);
     if tc.flags & TENANT_BORROW != 0
         && cfg.flags & GLOBAL_BORROW != 0
         && tc.borrow.burst_ns != 0
@@ -99,7 +106,7 @@ pub(crate) fn spend(
 }
 
 /// Drop precedence: traffic within any tenant's rate outranks traffic above it (borrowed,
-/// emergency), so those stop once the link is over capacity, before bronze's own traffic
+/// emergency, pre-allocated), so those stop once the link is over capacity, before bronze's own traffic
 /// yields (at half its depth). The link bucket alone cannot say so: its debt is bounded.
 ///
 /// # Safety
@@ -181,6 +188,14 @@ pub(crate) unsafe fn rescale_all(tc: &TenantConfig, state: *mut TenantState, now
     }
 }
 
+/// A pre-allocated pool or a deposit, now or before: two loads of the config on the common
+/// path. A tenant that had a deposit keeps spending its credit until it expires, even when the
+/// cycles after it grant no pool (a cap of 0 would otherwise strand it).
+#[inline(always)]
+fn has_pre(tc: &TenantConfig) -> bool {
+    tc.pre_cap_bytes != 0 || tc.deposit_seq != 0
+}
+
 /// The pre-allocated pool: first a pending deposit is applied (once, by whichever CPU wins
 /// the sequence word), then the deposit credit is spent unless expired, then the pool's fill.
 ///
@@ -188,12 +203,6 @@ pub(crate) unsafe fn rescale_all(tc: &TenantConfig, state: *mut TenantState, now
 /// `state` points into `TENANT_STATE`.
 #[inline(always)]
 unsafe fn pre_allocated(tc: &TenantConfig, state: *mut TenantState, now: u64, len: u64) -> bool {
-    // No pool and never a deposit: two loads of the config on the common path. A tenant that
-    // had a deposit keeps spending its credit until it expires, even when the cycles after it
-    // grant no pool (a cap of 0 would otherwise strand it).
-    if tc.pre_cap_bytes == 0 && tc.deposit_seq == 0 {
-        return false;
-    }
     // SAFETY: caller guarantees `state`; fields of a repr(C) struct of u64s are aligned.
     unsafe {
         let seq = &raw mut (*state).deposit_seq;

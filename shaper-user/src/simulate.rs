@@ -358,6 +358,9 @@ struct Buckets {
     credit_until: usize,
 }
 
+/// Rounds of the fluid model's fit of pre-allocated bytes into a link over capacity.
+const PRE_ROUNDS: usize = 3;
+
 /// The fluid model of the datapath's spending order, per tenant: deposit credit, the
 /// pre-allocated pool, the own bucket, then the link's idle capacity and the emergency pool.
 struct Fluid {
@@ -442,12 +445,37 @@ impl Fluid {
 
     /// Cycle `c` with `offered` bytes per tenant.
     fn cycle(&mut self, c: usize, offered: &[f64]) -> Vec<Flow> {
+        let before = self.buckets.clone();
         let mut flows: Vec<Flow> = offered
             .iter()
             .enumerate()
-            .map(|(i, d)| self.own(i, c, *d))
+            .map(|(i, d)| self.own(i, c, *d, f64::INFINITY))
             .collect();
         if let Some(room) = self.precedence {
+            // Pre-allocated bytes are above their tenant's rate: with the link over capacity
+            // they stop, as borrowed ones do, and what they would have carried tries the own
+            // bucket. Spent again with pre-allocation limited to the room the own-token
+            // traffic leaves, shared in proportion (the datapath's first come); that traffic
+            // grows with what pre-allocation no longer carries, hence a few rounds.
+            let wanted: Vec<f64> = flows.iter().map(|f| f.used).collect();
+            let used: f64 = wanted.iter().sum();
+            let mut total: f64 = flows.iter().map(|f| f.passed).sum();
+            let mut own = total - used;
+            for _ in 0..PRE_ROUNDS {
+                if used <= 0.0 || total <= room * self.dt {
+                    break;
+                }
+                let keep = ((room * self.dt - own) / used).clamp(0.0, 1.0);
+                self.buckets = before.clone();
+                flows = offered
+                    .iter()
+                    .zip(&wanted)
+                    .enumerate()
+                    .map(|(i, (d, w))| self.own(i, c, *d, w * keep))
+                    .collect();
+                total = flows.iter().map(|f| f.passed).sum();
+                own = total - flows.iter().map(|f| f.used).sum::<f64>();
+            }
             self.yield_own(&mut flows, room);
         }
         // An oversubscribed link drops the excess of what the buckets let through.
@@ -463,8 +491,9 @@ impl Fluid {
         flows
     }
 
-    /// Deposit credit, the pre-allocated pool, the own bucket.
-    fn own(&mut self, i: usize, c: usize, offered: f64) -> Flow {
+    /// Deposit credit and the pre-allocated pool (together at most `pre_allow` bytes), the
+    /// own bucket.
+    fn own(&mut self, i: usize, c: usize, offered: f64, pre_allow: f64) -> Flow {
         let (b, a, dt) = (&mut self.buckets[i], &self.alloc[i], self.dt);
         let mut f = Flow {
             rem: offered,
@@ -474,10 +503,12 @@ impl Fluid {
             f.expired = b.credit;
             b.credit = 0.0;
         }
-        let from_credit = f.rem.min(b.credit);
+        let from_credit = f.rem.min(b.credit).min(pre_allow);
         b.credit -= from_credit;
         b.pre = (b.pre + a.pre_rate * dt).min(a.pre_cap);
-        let from_pre = (f.rem - from_credit).min(b.pre);
+        let from_pre = (f.rem - from_credit)
+            .min(b.pre)
+            .min(pre_allow - from_credit);
         b.pre -= from_pre;
         f.used = from_credit + from_pre;
         let own_tokens = b.own + a.fill * dt;
@@ -489,11 +520,12 @@ impl Fluid {
     }
 
     /// Drop precedence: own-token traffic beyond `room` yields, lowest tier first, in
-    /// proportion within a tier. Pre-allocated bytes never yield (the datapath spends them
-    /// before the check), nor does the top tier's traffic (under HTB the top tier is served
-    /// first anyway).
+    /// proportion within a tier. Pre-allocated bytes were already limited to the room (see
+    /// [`Fluid::cycle`]); the top tier's own traffic never yields (under HTB the top tier is
+    /// served first anyway).
     fn yield_own(&self, flows: &mut [Flow], room: f64) {
-        let mut left = room * self.dt;
+        // Pre-allocated bytes passed first (limited to the room already).
+        let mut left = room * self.dt - flows.iter().map(|f| f.used).sum::<f64>();
         for prio in (0..=3u8).rev() {
             let members: Vec<usize> = (0..flows.len())
                 .filter(|i| self.profiles[*i].priority == prio)

@@ -476,6 +476,64 @@ fn lower_tiers_yield_their_own_traffic_only_when_the_link_is_short() {
     assert_eq!(run(&mut dp, &packet(T1, 0)), XDP_PASS);
 }
 
+/// Drop precedence and pre-allocation: deposit credit is above the tenant's rate, so while
+/// the link is over capacity (past half bronze's yield depth) it stops, as borrowed traffic
+/// does, and the packet tries the tenant's own bucket: platinum's passes there, bronze's
+/// (no tokens of its own) is dropped, its credit kept for when the link has room again.
+#[test]
+fn pre_allocated_bytes_stop_while_the_link_is_over_capacity() {
+    let Some(_root) = root_test("pre_allocated_bytes_stop_while_the_link_is_over_capacity") else {
+        return;
+    };
+    let (mut dp, mut g) = load();
+    g.flags |= GLOBAL_YIELD;
+    slow_link(&mut g, 8000, [1000, 2000, 3000, 4000]);
+    let capacity = bucket(SLOW, 8000);
+    (g.cap_cost_fp, g.cap_max_ns) = (capacity.cost_fp, capacity.burst_ns);
+    for (y, b) in g.yield_ns.iter_mut().zip([5000, 6000, 7000, 0]) {
+        *y = if b == 0 { 0 } else { bucket(SLOW, b).burst_ns };
+    }
+    dp.write_global(&g).expect("global");
+    // t0: platinum with its own tokens and credit; t1: bronze with credit only.
+    dp.write_tenant(0, &slow_tenant([0, 20_000, 0], 0, 3))
+        .expect("write");
+    dp.write_tenant(1, &slow_tenant([0, 0, 0], 0, 0))
+        .expect("write");
+    for t in 0..2 {
+        dp.set_pre_pool(t, 0, 10_000).expect("pre pool");
+        dp.deposit(t, 10_000, Duration::from_secs(60))
+            .expect("deposit");
+    }
+    // The link has room: both spend credit.
+    assert_eq!(run(&mut dp, &packet(T1, 0)), XDP_PASS);
+    assert_eq!(run(&mut dp, &packet(T0, 0)), XDP_PASS);
+    // Platinum's credit takes the link 3000 bytes over capacity, past half bronze's depth
+    // (2500): its next packet is paid by its own bucket, bronze's is dropped.
+    assert_eq!(run(&mut dp, &packet(T0, 0)), XDP_PASS);
+    assert!(over_capacity(&dp) > 2500, "{}", over_capacity(&dp));
+    assert_eq!(
+        run(&mut dp, &packet(T0, 0)),
+        XDP_PASS,
+        "platinum's own bucket"
+    );
+    assert_eq!(
+        run(&mut dp, &packet(T1, 0)),
+        XDP_DROP,
+        "bronze's credit stops"
+    );
+    let (c0, c1) = (tenant(&dp, 0), tenant(&dp, 1));
+    assert_eq!(c0.packets[TYPE_SILVER][OUTCOME_PRE], 2);
+    assert_eq!(c0.packets[TYPE_SILVER][OUTCOME_GREEN], 1);
+    assert_eq!(c1.packets[TYPE_SILVER][OUTCOME_PRE], 1);
+    assert_eq!(c1.packets[TYPE_SILVER][OUTCOME_DROPPED], 1);
+    assert_eq!(dp.tenant_state(1).expect("state").credit, 9000, "kept");
+    // Precedence off: the same full link no longer stops credit.
+    g.yield_ns = [0; 4];
+    dp.write_global(&g).expect("global");
+    assert_eq!(run(&mut dp, &packet(T1, 0)), XDP_PASS);
+    assert_eq!(tenant(&dp, 1).packets[TYPE_SILVER][OUTCOME_PRE], 2);
+}
+
 /// Every passed packet counts against the link's capacity, whoever paid for it: own tokens,
 /// borrowing, the emergency pool (otherwise traffic above the tenants' rates would overload
 /// the link unseen by drop precedence); and once the link is over capacity, traffic above

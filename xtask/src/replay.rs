@@ -216,13 +216,7 @@ fn bottleneck(lab: &Lab, cfg: &Config, htb: bool, dir: &Path) -> Result<()> {
 }
 
 /// One policy over the window: returns the scored history and the bytes the senders sent.
-fn run_one(
-    trace: &Trace,
-    base: &Config,
-    policy: Policy,
-    a: &Args,
-    dir: &Path,
-) -> Result<(SimResult, f64, Config)> {
+fn run_one(trace: &Trace, base: &Config, policy: Policy, a: &Args, dir: &Path) -> Result<Run> {
     std::fs::create_dir_all(dir)?;
     let mode = match policy {
         Policy::Agent(m, dp) => (m, dp),
@@ -294,13 +288,19 @@ fn run_one(
         PAYLOAD,
         &stop,
     );
-    let mut sent = 0.0;
+    let mut sent_each = Vec::new();
     for s in senders {
         let s = s.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
-        sent += s.bytes as f64;
+        sent_each.push(s.bytes as f64);
     }
+    let sent = sent_each.iter().sum();
     // Two more cycles so the last interval is recorded.
     std::thread::sleep(Duration::from_millis(2500));
+    // What the shaper dropped of each tenant over the whole run (its counters since attach).
+    let shaper_dropped = match agent {
+        Some(_) => Some(dropped_at_shaper(&cfg)?),
+        None => None,
+    };
     drop(agent);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut received = Vec::new();
@@ -308,9 +308,25 @@ fn run_one(
         received.push(s.join().map_err(|_| anyhow::anyhow!("sink panicked"))??);
     }
     let name = policy.name();
+    // What the shaper itself let through, from the agent's history (its XDP counters).
+    let at_shaper = match policy {
+        Policy::Agent(..) => Some(scored_history(&cfg, &lab.dut_if, &name, started, a.cycles)?),
+        Policy::Htb => None,
+    };
     if a.bottleneck || policy == Policy::Htb {
         // What each receiver got per second against what its sender was told to send: the
         // link is after the shaper, so the agent's counters no longer say what passed.
+        let link_drops = tbf_drops(&lab)?;
+        // Per tenant: sent, less what the shaper (if any) dropped, less what arrived (every
+        // bin, the seconds after the window included).
+        let lost_after = Some(
+            (0..cfg.tenants.len())
+                .map(|i| {
+                    let shaped = shaper_dropped.as_ref().map_or(0.0, |d| d[i]);
+                    sent_each[i] - shaped - received[i].bytes as f64
+                })
+                .collect(),
+        );
         let offered = scaled;
         let passed: Vec<Vec<f64>> = received
             .iter()
@@ -321,12 +337,58 @@ fn run_one(
             })
             .collect();
         drop(lab);
-        return Ok((score(&cfg, &name, 1.0, &offered, &passed), sent, cfg));
+        return Ok(Run {
+            result: score(&cfg, &name, 1.0, &offered, &passed),
+            at_shaper,
+            link_drops: Some(link_drops),
+            lost_after,
+            sent,
+            cfg,
+        });
     }
-    let store = Store::open(&cfg.history.path, &lab.dut_if)?;
-    // Skip the first cycle (it spans the start), keep the window.
+    drop(lab);
+    let result = at_shaper.context("the agent's history")?;
+    Ok(Run {
+        result,
+        at_shaper: None,
+        link_drops: None,
+        lost_after: None,
+        sent,
+        cfg,
+    })
+}
+
+/// One policy's run over the window.
+struct Run {
+    /// Scored on what arrived (with a bottleneck: at the receivers, one-second bins), else on
+    /// the agent's counters.
+    result: SimResult,
+    /// With a bottleneck, the same window scored on the shaper's own counters: what the
+    /// shaper dropped, before the link dropped anything.
+    at_shaper: Option<SimResult>,
+    /// Packets the bottleneck's TBF dropped.
+    link_drops: Option<u64>,
+    /// With a bottleneck, per tenant: bytes sent that the shaper (if any) did not drop and no
+    /// receiver got, over the whole run (the link's drops, HTB's, the host's).
+    lost_after: Option<Vec<f64>>,
+    /// Bytes the senders sent.
+    sent: f64,
+    /// The config as replayed.
+    cfg: Config,
+}
+
+/// The agent's history over the window (its first cycle, which spans the start, skipped),
+/// scored as the simulator scores.
+fn scored_history(
+    cfg: &Config,
+    iface: &str,
+    name: &str,
+    started: f64,
+    cycles: usize,
+) -> Result<SimResult> {
+    let store = Store::open(&cfg.history.path, iface)?;
     let rows = store.since(None, started + 1.0)?;
-    let end = started + a.cycles as f64 + 1.0;
+    let end = started + cycles as f64 + 1.0;
     let mut offered = vec![Vec::new(); cfg.tenants.len()];
     let mut passed = vec![Vec::new(); cfg.tenants.len()];
     for r in rows.iter().filter(|r| r.ts <= end) {
@@ -335,8 +397,102 @@ fn run_one(
             passed[i].push(r.passed);
         }
     }
-    drop(lab);
-    Ok((score(&cfg, &name, 1.0, &offered, &passed), sent, cfg))
+    Ok(score(cfg, name, 1.0, &offered, &passed))
+}
+
+/// Each tenant's dropped bytes since the agent attached, from its `/v1/stats`.
+fn dropped_at_shaper(cfg: &Config) -> Result<Vec<f64>> {
+    let (_, body) = shaper::api::request_socket(
+        &cfg.api.socket,
+        "GET",
+        "/v1/stats",
+        None,
+        Duration::from_secs(5),
+    )
+    .context("the agent's /v1/stats")?;
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    let tenants = v["tenants"]
+        .as_array()
+        .context("/v1/stats without tenants")?;
+    cfg.tenants
+        .iter()
+        .map(|t| {
+            tenants
+                .iter()
+                .find(|x| x["name"] == t.name.as_str())
+                .and_then(|x| x["dropped_bytes"].as_u64())
+                .map(|b| b as f64)
+                .with_context(|| format!("/v1/stats has no {}", t.name))
+        })
+        .collect()
+}
+
+/// The packets the bottleneck's TBF dropped (its qdisc statistics).
+fn tbf_drops(lab: &Lab) -> Result<u64> {
+    let ifb = format!("{}i", lab.dut_if);
+    let out = std::process::Command::new("tc")
+        .args([
+            "-n",
+            &lab.dut.name,
+            "-s",
+            "-j",
+            "qdisc",
+            "show",
+            "dev",
+            &ifb,
+        ])
+        .output()
+        .context("running tc (iproute2)")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("tc -j qdisc show: not JSON")?;
+    v.as_array()
+        .and_then(|qs| qs.iter().find(|q| q["kind"] == "tbf"))
+        .and_then(|q| q["drops"].as_u64())
+        .context("no TBF statistics on the bottleneck")
+}
+
+/// With a bottleneck, where the bytes were lost: at the shaper (its own counters, scored
+/// per cycle), at the link's TBF, or elsewhere after the shaper (the receiving host: socket
+/// buffers), the top tiers' apart.
+fn after_shaper(
+    r: &SimResult,
+    at: Option<&SimResult>,
+    drops: Option<u64>,
+    lost_after: Option<&[f64]>,
+) -> Option<String> {
+    let drops = drops?;
+    // IP bytes, as the shaper and the receivers count them.
+    let link_mb = drops as f64 * (PAYLOAD + 28) as f64 / 1e6;
+    let mut line = format!("the link's TBF dropped {drops} packets ({link_mb:.2} MB)");
+    if let Some(s) = at {
+        line = format!(
+            "at the shaper: in-prof drop {:.3} MB, violations {}, onset drop {:.3} MB; {line}",
+            s.in_profile_dropped_bytes / 1e6,
+            s.violations,
+            s.onset_dropped_bytes / 1e6,
+        );
+    }
+    if let Some(lost) = lost_after {
+        let top: f64 = r
+            .tenants
+            .iter()
+            .zip(lost)
+            .filter(|(t, _)| matches!(t.tier.as_str(), "gold" | "platinum"))
+            .map(|(_, l)| l)
+            .sum();
+        let all: f64 = lost.iter().sum();
+        let place = if at.is_some() {
+            "after the shaper"
+        } else {
+            "in the tree and after"
+        };
+        line += &format!(
+            "; lost {place} {:.3} MB, gold/platinum {:.3} MB",
+            all / 1e6,
+            top / 1e6
+        );
+    }
+    Some(line)
 }
 
 /// The simulator on the replayed window, under the same config as replayed (one cycle a
@@ -436,7 +592,14 @@ pub fn replay(a: &Args) -> Result<()> {
     for round in 0..a.rounds {
         for &p in &policies {
             let dir = scratch.join(format!("{round}-{}", p.name()));
-            let (r, sent, replayed) = run_one(&trace, &cfg, p, a, &dir)?;
+            let Run {
+                result: r,
+                at_shaper,
+                link_drops,
+                lost_after,
+                sent,
+                cfg: replayed,
+            } = run_one(&trace, &cfg, p, a, &dir)?;
             let sim = simulated(&trace, &replayed, p, a)?;
             let (gap, who) = largest_gap(&r, &sim);
             println!(
@@ -453,6 +616,11 @@ pub fn replay(a: &Args) -> Result<()> {
                 sim.onset_dropped_bytes / 1e6,
                 gap * 100.0
             );
+            if let Some(line) =
+                after_shaper(&r, at_shaper.as_ref(), link_drops, lost_after.as_deref())
+            {
+                println!("{:>6} {line}", "");
+            }
             all.push((round, r));
         }
     }

@@ -775,8 +775,8 @@ fn fit(inp: &Inputs, floor: &[f64], want: &[(f64, f64, f64)]) -> (Vec<f64>, Vec<
         .zip(&more)
         .map(|((w, (a, g)), m)| {
             // Split the grant between fill and pre in the proportion asked; the part up to the
-            // ceiling is fill (own tokens, which yield on a short link; pre-allocated ones do
-            // not).
+            // ceiling is fill (own tokens, which yield on a short link, lowest tier first;
+            // pre-allocated ones stop there for every tier).
             let f = if *a > 0.0 { w.0 / a } else { 0.0 };
             (g * f, g * (1.0 - f), *m)
         })
