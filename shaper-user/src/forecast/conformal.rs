@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 
 /// Residuals kept per horizon: enough for 2.5% tails of ~6 samples each.
 pub const WINDOW: usize = 256;
+/// The most a window keeps where it spans weekly seasons (see `Settings::residual_window`).
+pub const MAX_WINDOW: usize = 1024;
+
+fn default_window() -> usize {
+    WINDOW
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ResidualWindow {
@@ -17,33 +23,43 @@ pub struct ResidualWindow {
     head: usize,
     /// The same values, sorted.
     sorted: Vec<bf16>,
+    /// Residuals kept (saved before windows had sizes of their own: [`WINDOW`]).
+    #[serde(default = "default_window")]
+    size: usize,
 }
 
 impl Default for ResidualWindow {
     fn default() -> Self {
-        ResidualWindow {
-            fifo: Vec::with_capacity(WINDOW),
-            head: 0,
-            sorted: Vec::with_capacity(WINDOW),
-        }
+        ResidualWindow::new(WINDOW)
     }
 }
 
 impl ResidualWindow {
+    /// A window of the last `size` residuals (at least 2).
+    pub fn new(size: usize) -> Self {
+        let size = size.max(2);
+        ResidualWindow {
+            fifo: Vec::with_capacity(size),
+            head: 0,
+            sorted: Vec::with_capacity(size),
+            size,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.sorted.len()
     }
 
     pub fn push(&mut self, r: f64) {
         let r = bf16::from_f64(r);
-        if self.fifo.len() < WINDOW {
+        if self.fifo.len() < self.size {
             self.fifo.push(r);
             let j = self.sorted.partition_point(|v| v.total_cmp(&r).is_lt());
             self.sorted.insert(j, r);
             return;
         }
         let old = std::mem::replace(&mut self.fifo[self.head], r);
-        self.head = (self.head + 1) % WINDOW;
+        self.head = (self.head + 1) % self.fifo.len();
         // Replace `old` by `r` in place: one shift of the values between their two ranks,
         // instead of a removal and an insertion that each move half the window.
         let (Ok(i) | Err(i)) = self.sorted.binary_search_by(|v| v.total_cmp(&old));
@@ -58,20 +74,40 @@ impl ResidualWindow {
         }
     }
 
-    /// The split-conformal quantile at level `q` in (0, 1): the ceil((n + 1) q)-th smallest,
-    /// clamped to the sample (with few residuals the interval is the sample's range).
+    /// The split-conformal quantile at level `q`: the ceil((n + 1) q)-th smallest. Past the
+    /// sample's ends (adaptive conformal levels push `q` there when even the window's extremes
+    /// keep missing: a regime the last `WINDOW` residuals have not seen), extrapolated along
+    /// the tail, by the mean gap between the last [`TAIL`]-th of order statistics at that end;
+    /// clamped to at most [`BEYOND`] of the window's size past it.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         let n = self.sorted.len();
         if n == 0 {
             return None;
         }
-        // ceil((n + 1) q) by truncation: f64::ceil is a libm call on baseline x86-64.
-        let x = (n as f64 + 1.0) * q.clamp(0.0, 1.0);
-        let t = x as usize;
+        let x = (n as f64 + 1.0) * q;
+        let at = |i: usize| self.sorted[i].to_f64();
+        let m = (n / TAIL).max(1).min(n - 1);
+        let past = BEYOND * n as f64;
+        if x > n as f64 && m > 0 {
+            let gap = (at(n - 1) - at(n - 1 - m)) / m as f64;
+            return Some(at(n - 1) + (x - n as f64).min(past) * gap);
+        }
+        if x < 1.0 && m > 0 {
+            let gap = (at(m) - at(0)) / m as f64;
+            return Some(at(0) - (1.0 - x).min(past) * gap);
+        }
+        // ceil(x) by truncation: f64::ceil is a libm call on baseline x86-64.
+        let t = x.max(0.0) as usize;
         let k = if (t as f64) < x { t + 1 } else { t };
-        Some(self.sorted[k.clamp(1, n) - 1].to_f64())
+        Some(at(k.clamp(1, n) - 1))
     }
 }
+
+/// The tail a quantile past the window's ends is extrapolated along: its last `n / TAIL`
+/// order statistics.
+const TAIL: usize = 16;
+/// How far past the window's ends a quantile may go, as a share of its size.
+pub const BEYOND: f64 = 0.125;
 
 /// How a forecaster keeps its residuals for intervals.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -132,9 +168,10 @@ pub enum Residuals {
 }
 
 impl Residuals {
-    pub fn new(method: IntervalMethod) -> Residuals {
+    /// Residuals kept `method`'s way; a window of the last `window`.
+    pub fn new(method: IntervalMethod, window: usize) -> Residuals {
         match method {
-            IntervalMethod::Window => Residuals::Window(ResidualWindow::default()),
+            IntervalMethod::Window => Residuals::Window(ResidualWindow::new(window)),
             IntervalMethod::Tracking => Residuals::Tracking(QuantileTracker::default()),
         }
     }
@@ -193,6 +230,12 @@ mod tests {
         assert_eq!(w.quantile(0.975), Some(250.0));
         assert_eq!(w.quantile(0.025), Some(6.0));
         assert_eq!(ResidualWindow::default().quantile(0.5), None);
+        // Past the ends: along the tail's mean gap (1 a rank here), at most an eighth of the
+        // window beyond it.
+        assert_eq!(w.quantile(1.0), Some(256.0));
+        assert_eq!(w.quantile(1.05), Some(255.0 + (257.0 * 1.05 - 256.0)));
+        assert_eq!(w.quantile(2.0), Some(255.0 + 32.0));
+        assert_eq!(w.quantile(-0.05), Some(0.0 - (1.0 + 257.0 * 0.05)));
     }
 
     #[test]

@@ -524,3 +524,30 @@ fn accuracy_is_scored_from_the_first_full_season() {
         holt.accuracy()
     );
 }
+
+/// Conformal windows span two weekly seasons where forecasts are made at the seasons'
+/// resolution (taylor's half hours: 672), within the cap; at fine intervals, or without a
+/// weekly season, the default 256. And a window keeps exactly its size, sorted.
+#[test]
+fn residual_windows_span_two_weeks_where_a_week_fits() {
+    let half_hourly = settings(48, 48, ModelChoice::Auto);
+    assert_eq!(half_hourly.residual_window(), 672);
+    let five_minutes = settings(288, 12, ModelChoice::Auto);
+    assert_eq!(five_minutes.residual_window(), conformal::MAX_WINDOW);
+    let seconds = Settings {
+        weekly: 604_800,
+        ..settings(86_400, 10, ModelChoice::Auto)
+    };
+    assert_eq!(seconds.residual_window(), conformal::WINDOW);
+    assert_eq!(settings(1, 10, ModelChoice::Auto).residual_window(), 256);
+    let mut w = conformal::ResidualWindow::new(672);
+    for i in 0..1000 {
+        // Below 256: exact in bfloat16.
+        w.push(f64::from((i * 7919) % 250));
+    }
+    assert_eq!(w.len(), 672);
+    // The last 672 values, ranked: the median is the 337th smallest.
+    let mut last: Vec<f64> = (328..1000).map(|i| f64::from((i * 7919) % 250)).collect();
+    last.sort_by(f64::total_cmp);
+    assert_eq!(w.quantile(0.5), Some(last[336]));
+}
