@@ -88,6 +88,8 @@ const TRUST_AFTER: usize = 100;
 
 /// Tenants from which `Planner::step` forecasts on several threads, and at most how many.
 const PARALLEL_FROM: usize = 4096;
+/// How many tenants ahead a forecaster's memory is asked for (see `Forecaster::prefetch`).
+const PREFETCH_AHEAD: usize = 8;
 const MAX_THREADS: usize = 8;
 
 /// The forecast-and-allocate stage of one agent, or of one simulation: a forecaster per
@@ -215,7 +217,16 @@ impl Planner {
         let forecast = |fs: &mut [Forecaster],
                         obs: &[Observed],
                         (out, info): (&mut [Demand], &mut [ForecastInfo])| {
-            for (((f, o), d), i) in fs.iter_mut().zip(obs).zip(out).zip(info) {
+            for (j, ((o, d), i)) in obs.iter().zip(out).zip(info).enumerate() {
+                // The cycle waits on memory: ask for the next tenants' state while this one
+                // is worked on (their vectors first, then what those point to).
+                if let Some(next) = fs.get(j + PREFETCH_AHEAD) {
+                    next.prefetch();
+                }
+                if let Some(next) = fs.get(j + PREFETCH_AHEAD / 2) {
+                    next.prefetch_deep();
+                }
+                let Some(f) = fs.get_mut(j) else { break };
                 f.update(ts, o.offered);
                 let a = f.accuracy();
                 let trusted = a.samples < TRUST_AFTER || a.mase.is_none_or(|m| m < 1.0);

@@ -50,6 +50,16 @@ impl ResidualWindow {
         self.sorted.len()
     }
 
+    /// Asks for the cache lines a push and a quantile touch: the sorted values, the slot
+    /// that leaves.
+    #[inline]
+    pub fn prefetch(&self) {
+        super::prefetch_all(&self.sorted);
+        if let Some(v) = self.fifo.get(self.head) {
+            super::prefetch(v);
+        }
+    }
+
     pub fn push(&mut self, r: f64) {
         let r = bf16::from_f64(r);
         if self.fifo.len() < self.size {
@@ -173,6 +183,14 @@ impl Residuals {
         match method {
             IntervalMethod::Window => Residuals::Window(ResidualWindow::new(window)),
             IntervalMethod::Tracking => Residuals::Tracking(QuantileTracker::default()),
+        }
+    }
+
+    /// See [`ResidualWindow::prefetch`].
+    #[inline]
+    pub fn prefetch(&self) {
+        if let Residuals::Window(w) = self {
+            w.prefetch();
         }
     }
 

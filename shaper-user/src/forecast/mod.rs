@@ -353,6 +353,36 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// Asks the CPU to bring `v`'s cache line in (a hint: never faults, no effect elsewhere than
+/// x86-64).
+#[inline(always)]
+fn prefetch<T>(v: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it reads nothing architecturally and never faults. SSE is
+    // part of the x86-64 baseline.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(
+            std::ptr::from_ref(v).cast::<i8>(),
+            core::arch::x86_64::_MM_HINT_T0,
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
+/// [`prefetch`] of every cache line of `v`.
+#[inline(always)]
+fn prefetch_all<T>(v: &[T]) {
+    let bytes = std::mem::size_of_val(v);
+    let base = v.as_ptr().cast::<u8>();
+    let mut off = 0;
+    while off < bytes {
+        // SAFETY: `off` is within the slice's bytes.
+        prefetch(unsafe { &*base.add(off) });
+        off += 64;
+    }
+}
+
 /// The per-tenant forecaster: all models, the selection, the intervals, accuracy and bursts.
 /// Serializable, so the agent can save it and warm-start after a restart.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -879,6 +909,47 @@ impl Forecaster {
         let p = self.predict(1);
         self.next = Some(p);
         self.next_model = Some((model1, model1 + (p.hi - p.mean)));
+    }
+
+    /// Asks for the cache lines of this forecaster's own vectors, which its next update
+    /// reads first. With 100,000 tenants every update starts with cache misses on some thirty
+    /// small allocations, and the cycle waits on memory, not arithmetic: callers ask a few
+    /// tenants ahead ([`Forecaster::prefetch_deep`] for what these vectors point to).
+    #[inline]
+    pub fn prefetch(&self) {
+        prefetch_all(&self.models);
+        prefetch_all(&self.windows);
+        prefetch_all(&self.errors);
+        prefetch_all(&self.far_errors);
+        prefetch_all(&self.fast_errors);
+        prefetch_all(&self.fast_far_errors);
+        prefetch_all(&self.levels);
+        prefetch_all(&self.bounds);
+        prefetch_all(&self.far);
+        let h = self.settings.horizon.max(1);
+        let slot = (self.n % h as u64) as usize;
+        if let Some(row) = self.pending.get(slot * h..(slot + 1) * h) {
+            prefetch_all(row);
+        }
+    }
+
+    /// The second step of [`Forecaster::prefetch`], once its lines are in: the models'
+    /// slots, the residual windows, the rings at this update's slot.
+    #[inline]
+    pub fn prefetch_deep(&self) {
+        for m in &self.models {
+            m.prefetch();
+        }
+        for w in &self.windows {
+            w.prefetch();
+        }
+        let h = self.settings.horizon.max(1);
+        let slot = (self.n % h as u64) as usize;
+        for ring in self.far.iter().chain(&self.mixes.far) {
+            if let Some(v) = ring.get(slot) {
+                prefetch(v);
+            }
+        }
     }
 
     /// The forecast `h` (1..=horizon) intervals after the last sample.

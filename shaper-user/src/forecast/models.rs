@@ -236,6 +236,27 @@ impl Model {
 
     /// True if the state is finite: its scalars and the seasonal slots the last update wrote
     /// (the only ones an update can change), so the check is O(1).
+    /// Asks for the cache lines this model's next update and forecasts touch (see
+    /// `Forecaster::prefetch`).
+    #[inline]
+    pub fn prefetch(&self) {
+        match self {
+            Model::SeasonalNaive(m) | Model::WeeklyNaive(m) => {
+                super::prefetch(&m.hist[m.slots.pos.min(m.hist.len() - 1)]);
+                super::prefetch(&m.hist[m.slots.at(1).min(m.hist.len() - 1)]);
+            }
+            Model::HoltWinters(m) => {
+                super::prefetch(&m.season[m.slots.pos.min(m.season.len() - 1)]);
+                super::prefetch(&m.season[m.slots.at(1).min(m.season.len() - 1)]);
+            }
+            Model::Ar(m) => {
+                super::prefetch(&m.window[m.pos.min(m.window.len() - 1)]);
+                super::prefetch_all(&m.coef);
+            }
+            Model::Ewma(_) | Model::Holt(_) | Model::Mstl(_) => {}
+        }
+    }
+
     pub fn is_finite(&self) -> bool {
         match self {
             Model::SeasonalNaive(m) | Model::WeeklyNaive(m) => {
