@@ -414,6 +414,19 @@ fn over_capacity(dp: &Datapath) -> u64 {
     tat.saturating_sub(shaper::datapath::monotonic_ns()) / 1_000_000
 }
 
+/// Drop precedence on a link of 8000 bytes at 8 kbit/s: the capacity word at that rate and
+/// depth, yield depths of 5000, 6000 and 7000 bytes for bronze, silver and gold (platinum
+/// never yields), every charge reaching the shared words at once.
+fn short_link(g: &mut GlobalConfig) {
+    g.flags |= GLOBAL_YIELD;
+    slow_link(g, 8000, [1000, 2000, 3000, 4000]);
+    let capacity = bucket(SLOW, 8000);
+    (g.cap_cost_fp, g.cap_max_ns) = (capacity.cost_fp, capacity.burst_ns);
+    for (y, b) in g.yield_ns.iter_mut().zip([5000, 6000, 7000, 0]) {
+        *y = if b == 0 { 0 } else { bucket(SLOW, b).burst_ns };
+    }
+}
+
 /// Drop precedence: own-token traffic of a lower tier passes while the link has room, and
 /// yields (is dropped, its own tokens kept) once the capacity word is in use past the tier's
 /// yield depth, bronze before silver; platinum's own traffic never yields, and its charges
@@ -426,13 +439,7 @@ fn lower_tiers_yield_their_own_traffic_only_when_the_link_is_short() {
     };
     let (mut dp, mut g) = load();
     assert_eq!(g.flags & GLOBAL_YIELD, 0, "the test config turns it off");
-    g.flags |= GLOBAL_YIELD;
-    slow_link(&mut g, 8000, [1000, 2000, 3000, 4000]);
-    let capacity = bucket(SLOW, 8000);
-    (g.cap_cost_fp, g.cap_max_ns) = (capacity.cost_fp, capacity.burst_ns);
-    for (y, b) in g.yield_ns.iter_mut().zip([5000, 6000, 7000, 0]) {
-        *y = if b == 0 { 0 } else { bucket(SLOW, b).burst_ns };
-    }
+    short_link(&mut g);
     dp.write_global(&g).expect("global");
     // t0: platinum, t1: bronze; plenty of their own tokens, no borrowing.
     dp.write_tenant(0, &slow_tenant([0, 20_000, 0], 0, 3))
@@ -486,13 +493,7 @@ fn pre_allocated_bytes_stop_while_the_link_is_over_capacity() {
         return;
     };
     let (mut dp, mut g) = load();
-    g.flags |= GLOBAL_YIELD;
-    slow_link(&mut g, 8000, [1000, 2000, 3000, 4000]);
-    let capacity = bucket(SLOW, 8000);
-    (g.cap_cost_fp, g.cap_max_ns) = (capacity.cost_fp, capacity.burst_ns);
-    for (y, b) in g.yield_ns.iter_mut().zip([5000, 6000, 7000, 0]) {
-        *y = if b == 0 { 0 } else { bucket(SLOW, b).burst_ns };
-    }
+    short_link(&mut g);
     dp.write_global(&g).expect("global");
     // t0: platinum with its own tokens and credit; t1: bronze with credit only.
     dp.write_tenant(0, &slow_tenant([0, 20_000, 0], 0, 3))
