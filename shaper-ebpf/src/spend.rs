@@ -106,8 +106,9 @@ pub(crate) fn spend(
 }
 
 /// Drop precedence: traffic within any tenant's rate outranks traffic above it (borrowed,
-/// emergency, pre-allocated), so those stop once the link is over capacity, before bronze's own traffic
-/// yields (at half its depth). The link bucket alone cannot say so: its debt is bounded.
+/// emergency, pre-allocated), so those stop once the link is over capacity, before bronze's
+/// own traffic yields (at half its depth). The link bucket alone cannot say so: its debt is
+/// bounded.
 ///
 /// # Safety
 /// `global` points into `GLOBAL_STATE`.

@@ -445,13 +445,14 @@ impl Fluid {
 
     /// Cycle `c` with `offered` bytes per tenant.
     fn cycle(&mut self, c: usize, offered: &[f64]) -> Vec<Flow> {
-        let before = self.buckets.clone();
+        // The buckets as the cycle found them, should pre-allocation have to be spent again.
+        let before = self.precedence.is_some().then(|| self.buckets.clone());
         let mut flows: Vec<Flow> = offered
             .iter()
             .enumerate()
             .map(|(i, d)| self.own(i, c, *d, f64::INFINITY))
             .collect();
-        if let Some(room) = self.precedence {
+        if let (Some(room), Some(before)) = (self.precedence, before) {
             // Pre-allocated bytes are above their tenant's rate: with the link over capacity
             // they stop, as borrowed ones do, and what they would have carried tries the own
             // bucket. Spent again with pre-allocation limited to the room the own-token
