@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use shaper::lab::{AgentProcess, Lab};
 
-/// `tc` in namespace `ns`; its error output on failure.
-pub(crate) fn tc(ns: &str, args: &[&str]) -> Result<()> {
+/// `tc` in namespace `ns`: its output, or its error output on failure.
+pub(crate) fn tc(ns: &str, args: &[&str]) -> Result<String> {
     let out = Command::new("tc")
         .args(["-n", ns])
         .args(args)
@@ -22,7 +22,7 @@ pub(crate) fn tc(ns: &str, args: &[&str]) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Writes a config the agent accepts whatever the umask: `shaper run` refuses world-writable

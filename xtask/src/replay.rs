@@ -212,7 +212,8 @@ fn bottleneck(lab: &Lab, cfg: &Config, htb: bool, dir: &Path) -> Result<()> {
     }
     let path = dir.join("htb.batch");
     std::fs::write(&path, b)?;
-    crate::lab::tc(ns, &["-batch", &path.display().to_string()])
+    crate::lab::tc(ns, &["-batch", &path.display().to_string()])?;
+    Ok(())
 }
 
 /// One policy over the window: returns the scored history and the bytes the senders sent.
@@ -316,17 +317,17 @@ fn run_one(trace: &Trace, base: &Config, policy: Policy, a: &Args, dir: &Path) -
     if a.bottleneck || policy == Policy::Htb {
         // What each receiver got per second against what its sender was told to send: the
         // link is after the shaper, so the agent's counters no longer say what passed.
-        let link_drops = tbf_drops(&lab)?;
-        // Per tenant: sent, less what the shaper (if any) dropped, less what arrived (every
-        // bin, the seconds after the window included).
-        let lost_after = Some(
-            (0..cfg.tenants.len())
+        let link = LinkLoss {
+            tbf_drops: tbf_drops(&lab)?,
+            // Per tenant: sent, less what the shaper (if any) dropped, less what arrived
+            // (every bin, the seconds after the window included).
+            lost_after: (0..cfg.tenants.len())
                 .map(|i| {
                     let shaped = shaper_dropped.as_ref().map_or(0.0, |d| d[i]);
                     sent_each[i] - shaped - received[i].bytes as f64
                 })
                 .collect(),
-        );
+        };
         let offered = scaled;
         let passed: Vec<Vec<f64>> = received
             .iter()
@@ -340,8 +341,7 @@ fn run_one(trace: &Trace, base: &Config, policy: Policy, a: &Args, dir: &Path) -
         return Ok(Run {
             result: score(&cfg, &name, 1.0, &offered, &passed),
             at_shaper,
-            link_drops: Some(link_drops),
-            lost_after,
+            link: Some(link),
             sent,
             cfg,
         });
@@ -351,8 +351,7 @@ fn run_one(trace: &Trace, base: &Config, policy: Policy, a: &Args, dir: &Path) -
     Ok(Run {
         result,
         at_shaper: None,
-        link_drops: None,
-        lost_after: None,
+        link: None,
         sent,
         cfg,
     })
@@ -366,15 +365,21 @@ struct Run {
     /// With a bottleneck, the same window scored on the shaper's own counters: what the
     /// shaper dropped, before the link dropped anything.
     at_shaper: Option<SimResult>,
-    /// Packets the bottleneck's TBF dropped.
-    link_drops: Option<u64>,
-    /// With a bottleneck, per tenant: bytes sent that the shaper (if any) did not drop and no
-    /// receiver got, over the whole run (the link's drops, HTB's, the host's).
-    lost_after: Option<Vec<f64>>,
+    /// With a bottleneck, what was lost after the shaper.
+    link: Option<LinkLoss>,
     /// Bytes the senders sent.
     sent: f64,
     /// The config as replayed.
     cfg: Config,
+}
+
+/// What a bottleneck run lost after the shaper.
+struct LinkLoss {
+    /// Packets the bottleneck's TBF dropped.
+    tbf_drops: u64,
+    /// Per tenant: bytes sent that the shaper (if any) did not drop and no receiver got, over
+    /// the whole run (the link's drops, HTB's, the host's).
+    lost_after: Vec<f64>,
 }
 
 /// The agent's history over the window (its first cycle, which spans the start, skipped),
@@ -430,21 +435,8 @@ fn dropped_at_shaper(cfg: &Config) -> Result<Vec<f64>> {
 /// The packets the bottleneck's TBF dropped (its qdisc statistics).
 fn tbf_drops(lab: &Lab) -> Result<u64> {
     let ifb = format!("{}i", lab.dut_if);
-    let out = std::process::Command::new("tc")
-        .args([
-            "-n",
-            &lab.dut.name,
-            "-s",
-            "-j",
-            "qdisc",
-            "show",
-            "dev",
-            &ifb,
-        ])
-        .output()
-        .context("running tc (iproute2)")?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("tc -j qdisc show: not JSON")?;
+    let out = crate::lab::tc(&lab.dut.name, &["-s", "-j", "qdisc", "show", "dev", &ifb])?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("tc -j qdisc show: not JSON")?;
     v.as_array()
         .and_then(|qs| qs.iter().find(|q| q["kind"] == "tbf"))
         .and_then(|q| q["drops"].as_u64())
@@ -453,14 +445,13 @@ fn tbf_drops(lab: &Lab) -> Result<u64> {
 
 /// With a bottleneck, where the bytes were lost: at the shaper (its own counters, scored
 /// per cycle), at the link's TBF, or elsewhere after the shaper (the receiving host: socket
-/// buffers), the top tiers' apart.
-fn after_shaper(
-    r: &SimResult,
-    at: Option<&SimResult>,
-    drops: Option<u64>,
-    lost_after: Option<&[f64]>,
-) -> Option<String> {
-    let drops = drops?;
+/// buffers), the protected tiers' (gold, platinum) apart.
+fn after_shaper(cfg: &Config, at: Option<&SimResult>, link: Option<&LinkLoss>) -> Option<String> {
+    let LinkLoss {
+        tbf_drops: drops,
+        lost_after: lost,
+    } = link?;
+    let drops = *drops;
     // IP bytes, as the shaper and the receivers count them.
     let link_mb = drops as f64 * (PAYLOAD + 28) as f64 / 1e6;
     let mut line = format!("the link's TBF dropped {drops} packets ({link_mb:.2} MB)");
@@ -472,26 +463,23 @@ fn after_shaper(
             s.onset_dropped_bytes / 1e6,
         );
     }
-    if let Some(lost) = lost_after {
-        let top: f64 = r
-            .tenants
-            .iter()
-            .zip(lost)
-            .filter(|(t, _)| matches!(t.tier.as_str(), "gold" | "platinum"))
-            .map(|(_, l)| l)
-            .sum();
-        let all: f64 = lost.iter().sum();
-        let place = if at.is_some() {
-            "after the shaper"
-        } else {
-            "in the tree and after"
-        };
-        line += &format!(
-            "; lost {place} {:.3} MB, gold/platinum {:.3} MB",
-            all / 1e6,
-            top / 1e6
-        );
-    }
+    let top: f64 = shaper::planner::profiles(cfg)
+        .iter()
+        .zip(lost)
+        .filter(|(p, _)| shaper::allocate::protected(p.priority))
+        .map(|(_, l)| l)
+        .sum();
+    let all: f64 = lost.iter().sum();
+    let place = if at.is_some() {
+        "after the shaper"
+    } else {
+        "in the tree and after"
+    };
+    line += &format!(
+        "; lost {place} {:.3} MB, gold/platinum {:.3} MB",
+        all / 1e6,
+        top / 1e6
+    );
     Some(line)
 }
 
@@ -595,8 +583,7 @@ pub fn replay(a: &Args) -> Result<()> {
             let Run {
                 result: r,
                 at_shaper,
-                link_drops,
-                lost_after,
+                link,
                 sent,
                 cfg: replayed,
             } = run_one(&trace, &cfg, p, a, &dir)?;
@@ -616,9 +603,7 @@ pub fn replay(a: &Args) -> Result<()> {
                 sim.onset_dropped_bytes / 1e6,
                 gap * 100.0
             );
-            if let Some(line) =
-                after_shaper(&r, at_shaper.as_ref(), link_drops, lost_after.as_deref())
-            {
+            if let Some(line) = after_shaper(&replayed, at_shaper.as_ref(), link.as_ref()) {
                 println!("{:>6} {line}", "");
             }
             all.push((round, r));

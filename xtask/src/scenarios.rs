@@ -190,7 +190,7 @@ fn top_fits(trace: &Trace, cfg: &Config) -> Result<bool> {
     let top: Vec<(usize, f64)> = shaper::planner::profiles(cfg)
         .iter()
         .zip(idx)
-        .filter(|(p, _)| p.priority >= 2)
+        .filter(|(p, _)| shaper::allocate::protected(p.priority))
         .map(|(p, k)| (k, p.rate))
         .collect();
     Ok((0..trace.cycles()).all(|c| {

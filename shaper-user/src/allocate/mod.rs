@@ -114,12 +114,17 @@ pub struct PolicyParams {
     pub mix_limit: f64,
 }
 
-/// An SLA violation: a tenant of a protected tier (priority 2 and up: gold, platinum) lost
-/// more than 0.1% of its in-profile traffic (what it offered up to its base rate) in a cycle.
-/// `offered`, `passed` and `rate` in the same unit (bytes or bytes/s).
+/// A tier whose contract is an SLA: priority 2 and up (gold, platinum).
+pub fn protected(priority: u8) -> bool {
+    priority >= 2
+}
+
+/// An SLA violation: a tenant of a protected tier lost more than 0.1% of its in-profile
+/// traffic (what it offered up to its base rate) in a cycle. `offered`, `passed` and `rate`
+/// in the same unit (bytes or bytes/s).
 pub fn violated(priority: u8, offered: f64, passed: f64, rate: f64) -> bool {
     let in_profile = offered.min(rate);
-    priority >= 2 && in_profile > 0.0 && (in_profile - passed).max(0.0) > 0.001 * in_profile
+    protected(priority) && in_profile > 0.0 && (in_profile - passed).max(0.0) > 0.001 * in_profile
 }
 
 /// Cycles without a trigger before prediction resumes after a reactive override.
