@@ -253,29 +253,39 @@ impl Settings {
         if self.season > 1 {
             k.extend([ModelKind::SeasonalNaive, ModelKind::HoltWinters]);
         }
-        if self.weekly > self.season && self.season > 1 {
+        if self.has_week() {
             k.push(ModelKind::WeeklyNaive);
             // The double-seasonal model runs a grid of members side by side: worth its memory
             // where forecasts are made at the seasons' resolution, not at one-second cycles
             // whose horizon is far shorter than a slot (there the short-term models lead).
-            if self.weekly <= models::WEEKLY_SLOTS {
+            if self.at_seasons_resolution() {
                 k.push(ModelKind::Mstl);
             }
         }
         k
     }
+
+    /// A daily and a longer weekly season.
+    fn has_week(&self) -> bool {
+        self.weekly > self.season && self.season > 1
+    }
+
+    /// Forecasts made at the seasons' resolution: a week of at most
+    /// [`models::WEEKLY_SLOTS`] samples (intervals of five minutes or more).
+    fn at_seasons_resolution(&self) -> bool {
+        self.has_week() && self.weekly <= models::WEEKLY_SLOTS
+    }
 }
 
 impl Settings {
     /// Residuals per conformal window: two weekly seasons where forecasts are made at the
-    /// seasons' resolution (a week of at most [`models::WEEKLY_SLOTS`] samples, as for the
-    /// double-seasonal model), within [`conformal::MAX_WINDOW`]; else [`conformal::WINDOW`].
+    /// seasons' resolution (as for the double-seasonal model), within [`conformal::MAX_WINDOW`]; else [`conformal::WINDOW`].
     /// A window shorter than a week has not seen every day's errors: day ahead on half-hourly
     /// electricity demand (taylor), 256 residuals are 5.3 days and covered 90.7% for a 95%
     /// target, two weeks (672) 92.6%. At one-second cycles a week cannot be held, and the
     /// spread a ten-second horizon needs changes within minutes.
     pub fn residual_window(&self) -> usize {
-        if self.weekly > self.season && self.season > 1 && self.weekly <= models::WEEKLY_SLOTS {
+        if self.at_seasons_resolution() {
             (2 * self.weekly).clamp(conformal::WINDOW, conformal::MAX_WINDOW)
         } else {
             conformal::WINDOW
@@ -731,8 +741,7 @@ impl Forecaster {
     /// change); the level models and every rolling error, which weighs the models, see it
     /// damped to `used`.
     fn learn(&mut self, value: f64, used: f64) {
-        let h_max = self.settings.horizon;
-        let slot = (self.n % h_max as u64) as usize;
+        let slot = self.next_slot();
         let weight = self.error_weight();
         let ewma = |e: &mut f64, err: f64, w: f64, fresh: bool| {
             *e = if fresh { err } else { *e + w * (err - *e) };
@@ -926,11 +935,17 @@ impl Forecaster {
         prefetch_all(&self.levels);
         prefetch_all(&self.bounds);
         prefetch_all(&self.far);
-        let h = self.settings.horizon.max(1);
-        let slot = (self.n % h as u64) as usize;
+        let h = self.settings.horizon;
+        let slot = self.next_slot();
         if let Some(row) = self.pending.get(slot * h..(slot + 1) * h) {
             prefetch_all(row);
         }
+    }
+
+    /// The slot of the horizon-long rings (pending forecasts, far forecasts) the next update
+    /// scores and fills.
+    fn next_slot(&self) -> usize {
+        (self.n % self.settings.horizon.max(1) as u64) as usize
     }
 
     /// The second step of [`Forecaster::prefetch`], once its lines are in: the models'
@@ -943,8 +958,7 @@ impl Forecaster {
         for w in &self.windows {
             w.prefetch();
         }
-        let h = self.settings.horizon.max(1);
-        let slot = (self.n % h as u64) as usize;
+        let slot = self.next_slot();
         for ring in self.far.iter().chain(&self.mixes.far) {
             if let Some(v) = ring.get(slot) {
                 prefetch(v);
