@@ -2,7 +2,7 @@
 //! every few updates, so it is O(1) amortized), and `forecast(h)` is O(1) (AR: O(p h)).
 use serde::{Deserialize, Serialize};
 
-use super::linalg::least_squares;
+use super::linalg::{MAX_COLS, Normal};
 
 /// Which model, as named in the config and the CLI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -724,7 +724,9 @@ pub struct Ar {
 }
 
 impl Ar {
+    /// AR(`p`) (`p` < [`MAX_COLS`]) on the last `window` samples, refitted every `refit`.
     pub fn new(p: usize, window: usize, refit: usize) -> Self {
+        let p = p.min(MAX_COLS - 1);
         Ar {
             p,
             window: vec![0.0; window],
@@ -755,23 +757,28 @@ impl Ar {
 
     fn fit(&mut self) {
         self.since_fit = 0;
-        let rows = self.len - self.p;
         let cols = self.p + 1;
-        let mut x = ndarray::Array2::<f64>::zeros((rows, cols));
-        let mut y = ndarray::Array1::<f64>::zeros(rows);
-        // Row r predicts the value (rows-1-r) steps back from its lags.
-        for r in 0..rows {
-            let k = rows - 1 - r;
-            y[r] = self.back(k);
-            x[[r, 0]] = 1.0;
-            for j in 1..=self.p {
-                x[[r, j]] = self.back(k + j);
+        // Each value from the p-th on, oldest first, predicted from the p before it: the
+        // rows are read off the ring as they are added, no design matrix is built.
+        let mut s = Normal::new(cols);
+        let mut x = [0.0f64; MAX_COLS];
+        x[0] = 1.0;
+        for t in 0..self.len {
+            let y = self.back(self.len - 1 - t);
+            if t >= self.p {
+                s.add(&x[..cols], y);
+            }
+            // Shift the lags: x[1] is the value just before the next target.
+            if cols > 1 {
+                x.copy_within(1..cols - 1, 2);
+                x[1] = y;
             }
         }
-        if let Some(c) = least_squares(&x, &y)
-            && c.iter().all(|v| v.is_finite())
+        if let Some(c) = s.solve()
+            && c[..cols].iter().all(|v| v.is_finite())
         {
-            self.coef = c.to_vec();
+            self.coef.clear();
+            self.coef.extend_from_slice(&c[..cols]);
             self.fitted = true;
         }
     }
