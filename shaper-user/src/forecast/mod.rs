@@ -119,16 +119,19 @@ fn log_weights(hmax: usize) -> &'static [f64; MAX_HORIZON] {
     &tables[hmax.min(MAX_HORIZON)]
 }
 
-/// Every mix's point forecasts of every horizon (`out[set * 2 + cutoff]`, see [`MIXES`]) and
-/// every model's full-horizon forecast (`far`, to score them). `sets` are the models' rolling
-/// errors (one step, full horizon) on the long and the short memory. One model, or `auto`
-/// before warm-up: its forecasts, in every mix.
+/// The mixes' point forecasts (`out[set * 2 + cutoff]`, see [`MIXES`]) at each horizon `i`
+/// for the mixes in `need[i]` (a bit per mix: the others are left at zero), and every model's
+/// full-horizon forecast (`far`, to score them). `sets` are the models' rolling errors (one
+/// step, full horizon) on the long and the short memory. One model, or `auto` before warm-up:
+/// its forecasts, in every mix.
+#[allow(clippy::too_many_arguments)]
 fn combine(
     models: &[Model],
     sets: [(&[f64], &[f64]); 2],
     selected: usize,
     warm: bool,
     out: &mut [[f64; MAX_HORIZON]; MIXES],
+    need: &[u8],
     h: usize,
     far: &mut [f64],
 ) {
@@ -179,14 +182,18 @@ fn combine(
         }
         m.forecast_into(&mut tmp[..h]);
         *f = tmp[h - 1];
-        for i in 0..h {
+        for (i, &wanted) in need.iter().enumerate().take(h) {
             for set in 0..2 {
+                if wanted & (0b11 << (set * 2)) == 0 {
+                    continue;
+                }
                 let (e, b) = ratio(set, i);
                 let w = 1.0 / (e * e);
                 for (c, cutoff) in MIX_CUTOFFS.iter().enumerate() {
-                    if e <= cutoff * b {
-                        out[set * 2 + c][i] += w * tmp[i];
-                        total[set * 2 + c][i] += w;
+                    let mix = set * 2 + c;
+                    if wanted & (1 << mix) != 0 && e <= cutoff * b {
+                        out[mix][i] += w * tmp[i];
+                        total[mix][i] += w;
                     }
                 }
             }
@@ -875,6 +882,19 @@ impl Forecaster {
         let mut far = [0.0f64; MAX_MODELS];
         let nm = self.models.len();
         let mut mixed = [[0.0f64; MAX_HORIZON]; MIXES];
+        // Every mix is scored at one step and at the full horizon; in between, only the mix
+        // each horizon is forecast by is worth computing (it is picked on errors known now).
+        let ws = log_weights(h_max);
+        let mut picks = [0u8; MAX_HORIZON];
+        let mut need = [0u8; MAX_HORIZON];
+        for i in 0..h_max {
+            picks[i] = self.mixes.pick(ws[i]) as u8;
+            need[i] = if i == 0 || i + 1 == h_max {
+                (1 << MIXES) - 1
+            } else {
+                1 << picks[i]
+            };
+        }
         combine(
             &self.models,
             [
@@ -884,6 +904,7 @@ impl Forecaster {
             self.selected,
             self.n >= WARMUP,
             &mut mixed,
+            &need[..h_max],
             h_max,
             &mut far[..nm],
         );
@@ -899,10 +920,9 @@ impl Forecaster {
                 }
             }
         }
-        let ws = log_weights(h_max);
         let row = &mut self.pending[slot * h_max..(slot + 1) * h_max];
         for (i, v) in row.iter_mut().enumerate() {
-            *v = mixed[self.mixes.pick(ws[i])][i];
+            *v = mixed[usize::from(picks[i])][i];
         }
         let model1 = row[0].max(0.0);
         for (h, v) in (1..=h_max).zip(row.iter_mut()) {
