@@ -38,7 +38,7 @@ impl Agent {
             .iter()
             .enumerate()
             .map(
-                |(i, t)| match c.tenants.get(i).filter(|s| s.name == t.name) {
+                |(i, t)| match c.tenants.get(i).filter(|s| *s.name == *t.name) {
                     Some(s) => observed(s, t, self.last_pre.get(i).copied()),
                     None => Observed::default(),
                 },

@@ -69,7 +69,10 @@ impl Recorder {
         let f = failures.clone();
         let thread = std::thread::Builder::new()
             .name("shaper-history".into())
-            .spawn(move || write_jobs(&mut store, &rx, &f))
+            .spawn(move || {
+                crate::api::yield_to_the_cycle();
+                write_jobs(&mut store, &rx, &f)
+            })
             .ok();
         Recorder {
             queue: Some(tx),
@@ -152,7 +155,7 @@ impl Agent {
             let p = plans.and_then(|p| p.get(i));
             rows.push(Row {
                 ts,
-                tenant: t.name.clone(),
+                tenant: t.name.to_string(),
                 offered: a.offered / n,
                 passed: a.passed / n,
                 dropped: a.dropped / n,

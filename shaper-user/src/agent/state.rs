@@ -137,7 +137,7 @@ mod tests {
         let dir = std::env::temp_dir().join(crate::lab::unique_name("shaper-test-"));
         let cfg = Config::parse(crate::config::EXAMPLE).expect("valid");
         let table = crate::datapath::tenant_table(&cfg, &[]);
-        assert_eq!(table[1].name, "globex");
+        assert_eq!(&*table[1].name, "globex");
         assert_eq!(table[1].rate_bits, 100_000_000);
         let state = StateDir::at(dir.clone());
         state.write_table(&table).expect("write");

@@ -18,7 +18,7 @@ impl Agent {
     pub(super) fn write(&mut self, plans: &mut [Planned]) {
         let mut writes = Vec::with_capacity(plans.len());
         for (k, (t, p)) in self.cfg.tenants.iter().zip(plans.iter_mut()).enumerate() {
-            let Some(info) = self.table.get(k).filter(|i| i.name == t.name) else {
+            let Some(info) = self.table.get(k).filter(|i| *i.name == *t.name) else {
                 continue;
             };
             // An operator's exchange stands over the allocator's mix.
@@ -96,7 +96,7 @@ impl Agent {
         let id = self
             .table
             .iter()
-            .find(|i| i.name == t.name)
+            .find(|i| *i.name == *t.name)
             .map(|i| i.id)
             .ok_or_else(|| format!("tenant '{}' has no id", t.name))?;
         let base = Allocation::base(t.rate.bits_per_sec() as f64 / 8.0);

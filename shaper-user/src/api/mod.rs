@@ -321,36 +321,60 @@ fn current(s: &Shared) -> Arc<View> {
 /// are answered first and a cycle takes a little longer.
 const WORK_NICE: i32 = 5;
 
+/// The nice value of work that may wait for a cycle: rendering large bodies (`/metrics` at
+/// 100,000 tenants is a quarter of a second of CPU) and writing history. At the cycles' own
+/// priority, a scrape landing in a cycle took half the two cores from the forecasters and
+/// stretched that cycle by as much; at nice 10 it gets a quarter while a cycle runs.
+const BACKGROUND_NICE: i32 = 10;
+
 /// Lowers the calling thread's priority to [`WORK_NICE`] (Linux nice values are per thread):
-/// for the agent's cycles and the rendering of large bodies.
+/// for the agent's cycles.
 pub fn yield_to_the_api() {
+    lower_priority(WORK_NICE);
+}
+
+/// Lowers the calling thread's priority to [`BACKGROUND_NICE`]: for what may wait for both
+/// the API and a cycle.
+pub fn yield_to_the_cycle() {
+    lower_priority(BACKGROUND_NICE);
+}
+
+fn lower_priority(nice: i32) {
     // SAFETY: gettid and setpriority on the calling thread; no memory is passed.
     unsafe {
         let tid = libc::gettid() as libc::id_t;
-        if libc::getpriority(libc::PRIO_PROCESS, tid) < WORK_NICE {
-            libc::setpriority(libc::PRIO_PROCESS, tid, WORK_NICE);
+        if libc::getpriority(libc::PRIO_PROCESS, tid) < nice {
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice);
         }
     }
 }
 
 /// A body rendered once per view, off the runtime's thread (a large one takes a while to
-/// render, and health checks must not wait behind it). The view goes with the blocking task:
-/// if this request held the last reference, freeing it (100,000 tenants) happens there too.
+/// render, and health checks must not wait behind it), on a thread of its own at
+/// [`BACKGROUND_NICE`] (not the blocking pool's: the agent's cycles run there, and a pool
+/// thread lowered for a render would keep that priority for a later cycle). The view goes
+/// with the thread: if this request held the last reference, freeing it (100,000 tenants)
+/// happens there too.
 async fn rendered(
     view: Arc<View>,
     pick: fn(&View) -> &std::sync::OnceLock<Bytes>,
     render: fn(&View) -> String,
 ) -> Bytes {
-    let done = tokio::task::spawn_blocking(move || {
-        yield_to_the_api();
-        pick(&view)
-            .get_or_init(|| Bytes::from(render(&view)))
-            .clone()
-    });
-    match done.await {
-        Ok(body) => body,
-        Err(e) => Bytes::from(format!("rendering failed: {e}\n")),
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("shaper-render".into())
+        .spawn(move || {
+            yield_to_the_cycle();
+            let body = pick(&view)
+                .get_or_init(|| Bytes::from(render(&view)))
+                .clone();
+            let _ = tx.send(body);
+        });
+    if let Err(e) = spawned {
+        return Bytes::from(format!("rendering failed: {e}\n"));
     }
+    rx.await
+        .unwrap_or_else(|_| Bytes::from_static(b"rendering failed: the renderer panicked\n"))
 }
 
 fn stats_body(v: &View) -> String {

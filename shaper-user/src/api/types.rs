@@ -2,6 +2,7 @@
 //! the units operators read (rates in bits/s, like `tc`). The agent's own types stay inside
 //! it; these change only with [`API_VERSION`](super::API_VERSION).
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -63,9 +64,9 @@ impl View {
     /// One tenant in wire form, by name, without turning every other tenant into it.
     pub fn tenant(&self, name: &str) -> Option<TenantView> {
         if let Some(all) = self.tenants.get() {
-            return all.iter().find(|t| t.name == name).cloned();
+            return all.iter().find(|t| &*t.name == name).cloned();
         }
-        let i = self.stats.iter().position(|s| s.name == name)?;
+        let i = self.stats.iter().position(|s| &*s.name == name)?;
         let (f, a) = self.plans.get(i).cloned().unwrap_or_default();
         Some(TenantView::new(&self.stats[i], f, a))
     }
@@ -173,8 +174,8 @@ pub struct AllocationView {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TenantView {
     pub id: u32,
-    pub name: String,
-    pub tier: String,
+    pub name: Arc<str>,
+    pub tier: Arc<str>,
     pub rate_bits: u64,
     pub passed_packets: u64,
     pub passed_bytes: u64,

@@ -137,7 +137,7 @@ pub fn collect_flows(
         .read_table()
         .with_context(|| format!("cannot read the tenant table in {}", state.path().display()))?;
     if let Some(t) = tenant
-        && !table.iter().any(|i| i.name == t)
+        && !table.iter().any(|i| &*i.name == t)
     {
         bail!("no tenant named '{t}' on {iface}: see `shaper stats --iface {iface}`");
     }

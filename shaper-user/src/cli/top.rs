@@ -138,7 +138,7 @@ impl View {
     fn refresh(&mut self, rows: Vec<TenantView>, source: &'static str) {
         self.source = source;
         for t in &rows {
-            let h = self.history.entry(t.name.clone()).or_default();
+            let h = self.history.entry(t.name.to_string()).or_default();
             if h.len() == HISTORY {
                 h.pop_front();
             }
@@ -190,12 +190,12 @@ impl View {
         let table_rows = self.shown().into_iter().map(|t| {
             let spark = self
                 .history
-                .get(&t.name)
+                .get(&*t.name)
                 .map(|h| sparkline(h, 30))
                 .unwrap_or_default();
             Row::new([
-                t.name.clone(),
-                t.tier.clone(),
+                t.name.to_string(),
+                t.tier.to_string(),
                 human_bits(t.rate_bits as f64),
                 human_bits(t.passed_bps),
                 human_bits(t.offered_bps),

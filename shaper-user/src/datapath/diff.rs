@@ -39,7 +39,7 @@ impl Datapath {
         let was: HashMap<&str, (usize, u32)> = old_table
             .iter()
             .enumerate()
-            .map(|(i, t)| (t.name.as_str(), (i, t.id)))
+            .map(|(i, t)| (&*t.name, (i, t.id)))
             .collect();
         let ids: Vec<u32> = table.iter().map(|t| t.id).collect();
         let staying: HashSet<u32> = ids.iter().copied().collect();

@@ -1,5 +1,7 @@
 //! Tenant ids: which id each tenant of a config holds in the maps. Ids are stable by name
 //! across configs and agents, so a tenant's bucket state and counters carry over.
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, tier_str};
@@ -8,8 +10,9 @@ use crate::config::{Config, tier_str};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TenantInfo {
     pub id: u32,
-    pub name: String,
-    pub tier: String,
+    /// Shared, not copied: every cycle's stats and views carry the names of 100,000 tenants.
+    pub name: Arc<str>,
+    pub tier: Arc<str>,
     pub rate_bits: u64,
     pub burst_bytes: u64,
 }
@@ -19,7 +22,7 @@ pub struct TenantInfo {
 /// tenants take the lowest ids unused by either table (the datapath zeroes their state).
 pub fn tenant_table(cfg: &Config, previous: &[TenantInfo]) -> Vec<TenantInfo> {
     let old: std::collections::HashMap<&str, u32> =
-        previous.iter().map(|t| (t.name.as_str(), t.id)).collect();
+        previous.iter().map(|t| (&*t.name, t.id)).collect();
     // Ids of the previous table are not reused in the same change, even those freed by it:
     // packets in flight may still be counted to them.
     let mut used: std::collections::HashSet<u32> = previous.iter().map(|t| t.id).collect();
@@ -39,8 +42,8 @@ pub fn tenant_table(cfg: &Config, previous: &[TenantInfo]) -> Vec<TenantInfo> {
             };
             TenantInfo {
                 id,
-                name: t.name.clone(),
-                tier: tier_str(t.tier).to_string(),
+                name: t.name.as_str().into(),
+                tier: tier_str(t.tier).into(),
                 rate_bits: t.rate.bits_per_sec(),
                 burst_bytes: t.burst.bytes(),
             }
@@ -70,7 +73,7 @@ mod tests {
         cfg.tenants.remove(1);
         cfg.tenants.insert(0, newcomer);
         let second = tenant_table(&cfg, &first);
-        let ids: Vec<(&str, u32)> = second.iter().map(|t| (t.name.as_str(), t.id)).collect();
+        let ids: Vec<(&str, u32)> = second.iter().map(|t| (&*t.name, t.id)).collect();
         assert_eq!(ids, [("hooli", 3), ("acme", 0), ("initech", 2)]);
         assert_eq!(id_span(&second), 4);
         // One change later, id 1 is free again.
@@ -80,7 +83,7 @@ mod tests {
         cfg.tenants.push(another);
         let third = tenant_table(&cfg, &second);
         assert_eq!(
-            third.last().map(|t| (t.name.as_str(), t.id)),
+            third.last().map(|t| (&*t.name, t.id)),
             Some(("initrode", 1))
         );
     }
