@@ -400,24 +400,32 @@ pub struct HoltWinters {
     slots: Slots,
     /// Samples seen.
     t: u64,
-    /// During the first season: each slot's sum.
+    /// During the first season: the sum of every sample so far (the level is their mean),
+    /// while `season` holds each slot's sum. Summed as they come: adding up the slots at every
+    /// sample read a 2 kB vector per update for the whole first day at one-second cycles.
+    #[serde(default)]
+    warm_total: f64,
+    /// Each slot's sum in the first season, as states saved before `warm_total` kept it; moved
+    /// into `season` by the next update.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     warm: Vec<f64>,
 }
 
-/// The first season: each slot's sum so far, and the level as the running mean. Returns the
-/// level; at the season's end `profile` gets each slot's mean less the season's mean.
-fn warm_up(warm: &mut Vec<f64>, slots: &Slots, t: u64, y: f64, profile: &mut [f32]) -> f64 {
-    if warm.is_empty() {
-        *warm = vec![0.0; slots.len];
+/// The first season: each slot's sum so far in `profile`, the level as the running mean of
+/// `total`. Returns the level; at the season's end `profile` gets each slot's mean less the
+/// season's mean.
+fn warm_up(total: &mut f64, slots: &Slots, t: u64, y: f64, profile: &mut [f32]) -> f64 {
+    let i = slots.pos.min(profile.len().saturating_sub(1));
+    if let Some(p) = profile.get_mut(i) {
+        *p += y as f32;
     }
-    warm[slots.pos] += y;
-    let total: f64 = warm.iter().sum();
-    let mean = total / (t + 1) as f64;
+    *total += y;
+    let mean = *total / (t + 1) as f64;
     if t + 1 == slots.season() {
-        for (p, w) in profile.iter_mut().zip(warm.iter()) {
-            *p = (w / slots.stride as f64 - mean) as f32;
+        for p in profile.iter_mut() {
+            *p = (f64::from(*p) / slots.stride as f64 - mean) as f32;
         }
-        *warm = Vec::new();
+        *total = 0.0;
     }
     mean
 }
@@ -434,12 +442,21 @@ impl HoltWinters {
             season: vec![0.0; slots.len],
             slots,
             t: 0,
+            warm_total: 0.0,
             warm: Vec::new(),
         }
     }
     fn update(&mut self, y: f64) {
         if self.t < self.slots.season() {
-            self.level = warm_up(&mut self.warm, &self.slots, self.t, y, &mut self.season);
+            if !self.warm.is_empty() {
+                // A state saved mid-season with the sums apart: into the profile.
+                for (p, w) in self.season.iter_mut().zip(&self.warm) {
+                    *p = *w as f32;
+                }
+                self.warm_total = self.warm.iter().sum();
+                self.warm = Vec::new();
+            }
+            self.level = warm_up(&mut self.warm_total, &self.slots, self.t, y, &mut self.season);
             self.t += 1;
             self.slots.advance();
             return;
