@@ -219,7 +219,11 @@ impl Planner {
                         (out, info): (&mut [Demand], &mut [ForecastInfo])| {
             for (j, ((o, d), i)) in obs.iter().zip(out).zip(info).enumerate() {
                 // The cycle waits on memory: ask for the next tenants' state while this one
-                // is worked on (their vectors first, then what those point to).
+                // is worked on (the forecaster itself, then its vectors, then what those
+                // point to).
+                if let Some(next) = fs.get(j + 2 * PREFETCH_AHEAD) {
+                    next.prefetch_self();
+                }
                 if let Some(next) = fs.get(j + PREFETCH_AHEAD) {
                     next.prefetch();
                 }
