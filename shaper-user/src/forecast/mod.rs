@@ -13,6 +13,7 @@ mod conformal;
 pub mod eval;
 mod linalg;
 mod models;
+mod rings;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,7 @@ use self::accuracy::AccuracyTracker;
 pub use self::bursts::{BurstEvent, BurstTracker, Pattern, Recurrence};
 pub use self::conformal::IntervalMethod;
 use self::conformal::Residuals;
+use self::rings::Rings;
 pub use self::models::{Model, ModelKind};
 
 /// Longest horizon, in samples, a forecaster keeps intervals for.
@@ -416,7 +418,7 @@ pub struct Forecaster {
     #[serde(default)]
     fast_far_errors: Vec<f64>,
     /// Per model, its full-horizon forecasts of the last `horizon` updates (a ring).
-    far: Vec<Vec<f64>>,
+    far: Rings,
     /// The same for `auto`'s four mixes (see [`MIX_CUTOFFS`]): rolling errors one step and at
     /// the full horizon, full-horizon forecasts of the last `horizon` updates (a ring), and
     /// the one-step forecast of the last update.
@@ -459,7 +461,7 @@ pub struct Forecaster {
 struct Mixes {
     near: [f64; MIXES],
     far_err: [f64; MIXES],
-    far: [Vec<f64>; MIXES],
+    far: Rings,
     next: [f64; MIXES],
 }
 
@@ -474,7 +476,7 @@ impl Mixes {
             } else {
                 self.near[m] + weight * (err - self.near[m])
             };
-            if let Some(f) = self.far[m].get(slot).copied().filter(|f| *f >= 0.0) {
+            if let Some(f) = self.far.get(m, slot).filter(|f| *f >= 0.0) {
                 let err = (value - f).abs();
                 let e = &mut self.far_err[m];
                 *e = if *e == 0.0 {
@@ -522,9 +524,9 @@ impl Forecaster {
             far_errors: vec![0.0; kinds.len()],
             fast_errors: vec![0.0; kinds.len()],
             fast_far_errors: vec![0.0; kinds.len()],
-            far: vec![vec![NO_FORECAST; settings.horizon.clamp(1, MAX_HORIZON)]; kinds.len()],
+            far: Rings::new(kinds.len(), h, NO_FORECAST),
             mixes: Mixes {
-                far: std::array::from_fn(|_| vec![NO_FORECAST; h]),
+                far: Rings::new(MIXES, h, NO_FORECAST),
                 ..Mixes::default()
             },
             selected: 0,
@@ -672,10 +674,8 @@ impl Forecaster {
             self.fast_far_errors = self.far_errors.clone();
         }
         let h = self.settings.horizon;
-        for ring in &mut self.mixes.far {
-            if ring.len() != h {
-                *ring = vec![NO_FORECAST; h];
-            }
+        if self.mixes.far.len() != h || self.mixes.far.count() != MIXES {
+            self.mixes.far = Rings::new(MIXES, h, NO_FORECAST);
         }
     }
 
@@ -763,8 +763,7 @@ impl Forecaster {
                 self.n == 0,
             );
             // The full-horizon forecast made `horizon` updates ago targets this sample.
-            let f = self.far[k][slot];
-            if f >= 0.0 {
+            if let Some(f) = self.far.get(k, slot).filter(|f| *f >= 0.0) {
                 let err = (used - f).abs();
                 let fresh = self.far_errors[k] == 0.0;
                 ewma(&mut self.far_errors[k], err, weight, fresh);
@@ -835,7 +834,7 @@ impl Forecaster {
                 self.far_errors[k] = 0.0;
                 self.fast_errors[k] = worst;
                 self.fast_far_errors[k] = 0.0;
-                self.far[k].iter_mut().for_each(|p| *p = NO_FORECAST);
+                self.far.ring_mut(k).fill(NO_FORECAST);
             }
         }
     }
@@ -855,12 +854,8 @@ impl Forecaster {
             }
         }
         self.pending.iter_mut().for_each(|p| *p = NO_FORECAST);
-        self.far.iter_mut().flatten().for_each(|p| *p = NO_FORECAST);
-        self.mixes
-            .far
-            .iter_mut()
-            .flatten()
-            .for_each(|p| *p = NO_FORECAST);
+        self.far.all_mut().fill(NO_FORECAST);
+        self.mixes.far.all_mut().fill(NO_FORECAST);
         self.next = None;
         self.next_model = None;
     }
@@ -908,16 +903,14 @@ impl Forecaster {
             h_max,
             &mut far[..nm],
         );
-        for (ring, f) in self.far.iter_mut().zip(&far[..nm]) {
-            ring[slot] = f.max(0.0);
+        for (k, f) in far[..nm].iter().enumerate() {
+            self.far.set(k, slot, f.max(0.0));
         }
         if nm > 1 {
             let mx = &mut self.mixes;
-            for ((next, ring), path) in mx.next.iter_mut().zip(&mut mx.far).zip(&mixed) {
+            for (m, (next, path)) in mx.next.iter_mut().zip(&mixed).enumerate() {
                 *next = path[0].max(0.0);
-                if let Some(r) = ring.get_mut(slot) {
-                    *r = path[h_max - 1].max(0.0);
-                }
+                mx.far.set(m, slot, path[h_max - 1].max(0.0));
             }
         }
         let row = &mut self.pending[slot * h_max..(slot + 1) * h_max];
@@ -962,7 +955,6 @@ impl Forecaster {
         prefetch_all(&self.fast_far_errors);
         prefetch_all(&self.levels);
         prefetch_all(&self.bounds);
-        prefetch_all(&self.far);
         let h = self.settings.horizon;
         let slot = self.next_slot();
         if let Some(row) = self.pending.get(slot * h..(slot + 1) * h) {
@@ -987,8 +979,8 @@ impl Forecaster {
             w.prefetch();
         }
         let slot = self.next_slot();
-        for ring in self.far.iter().chain(&self.mixes.far) {
-            if let Some(v) = ring.get(slot) {
+        for rings in [&self.far, &self.mixes.far] {
+            for v in rings.all().iter().skip(slot).step_by(rings.len().max(1)) {
                 prefetch(v);
             }
         }
