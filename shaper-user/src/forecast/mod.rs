@@ -22,8 +22,8 @@ use self::accuracy::AccuracyTracker;
 pub use self::bursts::{BurstEvent, BurstTracker, Pattern, Recurrence};
 pub use self::conformal::IntervalMethod;
 use self::conformal::Residuals;
-use self::rings::Rings;
 pub use self::models::{Model, ModelKind};
+use self::rings::Rings;
 
 /// Longest horizon, in samples, a forecaster keeps intervals for.
 pub const MAX_HORIZON: usize = 64;
@@ -435,8 +435,13 @@ pub struct Forecaster {
     windows: Vec<Residuals>,
     /// Per anchor: the miscoverage level the interval is drawn at (adapted, see ACI_STEP).
     levels: Vec<f64>,
-    /// `pending[slot * horizon + h - 1]`: the forecast issued at update `slot` for `h` later.
+    /// `pending[slot * anchors + k]`: the forecast issued at update `slot` for `anchors[k]`
+    /// later (only those are scored: a full row per update was horizon^2 values, 32 kB per
+    /// tenant at the longest horizon).
     pending: Vec<f64>,
+    /// The forecasts of every horizon issued at the last update.
+    #[serde(default)]
+    latest: Vec<f64>,
     /// Updates accepted so far (and forecasts issued).
     n: u64,
     last_ts: Option<f64>,
@@ -538,7 +543,8 @@ impl Forecaster {
             ],
             levels: vec![1.0 - settings.confidence; anchor_horizons(h).len()],
             anchors: anchor_horizons(h),
-            pending: vec![NO_FORECAST; h * h],
+            pending: vec![NO_FORECAST; h * anchor_horizons(h).len()],
+            latest: vec![NO_FORECAST; h],
             n: 0,
             last_ts: None,
             next: None,
@@ -674,8 +680,34 @@ impl Forecaster {
             self.fast_far_errors = self.far_errors.clone();
         }
         let h = self.settings.horizon;
+        let na = self.anchors.len();
+        if self.latest.len() != h || self.pending.len() != h * na {
+            self.pending_from_rows();
+        }
         if self.mixes.far.len() != h || self.mixes.far.count() != MIXES {
             self.mixes.far = Rings::new(MIXES, h, NO_FORECAST);
+        }
+    }
+
+    /// Pending forecasts saved as full rows (`pending[slot * horizon + h - 1]`, before only
+    /// the anchors' were kept) into the anchors' and the last row; anything else starts
+    /// afresh.
+    fn pending_from_rows(&mut self) {
+        let (h, na) = (self.settings.horizon, self.anchors.len());
+        let rows = std::mem::take(&mut self.pending);
+        self.pending = vec![NO_FORECAST; h * na];
+        self.latest = vec![NO_FORECAST; h];
+        if rows.len() != h * h {
+            return;
+        }
+        for slot in 0..h {
+            for (k, &a) in self.anchors.iter().enumerate() {
+                self.pending[slot * na + k] = rows[slot * h + a - 1];
+            }
+        }
+        if self.n > 0 {
+            let slot = ((self.n - 1) % h as u64) as usize;
+            self.latest.copy_from_slice(&rows[slot * h..(slot + 1) * h]);
         }
     }
 
@@ -688,7 +720,7 @@ impl Forecaster {
             let h = self.anchors[k];
             if self.n >= h as u64 {
                 let slot = ((self.n - h as u64) % h_max as u64) as usize;
-                let f = self.pending[slot * h_max + h - 1];
+                let f = self.pending[slot * self.anchors.len() + k];
                 if f >= 0.0 {
                     let r = value - f;
                     // Adaptive conformal levels for windows; a tracker adapts by itself.
@@ -853,7 +885,8 @@ impl Forecaster {
                 naive.update(f);
             }
         }
-        self.pending.iter_mut().for_each(|p| *p = NO_FORECAST);
+        self.pending.fill(NO_FORECAST);
+        self.latest.fill(NO_FORECAST);
         self.far.all_mut().fill(NO_FORECAST);
         self.mixes.far.all_mut().fill(NO_FORECAST);
         self.next = None;
@@ -913,7 +946,7 @@ impl Forecaster {
                 mx.far.set(m, slot, path[h_max - 1].max(0.0));
             }
         }
-        let row = &mut self.pending[slot * h_max..(slot + 1) * h_max];
+        let row = &mut self.latest[..h_max];
         for (i, v) in row.iter_mut().enumerate() {
             *v = mixed[usize::from(picks[i])][i];
         }
@@ -927,6 +960,10 @@ impl Forecaster {
             if raise && !live.is_empty() {
                 *v = v.max(live.level_at(ts));
             }
+        }
+        let na = self.anchors.len();
+        for (k, &a) in self.anchors.iter().enumerate() {
+            self.pending[slot * na + k] = self.latest[a - 1];
         }
         let p = self.predict(1);
         self.next = Some(p);
@@ -955,11 +992,10 @@ impl Forecaster {
         prefetch_all(&self.fast_far_errors);
         prefetch_all(&self.levels);
         prefetch_all(&self.bounds);
-        let h = self.settings.horizon;
-        let slot = self.next_slot();
-        if let Some(row) = self.pending.get(slot * h..(slot + 1) * h) {
-            prefetch_all(row);
-        }
+        // The anchors' pending forecasts are a few lines: all of them (each anchor scores a
+        // different slot).
+        prefetch_all(&self.pending);
+        prefetch_all(&self.latest);
     }
 
     /// The slot of the horizon-long rings (pending forecasts, far forecasts) the next update
@@ -1059,8 +1095,10 @@ impl Forecaster {
         let base = if self.n == 0 {
             0.0
         } else {
-            let slot = ((self.n - 1) % h_max as u64) as usize;
-            self.pending[slot * h_max + h - 1]
+            self.latest
+                .get(h.clamp(1, h_max) - 1)
+                .copied()
+                .unwrap_or(0.0)
         };
         // A model extrapolating a wild series can overflow where its state did not: such a
         // forecast falls back to the naive one, and nothing is forecast beyond MAX_VALUE.

@@ -456,7 +456,13 @@ impl HoltWinters {
                 self.warm_total = self.warm.iter().sum();
                 self.warm = Vec::new();
             }
-            self.level = warm_up(&mut self.warm_total, &self.slots, self.t, y, &mut self.season);
+            self.level = warm_up(
+                &mut self.warm_total,
+                &self.slots,
+                self.t,
+                y,
+                &mut self.season,
+            );
             self.t += 1;
             self.slots.advance();
             return;

@@ -551,3 +551,35 @@ fn residual_windows_span_two_weeks_where_a_week_fits() {
     last.sort_by(f64::total_cmp);
     assert_eq!(w.quantile(0.5), Some(last[336]));
 }
+
+/// Pending forecasts saved as full rows (one per update, every horizon) load into the
+/// anchors' and the last row: the loaded forecaster forecasts and continues as the saved one.
+#[test]
+fn pending_forecasts_saved_as_full_rows_still_load() {
+    let mut f = Forecaster::new(settings(24, 12, ModelChoice::Auto));
+    let ys: Vec<f64> = (0..400).map(|t| 100.0 + (t % 24) as f64 * 3.0).collect();
+    feed(&mut f, &ys);
+    let (h, na) = (f.settings.horizon, f.anchors.len());
+    assert!(na < h, "anchors {:?}", f.anchors);
+    // The old layout: `pending[slot * h + h' - 1]`, every horizon of every slot. Only the
+    // anchors' and the last row's values are known here; the rest cannot matter.
+    let mut rows = vec![NO_FORECAST; h * h];
+    for slot in 0..h {
+        for (k, &a) in f.anchors.iter().enumerate() {
+            rows[slot * h + a - 1] = f.pending[slot * na + k];
+        }
+    }
+    let last = ((f.n - 1) % h as u64) as usize;
+    rows[last * h..(last + 1) * h].copy_from_slice(&f.latest);
+    let mut v = serde_json::to_value(&f).expect("json");
+    let o = v.as_object_mut().expect("object");
+    o.remove("latest");
+    o.insert("pending".into(), serde_json::to_value(&rows).expect("rows"));
+    let mut g: Forecaster = serde_json::from_value(v).expect("loads");
+    for t in 400..430 {
+        let y = 100.0 + (t % 24) as f64 * 3.0;
+        f.update(t as f64, y);
+        g.update(t as f64, y);
+        assert_eq!(g.forecast(5), f.forecast(5), "t = {t}");
+    }
+}
