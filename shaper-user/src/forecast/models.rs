@@ -1,5 +1,6 @@
 //! The point-forecast models. Each is online: `update` is O(1) (AR refits a bounded window
 //! every few updates, so it is O(1) amortized), and `forecast(h)` is O(1) (AR: O(p h)).
+use half::bf16;
 use serde::{Deserialize, Serialize};
 
 use super::linalg::{MAX_COLS, Normal};
@@ -241,10 +242,7 @@ impl Model {
     #[inline]
     pub fn prefetch(&self) {
         match self {
-            Model::SeasonalNaive(m) | Model::WeeklyNaive(m) => {
-                super::prefetch(&m.hist[m.slots.pos.min(m.hist.len() - 1)]);
-                super::prefetch(&m.hist[m.slots.at(1).min(m.hist.len() - 1)]);
-            }
+            Model::SeasonalNaive(m) | Model::WeeklyNaive(m) => m.prefetch(),
             Model::HoltWinters(m) => {
                 super::prefetch(&m.season[m.slots.pos.min(m.season.len() - 1)]);
                 super::prefetch(&m.season[m.slots.at(1).min(m.season.len() - 1)]);
@@ -260,7 +258,7 @@ impl Model {
     pub fn is_finite(&self) -> bool {
         match self {
             Model::SeasonalNaive(m) | Model::WeeklyNaive(m) => {
-                m.hist[m.slots.last()].is_finite() && m.acc.is_finite() && m.last.is_finite()
+                m.slot(m.slots.last()).is_finite() && m.acc.is_finite() && m.last.is_finite()
             }
             Model::Ewma(m) => m.level.is_finite(),
             Model::Holt(m) => m.level.is_finite() && m.trend.is_finite(),
@@ -277,9 +275,16 @@ impl Model {
 /// slots of several samples, the slot's mean a season ago.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SeasonalNaive {
-    /// Each slot's mean in its last complete pass (f32: seven digits are plenty for a rate,
-    /// and a week of slots is half the memory).
+    /// Each slot's mean in its last complete pass, where a slot is one sample (f32: seven
+    /// digits are plenty for a rate, and a week of slots is half the memory); empty where
+    /// slots are several samples.
     hist: Vec<f32>,
+    /// The same where each slot is the mean of several samples (at one-second cycles, five
+    /// and fifteen minutes of them): bfloat16, within 0.4% of the mean, far inside what
+    /// separates one such mean from the next. 1.9 kB less per tenant for the daily and weekly
+    /// naives at one-second cycles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    coarse: Vec<bf16>,
     slots: Slots,
     /// Sum of the current slot's samples so far.
     acc: f64,
@@ -291,8 +296,14 @@ impl SeasonalNaive {
     /// A naive of `season` samples kept in at most `cap` slots.
     pub fn new(season: usize, cap: usize) -> Self {
         let slots = Slots::new(season, cap);
+        let coarse = slots.stride > 1;
         SeasonalNaive {
-            hist: vec![0.0; slots.len],
+            hist: if coarse { Vec::new() } else { vec![0.0; slots.len] },
+            coarse: if coarse {
+                vec![bf16::ZERO; slots.len]
+            } else {
+                Vec::new()
+            },
             slots,
             acc: 0.0,
             last: 0.0,
@@ -305,8 +316,24 @@ impl SeasonalNaive {
         self.last = y;
         self.count += 1;
         if self.slots.advance() {
-            self.hist[slot] = (self.acc / self.slots.stride as f64) as f32;
+            let mean = self.acc / self.slots.stride as f64;
+            match self.coarse.get_mut(slot) {
+                Some(v) => *v = bf16::from_f64(mean),
+                None => {
+                    if let Some(v) = self.hist.get_mut(slot) {
+                        *v = mean as f32;
+                    }
+                }
+            }
             self.acc = 0.0;
+        }
+    }
+    /// Slot `i`'s mean.
+    #[inline]
+    fn slot(&self, i: usize) -> f64 {
+        match self.coarse.get(i) {
+            Some(v) => v.to_f64(),
+            None => self.hist.get(i).map_or(0.0, |v| f64::from(*v)),
         }
     }
     fn forecast(&self, h: usize) -> f64 {
@@ -314,7 +341,20 @@ impl SeasonalNaive {
             // Less than a season seen: the last value.
             return self.last;
         }
-        f64::from(self.hist[self.slots.at(h)])
+        self.slot(self.slots.at(h))
+    }
+    /// Asks for the lines of the slots the next update writes and reads.
+    #[inline]
+    fn prefetch(&self) {
+        for i in [self.slots.pos, self.slots.at(1)] {
+            if self.coarse.is_empty() {
+                if let Some(v) = self.hist.get(i) {
+                    super::prefetch(v);
+                }
+            } else if let Some(v) = self.coarse.get(i) {
+                super::prefetch(v);
+            }
+        }
     }
 }
 
