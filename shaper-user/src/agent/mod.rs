@@ -208,6 +208,10 @@ struct Agent {
     cycles_recorded: u64,
     /// Reactive overrides entered, by tenant and trigger, since the agent started.
     overrides: BTreeMap<(String, &'static str), u64>,
+    /// The same as published (rebuilt when an override is entered) and summed by trigger.
+    overrides_published: Arc<Vec<(String, &'static str, u64)>>,
+    overrides_changed: bool,
+    override_totals: BTreeMap<&'static str, u64>,
     /// Alerts raised since the agent started, by kind (see [`api::Health::alerts`]).
     alerts: BTreeMap<&'static str, u64>,
     /// Tenants whose forecasts were above the accuracy alert threshold last cycle.
@@ -508,6 +512,9 @@ impl Agent {
             last_alloc: Vec::new(),
             cycles_recorded: 1,
             overrides: BTreeMap::new(),
+            overrides_published: Arc::default(),
+            overrides_changed: false,
+            override_totals: BTreeMap::new(),
             alerts: BTreeMap::new(),
             inaccurate_tenants: 0,
             minute: publish::Minute::new(),

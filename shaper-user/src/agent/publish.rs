@@ -75,7 +75,16 @@ impl Agent {
             .iter()
             .map(|c| (c.class.to_string(), c.packets, c.bytes))
             .collect();
-        let view = View::of_cycle(&self.iface, c.tenants, plans, classes);
+        if std::mem::take(&mut self.overrides_changed) {
+            self.overrides_published = Arc::new(
+                self.overrides
+                    .iter()
+                    .map(|((t, trigger), n)| (t.clone(), *trigger, *n))
+                    .collect(),
+            );
+        }
+        let view = View::of_cycle(&self.iface, c.tenants, plans, classes)
+            .with_overrides(self.overrides_published.clone());
         let old = std::mem::replace(&mut *write_lock(&self.shared.view), Arc::new(view));
         // The old view goes outside the lock (100,000 tenants take a while to free).
         drop(old);
@@ -101,11 +110,8 @@ impl Agent {
         }
         let mut h = write_lock(&self.shared.health);
         h.record_cycle(took.as_secs_f64());
-        h.overrides = self
-            .overrides
-            .iter()
-            .map(|((t, trigger), n)| (t.clone(), *trigger, *n))
-            .collect();
+        h.overrides = self.override_totals.clone();
+        h.overridden_tenants = self.overrides.len();
         h.alerts = self.alerts.clone();
         h.errors = self.errors.clone();
         h.stage_ms = self.stage_ms.clone();

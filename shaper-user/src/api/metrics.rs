@@ -85,11 +85,31 @@ pub fn render_view(view: &View) -> String {
     tenant_counts(&mut m, tenants, &labels);
     tenant_gauges(&mut m, tenants, &labels);
     tenant_plans(&mut m, tenants, &labels);
+    tenant_overrides(&mut m, &view.overrides);
     classes(&mut m, &view.classes);
     m
 }
 
-/// The agent's own part: cycle times, reloads, overrides, alerts, errors.
+/// Reactive overrides entered per tenant and trigger: with the view's part, rendered once per
+/// cycle (a busy host may put every tenant in override).
+fn tenant_overrides(m: &mut String, overrides: &[(String, &'static str, u64)]) {
+    family(
+        m,
+        "shaper_tenant_overrides_total",
+        "counter",
+        "Reactive overrides entered (tenant back to its base rate), by trigger.",
+    );
+    for (tenant, trigger, n) in overrides {
+        let _ = writeln!(
+            m,
+            "shaper_tenant_overrides_total{{tenant=\"{}\",trigger=\"{trigger}\"}} {n}",
+            esc(tenant)
+        );
+    }
+}
+
+/// The agent's own part: cycle times, reloads, alerts, errors (per-tenant overrides are the
+/// view's).
 pub fn render_health(health: &Health) -> String {
     let mut m = String::new();
     agent_health(&mut m, health);
@@ -296,7 +316,7 @@ fn classes(m: &mut String, classes: &[(String, u64, u64)]) {
     }
 }
 
-/// The agent's own cycle times, reloads, overrides and alerts.
+/// The agent's own cycle times, reloads and alerts.
 fn agent_health(m: &mut String, h: &Health) {
     family(
         m,
@@ -336,19 +356,6 @@ fn agent_health(m: &mut String, h: &Health) {
         "shaper_reloads_total{{result=\"rejected\"}} {}",
         h.reloads_rejected
     );
-    family(
-        m,
-        "shaper_tenant_overrides_total",
-        "counter",
-        "Reactive overrides entered (tenant back to its base rate), by trigger.",
-    );
-    for (tenant, trigger, n) in &h.overrides {
-        let _ = writeln!(
-            m,
-            "shaper_tenant_overrides_total{{tenant=\"{}\",trigger=\"{trigger}\"}} {n}",
-            esc(tenant)
-        );
-    }
     family(
         m,
         "shaper_alerts_total",
@@ -456,11 +463,11 @@ mod tests {
             "eth0",
             vec![tenant("a\"b")],
             vec![("ipv4".into(), 12, 18_000)],
-        );
+        )
+        .with_overrides(std::sync::Arc::new(vec![("a\"b".into(), "cpu_busy", 2)]));
         let mut health = Health::default();
         health.record_cycle(0.002);
         health.record_cycle(0.2);
-        health.overrides.push(("a\"b".into(), "cpu_busy", 2));
         health.alerts.insert("cycle_overrun", 1);
         let text = render_metrics(&view, &health);
         assert!(

@@ -24,6 +24,9 @@ pub struct View {
     stats: Vec<TenantStats>,
     plans: Vec<Plan>,
     tenants: std::sync::OnceLock<Vec<TenantView>>,
+    /// Reactive overrides entered since the agent started: (tenant, trigger, count). Shared
+    /// from cycle to cycle while unchanged.
+    pub overrides: Arc<Vec<(String, &'static str, u64)>>,
     /// `/v1/stats`, rendered on first use.
     pub(super) stats_body: std::sync::OnceLock<axum::body::Bytes>,
     /// The per-tenant and per-class part of `/metrics`, rendered on first use.
@@ -42,6 +45,11 @@ impl View {
             tenants: std::sync::OnceLock::from(tenants),
             ..View::default()
         }
+    }
+
+    /// The view with the agent's per-tenant override counts.
+    pub fn with_overrides(self, overrides: Arc<Vec<(String, &'static str, u64)>>) -> View {
+        View { overrides, ..self }
     }
 
     /// A cycle's view: its stats and plans (config order), turned into wire form only when
@@ -96,8 +104,12 @@ pub struct Health {
     pub reloads_ok: u64,
     pub reloads_rejected: u64,
     pub last_error: Option<String>,
-    /// Reactive overrides entered since the agent started: (tenant, trigger, count).
-    pub overrides: Vec<(String, &'static str, u64)>,
+    /// Reactive overrides entered since the agent started, by trigger (all tenants).
+    pub overrides: BTreeMap<&'static str, u64>,
+    /// Tenants that entered an override since the agent started (per trigger: each counted
+    /// once per trigger). Per tenant they are in `/metrics`: a health check stays a few
+    /// hundred bytes when a busy host puts a million tenants in override.
+    pub overridden_tenants: usize,
     /// Alerts since the agent started, by kind: `protected_violation` (a gold or platinum
     /// tenant lost in-profile traffic in a cycle), `cycle_overrun`, `write_failed` (an
     /// allocation could not be written; the datapath kept its last rates), `agent_error` (a

@@ -298,7 +298,11 @@ impl SeasonalNaive {
         let slots = Slots::new(season, cap);
         let coarse = slots.stride > 1;
         SeasonalNaive {
-            hist: if coarse { Vec::new() } else { vec![0.0; slots.len] },
+            hist: if coarse {
+                Vec::new()
+            } else {
+                vec![0.0; slots.len]
+            },
             coarse: if coarse {
                 vec![bf16::ZERO; slots.len]
             } else {
