@@ -574,6 +574,8 @@ impl Forecaster {
         }
         self.events = events;
         if self.n > 0 {
+            // A loaded state may lack what `issue` fills (see `fill_missing_state`).
+            self.fill_missing_state();
             self.issue();
         }
     }

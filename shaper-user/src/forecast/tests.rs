@@ -576,6 +576,14 @@ fn pending_forecasts_saved_as_full_rows_still_load() {
     o.remove("latest");
     o.insert("pending".into(), serde_json::to_value(&rows).expect("rows"));
     let mut g: Forecaster = serde_json::from_value(v).expect("loads");
+    // Known events re-issue the forecasts before any update: from the converted rows too.
+    g.set_events(vec![KnownEvent {
+        start: 1e9,
+        duration_s: 1.0,
+        rate: 0.0,
+    }]);
+    f.set_events(g.events.clone());
+    assert_eq!(g.forecast(5), f.forecast(5));
     for t in 400..430 {
         let y = 100.0 + (t % 24) as f64 * 3.0;
         f.update(t as f64, y);
