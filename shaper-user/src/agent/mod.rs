@@ -208,7 +208,8 @@ struct Agent {
     cycles_recorded: u64,
     /// Reactive overrides entered, by tenant and trigger, since the agent started.
     overrides: BTreeMap<(String, &'static str), u64>,
-    /// The same as published (rebuilt when an override is entered) and summed by trigger.
+    /// The same as published, and summed by trigger: both derived from `overrides` when an
+    /// override was entered since the last cycle.
     overrides_published: Arc<Vec<(String, &'static str, u64)>>,
     overrides_changed: bool,
     override_totals: BTreeMap<&'static str, u64>,

@@ -83,7 +83,6 @@ impl Agent {
                         .overrides
                         .entry((name(tenant).to_string(), trigger))
                         .or_default() += 1;
-                    *self.override_totals.entry(trigger).or_default() += 1;
                     self.overrides_changed = true;
                     overridden += 1;
                     first_reason.get_or_insert(reason);

@@ -76,12 +76,17 @@ impl Agent {
             .map(|c| (c.class.to_string(), c.packets, c.bytes))
             .collect();
         if std::mem::take(&mut self.overrides_changed) {
+            let mut totals = std::collections::BTreeMap::new();
             self.overrides_published = Arc::new(
                 self.overrides
                     .iter()
-                    .map(|((t, trigger), n)| (t.clone(), *trigger, *n))
+                    .map(|((t, trigger), n)| {
+                        *totals.entry(*trigger).or_default() += n;
+                        (t.clone(), *trigger, *n)
+                    })
                     .collect(),
             );
+            self.override_totals = totals;
         }
         let view = View::of_cycle(&self.iface, c.tenants, plans, classes)
             .with_overrides(self.overrides_published.clone());

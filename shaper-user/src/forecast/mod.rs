@@ -288,7 +288,8 @@ impl Settings {
 
 impl Settings {
     /// Residuals per conformal window: two weekly seasons where forecasts are made at the
-    /// seasons' resolution (as for the double-seasonal model), within [`conformal::MAX_WINDOW`]; else [`conformal::WINDOW`].
+    /// seasons' resolution (as for the double-seasonal model), within
+    /// [`conformal::MAX_WINDOW`]; else [`conformal::WINDOW`].
     /// A window shorter than a week has not seen every day's errors: day ahead on half-hourly
     /// electricity demand (taylor), 256 residuals are 5.3 days and covered 90.7% for a 95%
     /// target, two weeks (672) 92.6%. At one-second cycles a week cannot be held, and the

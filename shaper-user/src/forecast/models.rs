@@ -237,8 +237,6 @@ impl Model {
         !matches!(self, Model::Ewma(_) | Model::Holt(_) | Model::Ar(_))
     }
 
-    /// True if the state is finite: its scalars and the seasonal slots the last update wrote
-    /// (the only ones an update can change), so the check is O(1).
     /// Asks for the cache lines this model's next update and forecasts touch (see
     /// `Forecaster::prefetch`).
     #[inline]
@@ -257,6 +255,8 @@ impl Model {
         }
     }
 
+    /// True if the state is finite: its scalars and the seasonal slots the last update wrote
+    /// (the only ones an update can change), so the check is O(1).
     pub fn is_finite(&self) -> bool {
         match self {
             Model::SeasonalNaive(m) | Model::WeeklyNaive(m) => {
