@@ -10,11 +10,12 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: LLVM 22 for bpf-linker, a C compiler (the bundled SQLite of the history
 # store), the tools the tests and demo drive, a font for the benchmark charts' text, and a
-# headless browser for the dashboard test.
+# headless browser for the dashboard test, and Redis for cluster mode's tests and lab (the tests
+# start their own server on a Unix socket; the packaged service is not needed).
 APT_PKGS=(
   llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev gcc libc6-dev
   iproute2 iperf3 netsniff-ng ethtool bpftool procps tmux util-linux fonts-dejavu-core
-  chromium-headless-shell
+  chromium-headless-shell redis-server
 )
 missing=()
 for p in "${APT_PKGS[@]}"; do

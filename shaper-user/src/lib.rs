@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod allocate;
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod datapath;
 pub mod forecast;

@@ -863,6 +863,7 @@ pub fn water_fill(asked: &[f64], weights: &[f64], budget: f64) -> Vec<f64> {
     out
 }
 
+pub mod aggregate;
 mod mix;
 
 pub use self::mix::{adjust_mix, exchange, worth_factor};

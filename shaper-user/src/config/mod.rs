@@ -72,6 +72,9 @@ pub struct Config {
     pub api: Api,
     #[serde(default)]
     pub history: History,
+    /// Cluster mode (`scope: "aggregate"` tenants share their limits with other hosts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Cluster>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -321,6 +324,78 @@ pub struct Tenant {
     pub mix: Option<Mix>,
     #[serde(default)]
     pub ecn: bool,
+    /// `host` (default): `rate` and `ceil` are this host's. `aggregate`: they are limits on
+    /// the sum over every host of the cluster (`cluster`), divided among them by demand.
+    #[serde(default, skip_serializing_if = "Scope::is_host")]
+    pub scope: Scope,
+}
+
+/// Where a tenant's limits apply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    #[default]
+    Host,
+    Aggregate,
+}
+
+impl Scope {
+    pub fn is_host(&self) -> bool {
+        *self == Scope::Host
+    }
+}
+
+/// How a host's share of an aggregate tenant is sized: by the demand its forecaster predicts
+/// for when the share applies, or by the demand it measured last (distributed rate limiting's
+/// rule, for comparison).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShareBy {
+    #[default]
+    Predicted,
+    Measured,
+}
+
+/// Cluster mode: the agents of several hosts divide each aggregate tenant's `rate` and `ceil`
+/// among themselves through a shared store, every `interval_ms`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// `redis://HOST:PORT[/DB]` or `unix:///PATH/redis.sock`.
+    pub store: String,
+    /// This host's name in the cluster: unique among the hosts.
+    pub host_id: String,
+    /// Namespace of the cluster's keys in the store (several clusters may share one store).
+    #[serde(default = "default_cluster_name")]
+    pub name: String,
+    #[serde(default = "default_cluster_interval")]
+    pub interval_ms: u64,
+    /// How long shares hold without the store (then each host takes aggregate / hosts seen),
+    /// and how long a silent host keeps its share before the others reclaim it.
+    #[serde(default = "default_lease")]
+    pub lease_s: f64,
+    /// Share of each aggregate limit kept as floors, evenly over the active hosts, so a flow
+    /// starting where there was no demand gets through until the next division.
+    #[serde(default = "default_floor")]
+    pub floor: f64,
+    #[serde(default)]
+    pub share_by: ShareBy,
+    /// A file (mode 0600) holding the store's password, or `USER PASSWORD` for an ACL user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_file: Option<PathBuf>,
+}
+
+fn default_cluster_name() -> String {
+    "shaper".into()
+}
+fn default_cluster_interval() -> u64 {
+    1000
+}
+fn default_lease() -> f64 {
+    10.0
+}
+fn default_floor() -> f64 {
+    0.02
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -621,6 +696,7 @@ pub fn synthetic(n: u32, capacity: Rate, rate: Rate, burst: Size) -> Config {
             ceil: None,
             mix: None,
             ecn: false,
+            scope: Scope::Host,
         })
         .collect();
     Config {
@@ -640,6 +716,7 @@ pub fn synthetic(n: u32, capacity: Rate, rate: Rate, burst: Size) -> Config {
         events: vec![],
         api: Api::default(),
         history: History::default(),
+        cluster: None,
     }
 }
 

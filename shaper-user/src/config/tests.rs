@@ -426,3 +426,66 @@ fn configs_others_could_change_are_refused() {
     Config::load(&path).expect("sticky directory");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn cluster_section_and_aggregate_tenants() {
+    let with_cluster = |v: &mut Value| {
+        v["cluster"] = json!({"store": "unix:///run/redis/redis.sock", "host_id": "edge-1"});
+        v["tenants"][0]["scope"] = json!("aggregate");
+    };
+    let mut v = example();
+    with_cluster(&mut v);
+    let cfg = Config::parse(&v.to_string()).expect("a cluster config is valid");
+    let c = cfg.cluster.as_ref().expect("cluster");
+    assert_eq!((c.interval_ms, c.lease_s, c.floor), (1000, 10.0, 0.02));
+    assert_eq!(cfg.tenants[0].scope, Scope::Aggregate);
+    assert_eq!(cfg.tenants[1].scope, Scope::Host);
+    let e = rejected(
+        |v| v["tenants"][0]["scope"] = json!("aggregate"),
+        "tenants[0].scope",
+    );
+    assert!(e.contains("cluster"), "{e}");
+    let e = rejected(
+        |v| {
+            with_cluster(v);
+            v["cluster"]["store"] = json!("redis://agent:secret@10.0.0.1:6379");
+        },
+        "cluster.store",
+    );
+    assert!(e.contains("auth_file"), "{e}");
+    rejected(
+        |v| {
+            with_cluster(v);
+            v["cluster"]["store"] = json!("rediss://10.0.0.1");
+        },
+        "cluster.store",
+    );
+    rejected(
+        |v| {
+            with_cluster(v);
+            v["cluster"]["host_id"] = json!("a b");
+        },
+        "cluster.host_id",
+    );
+    rejected(
+        |v| {
+            with_cluster(v);
+            v["cluster"]["interval_ms"] = json!(10);
+        },
+        "cluster.interval_ms",
+    );
+    rejected(
+        |v| {
+            with_cluster(v);
+            v["cluster"]["lease_s"] = json!(1.0);
+        },
+        "cluster.lease_s",
+    );
+    rejected(
+        |v| {
+            with_cluster(v);
+            v["cluster"]["floor"] = json!(0.9);
+        },
+        "cluster.floor",
+    );
+}

@@ -47,6 +47,72 @@ impl Config {
         if self.history.retention_days == 0 || self.history.retention_days > 3650 {
             return Err(invalid("history.retention_days", "must be 1..=3650"));
         }
+        self.validate_cluster()
+    }
+
+    /// The cluster section, and aggregate tenants only where there is one.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let Some(c) = &self.cluster else {
+            return match self.tenants.iter().position(|t| !t.scope.is_host()) {
+                Some(i) => Err(invalid(
+                    format!("tenants[{i}].scope"),
+                    "\"aggregate\" needs a \"cluster\" section (the store the hosts share)",
+                )),
+                None => Ok(()),
+            };
+        };
+        let word = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+        };
+        if !word(&c.host_id) {
+            return Err(invalid(
+                "cluster.host_id",
+                "must be 1-64 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if !word(&c.name) {
+            return Err(invalid(
+                "cluster.name",
+                "must be 1-64 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if !(c.store.starts_with("redis://") || c.store.starts_with("unix:///")) {
+            return Err(invalid(
+                "cluster.store",
+                format!(
+                    "'{}' is not redis://HOST:PORT[/DB] or unix:///PATH (TLS is not built in: reach a TLS store through a local stunnel)",
+                    c.store
+                ),
+            ));
+        }
+        if c.store.contains('@') {
+            return Err(invalid(
+                "cluster.store",
+                "credentials do not belong in the config (anyone who can read it has them): put them in cluster.auth_file (mode 0600)",
+            ));
+        }
+        if c.interval_ms < self.forecast.interval_ms || c.interval_ms > 60_000 {
+            return Err(invalid(
+                "cluster.interval_ms",
+                format!(
+                    "must be {}..=60000 (at least forecast.interval_ms: shares follow the cycles' measurements)",
+                    self.forecast.interval_ms
+                ),
+            ));
+        }
+        let min_lease = 2.0 * c.interval_ms as f64 / 1000.0;
+        if !(c.lease_s >= min_lease && c.lease_s <= 3600.0) {
+            return Err(invalid(
+                "cluster.lease_s",
+                format!("must be {min_lease}..=3600 (at least two intervals)"),
+            ));
+        }
+        if !(0.0..=0.5).contains(&c.floor) {
+            return Err(invalid("cluster.floor", "must be 0..=0.5"));
+        }
         Ok(())
     }
 

@@ -1,0 +1,137 @@
+//! Aggregate limits over several hosts: how one tenant's `rate` (or `ceil`) is divided among
+//! the hosts its traffic enters through, from each host's demand. Every host of a cluster runs
+//! this on the same reports and so arrives at the same division, with no leader.
+
+/// Divides `limit` (bytes/s) among hosts by their `demand` (bytes/s), into `out` (one share a
+/// host, same order). Never sums above `limit`:
+///
+/// 1. a floor each: `floor` (a fraction) of the limit, split evenly, so a flow starting where
+///    there was no demand passes until the next division sees it;
+/// 2. max-min fair on demand above the floor (water-filling): hosts that need less than an
+///    even split get what they need, the others split the rest evenly;
+/// 3. what no host asked for (total demand under the limit) is spread in proportion to demand,
+///    evenly when there is none: work-conserving, a host whose demand grows has room before the
+///    next division, and a host's unused share flows to those that use theirs.
+///
+/// `order` is scratch space (kept by the caller to divide many tenants without allocating).
+pub fn divide(limit: f64, demand: &[f64], floor: f64, out: &mut Vec<f64>, order: &mut Vec<u32>) {
+    out.clear();
+    let n = demand.len();
+    if n == 0 {
+        return;
+    }
+    let limit = limit.max(0.0);
+    let each_floor = limit * floor.clamp(0.0, 1.0) / n as f64;
+    let clean = |d: f64| if d.is_finite() { d.max(0.0) } else { 0.0 };
+    out.extend(std::iter::repeat_n(each_floor, n));
+    let mut left = limit - each_floor * n as f64;
+    // Water-filling, smallest need first.
+    order.clear();
+    order.extend(0..n as u32);
+    order.sort_unstable_by(|&a, &b| {
+        let need = |i: u32| clean(demand[i as usize]);
+        need(a).total_cmp(&need(b))
+    });
+    for (k, &i) in order.iter().enumerate() {
+        let need = (clean(demand[i as usize]) - each_floor).max(0.0);
+        let even = left / (n - k) as f64;
+        let give = need.min(even);
+        out[i as usize] += give;
+        left -= give;
+    }
+    if left > 0.0 {
+        let total: f64 = demand.iter().map(|&d| clean(d)).sum();
+        for (o, &d) in out.iter_mut().zip(demand) {
+            *o += if total > 0.0 {
+                left * clean(d) / total
+            } else {
+                left / n as f64
+            };
+        }
+    }
+    // Rounding must not take the sum above the limit.
+    let sum: f64 = out.iter().sum();
+    if sum > limit && sum > 0.0 {
+        let k = limit / sum;
+        out.iter_mut().for_each(|o| *o *= k);
+    }
+}
+
+/// The safe split when the hosts cannot coordinate: the limit evenly over the hosts last seen.
+pub fn safe_split(limit: f64, hosts: usize) -> f64 {
+    limit / hosts.max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(limit: f64, demand: &[f64], floor: f64) -> Vec<f64> {
+        let (mut out, mut order) = (Vec::new(), Vec::new());
+        divide(limit, demand, floor, &mut out, &mut order);
+        out
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-6 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn never_above_the_limit_and_all_of_it_handed_out() {
+        let cases: &[&[f64]] = &[
+            &[0.0, 0.0, 0.0],
+            &[10.0, 20.0, 30.0],
+            &[1e9, 1e9, 0.0],
+            &[f64::NAN, f64::INFINITY, -5.0, 40.0],
+            &[90.0],
+        ];
+        for d in cases {
+            for floor in [0.0, 0.02, 0.5] {
+                let s = run(90.0, d, floor);
+                let sum: f64 = s.iter().sum();
+                assert!(sum <= 90.0 + 1e-9, "{d:?} {floor}: {s:?}");
+                assert!(close(sum, 90.0), "work-conserving: {d:?} {floor}: {s:?}");
+                assert!(s.iter().all(|x| x.is_finite() && *x >= 0.0), "{s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn demand_above_the_limit_is_max_min_fair() {
+        // 3:1:0 of a 90 limit offered 120 in all: the small host gets what it needs, the
+        // idle one its floor, the big one the rest.
+        let s = run(90.0, &[90.0, 30.0, 0.0], 0.03);
+        assert!(close(s[2], 0.9), "{s:?}");
+        assert!(close(s[1], 30.0), "{s:?}");
+        assert!(close(s[0], 90.0 - 30.0 - 0.9), "{s:?}");
+        // Two hosts both over an even split share it evenly.
+        let s = run(90.0, &[100.0, 100.0, 10.0], 0.0);
+        assert!(
+            close(s[0], 40.0) && close(s[1], 40.0) && close(s[2], 10.0),
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn spare_goes_where_demand_is() {
+        // 30 + 10 asked of 90: each gets its demand, and the 50 left in proportion (3:1).
+        let s = run(90.0, &[30.0, 10.0, 0.0], 0.0);
+        assert!(
+            close(s[0], 30.0 + 37.5) && close(s[1], 10.0 + 12.5),
+            "{s:?}"
+        );
+        assert!(close(s[2], 0.0), "{s:?}");
+        // No demand anywhere: even.
+        let s = run(90.0, &[0.0, 0.0, 0.0], 0.0);
+        assert!(s.iter().all(|x| close(*x, 30.0)), "{s:?}");
+    }
+
+    #[test]
+    fn every_host_keeps_its_floor() {
+        let s = run(100.0, &[1e6, 0.0, 0.0, 0.0], 0.04);
+        for x in &s[1..] {
+            assert!(close(*x, 1.0), "{s:?}");
+        }
+        assert!(close(s[0], 97.0), "{s:?}");
+    }
+}
