@@ -330,6 +330,12 @@ impl Planner {
     }
 
     /// The forecast horizon in cycles.
+    /// Tenant `k`'s forecast `steps` cycles ahead (at most the horizon).
+    pub fn forecast_at(&self, k: usize, steps: usize) -> Option<crate::forecast::Prediction> {
+        let h = steps.clamp(1, self.horizon());
+        self.forecasters.get(k).map(|f| f.forecast(h))
+    }
+
     pub fn horizon(&self) -> usize {
         self.forecasters.first().map_or(1, |f| f.settings().horizon)
     }

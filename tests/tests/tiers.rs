@@ -763,6 +763,7 @@ fn an_allocation_leaves_borrowing_what_fill_and_pool_leave_of_the_ceiling() {
         pre_rate: 30e9 / 8.0,
         pre_cap: 1e6,
         deposit: None,
+        ceil: None,
     };
     let t0 = (&cfg.tenants[0], &cfg);
     dp.apply_allocation(0, t0, &a, Duration::from_secs(1), None)
@@ -801,6 +802,7 @@ fn batched_allocation_writes_match_one_write_per_tenant() {
             bytes: 5e5,
             ttl_s: 2.0,
         }),
+        ceil: None,
     };
     let one_second = Duration::from_secs(1);
     // Two cycles: the second flips each tenant's slot again; tenant 1 keeps its allocation.

@@ -23,6 +23,7 @@ use crate::stats::{PrePool, Snapshot};
 use crate::store::{Store, StoreError};
 
 mod collect;
+mod coordinate;
 mod lock;
 mod plan;
 mod publish;
@@ -83,6 +84,8 @@ pub enum AgentError {
         #[source]
         restore: Box<DatapathError>,
     },
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::StoreError),
     #[error("installing the SIGHUP handler")]
     Signal(#[source] std::io::Error),
     #[error(
@@ -224,6 +227,8 @@ struct Agent {
     /// How long each stage of the last cycle took, ms.
     stage_ms: BTreeMap<&'static str, f64>,
     fault: Option<Fault>,
+    /// Cluster mode: this host's shares of the aggregate tenants.
+    cluster: Option<coordinate::Cluster>,
 }
 
 /// A fault to inject (the fail-static tests): the agent must keep the datapath enforcing the
@@ -289,6 +294,10 @@ pub async fn run(
     let mut state_guard = state.remove_on_drop(!adopting);
     // Everything fallible that can be opened before attaching is.
     let store = Store::open(&cfg.history.path, &options.iface).map_err(AgentError::Store)?;
+    let cluster_store = match &cfg.cluster {
+        Some(c) => Some(crate::cluster::RedisStore::new(c)?),
+        None => None,
+    };
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(AgentError::Signal)?;
     if adopting {
@@ -331,6 +340,7 @@ pub async fn run(
         .filter(|i| *i != 0);
     let mut agent = Box::new(Agent::new(options, cfg, dp, table, state, shared, store));
     agent.max_packet = max_packet;
+    agent.cluster = cluster_store.and_then(|s| coordinate::Cluster::start(s, cfg));
     let mut ticker = tokio::time::interval(agent.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gone = false;
@@ -522,6 +532,7 @@ impl Agent {
             errors: BTreeMap::new(),
             stage_ms: BTreeMap::new(),
             fault: options.fault,
+            cluster: None,
         }
     }
 
@@ -550,7 +561,9 @@ impl Agent {
         };
         let mut stages = BTreeMap::new();
         stages.insert("collect", started.elapsed().as_secs_f64() * 1e3);
+        self.apply_shares();
         let mut plans = self.plan(&collected);
+        self.report_demand(&collected, plans.as_deref());
         lap("plan", &mut stages);
         if let Some(plans) = plans.as_mut() {
             self.write(plans);

@@ -3,7 +3,6 @@
 use tracing::debug;
 
 use crate::allocate::{Allocation, Change, Observed, TUNED_UP};
-use crate::config::Tenant;
 use crate::forecast::{ModelKind, Prediction};
 use crate::stats::{PrePool, TenantStats};
 
@@ -39,7 +38,14 @@ impl Agent {
             .enumerate()
             .map(
                 |(i, t)| match c.tenants.get(i).filter(|s| *s.name == *t.name) {
-                    Some(s) => observed(s, t, self.last_pre.get(i).copied()),
+                    // The profile's rate: an aggregate tenant's is this host's share.
+                    Some(s) => observed(
+                        s,
+                        self.profiles
+                            .get(i)
+                            .map_or(t.rate.bits_per_sec() as f64 / 8.0, |p| p.rate),
+                        self.last_pre.get(i).copied(),
+                    ),
                     None => Observed::default(),
                 },
             )
@@ -131,10 +137,9 @@ impl Agent {
     }
 }
 
-/// What the allocator learns of tenant `t` from its stats `s` (bytes/s); `last` is its
-/// deposit totals a cycle ago.
-fn observed(s: &TenantStats, t: &Tenant, last: Option<PrePool>) -> Observed {
-    let rate = t.rate.bits_per_sec() as f64 / 8.0;
+/// What the allocator learns of a tenant from its stats `s` (bytes/s) and its base `rate`
+/// (bytes/s); `last` is its deposit totals a cycle ago.
+fn observed(s: &TenantStats, rate: f64, last: Option<PrePool>) -> Observed {
     let last = last.unwrap_or(s.pre_pool);
     Observed {
         offered: s.offered_rate,

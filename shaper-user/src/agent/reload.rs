@@ -55,6 +55,9 @@ impl Agent {
         self.planner =
             predicting(&cfg).then(|| Planner::new(&cfg, cfg.policy.mode, self.planner.take()));
         self.profiles = crate::planner::profiles(&cfg);
+        if let Some(c) = self.cluster.as_mut() {
+            c.reconfigure(&cfg);
+        }
         let cfg = Arc::new(cfg);
         let old = std::mem::replace(&mut self.cfg, cfg.clone());
         let was: HashMap<&str, usize> = old
@@ -122,6 +125,13 @@ pub fn reload(
     let started = std::time::Instant::now();
     let cfg = Config::load(path)?;
     let loaded = started.elapsed();
+    if cfg.cluster != current_cfg.cluster {
+        return Err(crate::config::ConfigError::Invalid {
+            path: "cluster".into(),
+            message: "changes only with a restart of `shaper run` (the store, the host's id and the epochs are fixed while it runs); nothing changed".into(),
+        }
+        .into());
+    }
     if let Some(m) = max_packet {
         crate::datapath::check_bursts(&cfg, m)?;
     }

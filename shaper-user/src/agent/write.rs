@@ -24,10 +24,16 @@ impl Agent {
             // An operator's exchange stands over the allocator's mix.
             let (shares, factor) = split_of(&self.exchanged, t);
             p.shares = shares.or(p.alloc.mix);
+            let mut rates = rates(&p.alloc, factor);
+            rates.ceil = self
+                .cluster
+                .as_ref()
+                .and_then(|c| c.limits.get(k).copied().flatten())
+                .map(|l| l.1);
             writes.push(TenantWrite {
                 id: info.id,
                 tenant: k,
-                rates: rates(&p.alloc, factor),
+                rates,
                 shares: p.shares,
             });
             if self.last_alloc.len() <= k {
@@ -134,6 +140,7 @@ fn rates(a: &Allocation, factor: f64) -> TenantRates {
             bytes: d.bytes,
             ttl_s: d.ttl_s,
         }),
+        ceil: None,
     }
 }
 

@@ -23,7 +23,8 @@ mod types;
 
 pub use self::metrics::{ALERTS, STAGES, render_metrics};
 pub use self::types::{
-    AllocationView, CYCLE_BUCKETS, ExchangeBody, ForecastView, Health, Plan, TenantView, View,
+    AllocationView, CYCLE_BUCKETS, ClusterHealth, ExchangeBody, ForecastView, Health, Plan,
+    TenantView, View,
 };
 
 /// Bumped when a response's shape changes incompatibly; also the path prefix.

@@ -94,6 +94,18 @@ impl View {
     }
 }
 
+/// Cluster mode in the health check.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterHealth {
+    pub host_id: String,
+    /// `divided` (with the other hosts this epoch), `held` (the store failed; the last
+    /// division holds for the lease), `fallback` (limit / hosts last seen), `joining`.
+    pub state: crate::cluster::ShareState,
+    pub hosts: usize,
+    pub epoch: u64,
+    pub aggregate_tenants: usize,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Health {
     pub version: String,
@@ -120,6 +132,9 @@ pub struct Health {
     pub errors: BTreeMap<&'static str, u64>,
     /// How long each stage of the last cycle took, ms.
     pub stage_ms: BTreeMap<&'static str, f64>,
+    /// Cluster mode: where this host's shares of the aggregate tenants come from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterHealth>,
     /// Cumulative counts per bucket of [`CYCLE_BUCKETS`], then the total and the sum (s).
     #[serde(skip)]
     pub cycle_buckets: [u64; 8],

@@ -77,8 +77,11 @@ impl Roster {
         let mut r = Roster::default();
         let mut h = Fnv::new();
         for (k, t) in all {
-            let rate = t.rate.bytes_per_sec() as f64;
-            let ceil = t.ceil.map_or(rate, |c| c.bytes_per_sec() as f64).max(rate);
+            let rate = t.rate.bits_per_sec() as f64 / 8.0;
+            let ceil = t
+                .ceil
+                .map_or(rate, |c| c.bits_per_sec() as f64 / 8.0)
+                .max(rate);
             h.write(t.name.as_bytes());
             h.write(&[0]);
             h.write(&rate.to_le_bytes());

@@ -243,75 +243,23 @@ async fn a_joining_host_takes_a_floor_until_it_is_counted() {
     assert!((r[2] - LIMIT / 3.0).abs() < 1.0, "{r:?}");
 }
 
-/// A `redis-server` on a Unix socket in a temporary directory, stopped on drop.
-struct Server {
-    dir: std::path::PathBuf,
-    child: Option<std::process::Child>,
-}
-
-impl Server {
-    fn start(tag: &str) -> Option<Server> {
-        let dir = std::env::temp_dir().join(format!("shaper-redis-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).ok()?;
-        let mut s = Server { dir, child: None };
-        s.spawn().then_some(s)
-    }
-
-    fn socket(&self) -> std::path::PathBuf {
-        self.dir.join("redis.sock")
-    }
-
-    fn spawn(&mut self) -> bool {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
-            .arg("--unixsocket")
-            .arg(self.socket())
-            .args(["--unixsocketperm", "700", "--requirepass", "test-pass"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(std::process::Stdio::null())
-            .spawn();
-        let Ok(child) = child else {
-            return false;
-        };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.socket().exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.socket().exists()
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_file(self.socket());
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test]
 async fn on_a_real_redis_with_a_password_through_an_outage() {
-    let Some(mut server) = Server::start("faults") else {
-        eprintln!("skipped: redis-server is not installed (bash scripts/setup.sh installs it)");
-        return;
+    let mut server = match crate::lab::redis::RedisServer::start("faults", Some("test-pass")) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("skipped: redis-server is not installed (bash scripts/setup.sh installs it)");
+            return;
+        }
+        Err(e) => panic!("redis-server: {e}"),
     };
-    let auth = server.dir.join("auth");
+    let auth = server.dir().join("auth");
     std::fs::write(&auth, "test-pass\n").expect("test files");
     std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o600)).expect("test files");
     let mut hosts: Vec<Host<RedisStore>> = (0..3)
         .map(|i| {
             let mut c = cluster(&format!("h{i}"));
-            c.store = format!("unix://{}", server.socket().display());
+            c.store = server.url();
             c.auth_file = Some(auth.clone());
             Host {
                 store: RedisStore::new(&c).expect("store"),
@@ -334,7 +282,7 @@ async fn on_a_real_redis_with_a_password_through_an_outage() {
     assert_eq!(rates(&hosts), divided);
     step(&mut hosts, 6, &d, t0).await;
     assert_eq!(states(&hosts), [ShareState::Fallback; 3]);
-    assert!(server.spawn(), "redis-server restarts");
+    server.restart().expect("redis-server restarts");
     step(&mut hosts, 7, &d, t0).await;
     step(&mut hosts, 8, &d, t0).await;
     assert_eq!(
@@ -346,7 +294,7 @@ async fn on_a_real_redis_with_a_password_through_an_outage() {
     // A wrong password is an error of the exchange, not a panic or a hang.
     std::fs::write(&auth, "wrong\n").expect("test files");
     let mut c = cluster("h9");
-    c.store = format!("unix://{}", server.socket().display());
+    c.store = server.url();
     c.auth_file = Some(auth.clone());
     let mut bad = RedisStore::new(&c).expect("store");
     assert!(bad.exchange(9, vec![1], &[]).await.is_err());

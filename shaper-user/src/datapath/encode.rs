@@ -77,6 +77,18 @@ pub fn tenant_params_at(
     fill_bits: u64,
     shares: Option<[f64; 3]>,
 ) -> TenantConfig {
+    tenant_params_within(t, cfg, fill_bits, t.ceil.map(|c| c.bits_per_sec()), shares)
+}
+
+/// As [`tenant_params_at`], up to `ceil_bits` (the config's ceiling, or an aggregate
+/// tenant's share of it; `None`: no ceiling above the rate).
+fn tenant_params_within(
+    t: &crate::config::Tenant,
+    cfg: &Config,
+    fill_bits: u64,
+    ceil_bits: Option<u64>,
+    shares: Option<[f64; 3]>,
+) -> TenantConfig {
     let rate = fill_bits.max(1);
     let burst = t.burst.bytes();
     let mix = match shares {
@@ -92,11 +104,7 @@ pub fn tenant_params_at(
     };
     let mut tc = TenantConfig {
         rate_bytes: rate / 8,
-        ceil_bytes: t
-            .ceil
-            .map_or(t.rate.bits_per_sec(), |c| c.bits_per_sec())
-            .max(rate)
-            / 8,
+        ceil_bytes: ceil_bits.unwrap_or(t.rate.bits_per_sec()).max(rate) / 8,
         flags: TENANT_ACTIVE,
         ..TenantConfig::default()
     };
@@ -116,7 +124,7 @@ pub fn tenant_params_at(
     }
     if let Some(tier) = cfg.tiers.get(&t.tier) {
         tc.tier = u32::from(tier.priority.min(TIERS as u8 - 1));
-        let ceil = t.ceil.map_or(0, |c| c.bits_per_sec());
+        let ceil = ceil_bits.unwrap_or(0);
         if tier.borrow && ceil > rate {
             tc.flags |= TENANT_BORROW;
             tc.borrow = bucket(ceil - rate, burst);
@@ -342,6 +350,9 @@ pub struct TenantRates {
     pub pre_rate: f64,
     pub pre_cap: f64,
     pub deposit: Option<DepositWrite>,
+    /// This host's ceiling, bytes/s, where it is not the config's: an aggregate tenant's
+    /// share of its ceiling (cluster mode).
+    pub ceil: Option<f64>,
 }
 
 /// Bytes deposited into the pre-allocated pool, spendable for `ttl_s` seconds (at least one
@@ -372,7 +383,11 @@ pub(super) fn allocation_config(
     live: &TenantConfig,
     state: &TenantState,
 ) -> TenantConfig {
-    let mut tc = tenant_params_at(t, cfg, (a.fill * 8.0).round() as u64, shares);
+    let ceil_bits = match a.ceil {
+        Some(c) => Some((c * 8.0).round() as u64),
+        None => t.ceil.map(|c| c.bits_per_sec()),
+    };
+    let mut tc = tenant_params_within(t, cfg, (a.fill * 8.0).round() as u64, ceil_bits, shares);
     keep_pre_pool(&mut tc, live);
     let pre_bits = (a.pre_rate * 8.0).round() as u64;
     let cap = a.pre_cap.round() as u64;

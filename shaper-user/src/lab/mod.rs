@@ -12,6 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 pub use crate::datapath::{NetNsEnter, ifindex};
 
 pub mod frame;
+pub mod redis;
 pub mod traffic;
 
 /// True when running as root (needed for BPF, XDP and network namespaces).

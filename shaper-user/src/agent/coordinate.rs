@@ -1,0 +1,227 @@
+//! Coordinate (cluster mode): before planning, this host's shares of the aggregate tenants
+//! become their rate and ceiling here (the allocator plans within them, the datapath enforces
+//! them); after, the cycle's measured and predicted demand goes to the coordination task
+//! ([`crate::cluster`]), which exchanges it with the other hosts once an epoch.
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::allocate::Allocation;
+use crate::allocate::aggregate::safe_split;
+use crate::api::ClusterHealth;
+use crate::cluster::{self, Coordinator, Demand, RedisStore, Roster, ShareState, Shares};
+use crate::config::Config;
+use crate::datapath::{TenantRates, TenantWrite, error_chain};
+
+use super::Agent;
+use super::collect::Collected;
+use super::plan::Planned;
+use crate::forecast::Prediction;
+
+/// The agent's side of cluster mode.
+pub(super) struct Cluster {
+    link: cluster::Link,
+    roster: Arc<Roster>,
+    host_id: String,
+    /// Per roster tenant: bytes offered here since the agent started.
+    offered_total: Vec<f64>,
+    started: Instant,
+    last: Instant,
+    /// Per config tenant: this host's rate and ceiling (bytes/s) if it is aggregate.
+    pub limits: Vec<Option<(f64, f64)>>,
+    /// The shares last applied.
+    applied: Option<Arc<Shares>>,
+    /// Per roster tenant: last cycle's forecast of this cycle's demand, to tell a surprise.
+    expected: Vec<Option<Prediction>>,
+    /// How many of the agent's cycles ahead the reported forecast looks: shares computed from
+    /// a report apply from the next epoch on, one to two epochs after it was measured.
+    steps_ahead: usize,
+}
+
+impl Cluster {
+    /// Starts the coordination task on `store` for `cfg`'s aggregate tenants.
+    pub fn start(store: RedisStore, cfg: &Config) -> Option<Cluster> {
+        let c = cfg.cluster.as_ref()?;
+        let roster = Arc::new(Roster::of(cfg));
+        let link = cluster::spawn(store, Coordinator::new(c, Arc::clone(&roster)), c);
+        let m = c.interval_ms as f64 / cfg.forecast.interval_ms.max(1) as f64;
+        Some(Cluster {
+            link,
+            offered_total: vec![0.0; roster.len()],
+            roster,
+            host_id: c.host_id.clone(),
+            started: Instant::now(),
+            last: Instant::now(),
+            limits: Vec::new(),
+            applied: None,
+            expected: Vec::new(),
+            steps_ahead: (1.5 * m + 0.5).round().max(1.0) as usize,
+        })
+    }
+
+    /// A reloaded config: its roster goes to the task with the next demand; totals of the
+    /// tenants that stay carry over.
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        // The new config's profiles start from its own rates: the shares go over them again.
+        self.applied = None;
+        let roster = Arc::new(Roster::of(cfg));
+        if roster.digest == self.roster.digest {
+            return;
+        }
+        let old: std::collections::HashMap<&str, f64> = self
+            .roster
+            .names
+            .iter()
+            .map(|n| &**n)
+            .zip(self.offered_total.iter().copied())
+            .collect();
+        self.offered_total = roster
+            .names
+            .iter()
+            .map(|n| old.get(&**n).copied().unwrap_or(0.0))
+            .collect();
+        self.roster = roster;
+        self.expected.clear();
+    }
+
+    pub fn health(&self) -> ClusterHealth {
+        let s = self.link.shares.borrow();
+        ClusterHealth {
+            host_id: self.host_id.clone(),
+            state: s.state,
+            hosts: s.hosts,
+            epoch: s.epoch,
+            aggregate_tenants: self.roster.len(),
+        }
+    }
+}
+
+impl Agent {
+    /// This host's shares as the aggregate tenants' rate and ceiling: in the allocator's
+    /// profiles and, in static mode (no allocator), written to the datapath when they change.
+    pub(super) fn apply_shares(&mut self) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        let shares = Arc::clone(&cl.link.shares.borrow());
+        let changed = cl.applied.as_ref().is_none_or(|a| !Arc::ptr_eq(a, &shares));
+        if !changed {
+            return;
+        }
+        cl.limits = vec![None; self.cfg.tenants.len()];
+        let r = &cl.roster;
+        for (j, &k) in r.index.iter().enumerate() {
+            // Shares of another roster (a reload not yet seen by the task): the safe split.
+            let (rate, ceil) = if shares.digest == r.digest {
+                (shares.rate[j], shares.ceil[j])
+            } else {
+                let hosts = shares.hosts.max(1);
+                (safe_split(r.rate[j], hosts), safe_split(r.ceil[j], hosts))
+            };
+            let (rate, ceil) = (rate.max(1.0), ceil.max(rate.max(1.0)));
+            cl.limits[k] = Some((rate, ceil));
+            for p in self
+                .profiles
+                .get_mut(k)
+                .into_iter()
+                .chain(self.planner.as_mut().and_then(|p| p.profiles.get_mut(k)))
+            {
+                p.rate = rate;
+                p.ceil = ceil;
+            }
+        }
+        if shares.state != ShareState::Divided {
+            tracing::debug!(state = ?shares.state, hosts = shares.hosts, "cluster shares not divided this epoch");
+        }
+        cl.applied = Some(shares);
+        super::write_lock(&self.shared.health).cluster = Some(cl.health());
+        if self.planner.is_none() {
+            self.write_static_shares();
+        }
+    }
+
+    /// Static mode: each aggregate tenant at its share, with no allocator in between.
+    fn write_static_shares(&mut self) {
+        let Some(cl) = self.cluster.as_ref() else {
+            return;
+        };
+        let writes: Vec<TenantWrite> = cl
+            .limits
+            .iter()
+            .enumerate()
+            .filter_map(|(k, l)| {
+                let (rate, ceil) = (*l)?;
+                let info = self
+                    .table
+                    .get(k)
+                    .filter(|i| *i.name == *self.cfg.tenants[k].name)?;
+                let a = Allocation::base(rate);
+                Some(TenantWrite {
+                    id: info.id,
+                    tenant: k,
+                    rates: TenantRates {
+                        fill: a.fill,
+                        pre_rate: 0.0,
+                        pre_cap: 0.0,
+                        deposit: None,
+                        ceil: Some(ceil),
+                    },
+                    shares: None,
+                })
+            })
+            .collect();
+        if let Err(e) = self.dp.apply_allocations(&self.cfg, &writes, self.interval) {
+            *self.alerts.entry("write_failed").or_default() += 1;
+            self.failed("write", &error_chain(&e));
+        }
+    }
+
+    /// The cycle's demand of each aggregate tenant for the coordination task: offered bytes
+    /// (measured) and the forecast for when the next shares apply. A tenant whose demand this
+    /// cycle fell outside the interval forecast for it (a shift no history announced) is
+    /// reported at what it offered: a wrong forecast must not hold its hosts' shares where
+    /// the demand was for the epochs the forecaster needs to catch up.
+    pub(super) fn report_demand(&mut self, c: &Collected, plans: Option<&[Planned]>) {
+        let Some(cl) = self.cluster.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let dt = now.duration_since(cl.last).as_secs_f64();
+        cl.last = now;
+        let r = Arc::clone(&cl.roster);
+        for (j, &k) in r.index.iter().enumerate() {
+            if let Some(s) = c
+                .tenants
+                .get(k)
+                .filter(|s| *s.name == *self.cfg.tenants[k].name)
+            {
+                cl.offered_total[j] += s.offered_rate * dt;
+            }
+        }
+        let predicted = match (self.planner.as_ref(), plans) {
+            (Some(p), Some(plans)) => {
+                cl.expected.resize(r.len(), None);
+                r.index
+                    .iter()
+                    .zip(cl.expected.iter_mut())
+                    .map(|(&k, expected)| {
+                        let offered = c.tenants.get(k).map_or(0.0, |s| s.offered_rate);
+                        let surprise = expected.is_some_and(|e| offered < e.lo || offered > e.hi);
+                        *expected = plans.get(k).map(|p| p.forecast);
+                        if surprise {
+                            offered as f32
+                        } else {
+                            p.forecast_at(k, cl.steps_ahead).map_or(offered, |f| f.mean) as f32
+                        }
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let _ = cl.link.demand.send(Arc::new(Demand {
+            roster: r,
+            offered_total: cl.offered_total.clone(),
+            at: now.duration_since(cl.started).as_secs_f64(),
+            predicted,
+        }));
+    }
+}
