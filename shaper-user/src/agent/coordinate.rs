@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::allocate::Allocation;
-use crate::allocate::aggregate::safe_split;
+use crate::allocate::aggregate::{Gate, safe_split};
 use crate::api::ClusterHealth;
 use crate::cluster::{self, Coordinator, Demand, RedisStore, Roster, ShareState, Shares};
 use crate::config::Config;
@@ -32,6 +32,8 @@ pub(super) struct Cluster {
     applied: Option<Arc<Shares>>,
     /// Per roster tenant: last cycle's forecast of this cycle's demand, to tell a surprise.
     expected: Vec<Option<Prediction>>,
+    /// Per roster tenant: whether its forecasts or its measurements are reported.
+    gates: Vec<Gate>,
     /// How many of the agent's cycles ahead the reported forecast looks: shares computed from
     /// a report apply from the next epoch on, one to two epochs after it was measured.
     steps_ahead: usize,
@@ -54,6 +56,7 @@ impl Cluster {
             limits: Vec::new(),
             applied: None,
             expected: Vec::new(),
+            gates: Vec::new(),
             steps_ahead: (1.5 * m + 0.5).round().max(1.0) as usize,
         })
     }
@@ -81,6 +84,20 @@ impl Cluster {
             .collect();
         self.roster = roster;
         self.expected.clear();
+        self.gates.clear();
+    }
+
+    /// A receiver that wakes when the task has new shares.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Shares>> {
+        self.link.shares.clone()
+    }
+
+    /// When the agent's first cycle should fall: the coordination task exchanges a few ms
+    /// after each epoch starts, so a cycle that ends just before hands it a fresh measurement.
+    pub fn cycle_phase(cfg: &Config) -> Option<std::time::Duration> {
+        let c = cfg.cluster.as_ref()?;
+        let ms = epoch_start_ms(c.interval_ms, cfg.forecast.interval_ms);
+        Some(std::time::Duration::from_millis(ms))
     }
 
     pub fn health(&self) -> ClusterHealth {
@@ -96,16 +113,26 @@ impl Cluster {
 }
 
 impl Agent {
+    /// New shares from the coordination task, between cycles: written at once (at the share,
+    /// as static mode would) rather than a cycle later; the next cycle's allocator plans
+    /// within them.
+    pub(super) fn shares_arrived(&mut self) {
+        if self.apply_shares() && self.planner.is_some() {
+            self.write_static_shares();
+        }
+    }
+
     /// This host's shares as the aggregate tenants' rate and ceiling: in the allocator's
-    /// profiles and, in static mode (no allocator), written to the datapath when they change.
-    pub(super) fn apply_shares(&mut self) {
+    /// profiles and, in static mode (no allocator), written to the datapath. True if they
+    /// changed.
+    pub(super) fn apply_shares(&mut self) -> bool {
         let Some(cl) = self.cluster.as_mut() else {
-            return;
+            return false;
         };
         let shares = Arc::clone(&cl.link.shares.borrow());
         let changed = cl.applied.as_ref().is_none_or(|a| !Arc::ptr_eq(a, &shares));
         if !changed {
-            return;
+            return false;
         }
         cl.limits = vec![None; self.cfg.tenants.len()];
         let r = &cl.roster;
@@ -137,6 +164,7 @@ impl Agent {
         if self.planner.is_none() {
             self.write_static_shares();
         }
+        true
     }
 
     /// Static mode: each aggregate tenant at its share, with no allocator in between.
@@ -200,18 +228,17 @@ impl Agent {
         let predicted = match (self.planner.as_ref(), plans) {
             (Some(p), Some(plans)) => {
                 cl.expected.resize(r.len(), None);
+                cl.gates.resize(r.len(), Gate::new(cl.steps_ahead));
                 r.index
                     .iter()
-                    .zip(cl.expected.iter_mut())
-                    .map(|(&k, expected)| {
+                    .zip(cl.expected.iter_mut().zip(cl.gates.iter_mut()))
+                    .map(|(&k, (expected, gate))| {
                         let offered = c.tenants.get(k).map_or(0.0, |s| s.offered_rate);
                         let surprise = expected.is_some_and(|e| offered < e.lo || offered > e.hi);
                         *expected = plans.get(k).map(|p| p.forecast);
-                        if surprise {
-                            offered as f32
-                        } else {
-                            p.forecast_at(k, cl.steps_ahead).map_or(offered, |f| f.mean) as f32
-                        }
+                        let ahead = p.forecast_at(k, cl.steps_ahead).map_or(offered, |f| f.mean);
+                        let estimate = gate.step(offered, ahead);
+                        (if surprise { offered } else { estimate }) as f32
                     })
                     .collect()
             }
@@ -224,4 +251,17 @@ impl Agent {
             predicted,
         }));
     }
+}
+
+/// Milliseconds from now until the next agent cycle should start: a multiple of the cycle
+/// (epochs are multiples of it too) less a fifth of a cycle, at most 50 ms, which is when
+/// the cycle's demand is ready for the exchange at the epoch's start.
+fn epoch_start_ms(epoch_ms: u64, cycle_ms: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let lead = (cycle_ms / 5).min(50);
+    let step = cycle_ms.max(1).min(epoch_ms.max(1));
+    let target = (now + lead).div_ceil(step) * step;
+    (target - lead).saturating_sub(now)
 }

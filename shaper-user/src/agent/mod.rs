@@ -341,7 +341,11 @@ pub async fn run(
     let mut agent = Box::new(Agent::new(options, cfg, dp, table, state, shared, store));
     agent.max_packet = max_packet;
     agent.cluster = cluster_store.and_then(|s| coordinate::Cluster::start(s, cfg));
-    let mut ticker = tokio::time::interval(agent.interval);
+    // In cluster mode the cycles fall just before the epochs start (see coordinate.rs).
+    let first =
+        tokio::time::Instant::now() + coordinate::Cluster::cycle_phase(cfg).unwrap_or_default();
+    let mut ticker = tokio::time::interval_at(first, agent.interval);
+    let mut shares = agent.cluster.as_ref().map(|c| c.subscribe());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gone = false;
     tokio::pin!(shutdown);
@@ -360,6 +364,14 @@ pub async fn run(
                 let (a, r) = on_agent_thread(agent, "exchange", move |a| a.exchange(&body)).await?;
                 agent = a;
                 let _ = reply.send(r.unwrap_or_else(|| Err("the exchange panicked".into())));
+            }
+            Ok(()) = async {
+                match shares.as_mut() {
+                    Some(s) => s.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                agent = on_agent_thread(agent, "coordinate", Agent::shares_arrived).await?.0;
             }
             _ = ticker.tick() => {
                 if agent.interface_gone(options, ifindex) {

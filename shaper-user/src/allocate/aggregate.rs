@@ -57,6 +57,64 @@ pub fn divide(limit: f64, demand: &[f64], floor: f64, out: &mut Vec<f64>, order:
     }
 }
 
+/// Which demand a host reports for one aggregate tenant: its forecast for when the shares
+/// apply, or what it measured last (distributed rate limiting's rule), whichever has been
+/// nearer the demand that then came, on this tenant's own history. Prediction earns its
+/// place tenant by tenant; where it does not pay (no pattern, too little history) the host
+/// reports what it measured, and is no worse than the rule it competes with.
+#[derive(Clone, Debug)]
+pub struct Gate {
+    /// Each cycle's (forecast, measurement), kept until the cycle they are about.
+    ring: Vec<(f64, f64)>,
+    cycle: u64,
+    /// Smoothed absolute errors of the forecasts and of the measurements.
+    err: [f64; 2],
+    scored: u32,
+}
+
+/// Errors are averaged over about this many cycles.
+const GATE_MEMORY: f64 = 64.0;
+/// Scored cycles before a forecast may be reported.
+const GATE_TRUST: u32 = 16;
+
+impl Gate {
+    /// `horizon`: how many cycles ahead the forecasts look.
+    pub fn new(horizon: usize) -> Gate {
+        Gate {
+            ring: vec![(0.0, 0.0); horizon.max(1)],
+            cycle: 0,
+            err: [0.0; 2],
+            scored: 0,
+        }
+    }
+
+    /// This cycle's measured demand `actual` and the forecast `predicted` for `horizon`
+    /// cycles ahead; returns the estimate to report.
+    pub fn step(&mut self, actual: f64, predicted: f64) -> f64 {
+        let h = self.ring.len();
+        let slot = (self.cycle % h as u64) as usize;
+        if self.cycle >= h as u64 {
+            let (p, m) = self.ring[slot];
+            let a = 1.0 / GATE_MEMORY.min(f64::from(self.scored) + 1.0);
+            self.err[0] += a * ((p - actual).abs() - self.err[0]);
+            self.err[1] += a * ((m - actual).abs() - self.err[1]);
+            self.scored += 1;
+        }
+        self.ring[slot] = (predicted, actual);
+        self.cycle += 1;
+        if self.scored >= GATE_TRUST && self.err[0] < self.err[1] && predicted.is_finite() {
+            predicted
+        } else {
+            actual
+        }
+    }
+
+    /// True while the forecasts are the ones reported.
+    pub fn predicting(&self) -> bool {
+        self.scored >= GATE_TRUST && self.err[0] < self.err[1]
+    }
+}
+
 /// The safe split when the hosts cannot coordinate: the limit evenly over the hosts last seen.
 pub fn safe_split(limit: f64, hosts: usize) -> f64 {
     limit / hosts.max(1) as f64
@@ -124,6 +182,27 @@ mod tests {
         // No demand anywhere: even.
         let s = run(90.0, &[0.0, 0.0, 0.0], 0.0);
         assert!(s.iter().all(|x| close(*x, 30.0)), "{s:?}");
+    }
+
+    #[test]
+    fn the_gate_reports_forecasts_only_where_they_beat_the_last_measurement() {
+        // A ramp a forecaster follows exactly 2 cycles ahead: the forecast wins.
+        let mut g = Gate::new(2);
+        let mut last = 0.0;
+        for t in 0..100 {
+            let x = f64::from(t) * 10.0;
+            last = g.step(x, x + 20.0);
+        }
+        assert!(g.predicting());
+        assert_eq!(last, 990.0 + 20.0);
+        // A forecaster stuck on an old level while demand moved: the measurement wins.
+        let mut g = Gate::new(2);
+        for t in 0..100 {
+            let x = if t < 50 { 100.0 } else { 10.0 };
+            last = g.step(x, 100.0);
+        }
+        assert!(!g.predicting());
+        assert_eq!(last, 10.0);
     }
 
     #[test]

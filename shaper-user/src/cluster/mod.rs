@@ -2,21 +2,25 @@
 //! (`scope: "aggregate"`), divided among the hosts by demand through a shared store.
 //!
 //! No leader. Time is cut into epochs of `cluster.interval_ms` (wall clock, so every host
-//! agrees on their numbers). At the start of epoch `e` each host, in one pipelined round trip,
-//! writes its report for `e` (one demand per aggregate tenant: predicted for when the next
-//! shares apply, or measured, `cluster.share_by`) and reads every host's report for `e - 1`,
-//! kept under the other of two keys. Reports of `e - 1` were all written a whole epoch ago,
-//! so every host reads the same ones and divides each tenant's limits with the same pure
-//! [`divide`](crate::allocate::aggregate::divide): the same shares everywhere, each host
-//! applying its own, and no election to lose when a host or the store fails. A leader holding
-//! a lease would read the reports once instead of every host reading them all (`H` times less
-//! store traffic), at the price of a failover that stalls every share for a lease; at the
-//! cluster sizes this is for (tens of hosts) the reads are cheap and the failover is not.
+//! agrees on their numbers). At the start of epoch `e` each host publishes its report (one
+//! demand per aggregate tenant: predicted for when the shares apply, or measured,
+//! `cluster.share_by`) in one pipelined round trip; a quarter of an epoch later it reads
+//! every host's report in another, and divides each tenant's limits with the same pure
+//! [`divide`](crate::allocate::aggregate::divide). Every host reads the same reports (all
+//! were written a quarter of an epoch before anyone reads: clocks may differ by up to that),
+//! so every host computes the same shares, each applying its own, and there is no election
+//! to lose when a host or the store fails. Reading in the same round trip as writing would
+//! read the previous epoch (the only one surely complete) and cost a whole epoch of lag at
+//! every shift of demand: measured on the three-host lab, three cycles to settle instead of
+//! two. A leader holding a lease would read the reports once instead of every host reading
+//! them all (`H` times less store traffic), at the price of a failover that stalls every
+//! share for a lease; at the cluster sizes this is for (tens of hosts) the reads are cheap
+//! and the failover is not.
 //!
 //! Faults ([`Coordinator`]): the store unreachable or slow, shares hold for `lease_s`, then
 //! each host takes the safe split (limit / hosts last seen); a host silent for `lease_s` has
-//! its share reclaimed by the others; a returning store is back to divided shares once every
-//! host has written one epoch again (two epochs).
+//! its share reclaimed by the others; a returning store is back to divided shares at the
+//! first epoch every host writes again.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,16 +33,19 @@ mod wire;
 pub use self::redis::RedisStore;
 pub use self::wire::Report;
 
-/// A store the hosts share. One call a cycle; implementations pipeline it into one round trip.
+/// A store the hosts share: two calls an epoch, each one round trip.
 pub trait ClusterStore: Send {
-    /// Writes this host's report `blob` for `epoch`, forgets the reports of the hosts in
-    /// `forget` (silent past the lease), and returns every report kept for `epoch - 1` (this
-    /// host's included), undecoded.
-    fn exchange(
+    /// Writes this host's report `blob` (replacing its last) and forgets the reports of the
+    /// hosts in `forget` (silent past the lease).
+    fn publish(
         &mut self,
-        epoch: u64,
         blob: Vec<u8>,
         forget: &[String],
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every host's last report (this host's included), undecoded.
+    fn collect(
+        &mut self,
     ) -> impl std::future::Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send;
 }
 
@@ -232,23 +239,21 @@ impl Coordinator {
         })
     }
 
-    /// The store answered at the start of `epoch` with `blobs` (the reports kept for
-    /// `epoch - 1`).
+    /// The store answered in `epoch` with `blobs` (every host's last report).
     pub fn on_reports(&mut self, epoch: u64, blobs: &[Vec<u8>], now: Instant) {
-        let prev = epoch.saturating_sub(1);
         let (reports, stale): (Vec<Report>, Vec<Report>) = blobs
             .iter()
             .filter_map(|b| wire::decode(b))
-            .filter(|r| r.epoch <= prev)
-            .partition(|r| prev - r.epoch <= self.ttl_epochs);
+            .filter(|r| r.epoch <= epoch)
+            .partition(|r| epoch - r.epoch <= self.ttl_epochs);
         self.forget = stale.into_iter().map(|r| r.host).collect();
         let mut hosts: Vec<&Report> = reports.iter().collect();
         hosts.sort_by(|a, b| a.host.cmp(&b.host));
         hosts.dedup_by(|a, b| a.host == b.host);
         let me = hosts.iter().position(|r| r.host == self.host);
         let Some(me) = me else {
-            // This host is not in the reports of `epoch - 1`: just started, or the store just
-            // came back empty. The others do not count it yet.
+            // This host's report did not reach the store (it failed between the two calls)
+            // or not yet: the others do not count it.
             match self.shares.state {
                 ShareState::Joining => {
                     let others = hosts.len();
@@ -400,8 +405,9 @@ impl Drop for Link {
     }
 }
 
-/// Starts the coordination task: an exchange at the start of every epoch, bounded by half an
-/// interval so a slow store never delays the division past the epoch.
+/// Starts the coordination task: each epoch, publish at its start and read a quarter of it
+/// later, each call bounded by a quarter of the epoch, so a slow store delays nothing past
+/// it.
 pub fn spawn<S: ClusterStore + 'static>(
     mut store: S,
     mut coordinator: Coordinator,
@@ -426,21 +432,35 @@ pub fn spawn<S: ClusterStore + 'static>(
                 ShareBy::Predicted if d.predicted.len() == d.roster.len() => {
                     values.clone_from(&d.predicted)
                 }
-                _ => {
-                    // No new totals since the last epoch (a slow cycle): the last measure.
-                    if let Some(m) = measured(last.as_deref(), &d) {
+                _ => match measured(last.as_deref(), &d) {
+                    Some(m) => {
                         values = m;
                         last = Some(Arc::clone(&d));
-                    } else if last.is_none() || values.len() != d.roster.len() {
-                        values = vec![0.0; d.roster.len()];
-                        last = Some(Arc::clone(&d));
                     }
-                }
+                    None => {
+                        // Totals of another roster (or none yet): measuring starts from
+                        // these. The same totals again (a slow cycle): the last measure.
+                        if !last.as_deref().is_some_and(|l| comparable(l, &d)) {
+                            last = Some(Arc::clone(&d));
+                        }
+                        if values.len() != d.roster.len() {
+                            values = vec![0.0; d.roster.len()];
+                        }
+                    }
+                },
             }
             let blob = coordinator.report(epoch, &values);
-            let budget = Duration::from_millis(interval_ms / 2);
+            let budget = Duration::from_millis((interval_ms / 4).max(1));
             let forget = coordinator.forget().to_vec();
-            match tokio::time::timeout(budget, store.exchange(epoch, blob, &forget)).await {
+            let published = tokio::time::timeout(budget, store.publish(blob, &forget)).await;
+            // A quarter of an epoch on, every host has published (clocks closer than that).
+            sleep_until_ms(epoch * interval_ms + interval_ms / 4).await;
+            let read = match published {
+                Ok(Ok(())) => tokio::time::timeout(budget, store.collect()).await,
+                Ok(Err(e)) => Ok(Err(e)),
+                Err(e) => Err(e),
+            };
+            match read {
                 Ok(Ok(blobs)) => coordinator.on_reports(epoch, &blobs, Instant::now()),
                 Ok(Err(e)) => {
                     tracing::debug!(cause = %e, "cluster exchange failed");
@@ -450,9 +470,7 @@ pub fn spawn<S: ClusterStore + 'static>(
             }
             let _ = shares_tx.send(Arc::clone(coordinator.shares()));
             // The next epoch's start (a few ms in, so clocks a little apart agree on it).
-            let next = (epoch + 1) * interval_ms + 5;
-            let wait = next.saturating_sub(unix_ms());
-            tokio::time::sleep(Duration::from_millis(wait)).await;
+            sleep_until_ms((epoch + 1) * interval_ms + 5).await;
         }
     });
     Link {
@@ -462,20 +480,29 @@ pub fn spawn<S: ClusterStore + 'static>(
     }
 }
 
+async fn sleep_until_ms(unix: u64) {
+    let wait = unix.saturating_sub(unix_ms());
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
 /// Measured demand per roster tenant: offered bytes between two of the agent's totals over
 /// the time between; `None` without two comparable totals.
 fn measured(last: Option<&Demand>, d: &Demand) -> Option<Vec<f32>> {
     let l = last?;
-    (l.roster.digest == d.roster.digest
-        && d.at > l.at
-        && l.offered_total.len() == d.offered_total.len())
-    .then(|| {
+    (comparable(l, d) && d.at > l.at).then(|| {
         d.offered_total
             .iter()
             .zip(&l.offered_total)
             .map(|(a, b)| ((a - b).max(0.0) / (d.at - l.at)) as f32)
             .collect()
     })
+}
+
+/// Two totals of the same tenants, in the same order.
+fn comparable(a: &Demand, b: &Demand) -> bool {
+    a.roster.digest == b.roster.digest
+        && a.offered_total.len() == b.offered_total.len()
+        && a.offered_total.len() == a.roster.len()
 }
 
 #[cfg(test)]

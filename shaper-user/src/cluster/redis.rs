@@ -1,7 +1,7 @@
-//! The cluster's store on Redis: two hashes (`NAME:reports:0` and `:1`, by epoch parity), a
-//! field per host holding its report. An exchange is one pipeline: HSET this host's report
-//! into this epoch's hash, PEXPIRE it (a cluster whose hosts all stop leaves nothing behind),
-//! HDEL hosts silent past the lease, HVALS the other hash (every host's previous epoch).
+//! The cluster's store on Redis: one hash (`NAME:reports`), a field per host holding its last
+//! report. Publishing is one pipeline: HSET this host's report, PEXPIRE the hash (a cluster
+//! whose hosts all stop leaves nothing behind), HDEL hosts silent past the lease. Reading is
+//! HVALS.
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
@@ -13,7 +13,7 @@ use crate::config::Cluster;
 pub struct RedisStore {
     client: redis::Client,
     conn: Option<redis::aio::MultiplexedConnection>,
-    keys: [String; 2],
+    key: String,
     host: String,
     /// The hashes' time to live, ms: the lease and two epochs.
     ttl_ms: i64,
@@ -48,7 +48,7 @@ impl RedisStore {
         Ok(RedisStore {
             client,
             conn: None,
-            keys: [0, 1].map(|p| format!("{}:reports:{p}", c.name)),
+            key: format!("{}:reports", c.name),
             host: c.host_id.clone(),
             ttl_ms: (c.lease_s * 1000.0) as i64 + 2 * c.interval_ms as i64,
             store: c.store.clone(),
@@ -79,37 +79,42 @@ impl RedisStore {
     }
 }
 
-impl ClusterStore for RedisStore {
-    async fn exchange(
+impl RedisStore {
+    /// Runs `pipe` and reconnects on the next call if the connection failed (the store
+    /// restarted, the socket broke).
+    async fn query<T: redis::FromRedisValue>(
         &mut self,
-        epoch: u64,
-        blob: Vec<u8>,
-        forget: &[String],
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let write = self.keys[(epoch % 2) as usize].clone();
-        let read = self.keys[((epoch + 1) % 2) as usize].clone();
-        let (host, ttl) = (self.host.clone(), self.ttl_ms);
-        let mut pipe = redis::pipe();
-        pipe.hset(&write, &host, blob)
-            .ignore()
-            .pexpire(&write, ttl)
-            .ignore();
-        if !forget.is_empty() {
-            for key in &self.keys {
-                pipe.hdel(key, forget).ignore();
-            }
-        }
-        pipe.hvals(&read);
+        pipe: redis::Pipeline,
+    ) -> Result<T, StoreError> {
         let conn = self.connect().await?;
-        let out: redis::RedisResult<(Vec<Vec<u8>>,)> = pipe.query_async(conn).await;
-        match out {
-            Ok((blobs,)) => Ok(blobs),
+        match pipe.query_async(conn).await {
+            Ok(v) => Ok(v),
             Err(e) => {
-                // Reconnect on the next exchange (the store restarted, the socket broke).
                 self.conn = None;
                 Err(self.error(e))
             }
         }
+    }
+}
+
+impl ClusterStore for RedisStore {
+    async fn publish(&mut self, blob: Vec<u8>, forget: &[String]) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.hset(&self.key, &self.host, blob)
+            .ignore()
+            .pexpire(&self.key, self.ttl_ms)
+            .ignore();
+        if !forget.is_empty() {
+            pipe.hdel(&self.key, forget).ignore();
+        }
+        self.query::<()>(pipe).await
+    }
+
+    async fn collect(&mut self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.hvals(&self.key);
+        let (blobs,): (Vec<Vec<u8>>,) = self.query(pipe).await?;
+        Ok(blobs)
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use crate::datapath::{NetNsEnter, ifindex};
 
+pub mod cluster;
 pub mod frame;
 pub mod redis;
 pub mod traffic;

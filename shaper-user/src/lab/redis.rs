@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     dir: PathBuf,
     password: Option<String>,
-    child: Option<Child>,
+    /// Behind a lock so a test can kill and restart it while traffic runs through the lab.
+    child: std::sync::Mutex<Option<Child>>,
 }
 
 impl RedisServer {
@@ -19,10 +20,10 @@ impl RedisServer {
         let dir = std::env::temp_dir().join(format!("shaper-redis-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let mut s = RedisServer {
+        let s = RedisServer {
             dir,
             password: password.map(str::to_string),
-            child: None,
+            child: std::sync::Mutex::new(None),
         };
         s.restart()?;
         Ok(s)
@@ -42,7 +43,7 @@ impl RedisServer {
     }
 
     /// Starts the server again after [`RedisServer::kill`] (empty: nothing was saved).
-    pub fn restart(&mut self) -> io::Result<()> {
+    pub fn restart(&self) -> io::Result<()> {
         self.kill();
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", "0", "--save", "", "--appendonly", "no"])
@@ -54,7 +55,7 @@ impl RedisServer {
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);
         }
-        self.child = Some(cmd.spawn()?);
+        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(cmd.spawn()?);
         let deadline = Instant::now() + Duration::from_secs(5);
         while !self.socket().exists() {
             if Instant::now() > deadline {
@@ -70,8 +71,9 @@ impl RedisServer {
     }
 
     /// Stops the server (SIGKILL: as a crash would).
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
+    pub fn kill(&self) {
+        let child = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut c) = child {
             let _ = c.kill();
             let _ = c.wait();
         }
