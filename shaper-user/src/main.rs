@@ -7,8 +7,8 @@ use clap::{CommandFactory, Parser};
 mod cli;
 
 use cli::{
-    Cli, Command, ConfigCommand, ForecastCommand, TraceCommand, config_check, demo, demo_day,
-    detach, exchange, explain, forecast, history, run, simulate, stats, top,
+    Cli, Command, ConfigCommand, ForecastCommand, TraceCommand, config_check, demo, demo_cluster,
+    demo_day, detach, exchange, explain, forecast, history, run, simulate, stats, top,
 };
 
 fn main() -> ExitCode {
@@ -62,6 +62,12 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain::execute(args),
         Command::History(args) => history::execute(args),
         Command::Report(args) => history::report(args),
+        Command::Demo(args) if args.hosts.is_some() => runtime().and_then(|rt| {
+            rt.block_on(demo_cluster::execute(
+                args,
+                args.hosts.unwrap_or(3) as usize,
+            ))
+        }),
         Command::Demo(args) if args.quick => {
             runtime().and_then(|rt| rt.block_on(demo::execute(args)))
         }

@@ -915,5 +915,7 @@ pub fn score(
     r
 }
 
+pub mod cluster;
+
 #[cfg(test)]
 mod tests;

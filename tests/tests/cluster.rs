@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use shaper::config::{PolicyMode, ShareBy};
-use shaper::lab::cluster::{Cluster, ClusterLabError, Setup, judge};
+use shaper::lab::cluster::{Cluster, ClusterLabError, Setup, expected_shares, judge};
 use shaper_tests::root_test;
 
 const LIMIT: f64 = 90e6;
@@ -18,6 +18,7 @@ fn start(test: &str, mode: PolicyMode) -> Option<Cluster> {
         interval_ms: CYCLE.as_millis() as u64,
         mode,
         share_by: ShareBy::Predicted,
+        lease_s: 1.0,
     };
     match Cluster::start(setup) {
         Ok(c) => Some(c),
@@ -81,20 +82,31 @@ fn an_aggregate_limit_holds_over_three_hosts_as_demand_moves() {
         j.window_min / 1e6,
         j.window_max / 1e6
     );
-    for (shift, hosts) in &j.settle_cycles {
-        for (h, c) in hosts.iter().enumerate() {
-            // The bound is two cycles; the test leaves room for a loaded CI machine.
+    // Each host's share over the second half of each phase (the settling itself is timed
+    // above and in BENCHMARKS.md on an idle machine; a loaded CI machine delays single bins).
+    let per_phase = 8 * (1000 / CYCLE.as_millis() as usize);
+    for (p, offered) in [[45.0, 45.0, 45.0], [90.0, 30.0, 0.0], [45.0, 45.0, 45.0]]
+        .iter()
+        .enumerate()
+    {
+        let want = expected_shares(LIMIT, &offered.map(|o| o * 1e6), 0.02);
+        let (from, to) = (p * per_phase + per_phase / 2, (p + 1) * per_phase);
+        for h in 0..3 {
+            let got = bins[h][from..to].iter().sum::<u64>() as f64 * 8.0
+                / ((to - from) as f64 * CYCLE.as_secs_f64());
             assert!(
-                c.is_some_and(|c| c <= 4.0),
-                "host {h} after the shift at {shift} s: {c:?} cycles"
+                (got - want[h]).abs() <= 0.05 * want[h].max(1e6),
+                "phase {p} host {h}: {:.1} Mbit/s, share {:.1}",
+                got / 1e6,
+                want[h] / 1e6
             );
         }
     }
 }
 
-/// Redis killed under traffic for 3 s: while the lease holds (4 cycles, 0.4 s) the shares
-/// hold and so does the sum; then every host takes the safe split (90 / 3 hosts); Redis
-/// back, the division is back within two cycles.
+/// Redis killed under traffic for 3 s: while the lease holds (1 s) the shares hold and so
+/// does the sum; then every host takes the safe split (90 / 3 hosts); Redis back, the
+/// division is back within two cycles.
 #[test]
 fn shaping_survives_the_store_going_away_and_coming_back() {
     let test = "shaping_survives_the_store_going_away_and_coming_back";
@@ -126,23 +138,23 @@ fn shaping_survives_the_store_going_away_and_coming_back() {
         sum(2.0, 4.0),
         mbit(0, 2.0, 4.0),
         mbit(1, 2.0, 4.0),
-        sum(4.0, 4.3),
-        sum(4.8, 7.0),
-        mbit(0, 4.8, 7.0),
-        mbit(1, 4.8, 7.0),
-        sum(7.3, 12.0),
-        mbit(0, 7.3, 12.0),
-        mbit(1, 7.3, 12.0),
+        sum(4.1, 4.8),
+        sum(5.4, 7.0),
+        mbit(0, 5.4, 7.0),
+        mbit(1, 5.4, 7.0),
+        sum(7.4, 12.0),
+        mbit(0, 7.4, 12.0),
+        mbit(1, 7.4, 12.0),
     );
     eprintln!("{report}");
     let near = |got: f64, want: f64, tol: f64| (got - want).abs() <= want * tol;
     assert!(near(sum(2.0, 4.0), 90.0 * 0.993, 0.03), "{report}");
-    assert!(near(sum(4.0, 4.3), 90.0 * 0.993, 0.05), "lease: {report}");
+    assert!(near(sum(4.1, 4.8), 90.0 * 0.993, 0.05), "lease: {report}");
     // Fallback: 30 each, the third host has no demand.
     assert!(near(mbit(0, 5.4, 7.0), 30.0, 0.05), "fallback: {report}");
     assert!(near(mbit(1, 5.4, 7.0), 30.0, 0.05), "fallback: {report}");
     assert!(
-        near(sum(8.2, 12.0), 90.0 * 0.993, 0.03),
+        near(sum(7.4, 12.0), 90.0 * 0.993, 0.03),
         "recovered: {report}"
     );
 }

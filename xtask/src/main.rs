@@ -10,6 +10,7 @@ use shaper::datapath::{Clock, Datapath};
 use shaper::units::{Rate, Size};
 
 mod agent_bench;
+mod cluster;
 mod compare;
 mod cycle;
 mod lab;
@@ -125,6 +126,19 @@ enum Bench {
         #[arg(long, default_value_t = 30)]
         secs: u64,
     },
+    /// Cluster mode: coordination cost per epoch for many hosts and aggregate tenants through
+    /// one redis-server, and the follow-the-sun replay of each division rule.
+    Cluster {
+        #[arg(long, default_value_t = 10)]
+        hosts: usize,
+        #[arg(long, default_value_t = 100_000)]
+        tenants: usize,
+        #[arg(long, default_value_t = 20)]
+        epochs: usize,
+        /// Days scored in the follow-the-sun replay (after 7 learned).
+        #[arg(long, default_value_t = 3)]
+        days: usize,
+    },
     Cycle {
         #[arg(long, value_delimiter = ',', default_values_t = [100_000usize, 1_000_000])]
         tenants: Vec<usize>,
@@ -152,6 +166,12 @@ fn main() -> Result<()> {
             scenarios::run(&dir, only.as_deref(), chart.as_deref())
         }
         Cmd::Bench(Bench::Agent { tenants, secs }) => agent_bench::bench(&tenants, secs),
+        Cmd::Bench(Bench::Cluster {
+            hosts,
+            tenants,
+            epochs,
+            days,
+        }) => cluster::bench(hosts, tenants, epochs, days),
         Cmd::Bench(Bench::Datapath {
             repeat,
             rounds,

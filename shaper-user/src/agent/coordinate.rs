@@ -236,8 +236,13 @@ impl Agent {
                         let offered = c.tenants.get(k).map_or(0.0, |s| s.offered_rate);
                         let surprise = expected.is_some_and(|e| offered < e.lo || offered > e.hi);
                         *expected = plans.get(k).map(|p| p.forecast);
-                        let ahead = p.forecast_at(k, cl.steps_ahead).map_or(offered, |f| f.mean);
-                        let estimate = gate.step(offered, ahead);
+                        let s = cl.steps_ahead;
+                        let ahead = p.forecast_at(k, s).map_or(offered, |f| f.mean);
+                        // The change expected over the next `s` cycles, read a step later from
+                        // the same origin (the forecaster's own level updates cancel).
+                        let change = p.forecast_at(k, s + 1).map_or(ahead, |f| f.mean)
+                            - p.forecast_at(k, 1).map_or(offered, |f| f.mean);
+                        let estimate = gate.step(offered, ahead, change);
                         (if surprise { offered } else { estimate }) as f32
                     })
                     .collect()

@@ -22,6 +22,16 @@ impl Agent {
                 continue;
             };
             // An operator's exchange stands over the allocator's mix.
+            // An aggregate tenant's allocation is its share of the cluster's division (which
+            // acted on the forecasts already): at its share, up to its share of the ceiling,
+            // the same whether written here or the moment the share arrived.
+            if let Some((rate, _)) = self
+                .cluster
+                .as_ref()
+                .and_then(|c| c.limits.get(k).copied().flatten())
+            {
+                p.alloc = Allocation::base(rate);
+            }
             let (shares, factor) = split_of(&self.exchanged, t);
             p.shares = shares.or(p.alloc.mix);
             let mut rates = rates(&p.alloc, factor);

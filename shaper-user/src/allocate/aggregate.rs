@@ -57,61 +57,81 @@ pub fn divide(limit: f64, demand: &[f64], floor: f64, out: &mut Vec<f64>, order:
     }
 }
 
-/// Which demand a host reports for one aggregate tenant: its forecast for when the shares
-/// apply, or what it measured last (distributed rate limiting's rule), whichever has been
-/// nearer the demand that then came, on this tenant's own history. Prediction earns its
-/// place tenant by tenant; where it does not pay (no pattern, too little history) the host
-/// reports what it measured, and is no worse than the rule it competes with.
+/// Which demand a host reports for one aggregate tenant, of three estimates for when the
+/// shares apply: what it measured last (distributed rate limiting's rule), its forecast, or
+/// the measurement moved by the change the forecaster expects (a ramp it has seen every day,
+/// on top of the level it sees now) — whichever has been nearest the demand that then came,
+/// on this tenant's own history. Prediction earns its place tenant by tenant; where it does
+/// not pay (no pattern, too little history) the host reports what it measured, and is no
+/// worse than the rule it competes with.
 #[derive(Clone, Debug)]
 pub struct Gate {
-    /// Each cycle's (forecast, measurement), kept until the cycle they are about.
-    ring: Vec<(f64, f64)>,
+    /// Each cycle's estimates, kept until the cycle they are about.
+    ring: Vec<[f64; ESTIMATES]>,
     cycle: u64,
-    /// Smoothed absolute errors of the forecasts and of the measurements.
-    err: [f64; 2],
+    /// Smoothed absolute error of each estimate.
+    err: [f64; ESTIMATES],
     scored: u32,
 }
 
+/// Measured, forecast, measured + forecast change.
+const ESTIMATES: usize = 3;
 /// Errors are averaged over about this many cycles.
 const GATE_MEMORY: f64 = 64.0;
-/// Scored cycles before a forecast may be reported.
+/// Scored cycles before anything but the measurement may be reported.
 const GATE_TRUST: u32 = 16;
 
 impl Gate {
-    /// `horizon`: how many cycles ahead the forecasts look.
+    /// `horizon`: how many cycles ahead the estimates look.
     pub fn new(horizon: usize) -> Gate {
         Gate {
-            ring: vec![(0.0, 0.0); horizon.max(1)],
+            ring: vec![[0.0; ESTIMATES]; horizon.max(1)],
             cycle: 0,
-            err: [0.0; 2],
+            err: [0.0; ESTIMATES],
             scored: 0,
         }
     }
 
-    /// This cycle's measured demand `actual` and the forecast `predicted` for `horizon`
-    /// cycles ahead; returns the estimate to report.
-    pub fn step(&mut self, actual: f64, predicted: f64) -> f64 {
+    /// This cycle's measured demand `actual`, the forecast `predicted` for `horizon` cycles
+    /// ahead and the change `change` the forecaster expects until then; returns the estimate
+    /// to report.
+    pub fn step(&mut self, actual: f64, predicted: f64, change: f64) -> f64 {
         let h = self.ring.len();
         let slot = (self.cycle % h as u64) as usize;
         if self.cycle >= h as u64 {
-            let (p, m) = self.ring[slot];
+            let made = self.ring[slot];
             let a = 1.0 / GATE_MEMORY.min(f64::from(self.scored) + 1.0);
-            self.err[0] += a * ((p - actual).abs() - self.err[0]);
-            self.err[1] += a * ((m - actual).abs() - self.err[1]);
+            for (e, m) in self.err.iter_mut().zip(made) {
+                *e += a * ((m - actual).abs() - *e);
+            }
             self.scored += 1;
         }
-        self.ring[slot] = (predicted, actual);
+        let clean = |x: f64| if x.is_finite() { x.max(0.0) } else { actual };
+        let now = [actual, clean(predicted), clean(actual + change)];
+        self.ring[slot] = now;
         self.cycle += 1;
-        if self.scored >= GATE_TRUST && self.err[0] < self.err[1] && predicted.is_finite() {
-            predicted
-        } else {
-            actual
-        }
+        now[self.choice()]
     }
 
-    /// True while the forecasts are the ones reported.
+    /// Which estimate is reported: 0 the measurement, 1 the forecast, 2 the measurement
+    /// moved by the forecast change.
+    pub fn choice(&self) -> usize {
+        if self.scored < GATE_TRUST {
+            return 0;
+        }
+        // The measurement unless another has been strictly better.
+        let mut best = 0;
+        for k in 1..ESTIMATES {
+            if self.err[k] < self.err[best] {
+                best = k;
+            }
+        }
+        best
+    }
+
+    /// True while a forecast (of either kind) is what is reported.
     pub fn predicting(&self) -> bool {
-        self.scored >= GATE_TRUST && self.err[0] < self.err[1]
+        self.choice() != 0
     }
 }
 
@@ -191,7 +211,7 @@ mod tests {
         let mut last = 0.0;
         for t in 0..100 {
             let x = f64::from(t) * 10.0;
-            last = g.step(x, x + 20.0);
+            last = g.step(x, x + 20.0, 0.0);
         }
         assert!(g.predicting());
         assert_eq!(last, 990.0 + 20.0);
@@ -199,10 +219,25 @@ mod tests {
         let mut g = Gate::new(2);
         for t in 0..100 {
             let x = if t < 50 { 100.0 } else { 10.0 };
-            last = g.step(x, 100.0);
+            last = g.step(x, 100.0, 0.0);
         }
         assert!(!g.predicting());
         assert_eq!(last, 10.0);
+        // Noise that persists (the last measurement knows today's level) on a ramp the
+        // forecaster knows the shape of: the measurement moved by the expected change wins.
+        let mut g = Gate::new(1);
+        let mut level = 0.0;
+        for t in 0..200 {
+            level = if t % 40 < 20 {
+                level + 3.0
+            } else {
+                level - 1.0
+            };
+            let x = 1000.0 + f64::from(t) * 10.0 + level;
+            last = g.step(x, 1000.0 + f64::from(t + 1) * 10.0, 10.0);
+        }
+        assert_eq!(g.choice(), 2, "{g:?}");
+        assert!(last > 1000.0);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use shaper::datapath::{AttachMode, Clock};
 
 pub mod config_check;
 pub mod demo;
+pub mod demo_cluster;
 pub mod demo_day;
 pub mod detach;
 pub mod exchange;
@@ -317,4 +318,8 @@ pub struct DemoArgs {
     /// Where to write the report of the run (index.html and SVG charts).
     #[arg(long, default_value = "shaper-demo-report")]
     pub report: PathBuf,
+    /// Cluster mode: this many hosts (a lab and an agent each) share one tenant's aggregate
+    /// limit through a local redis-server; `--seconds` per phase.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=8))]
+    pub hosts: Option<u64>,
 }

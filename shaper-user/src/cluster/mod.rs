@@ -302,13 +302,16 @@ impl Coordinator {
                 &mut self.order,
             );
             rate.push(self.out[me]);
-            divide(
-                roster.ceil[j],
-                &self.demand,
-                self.floor,
-                &mut self.out,
-                &mut self.order,
-            );
+            // A ceiling at the rate (the common case) divides the same way.
+            if roster.ceil[j] > roster.rate[j] {
+                divide(
+                    roster.ceil[j],
+                    &self.demand,
+                    self.floor,
+                    &mut self.out,
+                    &mut self.order,
+                );
+            }
             ceil.push(self.out[me]);
         }
         self.last_divided = Some(now);

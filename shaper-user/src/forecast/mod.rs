@@ -1077,6 +1077,14 @@ impl Forecaster {
     /// ahead), each with the width of this forecaster's own interval there. For a tenant whose
     /// forecasts are worse than the naive's (rolling MASE >= 1): the naive is then the better
     /// forecast of the two, and the width of the worse one is a safe bound for it.
+    /// The change the seasonal naive expects over the `h` steps after the next one (what the
+    /// series did a season ago at this time): a ramp seen every day, without any model's level.
+    pub fn seasonal_change(&self, h: usize) -> f64 {
+        let naive = self.naive();
+        let change = naive.forecast(h + 1) - naive.forecast(1);
+        if change.is_finite() { change } else { 0.0 }
+    }
+
     pub fn naive_outlook(&self) -> (Prediction, usize, Prediction) {
         let naive = self.naive();
         let at = |h: usize| bounded(naive.forecast(h));
