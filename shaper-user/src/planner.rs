@@ -336,6 +336,14 @@ impl Planner {
         self.forecasters.get(k).map(|f| f.forecast(h))
     }
 
+    /// Tenant `k`'s change over the `steps` cycles ahead as its seasonal naive sees it.
+    pub fn seasonal_change(&self, k: usize, steps: usize) -> f64 {
+        let h = steps.clamp(1, self.horizon().saturating_sub(1).max(1));
+        self.forecasters
+            .get(k)
+            .map_or(0.0, |f| f.seasonal_change(h))
+    }
+
     pub fn horizon(&self) -> usize {
         self.forecasters.first().map_or(1, |f| f.settings().horizon)
     }

@@ -34,8 +34,9 @@ pub(super) struct Cluster {
     expected: Vec<Option<Prediction>>,
     /// Per roster tenant: whether its forecasts or its measurements are reported.
     gates: Vec<Gate>,
-    /// How many of the agent's cycles ahead the reported forecast looks: shares computed from
-    /// a report apply from the next epoch on, one to two epochs after it was measured.
+    /// How many of the agent's cycles ahead the reported forecast looks: a report carries the
+    /// cycle just before an epoch starts, and the shares divided from it hold through that
+    /// epoch (from a quarter in to a quarter into the next): one epoch of cycles ahead.
     steps_ahead: usize,
 }
 
@@ -57,7 +58,7 @@ impl Cluster {
             applied: None,
             expected: Vec::new(),
             gates: Vec::new(),
-            steps_ahead: (1.5 * m + 0.5).round().max(1.0) as usize,
+            steps_ahead: m.round().max(1.0) as usize,
         })
     }
 
@@ -238,10 +239,10 @@ impl Agent {
                         *expected = plans.get(k).map(|p| p.forecast);
                         let s = cl.steps_ahead;
                         let ahead = p.forecast_at(k, s).map_or(offered, |f| f.mean);
-                        // The change expected over the next `s` cycles, read a step later from
-                        // the same origin (the forecaster's own level updates cancel).
-                        let change = p.forecast_at(k, s + 1).map_or(ahead, |f| f.mean)
-                            - p.forecast_at(k, 1).map_or(offered, |f| f.mean);
+                        // What the series did over the same cycles a season ago: `auto`'s own
+                        // forecasts at two horizons may come from different mixes, so their
+                        // difference is not a change.
+                        let change = p.seasonal_change(k, s);
                         let estimate = gate.step(offered, ahead, change);
                         (if surprise { offered } else { estimate }) as f32
                     })

@@ -426,6 +426,8 @@ pub fn spawn<S: ClusterStore + 'static>(
     let task = tokio::spawn(async move {
         let mut last: Option<Arc<Demand>> = None;
         let mut values: Vec<f32> = Vec::new();
+        // The state last logged: a line per change, not per epoch.
+        let mut said = ShareState::Joining;
         loop {
             let now = unix_ms();
             let epoch = epoch_at(now, interval_ms);
@@ -470,6 +472,24 @@ pub fn spawn<S: ClusterStore + 'static>(
                     coordinator.on_failure(epoch, Instant::now());
                 }
                 Err(_) => coordinator.on_failure(epoch, Instant::now()),
+            }
+            let state = coordinator.shares().state;
+            if state != said {
+                match state {
+                    ShareState::Held => tracing::warn!(
+                        "cluster store unreachable: the last shares hold for cluster.lease_s"
+                    ),
+                    ShareState::Fallback => tracing::warn!(
+                        hosts = coordinator.shares().hosts,
+                        "cluster lease ran out: each aggregate tenant at limit / hosts last seen"
+                    ),
+                    ShareState::Divided => tracing::info!(
+                        hosts = coordinator.shares().hosts,
+                        "cluster shares divided with the other hosts"
+                    ),
+                    ShareState::Joining => {}
+                }
+                said = state;
             }
             let _ = shares_tx.send(Arc::clone(coordinator.shares()));
             // The next epoch's start (a few ms in, so clocks a little apart agree on it).

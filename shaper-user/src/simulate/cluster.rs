@@ -134,6 +134,7 @@ pub fn replay(
             f.update(ts, d[h]);
             next[0][h] = limit / hosts as f64;
             next[1][h] = d[h];
+            // As the agent reports (`agent/coordinate.rs`): one epoch ahead.
             next[2][h] = gates[h].step(d[h], f.forecast(1).mean, f.seasonal_change(1));
             next[3][h] = trace.demand[h].get(k + 1).copied().unwrap_or(d[h]);
         }
