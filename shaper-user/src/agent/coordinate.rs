@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::allocate::Allocation;
-use crate::allocate::aggregate::{Gate, safe_split};
+use crate::allocate::aggregate::{GATE_SLOTS, Gate, gate_slot, safe_split};
 use crate::api::ClusterHealth;
 use crate::cluster::{self, Coordinator, Demand, RedisStore, Roster, ShareState, Shares};
 use crate::config::Config;
@@ -229,7 +229,9 @@ impl Agent {
         let predicted = match (self.planner.as_ref(), plans) {
             (Some(p), Some(plans)) => {
                 cl.expected.resize(r.len(), None);
-                cl.gates.resize(r.len(), Gate::new(cl.steps_ahead));
+                cl.gates
+                    .resize(r.len(), Gate::new(cl.steps_ahead, GATE_SLOTS));
+                let slot = gate_slot(self.clock.now(), self.cfg.forecast.season_s as f64);
                 r.index
                     .iter()
                     .zip(cl.expected.iter_mut().zip(cl.gates.iter_mut()))
@@ -243,7 +245,7 @@ impl Agent {
                         // forecasts at two horizons may come from different mixes, so their
                         // difference is not a change.
                         let change = p.seasonal_change(k, s);
-                        let estimate = gate.step(offered, ahead, change);
+                        let estimate = gate.step(offered, ahead, change, slot);
                         (if surprise { offered } else { estimate }) as f32
                     })
                     .collect()

@@ -61,78 +61,93 @@ pub fn divide(limit: f64, demand: &[f64], floor: f64, out: &mut Vec<f64>, order:
 /// shares apply: what it measured last (distributed rate limiting's rule), its forecast, or
 /// the measurement moved by the change the forecaster expects (a ramp it has seen every day,
 /// on top of the level it sees now) — whichever has been nearest the demand that then came,
-/// on this tenant's own history. Prediction earns its place tenant by tenant; where it does
-/// not pay (no pattern, too little history) the host reports what it measured, and is no
-/// worse than the rule it competes with.
+/// on this tenant's own history, at this time of day (slots of the season: the forecast may
+/// win at the morning ramp and the measurement all night). Prediction earns its place tenant
+/// by tenant and slot by slot; where it does not pay the host reports what it measured, and
+/// is no worse than the rule it competes with.
 #[derive(Clone, Debug)]
 pub struct Gate {
-    /// Each cycle's estimates, kept until the cycle they are about.
-    ring: Vec<[f64; ESTIMATES]>,
+    /// Each cycle's estimates and slot, kept until the cycle they are about.
+    ring: Vec<([f64; ESTIMATES], u16)>,
     cycle: u64,
-    /// Smoothed absolute error of each estimate.
-    err: [f64; ESTIMATES],
-    scored: u32,
+    /// Smoothed absolute error of each estimate, per slot of the season, and how many were
+    /// scored there.
+    err: Vec<[f32; ESTIMATES]>,
+    scored: Vec<u32>,
 }
 
 /// Measured, forecast, measured + forecast change.
 const ESTIMATES: usize = 3;
-/// Errors are averaged over about this many cycles.
+/// Errors are averaged over about this many cycles of a slot.
 const GATE_MEMORY: f64 = 64.0;
-/// Scored cycles before anything but the measurement may be reported.
+/// Scored cycles of a slot before anything but the measurement may be reported there.
 const GATE_TRUST: u32 = 16;
 
 impl Gate {
-    /// `horizon`: how many cycles ahead the estimates look.
-    pub fn new(horizon: usize) -> Gate {
+    /// `horizon`: how many cycles ahead the estimates look; `slots`: how many slots the
+    /// season is cut into (1: one error for all times).
+    pub fn new(horizon: usize, slots: usize) -> Gate {
+        let slots = slots.clamp(1, usize::from(u16::MAX));
         Gate {
-            ring: vec![[0.0; ESTIMATES]; horizon.max(1)],
+            ring: vec![([0.0; ESTIMATES], 0); horizon.max(1)],
             cycle: 0,
-            err: [0.0; ESTIMATES],
-            scored: 0,
+            err: vec![[0.0; ESTIMATES]; slots],
+            scored: vec![0; slots],
         }
     }
 
     /// This cycle's measured demand `actual`, the forecast `predicted` for `horizon` cycles
-    /// ahead and the change `change` the forecaster expects until then; returns the estimate
-    /// to report.
-    pub fn step(&mut self, actual: f64, predicted: f64, change: f64) -> f64 {
+    /// ahead and the change `change` expected until then, made in `slot` of the season;
+    /// returns the estimate to report.
+    pub fn step(&mut self, actual: f64, predicted: f64, change: f64, slot: usize) -> f64 {
         let h = self.ring.len();
-        let slot = (self.cycle % h as u64) as usize;
+        let at = (self.cycle % h as u64) as usize;
         if self.cycle >= h as u64 {
-            let made = self.ring[slot];
-            let a = 1.0 / GATE_MEMORY.min(f64::from(self.scored) + 1.0);
-            for (e, m) in self.err.iter_mut().zip(made) {
-                *e += a * ((m - actual).abs() - *e);
+            let (made, s) = self.ring[at];
+            let s = usize::from(s);
+            let a = 1.0 / GATE_MEMORY.min(f64::from(self.scored[s]) + 1.0);
+            for (e, m) in self.err[s].iter_mut().zip(made) {
+                *e += (a * ((m - actual).abs() - f64::from(*e))) as f32;
             }
-            self.scored += 1;
+            self.scored[s] = self.scored[s].saturating_add(1);
         }
+        let slot = slot.min(self.err.len() - 1);
         let clean = |x: f64| if x.is_finite() { x.max(0.0) } else { actual };
         let now = [actual, clean(predicted), clean(actual + change)];
-        self.ring[slot] = now;
+        self.ring[at] = (now, slot as u16);
         self.cycle += 1;
-        now[self.choice()]
+        now[self.choice(slot)]
     }
 
-    /// Which estimate is reported: 0 the measurement, 1 the forecast, 2 the measurement
-    /// moved by the forecast change.
-    pub fn choice(&self) -> usize {
-        if self.scored < GATE_TRUST {
+    /// Which estimate is reported in `slot`: 0 the measurement, 1 the forecast, 2 the
+    /// measurement moved by the forecast change.
+    pub fn choice(&self, slot: usize) -> usize {
+        let slot = slot.min(self.err.len() - 1);
+        if self.scored[slot] < GATE_TRUST {
             return 0;
         }
         // The measurement unless another has been strictly better.
+        let e = &self.err[slot];
         let mut best = 0;
         for k in 1..ESTIMATES {
-            if self.err[k] < self.err[best] {
+            if e[k] < e[best] {
                 best = k;
             }
         }
         best
     }
+}
 
-    /// True while a forecast (of either kind) is what is reported.
-    pub fn predicting(&self) -> bool {
-        self.choice() != 0
+/// Slots a season is cut into for the gate: half-hours of a day.
+pub const GATE_SLOTS: usize = 48;
+
+/// The gate's slot of time `ts` (seconds) in a season of `season_s`.
+pub fn gate_slot(ts: f64, season_s: f64) -> usize {
+    if !(ts.is_finite() && season_s > 0.0) {
+        return 0;
     }
+    let at = ts.rem_euclid(season_s) / season_s;
+    ((at * GATE_SLOTS as f64) as usize).min(GATE_SLOTS - 1)
 }
 
 /// The safe split when the hosts cannot coordinate: the limit evenly over the hosts last seen.
@@ -207,25 +222,25 @@ mod tests {
     #[test]
     fn the_gate_reports_forecasts_only_where_they_beat_the_last_measurement() {
         // A ramp a forecaster follows exactly 2 cycles ahead: the forecast wins.
-        let mut g = Gate::new(2);
+        let mut g = Gate::new(2, 1);
         let mut last = 0.0;
         for t in 0..100 {
             let x = f64::from(t) * 10.0;
-            last = g.step(x, x + 20.0, 0.0);
+            last = g.step(x, x + 20.0, 0.0, 0);
         }
-        assert!(g.predicting());
+        assert_eq!(g.choice(0), 1);
         assert_eq!(last, 990.0 + 20.0);
         // A forecaster stuck on an old level while demand moved: the measurement wins.
-        let mut g = Gate::new(2);
+        let mut g = Gate::new(2, 1);
         for t in 0..100 {
             let x = if t < 50 { 100.0 } else { 10.0 };
-            last = g.step(x, 100.0, 0.0);
+            last = g.step(x, 100.0, 0.0, 0);
         }
-        assert!(!g.predicting());
+        assert_eq!(g.choice(0), 0);
         assert_eq!(last, 10.0);
         // Noise that persists (the last measurement knows today's level) on a ramp the
         // forecaster knows the shape of: the measurement moved by the expected change wins.
-        let mut g = Gate::new(1);
+        let mut g = Gate::new(1, 1);
         let mut level = 0.0;
         for t in 0..200 {
             level = if t % 40 < 20 {
@@ -234,10 +249,21 @@ mod tests {
                 level - 1.0
             };
             let x = 1000.0 + f64::from(t) * 10.0 + level;
-            last = g.step(x, 1000.0 + f64::from(t + 1) * 10.0, 10.0);
+            last = g.step(x, 1000.0 + f64::from(t + 1) * 10.0, 10.0, 0);
         }
-        assert_eq!(g.choice(), 2, "{g:?}");
+        assert_eq!(g.choice(0), 2, "{g:?}");
         assert!(last > 1000.0);
+        // By slot: a ramp in slot 1 only, flat with noise in slot 0, where the expected
+        // change is wrong: each slot keeps its own winner.
+        let mut g = Gate::new(1, 2);
+        let mut x = 100.0;
+        for t in 0..400 {
+            let slot = usize::from(t % 20 >= 10);
+            let noise = if t % 2 == 0 { 1.0 } else { -1.0 };
+            x = if slot == 1 { x + 10.0 } else { 100.0 + noise };
+            g.step(x, 0.0, if slot == 1 { 10.0 } else { 3.0 }, slot);
+        }
+        assert_eq!((g.choice(0), g.choice(1)), (0, 2), "{g:?}");
     }
 
     #[test]

@@ -1077,11 +1077,17 @@ impl Forecaster {
     /// ahead), each with the width of this forecaster's own interval there. For a tenant whose
     /// forecasts are worse than the naive's (rolling MASE >= 1): the naive is then the better
     /// forecast of the two, and the width of the worse one is a safe bound for it.
-    /// The change the seasonal naive expects over the `h` steps after the next one (what the
-    /// series did a season ago at this time): a ramp seen every day, without any model's level.
+    /// The change over the next `h` steps as the seasonal naive saw it a season ago: a ramp
+    /// seen every day, without any model's level. Where the naive keeps a slot per several
+    /// samples, the change is the slope between the slots around now, spread per step.
     pub fn seasonal_change(&self, h: usize) -> f64 {
         let naive = self.naive();
-        let change = naive.forecast(h + 1) - naive.forecast(1);
+        let stride = match naive {
+            Model::SeasonalNaive(n) => n.stride(),
+            _ => 1,
+        };
+        let w = stride.max(h);
+        let change = (naive.forecast(1 + w) - naive.forecast(1)) * h as f64 / w as f64;
         if change.is_finite() { change } else { 0.0 }
     }
 

@@ -295,6 +295,11 @@ pub struct SeasonalNaive {
 }
 
 impl SeasonalNaive {
+    /// Samples a slot of its history stands for.
+    pub fn stride(&self) -> usize {
+        self.slots.stride
+    }
+
     /// A naive of `season` samples kept in at most `cap` slots.
     pub fn new(season: usize, cap: usize) -> Self {
         let slots = Slots::new(season, cap);

@@ -10,7 +10,7 @@
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
-use crate::allocate::aggregate::{Gate, divide};
+use crate::allocate::aggregate::{GATE_SLOTS, Gate, divide, gate_slot};
 use crate::config;
 use crate::forecast::Forecaster;
 
@@ -109,7 +109,7 @@ pub fn replay(
     let mut forecasters: Vec<Forecaster> = (0..hosts)
         .map(|_| Forecaster::new(settings.clone()))
         .collect();
-    let mut gates: Vec<Gate> = (0..hosts).map(|_| Gate::new(1)).collect();
+    let mut gates: Vec<Gate> = (0..hosts).map(|_| Gate::new(1, GATE_SLOTS)).collect();
     let (mut out, mut order) = (Vec::new(), Vec::new());
     // Each rule's estimates for the next cycle, made this cycle.
     let mut next: Vec<Vec<f64>> = vec![vec![limit / hosts as f64; hosts]; rules.len()];
@@ -135,7 +135,8 @@ pub fn replay(
             next[0][h] = limit / hosts as f64;
             next[1][h] = d[h];
             // As the agent reports (`agent/coordinate.rs`): one epoch ahead.
-            next[2][h] = gates[h].step(d[h], f.forecast(1).mean, f.seasonal_change(1));
+            let slot = gate_slot(ts, forecast.season_s as f64);
+            next[2][h] = gates[h].step(d[h], f.forecast(1).mean, f.seasonal_change(1), slot);
             next[3][h] = trace.demand[h].get(k + 1).copied().unwrap_or(d[h]);
         }
     }
@@ -146,12 +147,12 @@ pub fn replay(
 mod tests {
     use super::*;
 
-    /// The gate's promise on a day whose load moves with the sun: never much worse than the
-    /// last measurement (it reports the measurement unless a forecast has done better), both
-    /// far better than an even split, none above the oracle. Whether prediction also drops
-    /// less is measured (`cargo xtask bench cluster`), not promised: on this trace it does not.
+    /// On a day whose load moves with the sun, predicted shares (the gate: measurement moved
+    /// by the change the seasonal profile saw at this time, at the ramps; the measurement
+    /// elsewhere) drop at most half the bytes the last measurement's shares drop, none above
+    /// the oracle, and both far fewer than an even split.
     #[test]
-    fn predicted_shares_are_no_worse_than_measured_ones_on_a_follow_the_sun_day() {
+    fn predicted_shares_drop_at_most_half_of_what_measured_ones_drop_following_the_sun() {
         let interval = 60.0;
         let trace = follow_the_sun(3, 7, 2, interval, 10e6, 1);
         let forecast = config::Forecast {
@@ -167,7 +168,7 @@ mod tests {
         }
         let (m, p, o) = (by("measured"), by("predicted"), by("oracle"));
         assert!(o.avoidable_bytes <= p.avoidable_bytes + 1.0, "{r:?}");
-        assert!(p.avoidable_bytes <= m.avoidable_bytes * 1.05, "{r:?}");
+        assert!(p.avoidable_bytes <= m.avoidable_bytes * 0.5, "{r:?}");
         assert!(
             m.avoidable_bytes * 10.0 < by("even").avoidable_bytes,
             "{r:?}"
