@@ -28,7 +28,8 @@ pub async fn execute(args: &DemoArgs, hosts: usize) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let ctrlc = stop_on_ctrl_c(stop.clone());
     let secs = args.seconds.max(6) as usize;
-    let outcome = tokio::task::spawn_blocking(move || run(hosts, secs, &stop)).await;
+    let outage = args.outage_secs;
+    let outcome = tokio::task::spawn_blocking(move || run(hosts, secs, outage, &stop)).await;
     ctrlc.abort();
     outcome?
 }
@@ -55,7 +56,7 @@ fn schedule(hosts: usize, secs: usize) -> (Vec<Vec<u64>>, Vec<Phase>) {
     (rates, phases)
 }
 
-fn run(hosts: usize, secs: usize, stop: &Arc<AtomicBool>) -> Result<()> {
+fn run(hosts: usize, secs: usize, outage_secs: u64, stop: &Arc<AtomicBool>) -> Result<()> {
     println!(
         "starting redis-server and {hosts} hosts (a namespace pair, a veth and an agent each); tenant acme limited to {LIMIT_MBIT} Mbit/s over all of them, {} ms cycles",
         CYCLE.as_millis()
@@ -137,21 +138,25 @@ fn run(hosts: usize, secs: usize, stop: &Arc<AtomicBool>) -> Result<()> {
             text.join(", ")
         );
     }
-    outage(&cluster, hosts, stop)
+    outage(&cluster, hosts, outage_secs, stop)
 }
 
-/// 3:1:0 for 10 s with Redis killed from 3 s to 6 s.
-fn outage(cluster: &Cluster, hosts: usize, stop: &Arc<AtomicBool>) -> Result<()> {
+/// 3:1:0 with Redis killed from 3 s for `secs`, and 4 s after it is back.
+fn outage(cluster: &Cluster, hosts: usize, secs: u64, stop: &Arc<AtomicBool>) -> Result<()> {
     let mut offered = vec![0.0; hosts];
     offered[0] = LIMIT_MBIT;
     offered[1] = LIMIT_MBIT / 3.0;
-    let rates: Vec<Vec<u64>> = offered.iter().map(|o| vec![(o * 1e6) as u64; 10]).collect();
-    println!("\nRedis killed for 3 s under 3:1:0 traffic (lease: 1 s, then limit / hosts)...");
+    let total = 3 + secs as usize + 4;
+    let rates: Vec<Vec<u64>> = offered
+        .iter()
+        .map(|o| vec![(o * 1e6) as u64; total])
+        .collect();
+    println!("\nRedis killed for {secs} s under 3:1:0 traffic (lease: 1 s, then limit / hosts)...");
     let bins = std::thread::scope(|s| {
         let traffic = s.spawn(|| cluster.run_until(&rates, STEP, CYCLE, stop));
         std::thread::sleep(Duration::from_secs(3));
         cluster.redis.kill();
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(Duration::from_secs(secs));
         let back = cluster.redis.restart();
         (traffic.join(), back)
     });
@@ -174,19 +179,20 @@ fn outage(cluster: &Cluster, hosts: usize, stop: &Arc<AtomicBool>) -> Result<()>
             / (to - from)
             / 1e6
     };
-    println!("{:<34} {:>10}", "", "sum Mbit/s");
-    println!("{:<34} {:>10.1}", "divided (1-3 s)", sum(1.0, 3.0));
-    println!(
-        "{:<34} {:>10.1}",
-        "store down, lease holds (3.1-3.8 s)",
-        sum(3.1, 3.8)
-    );
-    println!(
-        "{:<34} {:>10.1}",
-        "lease over: safe split (4.4-6 s)",
-        sum(4.4, 6.0)
-    );
-    println!("{:<34} {:>10.1}", "store back (6.4-10 s)", sum(6.4, 10.0));
+    let back = 3.0 + secs as f64;
+    let end = back + 4.0;
+    println!("{:<40} {:>10}", "", "sum Mbit/s");
+    let row = |what: &str, from: f64, to: f64| {
+        println!(
+            "{:<40} {:>10.1}",
+            format!("{what} ({from:.1}-{to:.1} s)"),
+            sum(from, to)
+        );
+    };
+    row("divided", 1.0, 3.0);
+    row("store down, lease holds", 3.1, 3.8);
+    row("lease over: safe split", 4.4, back);
+    row("store back", back + 0.4, end);
     println!("\ntearing down: agents detach, namespaces and redis-server go");
     Ok(())
 }

@@ -322,4 +322,7 @@ pub struct DemoArgs {
     /// limit through a local redis-server; `--seconds` per phase.
     #[arg(long, value_parser = clap::value_parser!(u64).range(2..=8))]
     pub hosts: Option<u64>,
+    /// With --hosts: how long Redis stays killed under traffic.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=120))]
+    pub outage_secs: u64,
 }
