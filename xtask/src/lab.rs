@@ -1,6 +1,5 @@
 //! What the benchmarks share to run the shaper in a lab: its config written privately, the
 //! `shaper run` process started beside this binary, and `tc` in a namespace.
-use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -28,15 +27,7 @@ pub(crate) fn tc(ns: &str, args: &[&str]) -> Result<String> {
 /// Writes a config the agent accepts whatever the umask: `shaper run` refuses world-writable
 /// configs.
 pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())?;
-    Ok(())
+    Ok(shaper::lab::write_private(path, text)?)
 }
 
 /// `shaper run` (the binary beside this one) on the lab's interface, with `config` and

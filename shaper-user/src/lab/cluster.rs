@@ -108,7 +108,7 @@ impl Cluster {
         let dir = Scratch(redis.dir().join("hosts"));
         std::fs::create_dir_all(&dir.0).map_err(ClusterLabError::Lab)?;
         let auth = dir.0.join("auth");
-        write_private(&auth, &password).map_err(ClusterLabError::Lab)?;
+        super::write_private(&auth, &format!("{password}\n")).map_err(ClusterLabError::Lab)?;
         let mut labs = Vec::new();
         let mut agents = Vec::new();
         for i in 0..setup.hosts {
@@ -200,18 +200,6 @@ impl Cluster {
     pub fn scratch(&self) -> &std::path::Path {
         &self.dir.0
     }
-}
-
-fn write_private(path: &std::path::Path, text: &str) -> io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    writeln!(f, "{text}")
 }
 
 /// What a schedule's run shows: the sum over hosts in sliding windows, and how long each

@@ -110,6 +110,20 @@ impl Drop for NetNs {
     }
 }
 
+/// Writes `text` to a file only its owner can read or write, whatever the umask: configs
+/// (`shaper run` refuses world-writable ones) and credentials (`cluster.auth_file`).
+pub fn write_private(path: &std::path::Path, text: &str) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
 /// A short name unique to this process and call, usable as a netns or interface prefix
 /// (interface names are limited to 15 bytes).
 pub fn unique_name(prefix: &str) -> String {
