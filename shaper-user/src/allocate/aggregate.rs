@@ -14,7 +14,13 @@
 ///    next division, and a host's unused share flows to those that use theirs.
 ///
 /// `order` is scratch space (kept by the caller to divide many tenants without allocating).
-pub fn divide(limit: f64, demand: &[f64], floor: f64, out: &mut Vec<f64>, order: &mut Vec<u32>) {
+pub fn divide(
+    limit: f64,
+    demand: &[f64],
+    floor: f64,
+    out: &mut Vec<f64>,
+    order: &mut Vec<(f64, u32)>,
+) {
     out.clear();
     let n = demand.len();
     if n == 0 {
@@ -25,15 +31,19 @@ pub fn divide(limit: f64, demand: &[f64], floor: f64, out: &mut Vec<f64>, order:
     let clean = |d: f64| if d.is_finite() { d.max(0.0) } else { 0.0 };
     out.extend(std::iter::repeat_n(each_floor, n));
     let mut left = limit - each_floor * n as f64;
-    // Water-filling, smallest need first.
+    // Water-filling, smallest need first. An insertion sort: a cluster has tens of hosts,
+    // and this runs for every aggregate tenant every epoch.
     order.clear();
-    order.extend(0..n as u32);
-    order.sort_unstable_by(|&a, &b| {
-        let need = |i: u32| clean(demand[i as usize]);
-        need(a).total_cmp(&need(b))
-    });
-    for (k, &i) in order.iter().enumerate() {
-        let need = (clean(demand[i as usize]) - each_floor).max(0.0);
+    for (i, &d) in demand.iter().enumerate() {
+        let need = clean(d);
+        let mut at = order.len();
+        while at > 0 && order[at - 1].0 > need {
+            at -= 1;
+        }
+        order.insert(at, (need, i as u32));
+    }
+    for (k, &(need, i)) in order.iter().enumerate() {
+        let need = (need - each_floor).max(0.0);
         let even = left / (n - k) as f64;
         let give = need.min(even);
         out[i as usize] += give;

@@ -169,7 +169,7 @@ pub struct Coordinator {
     // Scratch, kept between tenants and epochs.
     demand: Vec<f64>,
     out: Vec<f64>,
-    order: Vec<u32>,
+    order: Vec<(f64, u32)>,
 }
 
 impl Coordinator {
