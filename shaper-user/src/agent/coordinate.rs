@@ -265,9 +265,7 @@ impl Agent {
 /// (epochs are multiples of it too) less a fifth of a cycle, at most 50 ms, which is when
 /// the cycle's demand is ready for the exchange at the epoch's start.
 fn epoch_start_ms(epoch_ms: u64, cycle_ms: u64) -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = cluster::unix_ms();
     let lead = (cycle_ms / 5).min(50);
     let step = cycle_ms.max(1).min(epoch_ms.max(1));
     let target = (now + lead).div_ceil(step) * step;

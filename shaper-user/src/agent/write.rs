@@ -21,25 +21,21 @@ impl Agent {
             let Some(info) = self.table.get(k).filter(|i| *i.name == *t.name) else {
                 continue;
             };
-            // An operator's exchange stands over the allocator's mix.
             // An aggregate tenant's allocation is its share of the cluster's division (which
             // acted on the forecasts already): at its share, up to its share of the ceiling,
             // the same whether written here or the moment the share arrived.
-            if let Some((rate, _)) = self
+            let limit = self
                 .cluster
                 .as_ref()
-                .and_then(|c| c.limits.get(k).copied().flatten())
-            {
+                .and_then(|c| c.limits.get(k).copied().flatten());
+            if let Some((rate, _)) = limit {
                 p.alloc = Allocation::base(rate);
             }
+            // An operator's exchange stands over the allocator's mix.
             let (shares, factor) = split_of(&self.exchanged, t);
             p.shares = shares.or(p.alloc.mix);
             let mut rates = rates(&p.alloc, factor);
-            rates.ceil = self
-                .cluster
-                .as_ref()
-                .and_then(|c| c.limits.get(k).copied().flatten())
-                .map(|l| l.1);
+            rates.ceil = limit.map(|l| l.1);
             writes.push(TenantWrite {
                 id: info.id,
                 tenant: k,

@@ -217,16 +217,22 @@ impl Coordinator {
         if roster.digest == self.roster.digest {
             return;
         }
-        let hosts = self.shares.hosts.max(1);
-        self.shares = Arc::new(Shares {
-            epoch: self.shares.epoch,
-            digest: roster.digest,
+        self.roster = roster;
+        self.shares = Arc::new(self.fallback(self.shares.epoch, self.shares.hosts));
+    }
+
+    /// The safe split of every roster tenant over `hosts` (at least one).
+    fn fallback(&self, epoch: u64, hosts: usize) -> Shares {
+        let hosts = hosts.max(1);
+        let split = |limits: &[f64]| limits.iter().map(|&l| safe_split(l, hosts)).collect();
+        Shares {
+            epoch,
+            digest: self.roster.digest,
             state: ShareState::Fallback,
             hosts,
-            rate: roster.rate.iter().map(|&l| safe_split(l, hosts)).collect(),
-            ceil: roster.ceil.iter().map(|&l| safe_split(l, hosts)).collect(),
-        });
-        self.roster = roster;
+            rate: split(&self.roster.rate),
+            ceil: split(&self.roster.ceil),
+        }
     }
 
     /// This host's report for `epoch`: `demand` per roster tenant, bytes/s.
@@ -343,27 +349,7 @@ impl Coordinator {
                 epoch,
                 ..(**s).clone()
             },
-            _ => {
-                let hosts = s.hosts.max(1);
-                Shares {
-                    epoch,
-                    digest: self.roster.digest,
-                    state: ShareState::Fallback,
-                    hosts,
-                    rate: self
-                        .roster
-                        .rate
-                        .iter()
-                        .map(|&l| safe_split(l, hosts))
-                        .collect(),
-                    ceil: self
-                        .roster
-                        .ceil
-                        .iter()
-                        .map(|&l| safe_split(l, hosts))
-                        .collect(),
-                }
-            }
+            _ => self.fallback(epoch, s.hosts),
         };
         if next != **s {
             self.shares = Arc::new(next);
@@ -376,7 +362,8 @@ pub fn epoch_at(unix_ms: u64, interval_ms: u64) -> u64 {
     unix_ms / interval_ms.max(1)
 }
 
-fn unix_ms() -> u64 {
+/// Wall-clock milliseconds: epochs are numbered by it, so every host agrees on them.
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

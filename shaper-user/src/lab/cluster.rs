@@ -4,7 +4,6 @@
 //! receiver got is counted in bins, so the sum over hosts can be judged window by window.
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -40,19 +39,10 @@ pub struct Setup {
 pub struct Cluster {
     pub setup: Setup,
     // Field order is drop order: agents (detaching as they drop) before their labs, Redis
-    // last.
+    // last (its directory, removed with it, holds the hosts' sockets, stores and credentials).
     _agents: Vec<AgentThread>,
     labs: Vec<Lab>,
     pub redis: RedisServer,
-    dir: Scratch,
-}
-
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,15 +95,15 @@ impl Cluster {
         let password = format!("lab-{}", std::process::id());
         let redis =
             RedisServer::start("cluster", Some(&password)).map_err(ClusterLabError::Redis)?;
-        let dir = Scratch(redis.dir().join("hosts"));
-        std::fs::create_dir_all(&dir.0).map_err(ClusterLabError::Lab)?;
-        let auth = dir.0.join("auth");
+        let dir = redis.dir().join("hosts");
+        std::fs::create_dir_all(&dir).map_err(ClusterLabError::Lab)?;
+        let auth = dir.join("auth");
         super::write_private(&auth, &format!("{password}\n")).map_err(ClusterLabError::Lab)?;
         let mut labs = Vec::new();
         let mut agents = Vec::new();
         for i in 0..setup.hosts {
             let lab = Lab::new(&["10.10.1"], &[]).map_err(ClusterLabError::Lab)?;
-            let cfg = host_config(&setup, i, &redis.url(), &auth, &dir.0);
+            let cfg = host_config(&setup, i, &redis.url(), &auth, &dir);
             let agent = AgentThread::start(&cfg, &lab.dut_if, &lab.dut.name).map_err(|e| {
                 ClusterLabError::Agent {
                     host: i,
@@ -128,7 +118,6 @@ impl Cluster {
             _agents: agents,
             labs,
             redis,
-            dir,
         })
     }
 
@@ -195,10 +184,6 @@ impl Cluster {
             out.push(r.bins);
         }
         Ok(out)
-    }
-
-    pub fn scratch(&self) -> &std::path::Path {
-        &self.dir.0
     }
 }
 
