@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use shaper::config::{Config, synthetic};
+use shaper::forecast::IntervalMethod;
 use shaper::lab::traffic::{self, Flood};
 use shaper::lab::{AgentProcess, Lab};
 use shaper::units::{Rate, Size};
@@ -33,13 +34,13 @@ struct Report {
     metrics_ms: f64,
 }
 
-pub fn bench(tenants: &[usize], secs: u64) -> Result<()> {
+pub fn bench(tenants: &[usize], secs: u64, intervals: Option<IntervalMethod>) -> Result<()> {
     if !shaper::lab::is_root() {
         bail!("bench agent builds a lab and loads XDP: run it as root");
     }
     let mut reports = Vec::new();
     for &n in tenants {
-        let r = one(n, secs).with_context(|| format!("{n} tenants"))?;
+        let r = one(n, secs, intervals).with_context(|| format!("{n} tenants"))?;
         print_one(&r);
         reports.push(r);
     }
@@ -98,7 +99,7 @@ fn print_one(r: &Report) {
 
 /// The default config with `n` /32 tenants; tenant 0 owns the lab's 10.200.1.0/24 (synthetic
 /// tenants stay below 10.16/12 up to a million).
-fn config(n: usize, dir: &Path) -> Config {
+fn config(n: usize, dir: &Path, intervals: Option<IntervalMethod>) -> Config {
     let mut cfg = synthetic(
         n as u32,
         Rate(400_000_000_000),
@@ -113,14 +114,17 @@ fn config(n: usize, dir: &Path) -> Config {
     if n >= 1_000_000 {
         cfg.forecast.interval_ms = 5_000;
     }
+    if let Some(m) = intervals {
+        cfg.forecast.intervals = m;
+    }
     cfg
 }
 
-fn one(n: usize, secs: u64) -> Result<Report> {
+fn one(n: usize, secs: u64, intervals: Option<IntervalMethod>) -> Result<Report> {
     let dir = std::env::temp_dir().join(shaper::lab::unique_name("shaper-agent-"));
     std::fs::create_dir_all(&dir)?;
     let lab = Lab::new(&["10.200.1"], &[]).context("building the lab")?;
-    let mut cfg = config(n, &dir);
+    let mut cfg = config(n, &dir, intervals);
     let path = dir.join("agent.json");
     write_private(&path, &serde_json::to_string(&cfg)?)?;
     let started = Instant::now();

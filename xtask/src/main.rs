@@ -125,6 +125,10 @@ enum Bench {
         /// Seconds measured per size.
         #[arg(long, default_value_t = 30)]
         secs: u64,
+        /// How the agent keeps its intervals (`forecast.intervals`), to compare the two; the
+        /// config's default if not given.
+        #[arg(long, value_enum)]
+        intervals: Option<shaper::forecast::IntervalMethod>,
     },
     /// Cluster mode: coordination cost per epoch for many hosts and aggregate tenants through
     /// one redis-server, and the follow-the-sun replay of each division rule.
@@ -165,7 +169,11 @@ fn main() -> Result<()> {
         Cmd::Scenarios { dir, only, chart } => {
             scenarios::run(&dir, only.as_deref(), chart.as_deref())
         }
-        Cmd::Bench(Bench::Agent { tenants, secs }) => agent_bench::bench(&tenants, secs),
+        Cmd::Bench(Bench::Agent {
+            tenants,
+            secs,
+            intervals,
+        }) => agent_bench::bench(&tenants, secs, intervals),
         Cmd::Bench(Bench::Cluster {
             hosts,
             tenants,

@@ -222,8 +222,8 @@ pub struct ForecastEvalArgs {
     /// Score only this many evenly spaced origins (the Python comparison uses the same ones).
     #[arg(long)]
     pub origins: Option<usize>,
-    /// How intervals are kept: window (default) or tracking.
-    #[arg(long, value_enum, default_value = "window")]
+    /// How intervals are kept: tracking (default) or window.
+    #[arg(long, value_enum, default_value = "tracking")]
     pub intervals: shaper::forecast::IntervalMethod,
     #[arg(long)]
     pub json: bool,

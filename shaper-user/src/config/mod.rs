@@ -420,8 +420,8 @@ pub struct Forecast {
     pub model: ModelChoice,
     pub confidence: f64,
     pub accuracy_alert_mase: f64,
-    /// `window` (default) or `tracking`: how intervals are kept (see
-    /// `forecast::IntervalMethod`); tracking for hundreds of thousands of tenants.
+    /// `tracking` (default) or `window`: how intervals are kept (see
+    /// `forecast::IntervalMethod`).
     #[serde(default)]
     pub intervals: crate::forecast::IntervalMethod,
 }

@@ -124,49 +124,81 @@ pub const BEYOND: f64 = 0.125;
 #[serde(rename_all = "lowercase")]
 pub enum IntervalMethod {
     /// Split-conformal quantiles of the last [`WINDOW`] residuals per anchor horizon (1 kB
-    /// each): the most faithful, and the default.
-    #[default]
+    /// each, a binary search and a memmove per residual).
     Window,
     /// Online quantile tracking (conformal PID's "quantile tracker", Angelopoulos, Candès and
-    /// Tibshirani, 2023): two quantiles per anchor nudged by each residual, 24 bytes. For
-    /// hundreds of thousands of tenants, where the windows dominate a cycle's memory traffic.
+    /// Tibshirani, 2023) on normalised residuals: two quantiles per anchor nudged by each
+    /// residual, 40 bytes, O(1). The default: as well calibrated as the windows on the real
+    /// series (92-97% for 95%), and at 100,000s of tenants the windows were most of a
+    /// cycle's memory traffic and of a tenant's memory.
+    #[default]
     Tracking,
 }
 
 /// Tracks the `a/2` and `1 - a/2` quantiles of a residual stream by stochastic (sub)gradient
-/// steps on the pinball loss: a miss above moves the upper bound up by `(1 - a/2)` steps, a
-/// hit moves it down by `a/2` steps, so it settles where `a/2` of residuals exceed it. The
-/// step is a fraction of the residuals' running mean magnitude, so it fits any scale.
+/// steps on the pinball loss, on residuals normalised by their running mean magnitude: a miss
+/// above moves the upper bound up by `(1 - a/2)` steps, a hit moves it down by `a/2` steps.
+/// With a fixed step on normalised scores, quantile tracking covers `1 - a` in the long run on
+/// any sequence (Angelopoulos, Candès and Tibshirani, 2023); bounds are the tracked scores
+/// times the current magnitude, so they follow the errors' scale (wide by day, narrow by
+/// night). A step proportional to the raw residuals' magnitude instead (the first version)
+/// moved up in large steps when errors were large and down in small ones when they were
+/// small: it over-covered, 97-100% for a 95% target on every real series.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct QuantileTracker {
+    /// Tracked quantiles of the normalised scores (raw residuals in states saved before
+    /// `normalised`: those restart).
     lo: f64,
     hi: f64,
     /// Running mean of |residual|.
     scale: f64,
     n: u32,
+    /// Steps taken on normalised scores (none while every residual has been zero).
+    #[serde(default)]
+    steps: u32,
+    #[serde(default)]
+    normalised: bool,
 }
 
-/// Step size as a share of the residuals' mean magnitude.
+/// Step size on the normalised scores (a score of 1 is a mean-sized residual).
 const TRACK_RATE: f64 = 0.05;
 /// Weight of a new residual in the running magnitude.
 const SCALE_WEIGHT: f64 = 0.01;
+/// Normalised scores are clamped to this: the long-run guarantee needs bounded scores, and a
+/// residual 50 times the mean is an outage, not a quantile to chase.
+const SCORE_BOUND: f64 = 50.0;
 
 impl QuantileTracker {
     pub fn push(&mut self, r: f64, a: f64) {
-        if self.n == 0 {
-            (self.lo, self.hi, self.scale) = (r, r, r.abs());
-        } else {
-            self.scale += SCALE_WEIGHT * (r.abs() - self.scale);
-            let step = TRACK_RATE * self.scale.max(f64::MIN_POSITIVE);
-            let tail = a / 2.0;
-            self.hi += step * if r > self.hi { 1.0 - tail } else { -tail };
-            self.lo += step * if r < self.lo { -(1.0 - tail) } else { tail };
-            if self.lo > self.hi {
-                let mid = 0.5 * (self.lo + self.hi);
-                (self.lo, self.hi) = (mid, mid);
-            }
+        if !self.normalised {
+            *self = QuantileTracker {
+                normalised: true,
+                ..QuantileTracker::default()
+            };
         }
         self.n = self.n.saturating_add(1);
+        if self.scale <= 0.0 {
+            self.scale = r.abs();
+            return;
+        }
+        let z = (r / self.scale).clamp(-SCORE_BOUND, SCORE_BOUND);
+        let tail = a / 2.0;
+        // Robbins-Monro steps (1 / sqrt(n)) until they reach the fixed one: a new tracker
+        // finds its level in tens of residuals instead of hundreds, then keeps adapting.
+        self.steps = self.steps.saturating_add(1);
+        let rate = TRACK_RATE.max(1.0 / f64::from(self.steps).sqrt());
+        self.hi += rate * if z > self.hi { 1.0 - tail } else { -tail };
+        self.lo += rate * if z < self.lo { -(1.0 - tail) } else { tail };
+        if self.lo > self.hi {
+            let mid = 0.5 * (self.lo + self.hi);
+            (self.lo, self.hi) = (mid, mid);
+        }
+        self.scale += SCALE_WEIGHT * (r.abs() - self.scale);
+    }
+
+    /// The residual bounds: the tracked scores at the current magnitude.
+    pub fn bounds(&self) -> Option<(f64, f64)> {
+        (self.n > 0 && self.normalised).then_some((self.lo * self.scale, self.hi * self.scale))
     }
 }
 
@@ -214,7 +246,7 @@ impl Residuals {
     pub fn bounds(&self, a: f64) -> Option<(f64, f64)> {
         match self {
             Residuals::Window(w) => Some((w.quantile(a / 2.0)?, w.quantile(1.0 - a / 2.0)?)),
-            Residuals::Tracking(t) => (t.n > 0).then_some((t.lo, t.hi)),
+            Residuals::Tracking(t) => t.bounds(),
         }
     }
 }
@@ -256,6 +288,34 @@ mod tests {
         assert_eq!(w.quantile(-0.05), Some(0.0 - (1.0 + 257.0 * 0.05)));
     }
 
+    /// Bursts of errors a hundred times the usual (100 residuals in every 2,000): a tracker
+    /// stepping in raw residuals' magnitude went up in large steps during a burst and came
+    /// down in small ones after it, and covered 99% for a 95% target here; normalised, the
+    /// long-run coverage is the asked one.
+    #[test]
+    fn the_tracker_keeps_its_coverage_through_bursts_of_large_errors() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut t = QuantileTracker::default();
+        let (mut inside, mut seen) = (0, 0);
+        for i in 0..40_000 {
+            let scale = if i % 2_000 < 100 { 10_000.0 } else { 100.0 };
+            let u: f64 = rng.random_range(1e-9..1.0);
+            let r = if rng.random_bool(0.8) {
+                -u.ln() * scale
+            } else {
+                -0.2 * scale * u
+            };
+            if i >= 4_000 {
+                seen += 1;
+                inside += usize::from(t.bounds().is_some_and(|(lo, hi)| lo <= r && r <= hi));
+            }
+            t.push(r, 0.05);
+        }
+        let coverage = inside as f64 / seen as f64;
+        assert!((coverage - 0.95).abs() < 0.01, "coverage {coverage}");
+    }
+
     #[test]
     fn the_tracker_settles_on_the_asked_coverage() {
         use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -272,12 +332,13 @@ mod tests {
             };
             if i >= 2_000 {
                 seen += 1;
-                inside += usize::from(t.lo <= r && r <= t.hi);
+                inside += usize::from(t.bounds().is_some_and(|(lo, hi)| lo <= r && r <= hi));
             }
             t.push(r, 0.05);
         }
         let coverage = inside as f64 / seen as f64;
         assert!((coverage - 0.95).abs() < 0.02, "coverage {coverage}");
-        assert!(t.hi > 2_000.0 && t.lo < 0.0, "{t:?}");
+        let (lo, hi) = t.bounds().expect("bounds");
+        assert!(hi > 2_000.0 && lo < 0.0, "{t:?}");
     }
 }

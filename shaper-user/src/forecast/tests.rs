@@ -94,17 +94,21 @@ fn ar1_series_selects_a_model_that_beats_naive() {
 /// trend, Pareto bursts, noise): within 3 points of 95%, at every horizon together.
 #[test]
 fn coverage_of_the_95_percent_interval_is_calibrated() {
-    for seed in [1, 2, 3] {
+    for (seed, intervals) in [1, 2, 3]
+        .into_iter()
+        .flat_map(|s| [(s, IntervalMethod::Tracking), (s, IntervalMethod::Window)])
+    {
         let shape = TrafficShape::five_minute(42);
         let (ts, ys) = traffic_series(&shape, seed);
         let s = Settings {
             interval_s: 300.0,
+            intervals,
             ..settings(288, 12, ModelChoice::Auto)
         };
         let r = evaluate(&ts, &ys, &s, &[ModelChoice::Auto], None);
         assert!(
             (r[0].coverage - 0.95).abs() <= 0.03,
-            "seed {seed}: coverage {:.3}",
+            "seed {seed}, {intervals:?}: coverage {:.3}",
             r[0].coverage
         );
         assert!(
