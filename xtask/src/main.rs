@@ -154,8 +154,8 @@ enum Bench {
         /// forecast.model: auto or one model.
         #[arg(long, default_value = "auto")]
         model: String,
-        /// forecast.intervals: window or tracking.
-        #[arg(long, default_value = "window")]
+        /// forecast.intervals: tracking (the config's default) or window.
+        #[arg(long, default_value = "tracking")]
         intervals: String,
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
