@@ -1398,6 +1398,10 @@ fn a_tenant_is_not_rewritten_within_the_flip_grace() {
 /// 10 ms. After a raise, packets pass again within 2 ms (a bucket word left in the old scale
 /// would read as ten times the debt: ~9 ms of drops); after a cut, what passes is what the
 /// new rate refills, not a new depth's worth of tokens the saturated bucket never held.
+/// Each run is stamped when it starts and when it ends, each flip before and after its
+/// write: a segment counts only runs wholly between one flip's write and the next's, so a
+/// write the scheduler stretches (a packet passed at the next rate while the syscall was in
+/// flight) is not counted against the rate before it.
 #[test]
 fn rate_flips_under_load_neither_stall_nor_mint() {
     let Some(_root) = root_test("rate_flips_under_load_neither_stall_nor_mint") else {
@@ -1422,8 +1426,11 @@ fn rate_flips_under_load_neither_stall_nor_mint() {
         .expect("dup");
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let done = AtomicBool::new(false);
-    let mut flips: Vec<(Instant, bool)> = Vec::new();
-    let runs: Vec<Vec<(Instant, bool)>> = std::thread::scope(|s| {
+    // (before the write, after it, raise)
+    let mut flips: Vec<(Instant, Instant, bool)> = Vec::new();
+    // (run started, run ended, passed)
+    type Run = (Instant, Instant, bool);
+    let runs: Vec<Vec<Run>> = std::thread::scope(|s| {
         let runners: Vec<_> = (0..4)
             .map(|i| {
                 let (prog, f, done) = (&prog, &f, &done);
@@ -1433,8 +1440,9 @@ fn rate_flips_under_load_neither_stall_nor_mint() {
                     let start = Instant::now();
                     while !done.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(5)
                     {
+                        let began = Instant::now();
                         let verdict = shaper_tests::run_fd(prog.as_fd(), f);
-                        v.push((Instant::now(), verdict == XDP_PASS));
+                        v.push((began, Instant::now(), verdict == XDP_PASS));
                     }
                     v
                 })
@@ -1443,9 +1451,10 @@ fn rate_flips_under_load_neither_stall_nor_mint() {
         std::thread::sleep(Duration::from_millis(20));
         for i in 0..40 {
             let raise = i % 2 == 0;
+            let before = Instant::now();
             dp.write_tenant(2, if raise { &hi } else { &lo })
                 .expect("flip");
-            flips.push((Instant::now(), raise));
+            flips.push((before, Instant::now(), raise));
             std::thread::sleep(Duration::from_millis(10));
         }
         done.store(true, Ordering::Relaxed);
@@ -1454,21 +1463,21 @@ fn rate_flips_under_load_neither_stall_nor_mint() {
             .map(|r| r.join().expect("runner"))
             .collect()
     });
-    let mut all: Vec<(Instant, bool)> = runs.into_iter().flatten().collect();
+    let mut all: Vec<Run> = runs.into_iter().flatten().collect();
     all.sort_by_key(|r| r.0);
     let grace = Duration::from_millis(2);
     let mut saturated = 0;
-    for (k, &(t, raise)) in flips.iter().enumerate() {
+    for (k, &(_, t, raise)) in flips.iter().enumerate() {
         let end = flips
             .get(k + 1)
-            .map_or(all.last().expect("frames").0, |f| f.0);
-        let seg: Vec<&(Instant, bool)> = all.iter().filter(|r| r.0 > t && r.0 <= end).collect();
+            .map_or(all.last().expect("frames").1, |f| f.0);
+        let seg: Vec<&Run> = all.iter().filter(|r| r.0 > t && r.1 <= end).collect();
         if raise {
             // Drops later than the grace and before the first pass: the stall.
-            let first_pass = seg.iter().find(|r| r.1).map_or(end, |r| r.0);
+            let first_pass = seg.iter().find(|r| r.2).map_or(end, |r| r.0);
             let stalled = seg
                 .iter()
-                .filter(|r| !r.1 && r.0 > t + grace && r.0 < first_pass)
+                .filter(|r| !r.2 && r.0 > t + grace && r.0 < first_pass)
                 .count();
             assert_eq!(
                 stalled,
@@ -1476,17 +1485,19 @@ fn rate_flips_under_load_neither_stall_nor_mint() {
                 "raise {k}: first pass {:?} after it, {stalled} drops past 2 ms before it",
                 first_pass.duration_since(t)
             );
-            if seg.iter().any(|r| !r.1) {
+            if seg.iter().any(|r| !r.2) {
                 saturated += 1;
             }
         } else {
             // The cut came after a saturated 2 Gbit/s segment (drops seen): its bucket was
             // empty, so what passes is the refill at the new rate, plus a packet per CPU.
-            let prev_dropped = all.iter().any(|r| r.0 > flips[k - 1].0 && r.0 <= t && !r.1);
+            let prev_dropped = all
+                .iter()
+                .any(|r| r.0 > flips[k - 1].1 && r.1 <= flips[k].0 && !r.2);
             if !prev_dropped {
                 continue;
             }
-            let passed = seg.iter().filter(|r| r.1).count() as f64 * len as f64;
+            let passed = seg.iter().filter(|r| r.2).count() as f64 * len as f64;
             let refill = lo_bits as f64 / 8.0 * end.duration_since(t).as_secs_f64();
             let bound = refill + depth as f64 / 4.0 + (cpus * len) as f64;
             assert!(
