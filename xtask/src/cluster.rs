@@ -6,8 +6,9 @@
 //!    report, then every host reads all of them and divides every tenant. Wall time per
 //!    epoch (both phases, all hosts, on this machine's cores), and each phase's.
 //! 2. Follow-the-sun: one aggregate limit over three hosts whose load moves with the day,
-//!    divided by each rule (even split, last measurement, prediction, oracle) through the
-//!    agent's forecaster, gate and division: bytes dropped that the aggregate had room for.
+//!    divided by each rule (even split, last measurement, prediction, the measurement moved by
+//!    the trace's own shape, oracle) through the agent's forecaster, gate and division: bytes
+//!    dropped that the aggregate had room for. Hosts, epochs and ramps are flags.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use anyhow::{Context as _, Result};
 use shaper::cluster::{ClusterStore, Coordinator, RedisStore, Roster, ShareState};
 use shaper::config::{self, Cluster, Scope, ShareBy};
 use shaper::lab::redis::RedisServer;
+use shaper::simulate::cluster::Sun;
 use shaper::units::{Rate, Size};
 
 struct Host {
@@ -23,13 +25,7 @@ struct Host {
     demand: Vec<f32>,
 }
 
-pub fn bench(hosts: usize, tenants: usize, epochs: usize, sun_days: usize) -> Result<()> {
-    coordination(hosts, tenants, epochs)?;
-    follow_the_sun(sun_days);
-    Ok(())
-}
-
-fn coordination(hosts: usize, tenants: usize, epochs: usize) -> Result<()> {
+pub fn coordination(hosts: usize, tenants: usize, epochs: usize) -> Result<()> {
     let redis = RedisServer::start("bench", None)
         .context("redis-server (bash scripts/setup.sh installs it)")?;
     let mut cfg = config::synthetic(
@@ -152,18 +148,21 @@ fn coordination(hosts: usize, tenants: usize, epochs: usize) -> Result<()> {
     Ok(())
 }
 
-fn follow_the_sun(days: usize) {
-    let interval = 60.0;
-    let peak = 10e6;
+pub fn follow_the_sun(sun: Sun, days: usize) {
+    let interval = sun.interval_s;
     let limit = 15e6;
     println!(
-        "\nfollow-the-sun: 3 hosts, regions 8 h apart, business hours at {:.0} Mbit/s each (night a tenth), aggregate {:.0} Mbit/s, {interval} s epochs, 7 days learned, {days} scored",
-        peak * 8.0 / 1e6,
+        "\nfollow-the-sun: {} hosts, regions {:.0} h apart, business hours at {:.0} Mbit/s each (night a tenth), ramps {:.0} min up and {:.0} min down, aggregate {:.0} Mbit/s, {interval} s epochs, 7 days learned, {days} scored",
+        sun.hosts,
+        24.0 / sun.hosts as f64,
+        sun.peak * 8.0 / 1e6,
+        sun.ramp_up_h * 60.0,
+        sun.ramp_down_h * 60.0,
         limit * 8.0 / 1e6
     );
     let forecast = config::Forecast {
         interval_ms: (interval * 1000.0) as u64,
-        horizon_s: 600,
+        horizon_s: (10.0 * interval) as u64,
         season_s: 86_400,
         ..config::Forecast::default()
     };
@@ -172,7 +171,7 @@ fn follow_the_sun(days: usize) {
         "rule", "dropped GB", "avoidable GB", "vs measured"
     );
     for seed in [1u64, 2, 3] {
-        let trace = shaper::simulate::cluster::follow_the_sun(3, 7, days, interval, peak, seed);
+        let trace = shaper::simulate::cluster::follow_the_sun(sun, 7, days, seed);
         let r = shaper::simulate::cluster::replay(&trace, limit, 0.02, &forecast);
         let measured = r
             .iter()

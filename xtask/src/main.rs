@@ -142,6 +142,20 @@ enum Bench {
         /// Days scored in the follow-the-sun replay (after 7 learned).
         #[arg(long, default_value_t = 3)]
         days: usize,
+        /// Follow-the-sun: hosts (regions 24 h / hosts apart).
+        #[arg(long, default_value_t = 3)]
+        sun_hosts: usize,
+        /// Follow-the-sun: seconds per epoch (and forecaster interval).
+        #[arg(long, default_value_t = 60.0)]
+        epoch_s: f64,
+        /// Follow-the-sun: the morning ramp and the evening one, minutes.
+        #[arg(long, default_value_t = 10.0)]
+        ramp_up_min: f64,
+        #[arg(long, default_value_t = 30.0)]
+        ramp_down_min: f64,
+        /// Only the follow-the-sun replay (no redis-server, no coordination).
+        #[arg(long)]
+        sun_only: bool,
     },
     Cycle {
         #[arg(long, value_delimiter = ',', default_values_t = [100_000usize, 1_000_000])]
@@ -179,7 +193,25 @@ fn main() -> Result<()> {
             tenants,
             epochs,
             days,
-        }) => cluster::bench(hosts, tenants, epochs, days),
+            sun_hosts,
+            epoch_s,
+            ramp_up_min,
+            ramp_down_min,
+            sun_only,
+        }) => {
+            if !sun_only {
+                cluster::coordination(hosts, tenants, epochs)?;
+            }
+            let sun = shaper::simulate::cluster::Sun {
+                hosts: sun_hosts,
+                interval_s: epoch_s,
+                peak: 10e6,
+                ramp_up_h: ramp_up_min / 60.0,
+                ramp_down_h: ramp_down_min / 60.0,
+            };
+            cluster::follow_the_sun(sun, days);
+            Ok(())
+        }
         Cmd::Bench(Bench::Datapath {
             repeat,
             rounds,
