@@ -1260,6 +1260,86 @@ fn a_reload_that_fails_part_way_is_undone() {
     assert_eq!(class(&dp, CLASS_UNMATCHED_DROPPED).packets, 1);
 }
 
+/// A reload that changes one tenant's rate and a global setting but no prefix is written in
+/// place (one pass by index, only that tenant encoded, the plan in force): the tenant's live
+/// entry is the new config's, the others' are untouched, the global config is the new one.
+/// Then a reload that moves a prefix takes the general diff: the old address is nobody's, the
+/// new one is charged to its tenant.
+#[test]
+fn a_reload_of_rates_is_written_in_place_and_one_of_prefixes_by_the_diff() {
+    let Some(_root) =
+        root_test("a_reload_of_rates_is_written_in_place_and_one_of_prefixes_by_the_diff")
+    else {
+        return;
+    };
+    let before = config("drop", "dst");
+    let table = shaper::datapath::tenant_table(&before, &[]);
+    let id = |name: &str| table.iter().find(|t| &*t.name == name).expect("tenant").id;
+    let mut dp = load(&before);
+    // Epochs and the previous parameters move with every rate write: compared without them.
+    let entry = |dp: &Datapath, id: u32| TenantConfig {
+        epoch: 0,
+        prev: Default::default(),
+        ..dp.tenant(id).expect("read")
+    };
+    let untouched: Vec<TenantConfig> = ["beta", "gamma"]
+        .iter()
+        .map(|n| entry(&dp, id(n)))
+        .collect();
+    let mut rates = before.clone();
+    rates.tenants[0].rate = Rate(50_000_000);
+    rates.link.unmatched = shaper::config::Unmatched::Pass;
+    dp.apply_changes(&rates, &table, (&before, &table))
+        .expect("reload");
+    let want = TenantConfig {
+        epoch: 0,
+        prev: Default::default(),
+        ..shaper::datapath::tenant_params(&rates.tenants[0], &rates)
+    };
+    assert_eq!(entry(&dp, id("alpha")), want);
+    let now: Vec<TenantConfig> = ["beta", "gamma"]
+        .iter()
+        .map(|n| entry(&dp, id(n)))
+        .collect();
+    assert_eq!(now, untouched);
+    let global = shaper::datapath::live_global(
+        dp.map(GLOBAL_CONFIG).expect("map"),
+        dp.map(CONFIG_SLOT).expect("map"),
+    )
+    .expect("global");
+    assert_eq!(
+        global,
+        shaper_common::GlobalConfig {
+            slot: global.slot,
+            ..shaper::datapath::global_config(&rates)
+        }
+    );
+    let unmatched = FrameBuilder::default().v4(SRC4, [10, 5, 0, 1]);
+    assert_eq!(
+        run(&mut dp, &unmatched),
+        XDP_PASS,
+        "unmatched traffic passes now"
+    );
+    // gamma moves from 10.3.0.0/24 to 10.5.0.0/24.
+    let mut moved = rates.clone();
+    moved.tenants[2].prefixes = vec!["10.5.0.0/24".into()];
+    dp.apply_changes(&moved, &table, (&rates, &table))
+        .expect("reload");
+    let before_gamma = tenant(&dp, id("gamma")).packets_of(OUTCOME_GREEN)
+        + tenant(&dp, id("gamma")).packets_of(OUTCOME_DROPPED);
+    run(&mut dp, &unmatched);
+    let after_gamma = tenant(&dp, id("gamma")).packets_of(OUTCOME_GREEN)
+        + tenant(&dp, id("gamma")).packets_of(OUTCOME_DROPPED);
+    assert_eq!(after_gamma, before_gamma + 1, "10.5.0.1 is gamma's now");
+    let unmatched_before = class(&dp, CLASS_UNMATCHED_PASSED).packets;
+    run(&mut dp, &FrameBuilder::default().v4(SRC4, [10, 3, 0, 1]));
+    assert_eq!(
+        class(&dp, CLASS_UNMATCHED_PASSED).packets,
+        unmatched_before + 1,
+        "10.3.0.1 is nobody's now"
+    );
+}
+
 /// `dp`, loaded with `first`, reloaded to `other` and back `rounds` times in all on this
 /// thread while another drives `frame` through its program; returns how many frames ran.
 fn frames_during_reloads(

@@ -60,20 +60,35 @@ impl Agent {
         }
         let cfg = Arc::new(cfg);
         let old = std::mem::replace(&mut self.cfg, cfg.clone());
-        let was: HashMap<&str, usize> = old
-            .tenants
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.as_str(), i))
-            .collect();
-        // Where each tenant of the new config was in the old one, if its rate and mix stayed.
+        // Where each tenant of the new config was in the old one, if its rate and mix stayed:
+        // by index where the tenants are the same in the same order (most reloads), by name
+        // otherwise.
+        let same_order = old.tenants.len() == cfg.tenants.len()
+            && old
+                .tenants
+                .iter()
+                .zip(&cfg.tenants)
+                .all(|(a, b)| a.name == b.name);
+        let was: HashMap<&str, usize> = if same_order {
+            HashMap::new()
+        } else {
+            old.tenants
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.name.as_str(), i))
+                .collect()
+        };
         let kept: Vec<Option<usize>> = cfg
             .tenants
             .iter()
-            .map(|t| {
-                was.get(t.name.as_str())
-                    .copied()
-                    .filter(|&i| old.tenants[i].rate == t.rate && old.tenants[i].mix == t.mix)
+            .enumerate()
+            .map(|(k, t)| {
+                let at = if same_order {
+                    Some(k)
+                } else {
+                    was.get(t.name.as_str()).copied()
+                };
+                at.filter(|&i| old.tenants[i].rate == t.rate && old.tenants[i].mix == t.mix)
             })
             .collect();
         let old_alloc = std::mem::take(&mut self.last_alloc);
@@ -81,15 +96,17 @@ impl Agent {
             .iter()
             .map(|k| k.and_then(|i| old_alloc.get(i).cloned().flatten()))
             .collect();
-        let kept_names: std::collections::HashSet<&str> = cfg
-            .tenants
-            .iter()
-            .zip(&kept)
-            .filter(|(_, k)| k.is_some())
-            .map(|(t, _)| t.name.as_str())
-            .collect();
-        self.exchanged
-            .retain(|name, _| kept_names.contains(name.as_str()));
+        if !self.exchanged.is_empty() {
+            let kept_names: std::collections::HashSet<&str> = cfg
+                .tenants
+                .iter()
+                .zip(&kept)
+                .filter(|(_, k)| k.is_some())
+                .map(|(t, _)| t.name.as_str())
+                .collect();
+            self.exchanged
+                .retain(|name, _| kept_names.contains(name.as_str()));
+        }
         let rewrite: Vec<Tenant> = cfg
             .tenants
             .iter()
@@ -108,6 +125,12 @@ impl Agent {
         self.prev = None;
         self.last_pre.clear();
         *write_lock(&self.shared.config) = cfg;
+        // The config replaced is freed on a thread of its own: 100,000 tenants' strings are
+        // 20 ms of frees the reload's answer need not wait for. Where no thread can be made,
+        // the refused closure, and the config with it, is dropped here.
+        let _ = std::thread::Builder::new()
+            .name("shaper-free".into())
+            .spawn(move || drop(old));
     }
 }
 

@@ -8,6 +8,28 @@ use std::collections::{HashMap, HashSet};
 use super::encode::keep_pre_pool;
 use super::*;
 
+/// Whether `cfg` under `table` has the tenants of `old_cfg` under `old_table`, in the same
+/// order, under the same ids and with the same prefixes, and the same tiers and token types
+/// (all that a tenant's entry is encoded from, but the tenant itself).
+fn same_tenants_and_prefixes(
+    cfg: &Config,
+    table: &[TenantInfo],
+    old_cfg: &Config,
+    old_table: &[TenantInfo],
+) -> bool {
+    cfg.tiers == old_cfg.tiers
+        && cfg.token_types == old_cfg.token_types
+        && cfg.tenants.len() == old_cfg.tenants.len()
+        && table.len() == cfg.tenants.len()
+        && old_table.len() == old_cfg.tenants.len()
+        && cfg
+            .tenants
+            .iter()
+            .zip(&old_cfg.tenants)
+            .zip(table.iter().zip(old_table))
+            .all(|((t, o), (a, b))| a.id == b.id && t.name == o.name && t.prefixes == o.prefixes)
+}
+
 /// Every prefix (parsed, with its tenant's index) with the id of its tenant.
 fn keys(prefixes: &[(Prefix, usize)], ids: &[u32]) -> HashMap<Prefix, u32> {
     prefixes.iter().map(|&(p, i)| (p, ids[i])).collect()
@@ -23,6 +45,18 @@ impl Datapath {
         table: &[TenantInfo],
         (old_cfg, old_table): (&Config, &[TenantInfo]),
     ) -> Result<(), DatapathError> {
+        let in_place = self
+            .plan
+            .clone()
+            .filter(|_| same_tenants_and_prefixes(cfg, table, old_cfg, old_table));
+        if let Some(plan) = in_place {
+            // Unknown until every write is in: a failure part way leaves the general diff for
+            // the undo and the next reload.
+            self.plan = None;
+            self.apply_in_place(cfg, table, old_cfg, &plan)?;
+            self.plan = Some(plan);
+            return Ok(());
+        }
         // Each config's prefixes parsed once, for the plans, the diff and the global config.
         let (want, had) = (cfg.prefixes(), old_cfg.prefixes());
         let plan = lookup_plan_of(&want);
@@ -83,7 +117,39 @@ impl Datapath {
             .copied()
             .filter(|id| !staying.contains(id))
             .collect();
-        self.retire(&left)
+        self.retire(&left)?;
+        self.plan = Some(plan);
+        Ok(())
+    }
+
+    /// [`Datapath::apply_changes`] where both configs have the same tenants in the same order
+    /// under the same ids, with the same prefixes, tiers and token types (a reload that
+    /// changes some tenants' rates, bursts or mixes): one pass by index, only the tenants
+    /// whose entries differ encoded and written, the global config under the plan in force.
+    /// The general diff builds maps of every tenant and prefix of both configs: 150 ms of a
+    /// one-tenant reload at 100,000 tenants.
+    fn apply_in_place(
+        &mut self,
+        cfg: &Config,
+        table: &[TenantInfo],
+        old_cfg: &Config,
+        plan: &(Lookup, Lookup),
+    ) -> Result<(), DatapathError> {
+        for ((t, o), info) in cfg.tenants.iter().zip(&old_cfg.tenants).zip(table) {
+            if t == o {
+                continue;
+            }
+            let mut tc = tenant_params(t, cfg);
+            if tenant_params(o, old_cfg) == tc {
+                continue;
+            }
+            let live = self.tenant(info.id)?;
+            if live.flags & TENANT_ACTIVE != 0 {
+                keep_pre_pool(&mut tc, &live);
+            }
+            self.write_tenant(info.id, &tc)?;
+        }
+        self.write_global_with(&global_config_for(cfg, plan), &token_rules(cfg))
     }
 
     /// Inserts the prefixes `want` adds or moves to another id (prefix to tenant id, against

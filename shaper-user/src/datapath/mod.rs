@@ -146,6 +146,10 @@ pub struct Datapath {
     adopted: bool,
     /// The agent-written maps hold a config (adopted, or applied before).
     populated: bool,
+    /// The prefix lookup plan in force, as this process last wrote it (`None`: not known, as
+    /// after adopting pins or a write that failed): a reload that moves no prefix keeps it,
+    /// without parsing every prefix of both configs again.
+    plan: Option<(Lookup, Lookup)>,
     logger: Option<DatapathLogger>,
     /// What each tenant's slot word selects, as this process last wrote or read it: the agent
     /// is the only writer of `TENANT_CONFIG` and `TENANT_SLOT`, so a cycle need not read every
@@ -256,6 +260,7 @@ impl Datapath {
             owns_pins: false,
             adopted: false,
             populated: false,
+            plan: None,
             logger,
             live_cache: Vec::new(),
             global_flip: None,

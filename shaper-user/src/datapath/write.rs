@@ -45,6 +45,7 @@ impl Datapath {
         // once, for the check and the writes below.
         let room = u64::from(self.max_tenants) * u64::from(PREFIXES_PER_TENANT);
         let prefixes = cfg.prefixes();
+        self.plan = None;
         for (family, v4) in [("IPv4", true), ("IPv6", false)] {
             let count = prefixes
                 .iter()
@@ -107,6 +108,7 @@ impl Datapath {
             self.remove_stale_prefixes(&want4, &want6, v4, v6)?;
         }
         self.populated = true;
+        self.plan = Some(plan);
         Ok(())
     }
 
