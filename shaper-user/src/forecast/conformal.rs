@@ -288,55 +288,47 @@ mod tests {
         assert_eq!(w.quantile(-0.05), Some(0.0 - (1.0 + 257.0 * 0.05)));
     }
 
+    /// Coverage of a tracker at 95% over `n` skewed residuals (exponential above, a narrow
+    /// tail below) of scale `scale(i)`, after the first `warm`; and the tracker.
+    fn tracked_coverage(
+        n: usize,
+        warm: usize,
+        scale: impl Fn(usize) -> f64,
+    ) -> (f64, QuantileTracker) {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut t = QuantileTracker::default();
+        let (mut inside, mut seen) = (0, 0);
+        for i in 0..n {
+            let u: f64 = rng.random_range(1e-9..1.0);
+            let r = if rng.random_bool(0.8) {
+                -u.ln() * scale(i)
+            } else {
+                -0.2 * scale(i) * u
+            };
+            if i >= warm {
+                seen += 1;
+                inside += usize::from(t.bounds().is_some_and(|(lo, hi)| lo <= r && r <= hi));
+            }
+            t.push(r, 0.05);
+        }
+        (inside as f64 / seen as f64, t)
+    }
+
     /// Bursts of errors a hundred times the usual (100 residuals in every 2,000): a tracker
     /// stepping in raw residuals' magnitude went up in large steps during a burst and came
     /// down in small ones after it, and covered 99% for a 95% target here; normalised, the
     /// long-run coverage is the asked one.
     #[test]
     fn the_tracker_keeps_its_coverage_through_bursts_of_large_errors() {
-        use rand::{Rng, SeedableRng, rngs::StdRng};
-        let mut rng = StdRng::seed_from_u64(7);
-        let mut t = QuantileTracker::default();
-        let (mut inside, mut seen) = (0, 0);
-        for i in 0..40_000 {
-            let scale = if i % 2_000 < 100 { 10_000.0 } else { 100.0 };
-            let u: f64 = rng.random_range(1e-9..1.0);
-            let r = if rng.random_bool(0.8) {
-                -u.ln() * scale
-            } else {
-                -0.2 * scale * u
-            };
-            if i >= 4_000 {
-                seen += 1;
-                inside += usize::from(t.bounds().is_some_and(|(lo, hi)| lo <= r && r <= hi));
-            }
-            t.push(r, 0.05);
-        }
-        let coverage = inside as f64 / seen as f64;
+        let burst = |i: usize| if i % 2_000 < 100 { 10_000.0 } else { 100.0 };
+        let (coverage, _) = tracked_coverage(40_000, 4_000, burst);
         assert!((coverage - 0.95).abs() < 0.01, "coverage {coverage}");
     }
 
     #[test]
     fn the_tracker_settles_on_the_asked_coverage() {
-        use rand::{Rng, SeedableRng, rngs::StdRng};
-        let mut rng = StdRng::seed_from_u64(7);
-        let mut t = QuantileTracker::default();
-        let (mut inside, mut seen) = (0, 0);
-        for i in 0..20_000 {
-            // Skewed residuals: exponential above, a narrow tail below, scale 1000.
-            let u: f64 = rng.random_range(1e-9..1.0);
-            let r = if rng.random_bool(0.8) {
-                -u.ln() * 1000.0
-            } else {
-                -200.0 * u
-            };
-            if i >= 2_000 {
-                seen += 1;
-                inside += usize::from(t.bounds().is_some_and(|(lo, hi)| lo <= r && r <= hi));
-            }
-            t.push(r, 0.05);
-        }
-        let coverage = inside as f64 / seen as f64;
+        let (coverage, t) = tracked_coverage(20_000, 2_000, |_| 1000.0);
         assert!((coverage - 0.95).abs() < 0.02, "coverage {coverage}");
         let (lo, hi) = t.bounds().expect("bounds");
         assert!(hi > 2_000.0 && lo < 0.0, "{t:?}");

@@ -182,6 +182,16 @@ pub fn replay(
 mod tests {
     use super::*;
 
+    /// The agent's forecaster settings at one epoch a cycle, a daily season.
+    fn forecast_at(interval: f64, horizon_s: u64) -> config::Forecast {
+        config::Forecast {
+            interval_ms: (interval * 1000.0) as u64,
+            horizon_s,
+            season_s: 86_400,
+            ..config::Forecast::default()
+        }
+    }
+
     /// On a day whose load moves with the sun, predicted shares (the gate: measurement moved
     /// by the change the seasonal profile saw at this time, at the ramps; the measurement
     /// elsewhere) drop at most half the bytes the last measurement's shares drop, none above
@@ -190,13 +200,7 @@ mod tests {
     fn predicted_shares_drop_at_most_half_of_what_measured_ones_drop_following_the_sun() {
         let interval = 60.0;
         let trace = follow_the_sun(Sun::three_regions(interval, 10e6), 7, 2, 1);
-        let forecast = config::Forecast {
-            interval_ms: (interval * 1000.0) as u64,
-            horizon_s: 600,
-            season_s: 86_400,
-            ..config::Forecast::default()
-        };
-        let r = replay(&trace, 15e6, 0.02, &forecast);
+        let r = replay(&trace, 15e6, 0.02, &forecast_at(interval, 600));
         let by = |name: &str| r.iter().find(|x| x.rule == name).expect("rule");
         for x in &r {
             assert_eq!(x.over_limit_cycles, 0, "{x:?}");
@@ -224,13 +228,7 @@ mod tests {
             ..Sun::three_regions(interval, 10e6)
         };
         let trace = follow_the_sun(sun, 7, 2, 1);
-        let forecast = config::Forecast {
-            interval_ms: (interval * 1000.0) as u64,
-            horizon_s: 300,
-            season_s: 86_400,
-            ..config::Forecast::default()
-        };
-        let r = replay(&trace, 15e6, 0.02, &forecast);
+        let r = replay(&trace, 15e6, 0.02, &forecast_at(interval, 300));
         let by = |name: &str| r.iter().find(|x| x.rule == name).expect("rule");
         let (m, p, bound) = (by("measured"), by("predicted"), by("pattern"));
         assert!(p.avoidable_bytes < m.avoidable_bytes, "{r:?}");
