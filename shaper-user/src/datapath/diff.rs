@@ -57,6 +57,9 @@ impl Datapath {
             self.plan = Some(plan);
             return Ok(());
         }
+        // Unknown until this diff is all in (a failure after the global write would leave the
+        // old plan here while the new one is live).
+        self.plan = None;
         // Each config's prefixes parsed once, for the plans, the diff and the global config.
         let (want, had) = (cfg.prefixes(), old_cfg.prefixes());
         let plan = lookup_plan_of(&want);
