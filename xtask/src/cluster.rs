@@ -160,12 +160,7 @@ pub fn follow_the_sun(sun: Sun, days: usize) {
         sun.ramp_down_h * 60.0,
         limit * 8.0 / 1e6
     );
-    let forecast = config::Forecast {
-        interval_ms: (interval * 1000.0) as u64,
-        horizon_s: (10.0 * interval) as u64,
-        season_s: 86_400,
-        ..config::Forecast::default()
-    };
+    let forecast = sun.forecast();
     println!(
         "{:<10} {:>14} {:>16} {:>10}",
         "rule", "dropped GB", "avoidable GB", "vs measured"

@@ -53,6 +53,17 @@ impl Sun {
             ramp_down_h: 0.5,
         }
     }
+
+    /// The agent's forecaster settings for this trace: one epoch a cycle, a daily season, a
+    /// horizon of ten epochs.
+    pub fn forecast(&self) -> config::Forecast {
+        config::Forecast {
+            interval_ms: (self.interval_s * 1000.0) as u64,
+            horizon_s: (10.0 * self.interval_s) as u64,
+            season_s: 86_400,
+            ..config::Forecast::default()
+        }
+    }
 }
 
 /// A follow-the-sun day: each host serves a region whose business hours (08:00-18:00 local,
@@ -182,25 +193,15 @@ pub fn replay(
 mod tests {
     use super::*;
 
-    /// The agent's forecaster settings at one epoch a cycle, a daily season.
-    fn forecast_at(interval: f64, horizon_s: u64) -> config::Forecast {
-        config::Forecast {
-            interval_ms: (interval * 1000.0) as u64,
-            horizon_s,
-            season_s: 86_400,
-            ..config::Forecast::default()
-        }
-    }
-
     /// On a day whose load moves with the sun, predicted shares (the gate: measurement moved
     /// by the change the seasonal profile saw at this time, at the ramps; the measurement
     /// elsewhere) drop at most half the bytes the last measurement's shares drop, none above
     /// the oracle, and both far fewer than an even split.
     #[test]
     fn predicted_shares_drop_at_most_half_of_what_measured_ones_drop_following_the_sun() {
-        let interval = 60.0;
-        let trace = follow_the_sun(Sun::three_regions(interval, 10e6), 7, 2, 1);
-        let r = replay(&trace, 15e6, 0.02, &forecast_at(interval, 600));
+        let sun = Sun::three_regions(60.0, 10e6);
+        let trace = follow_the_sun(sun, 7, 2, 1);
+        let r = replay(&trace, 15e6, 0.02, &sun.forecast());
         let by = |name: &str| r.iter().find(|x| x.rule == name).expect("rule");
         for x in &r {
             assert_eq!(x.over_limit_cycles, 0, "{x:?}");
@@ -220,15 +221,14 @@ mod tests {
     /// there and come within a tenth of that bound.
     #[test]
     fn on_slow_ramps_predicted_shares_reach_what_knowing_the_days_shape_would() {
-        let interval = 30.0;
         let sun = Sun {
             hosts: 4,
             ramp_up_h: 20.0 / 60.0,
             ramp_down_h: 0.75,
-            ..Sun::three_regions(interval, 10e6)
+            ..Sun::three_regions(30.0, 10e6)
         };
         let trace = follow_the_sun(sun, 7, 2, 1);
-        let r = replay(&trace, 15e6, 0.02, &forecast_at(interval, 300));
+        let r = replay(&trace, 15e6, 0.02, &sun.forecast());
         let by = |name: &str| r.iter().find(|x| x.rule == name).expect("rule");
         let (m, p, bound) = (by("measured"), by("predicted"), by("pattern"));
         assert!(p.avoidable_bytes < m.avoidable_bytes, "{r:?}");
