@@ -20,7 +20,7 @@ mod runtime;
 mod spend;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, xdp_action},
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, xdp_action},
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     programs::XdpContext,
@@ -93,9 +93,12 @@ static TENANT_SLOT: Array<u32> = Array::with_max_entries(DEFAULT_MAX_TENANTS, 0)
 #[map]
 static TENANT_CONFIG: Array<TenantConfig> = Array::with_max_entries(2 * DEFAULT_MAX_TENANTS, 0);
 
-/// Datapath-written: per-tenant bucket state.
+/// Datapath-written: per-tenant bucket state. Mappable, so the agent reads it from memory
+/// each cycle instead of copying it out through the kernel (30 ms a cycle at 100,000 tenants
+/// with batched lookups).
 #[map]
-static TENANT_STATE: Array<TenantState> = Array::with_max_entries(DEFAULT_MAX_TENANTS, 0);
+static TENANT_STATE: Array<TenantState> =
+    Array::with_max_entries(DEFAULT_MAX_TENANTS, BPF_F_MMAPABLE);
 
 /// Datapath-written: per-CPU packets and bytes per tenant, token type and outcome.
 #[map]

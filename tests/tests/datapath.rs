@@ -1056,6 +1056,110 @@ fn ecn_levels_rearm_when_the_bucket_refills() {
     assert_eq!(marks(&mut dp), want, "re-armed after the refill");
 }
 
+/// At the sizes where the agent reads counters in two halves on two threads (from 16,384
+/// tenants) and bucket states from the map's memory, both give what one read per key gives:
+/// every tenant's own values, the halves' seam included, none shifted or lost.
+#[test]
+fn split_and_mapped_reads_match_per_key_reads_at_scale() {
+    let Some(_root) = root_test("split_and_mapped_reads_match_per_key_reads_at_scale") else {
+        return;
+    };
+    const N: u32 = 40_001;
+    let dp = Datapath::load(N).expect("load the XDP program");
+    let writable = |name| {
+        let info = match dp.map(name).expect("map") {
+            aya::maps::Map::PerCpuArray(d) | aya::maps::Map::Array(d) => d.info().expect("info"),
+            _ => panic!("{name} is an array"),
+        };
+        MapData::from_id(info.id()).expect("open by id")
+    };
+    let cpus = aya::util::nr_cpus().expect("cpus");
+    let mut counters: PerCpuArray<MapData, TenantCounters> =
+        PerCpuArray::try_from(aya::maps::Map::PerCpuArray(writable(TENANT_COUNTERS)))
+            .expect("typed");
+    let mut states: aya::maps::Array<MapData, shaper_common::TenantState> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(writable(
+            shaper::datapath::TENANT_STATE,
+        )))
+        .expect("typed");
+    // The first and last ids, both sides of the seam at N / 2, and chunk edges (4,096).
+    let ids = [0, 1, 4095, 4096, N / 2 - 1, N / 2, N / 2 + 1, N - 2, N - 1];
+    for &id in &ids {
+        let values: Vec<TenantCounters> = (0..cpus)
+            .map(|c| {
+                let mut v = TenantCounters::default();
+                v.packets[0][OUTCOME_GREEN] = u64::from(id) * 10 + c as u64 + 1;
+                v.bytes[2][OUTCOME_DROPPED] = u64::from(id) + 7;
+                v
+            })
+            .collect();
+        counters
+            .set(
+                id,
+                aya::maps::PerCpuValues::try_from(values).expect("values"),
+                0,
+            )
+            .expect("write counters");
+        let st = shaper_common::TenantState {
+            deposited: u64::from(id) + 1,
+            expired: u64::from(id) / 2,
+            credit: 3,
+            ..Default::default()
+        };
+        states.set(id, st, 0).expect("write state");
+    }
+    let map = dp.map(TENANT_COUNTERS).expect("map");
+    let split = shaper::datapath::read_tenant_counters(map, N).expect("split read");
+    let each = shaper::datapath::read_tenant_counters_each(map, N).expect("each");
+    assert_eq!(split.len(), N as usize);
+    assert!(split == each, "the split read differs from per-key reads");
+    let cpus64 = cpus as u64;
+    for &id in &ids {
+        let c = &split[id as usize];
+        let id64 = u64::from(id);
+        assert_eq!(
+            c.packets[0][OUTCOME_GREEN],
+            id64 * 10 * cpus64 + cpus64 * (cpus64 + 1) / 2,
+            "tenant {id}"
+        );
+        assert_eq!(
+            c.bytes[2][OUTCOME_DROPPED],
+            (id64 + 7) * cpus64,
+            "tenant {id}"
+        );
+    }
+    let touched = split
+        .iter()
+        .filter(|c| **c != TenantCounters::default())
+        .count();
+    assert_eq!(touched, ids.len());
+
+    let smap = dp.map(shaper::datapath::TENANT_STATE).expect("map");
+    let aya::maps::Map::Array(sdata) = smap else {
+        panic!("TENANT_STATE is an array")
+    };
+    // The datapath made it mappable, so the read below is the memory path, not a fallback.
+    assert_ne!(sdata.info().expect("info").map_flags() & (1 << 10), 0);
+    let mapped = shaper::datapath::read_tenant_states(smap, N).expect("states");
+    assert_eq!(mapped.len(), N as usize);
+    for &id in &ids {
+        let s = &mapped[id as usize];
+        assert_eq!(
+            (s.deposited, s.expired, s.credit),
+            (u64::from(id) + 1, u64::from(id) / 2, 3)
+        );
+    }
+    let arr: aya::maps::Array<&MapData, shaper_common::TenantState> =
+        aya::maps::Array::try_from(smap).expect("typed");
+    for id in (0..N).step_by(997).chain(ids) {
+        assert_eq!(
+            mapped[id as usize],
+            arr.get(&id, 0).expect("read"),
+            "tenant {id}"
+        );
+    }
+}
+
 /// The agent's batched reads (BPF_MAP_LOOKUP_BATCH) return what one lookup per key returns:
 /// counters summed over CPUs, bucket states, and the flow table.
 #[test]

@@ -77,7 +77,7 @@ pub fn lookup_array<V: aya::Pod>(
 pub fn lookup_array_values<V: aya::Pod>(map: &MapData, n: u32) -> io::Result<Option<Vec<V>>> {
     let mut out = Vec::with_capacity(n as usize);
     let mut in_order = true;
-    let found = lookup_each::<u32, V>(map, n as usize, None, |key, vals| {
+    let found = lookup_each::<u32, V>(map, 0, n as usize, None, |key, vals| {
         in_order &= key as usize == out.len();
         if let Some(v) = vals.next() {
             out.push(v);
@@ -108,36 +108,40 @@ fn lookup<K: aya::Pod, V: aya::Pod>(
     per_cpu: Option<usize>,
 ) -> io::Result<Option<Entries<K, V>>> {
     let mut out: Vec<(K, Vec<V>)> = Vec::new();
-    let found = lookup_each::<K, V>(map, max, per_cpu, |key, vals| {
+    let found = lookup_each::<K, V>(map, 0, max, per_cpu, |key, vals| {
         out.push((key, vals.collect()));
     })?;
     Ok(found.map(|_| out))
 }
 
-/// Reads entries `0..n` of a per-CPU array and folds each entry's values (one per possible
+/// Reads entries `ids` of a per-CPU array and folds each entry's values (one per possible
 /// CPU) into one as it goes, chunk by chunk: at no point are all tenants' per-CPU values in
-/// memory (with 128 possible CPUs and 100,000 tenants that would be gigabytes). `Ok(None)`:
-/// no batches here, or the entries came back out of order.
+/// memory (with 128 possible CPUs and 100,000 tenants that would be gigabytes). Ranges that
+/// do not overlap can be read on threads of their own. `Ok(None)`: no batches here, or the
+/// entries came back out of order.
 pub fn lookup_array_folded<V: aya::Pod, T>(
     map: &MapData,
-    n: u32,
+    ids: std::ops::Range<u32>,
     cpus: usize,
     mut fold: impl FnMut(&mut dyn Iterator<Item = V>) -> T,
 ) -> io::Result<Option<Vec<T>>> {
-    let mut out = Vec::with_capacity(n as usize);
+    let mut out = Vec::with_capacity(ids.len());
     let mut in_order = true;
-    let found = lookup_each::<u32, V>(map, n as usize, Some(cpus), |key, vals| {
-        in_order &= key as usize == out.len();
+    let start = ids.start;
+    let found = lookup_each::<u32, V>(map, start, ids.len(), Some(cpus), |key, vals| {
+        in_order &= key as usize == start as usize + out.len();
         out.push(fold(vals));
     })?;
     Ok(found.filter(|_| in_order).map(|_| out))
 }
 
-/// Visits up to `max` entries from the start of the map, a chunk of [`CHUNK`] per syscall:
-/// each key with an iterator over its values (one per CPU for per-CPU maps). Returns how many
-/// were visited, or `None` where the kernel or map type does not do batches.
+/// Visits up to `max` entries from the start of the map (of an array: from index `start`), a
+/// chunk of [`CHUNK`] per syscall: each key with an iterator over its values (one per CPU for
+/// per-CPU maps). Returns how many were visited, or `None` where the kernel or map type does
+/// not do batches.
 fn lookup_each<K: aya::Pod, V: aya::Pod>(
     map: &MapData,
+    start: u32,
     max: usize,
     per_cpu: Option<usize>,
     mut visit: impl FnMut(K, &mut dyn Iterator<Item = V>),
@@ -148,8 +152,11 @@ fn lookup_each<K: aya::Pod, V: aya::Pod>(
     };
     let per_key = stride * cpus;
     let mut seen = 0usize;
-    let mut token: u32 = 0;
-    let mut first = true;
+    // The kernel's batch token is the last key read: a read from index `start` of an array
+    // begins as if `start - 1` had been (`in_batch` absent starts at the first entry).
+    let mut token: u32 = start.saturating_sub(1);
+    let mut first = start == 0;
+    let mut tried = false;
     let (mut keys, mut values) = (Vec::new(), Vec::new());
     while seen < max {
         let want = (max - seen).min(CHUNK as usize);
@@ -178,7 +185,7 @@ fn lookup_each<K: aya::Pod, V: aya::Pod>(
                 // The end of the map: what `count` says was filled is valid.
                 Some(libc::ENOENT) => true,
                 // 524 is the kernel's ENOTSUPP.
-                Some(libc::EINVAL | libc::ENOTSUP | 524) if first => return Ok(None),
+                Some(libc::EINVAL | libc::ENOTSUP | 524) if !tried => return Ok(None),
                 _ => return Err(e),
             },
         };
@@ -201,6 +208,7 @@ fn lookup_each<K: aya::Pod, V: aya::Pod>(
         }
         token = next;
         first = false;
+        tried = true;
     }
     Ok(Some(seen))
 }

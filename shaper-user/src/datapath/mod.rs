@@ -30,6 +30,7 @@ mod diff;
 mod encode;
 mod error;
 mod link_info;
+mod mapped;
 mod netns;
 mod pins;
 mod read;
