@@ -54,7 +54,12 @@ impl Agent {
     fn take_config(&mut self, cfg: Config, table: Vec<TenantInfo>) {
         self.planner =
             predicting(&cfg).then(|| Planner::new(&cfg, cfg.policy.mode, self.planner.take()));
-        self.profiles = crate::planner::profiles(&cfg);
+        // The planner made them from this config already (100,000 tenants' mixes and tiers
+        // looked up once, not twice).
+        self.profiles = match &self.planner {
+            Some(p) => p.profiles.clone(),
+            None => crate::planner::profiles(&cfg),
+        };
         if let Some(c) = self.cluster.as_mut() {
             c.reconfigure(&cfg);
         }
