@@ -260,6 +260,116 @@ fn iperf3_tcp_stats(lab: &Lab, server: &str, secs: u32, omit: u32) -> (f64, u64)
     )
 }
 
+/// A reload through the API (its Unix socket: the TCP API is read-only) while the agent runs: the file is read and checked beside the
+/// cycles and applied between them (the new rate is live in the datapath and in force in
+/// `/v1/config`); a file that does not validate is refused with its reason and nothing changes.
+#[test]
+fn a_reload_applies_a_changed_file_and_refuses_a_bad_one() {
+    let Some(_root) = root_test("a_reload_applies_a_changed_file_and_refuses_a_bad_one") else {
+        return;
+    };
+    let lab = Lab::new(&["10.10.1"], &[]).expect("lab");
+    let dir = std::env::temp_dir().join(shaper::lab::unique_name("shaper-reload-"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let _cleanup = RemoveDir(dir.clone());
+    let path = dir.join("shaper.json");
+    let write = |rate: &str| {
+        let text = format!(
+            r#"{{"link":{{"capacity":"1gbit"}}, "policy":{{"mode":"static"}},
+                "api":{{"listen":"127.0.0.1:0","socket":"{}"}},
+                "history":{{"path":"{}"}},
+                "tenants":[{{"name":"one","tier":"bronze","prefixes":["10.10.1.0/24"],"rate":"{rate}","burst":"64kb"}}]}}"#,
+            dir.join("api.sock").display(),
+            dir.join("history.db").display()
+        );
+        shaper::lab::write_private(&path, &text).expect("write the config");
+    };
+    write("10mbit");
+    let agent = Agent::start_file(&path, &lab.dut_if, &lab.dut.name).expect("agent");
+    // The API starts serving just after the agent attaches.
+    let state = shaper::agent::StateDir::new(&lab.dut_if);
+    let started = std::time::Instant::now();
+    let addr = loop {
+        match state.api_addr() {
+            Some(a) => break a,
+            None if started.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None => panic!("the agent's API did not start within 10 s"),
+        }
+    };
+    let live_rate = || {
+        let pins = shaper::datapath::pin_dir(&lab.dut_if);
+        let open = |m| {
+            aya::maps::Map::Array(shaper::datapath::open_pinned_map(&pins, m).expect("pinned map"))
+        };
+        let configs = open(shaper::datapath::TENANT_CONFIG);
+        let slots = open(shaper::datapath::TENANT_SLOT);
+        shaper::datapath::live_tenant(&configs, &slots, 0)
+            .expect("live config")
+            .rate_bytes
+    };
+    let in_force = || -> serde_json::Value {
+        let (code, body) = shaper::api::request(addr, "GET", "/v1/config", None).expect("API");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("JSON")["config"]["tenants"][0]
+            ["rate"]
+            .clone()
+    };
+    assert_eq!(live_rate(), 10_000_000 / 8);
+    let before = in_force();
+
+    write("20mbit");
+    let (code, body) = shaper::api::request_socket(
+        &dir.join("api.sock"),
+        "POST",
+        "/v1/reload",
+        None,
+        Duration::from_secs(30),
+    )
+    .expect("API");
+    assert_eq!(code, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(answer["reloaded"], true, "{body}");
+    assert_eq!(live_rate(), 20_000_000 / 8, "the new rate is not live");
+    let after = in_force();
+    assert_ne!(after, before, "/v1/config still shows the old rate");
+
+    // One reload a second at most.
+    std::thread::sleep(Duration::from_millis(1100));
+    write("fast");
+    let (code, body) = shaper::api::request_socket(
+        &dir.join("api.sock"),
+        "POST",
+        "/v1/reload",
+        None,
+        Duration::from_secs(30),
+    )
+    .expect("API");
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("tenants[0].rate"), "no reason in {body}");
+    assert_eq!(
+        live_rate(),
+        20_000_000 / 8,
+        "a refused file changed the datapath"
+    );
+    assert_eq!(
+        in_force(),
+        after,
+        "a refused file changed the config in force"
+    );
+    agent.stop().expect("clean stop");
+}
+
+/// Removes a directory on drop, so a failing test leaves nothing behind.
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// After the agent stops, nothing is left attached or pinned.
 #[test]
 fn stopping_the_agent_detaches_and_unpins() {

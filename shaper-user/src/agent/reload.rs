@@ -11,22 +11,43 @@ use crate::planner::Planner;
 
 use super::{Agent, AgentError, predicting, write_lock};
 
+/// A config file read, parsed and validated off the agent's thread (while a cycle may be
+/// running), with how long that took; the agent applies it between cycles.
+pub(super) struct Loaded {
+    pub config: Result<Config, crate::config::ConfigError>,
+    pub load: std::time::Duration,
+}
+
+impl Loaded {
+    /// Reads and validates the file at `path`: the part of a reload that needs neither the
+    /// agent nor the datapath (at 100,000 tenants about 100 ms of the reload's 250).
+    pub(super) fn from(path: &std::path::Path) -> Loaded {
+        let started = std::time::Instant::now();
+        let config = Config::load(path);
+        Loaded {
+            config,
+            load: started.elapsed(),
+        }
+    }
+}
+
 impl Agent {
     /// The new table's size, or why nothing changed.
-    pub(super) fn reload(&mut self) -> Result<usize, String> {
+    pub(super) fn reload(&mut self, loaded: Loaded) -> Result<usize, String> {
         let started = std::time::Instant::now();
-        match reload(
-            &mut self.dp,
-            &self.config_path,
-            (&self.cfg, &self.table),
-            self.max_packet,
-        ) {
+        let load_ms = (loaded.load.as_secs_f64() * 1e3).round();
+        let applied = loaded
+            .config
+            .map_err(AgentError::from)
+            .and_then(|cfg| apply(&mut self.dp, cfg, (&self.cfg, &self.table), self.max_packet));
+        match applied {
             Ok((cfg, table)) => {
                 let applied = started.elapsed();
                 let tenants = table.len();
                 self.take_config(cfg, table);
                 info!(
                     tenants,
+                    load_ms,
                     applied_ms = (applied.as_secs_f64() * 1e3).round(),
                     total_ms = (started.elapsed().as_secs_f64() * 1e3).round(),
                     "config reloaded"
@@ -147,12 +168,20 @@ impl Agent {
 pub fn reload(
     dp: &mut Datapath,
     path: &std::path::Path,
+    current: (&Config, &[TenantInfo]),
+    max_packet: Option<u64>,
+) -> Result<(Config, Vec<TenantInfo>), AgentError> {
+    apply(dp, Config::load(path)?, current, max_packet)
+}
+
+/// [`reload`] of a config already loaded and validated.
+fn apply(
+    dp: &mut Datapath,
+    cfg: Config,
     (current_cfg, current): (&Config, &[TenantInfo]),
     max_packet: Option<u64>,
 ) -> Result<(Config, Vec<TenantInfo>), AgentError> {
     let started = std::time::Instant::now();
-    let cfg = Config::load(path)?;
-    let loaded = started.elapsed();
     if cfg.cluster != current_cfg.cluster {
         return Err(crate::config::ConfigError::Invalid {
             path: "cluster".into(),
@@ -187,8 +216,7 @@ pub fn reload(
         );
     }
     tracing::debug!(
-        load_ms = (loaded.as_secs_f64() * 1e3).round(),
-        write_ms = ((started.elapsed() - loaded).as_secs_f64() * 1e3).round(),
+        write_ms = (started.elapsed().as_secs_f64() * 1e3).round(),
         "reload applied"
     );
     Ok((cfg, table))

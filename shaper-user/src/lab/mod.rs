@@ -475,9 +475,30 @@ impl AgentThread {
         netns: &str,
         fault: Option<crate::agent::Fault>,
     ) -> Result<AgentThread, AgentFailed> {
+        Self::spawn(cfg, "(test)".into(), iface, netns, fault)
+    }
+
+    /// [`AgentThread::start`] with the config of the file at `path`, which a reload (SIGHUP or
+    /// `POST /v1/reload`) reads again, as `shaper run --config` does.
+    pub fn start_file(
+        path: &std::path::Path,
+        iface: &str,
+        netns: &str,
+    ) -> Result<AgentThread, AgentFailed> {
+        let cfg = crate::config::Config::load(path).map_err(crate::agent::AgentError::from)?;
+        Self::spawn(&cfg, path.to_path_buf(), iface, netns, None)
+    }
+
+    fn spawn(
+        cfg: &crate::config::Config,
+        config: std::path::PathBuf,
+        iface: &str,
+        netns: &str,
+        fault: Option<crate::agent::Fault>,
+    ) -> Result<AgentThread, AgentFailed> {
         let options = crate::agent::Options {
             iface: iface.to_string(),
-            config: "(test)".into(),
+            config,
             xdp_mode: crate::datapath::AttachMode::Native,
             max_tenants: shaper_common::DEFAULT_MAX_TENANTS,
             netns: Some(netns.to_string()),
