@@ -316,18 +316,21 @@ fn a_reload_applies_a_changed_file_and_refuses_a_bad_one() {
             ["rate"]
             .clone()
     };
+    let reload = || {
+        shaper::api::request_socket(
+            &dir.join("api.sock"),
+            "POST",
+            "/v1/reload",
+            None,
+            Duration::from_secs(30),
+        )
+        .expect("API")
+    };
     assert_eq!(live_rate(), 10_000_000 / 8);
     let before = in_force();
 
     write("20mbit");
-    let (code, body) = shaper::api::request_socket(
-        &dir.join("api.sock"),
-        "POST",
-        "/v1/reload",
-        None,
-        Duration::from_secs(30),
-    )
-    .expect("API");
+    let (code, body) = reload();
     assert_eq!(code, 200, "{body}");
     let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(answer["reloaded"], true, "{body}");
@@ -338,14 +341,7 @@ fn a_reload_applies_a_changed_file_and_refuses_a_bad_one() {
     // One reload a second at most.
     std::thread::sleep(Duration::from_millis(1100));
     write("fast");
-    let (code, body) = shaper::api::request_socket(
-        &dir.join("api.sock"),
-        "POST",
-        "/v1/reload",
-        None,
-        Duration::from_secs(30),
-    )
-    .expect("API");
+    let (code, body) = reload();
     assert_eq!(code, 422, "{body}");
     assert!(body.contains("tenants[0].rate"), "no reason in {body}");
     assert_eq!(
