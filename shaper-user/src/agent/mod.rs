@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::allocate::{Allocation, Profile};
 use crate::api;
@@ -415,10 +415,12 @@ fn load_on_request(
                 else => break,
             };
             let path = path.clone();
-            let file = match tokio::task::spawn_blocking(move || reload::Loaded::from(&path)).await
+            let file = match tokio::task::spawn_blocking(move || reload::Loaded::read(&path)).await
             {
                 Ok(f) => f,
                 Err(e) => {
+                    // A SIGHUP has no one to answer: the log says it.
+                    error!(cause = %e, "reading the config for a reload failed; nothing changed");
                     if let Some(reply) = reply {
                         let _ = reply.send(Err(format!(
                             "reading the config failed: {e}; nothing changed"

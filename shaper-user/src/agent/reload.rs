@@ -21,7 +21,7 @@ pub(super) struct Loaded {
 impl Loaded {
     /// Reads and validates the file at `path`: the part of a reload that needs neither the
     /// agent nor the datapath (at 100,000 tenants about 100 ms of the reload's 250).
-    pub(super) fn from(path: &std::path::Path) -> Loaded {
+    pub(super) fn read(path: &std::path::Path) -> Loaded {
         let started = std::time::Instant::now();
         let config = Config::load(path);
         Loaded {

@@ -257,7 +257,7 @@ impl Config {
         t: &'a Tenant,
         names: &mut HashSet<&'a str>,
     ) -> Result<(), ConfigError> {
-        let path = Path(i);
+        let path = TenantPath(i);
         let cap = self.link.capacity;
         if t.name.is_empty()
             || t.name.len() > 64
@@ -457,9 +457,9 @@ fn validate_mix(path: &str, m: &Mix) -> Result<(), ConfigError> {
 }
 
 /// `tenants[i]`, written only into an error's path.
-struct Path(usize);
+struct TenantPath(usize);
 
-impl std::fmt::Display for Path {
+impl std::fmt::Display for TenantPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "tenants[{}]", self.0)
     }

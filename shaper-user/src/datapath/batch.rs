@@ -153,10 +153,9 @@ fn lookup_each<K: aya::Pod, V: aya::Pod>(
     let per_key = stride * cpus;
     let mut seen = 0usize;
     // The kernel's batch token is the last key read: a read from index `start` of an array
-    // begins as if `start - 1` had been (`in_batch` absent starts at the first entry).
-    let mut token: u32 = start.saturating_sub(1);
-    let mut first = start == 0;
-    let mut tried = false;
+    // begins as if `start - 1` had been; without one (`in_batch` null) it starts at the first
+    // entry.
+    let mut token: Option<u32> = start.checked_sub(1);
     let (mut keys, mut values) = (Vec::new(), Vec::new());
     while seen < max {
         let want = (max - seen).min(CHUNK as usize);
@@ -164,11 +163,7 @@ fn lookup_each<K: aya::Pod, V: aya::Pod>(
         values.resize(want * per_key, 0u8);
         let mut next: u32 = 0;
         let mut attr = BatchAttr {
-            in_batch: if first {
-                0
-            } else {
-                std::ptr::from_mut(&mut token) as u64
-            },
+            in_batch: token.as_mut().map_or(0, |t| std::ptr::from_mut(t) as u64),
             out_batch: std::ptr::from_mut(&mut next) as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
@@ -185,7 +180,8 @@ fn lookup_each<K: aya::Pod, V: aya::Pod>(
                 // The end of the map: what `count` says was filled is valid.
                 Some(libc::ENOENT) => true,
                 // 524 is the kernel's ENOTSUPP.
-                Some(libc::EINVAL | libc::ENOTSUP | 524) if !tried => return Ok(None),
+                // Refused on the first call (nothing read yet): no batches here.
+                Some(libc::EINVAL | libc::ENOTSUP | 524) if seen == 0 => return Ok(None),
                 _ => return Err(e),
             },
         };
@@ -206,9 +202,7 @@ fn lookup_each<K: aya::Pod, V: aya::Pod>(
         if done || got == 0 {
             break;
         }
-        token = next;
-        first = false;
-        tried = true;
+        token = Some(next);
     }
     Ok(Some(seen))
 }
