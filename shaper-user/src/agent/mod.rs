@@ -346,18 +346,20 @@ pub async fn run(
     let mut ticker = tokio::time::interval_at(first, agent.interval);
     let mut shares = agent.cluster.as_ref().map(|c| c.subscribe());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut loaded = load_on_request(options.config.clone(), hangup, requests.reload);
+    let mut loaded = load_on_request(
+        options.config.clone(),
+        agent.shared.config.clone(),
+        hangup,
+        requests.reload,
+    );
     let mut gone = false;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             Some((file, reply)) = loaded.recv() => {
-                let (a, r) = on_agent_thread(agent, "reload", move |a| a.reload(file)).await?;
-                agent = a;
-                if let Some(reply) = reply {
-                    let _ = reply.send(r.unwrap_or_else(|| Err("the reload panicked; nothing changed".into())));
-                }
+                let answer = reload::Answer::new(reply);
+                agent = on_agent_thread(agent, "reload", move |a| a.reload(file, answer)).await?.0;
             }
             Some((body, reply)) = requests.exchange.recv() => {
                 let (a, r) = on_agent_thread(agent, "exchange", move |a| a.exchange(&body)).await?;
@@ -400,9 +402,12 @@ pub async fn run(
 /// Reads, parses and validates the config file on each SIGHUP (`hangup`) and `POST
 /// /v1/reload` (`requests`, with where the answer goes) as it comes, on a thread of its own:
 /// the reading and checking of 100,000 tenants overlaps the cycle in progress instead of
-/// waiting for it. The agent loop applies what arrives between cycles, in order.
+/// waiting for it. The agent loop applies what arrives between cycles, in order. The file is
+/// validated knowing the config in force (`in_force`), so what did not change is not checked
+/// again.
 fn load_on_request(
     path: std::path::PathBuf,
+    in_force: Arc<RwLock<Arc<Config>>>,
     mut hangup: tokio::signal::unix::Signal,
     mut requests: tokio::sync::mpsc::Receiver<api::ReloadRequest>,
 ) -> tokio::sync::mpsc::Receiver<(reload::Loaded, Option<api::ReloadRequest>)> {
@@ -415,7 +420,11 @@ fn load_on_request(
                 else => break,
             };
             let path = path.clone();
-            let file = match tokio::task::spawn_blocking(move || reload::Loaded::read(&path)).await
+            let in_force = in_force.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let file = match tokio::task::spawn_blocking(move || {
+                reload::Loaded::read(&path, &in_force)
+            })
+            .await
             {
                 Ok(f) => f,
                 Err(e) => {

@@ -19,11 +19,11 @@ pub(super) struct Loaded {
 }
 
 impl Loaded {
-    /// Reads and validates the file at `path`: the part of a reload that needs neither the
-    /// agent nor the datapath (at 100,000 tenants about 100 ms of the reload's 250).
-    pub(super) fn read(path: &std::path::Path) -> Loaded {
+    /// Reads and validates the file at `path`, knowing the config in force: the part of a
+    /// reload that needs neither the agent nor the datapath.
+    pub(super) fn read(path: &std::path::Path, in_force: &Config) -> Loaded {
         let started = std::time::Instant::now();
-        let config = Config::load(path);
+        let config = Config::load_since(path, Some(in_force));
         Loaded {
             config,
             load: started.elapsed(),
@@ -31,9 +31,35 @@ impl Loaded {
     }
 }
 
+/// Where a reload's answer goes (`POST /v1/reload`; a SIGHUP has none): sent as soon as the
+/// new config is live, before the agent's own bookkeeping; a reload that panics before then
+/// says so.
+pub(super) struct Answer(Option<crate::api::ReloadRequest>);
+
+impl Answer {
+    pub(super) fn new(reply: Option<crate::api::ReloadRequest>) -> Answer {
+        Answer(reply)
+    }
+
+    fn send(&mut self, r: Result<usize, String>) {
+        if let Some(reply) = self.0.take() {
+            let _ = reply.send(r);
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.send(Err("the reload panicked; nothing changed".into()));
+        }
+    }
+}
+
 impl Agent {
-    /// The new table's size, or why nothing changed.
-    pub(super) fn reload(&mut self, loaded: Loaded) -> Result<usize, String> {
+    /// Applies a loaded config, or says why nothing changed (to the log, `/v1/health` and
+    /// `answer`).
+    pub(super) fn reload(&mut self, loaded: Loaded, mut answer: Answer) {
         let started = std::time::Instant::now();
         let load_ms = (loaded.load.as_secs_f64() * 1e3).round();
         let applied = loaded
@@ -44,16 +70,16 @@ impl Agent {
             Ok((cfg, table)) => {
                 let applied = started.elapsed();
                 let tenants = table.len();
-                self.take_config(cfg, table);
+                let answered = self.take_config(cfg, table, &mut answer, started);
+                let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e3).round();
                 info!(
                     tenants,
                     load_ms,
-                    applied_ms = (applied.as_secs_f64() * 1e3).round(),
-                    total_ms = (started.elapsed().as_secs_f64() * 1e3).round(),
+                    applied_ms = ms(applied),
+                    answered_ms = ms(answered),
+                    total_ms = ms(started.elapsed()),
                     "config reloaded"
                 );
-                write_lock(&self.shared.health).reloads_ok += 1;
-                Ok(self.table.len())
             }
             Err(e) => {
                 let why = error_chain(&e);
@@ -62,28 +88,28 @@ impl Agent {
                 } else {
                     error!(cause = %why, "config reload rejected; nothing changed");
                 }
-                let mut h = write_lock(&self.shared.health);
-                h.reloads_rejected += 1;
-                h.last_error = Some(why.clone());
-                Err(why)
+                {
+                    let mut h = write_lock(&self.shared.health);
+                    h.reloads_rejected += 1;
+                    h.last_error = Some(why.clone());
+                }
+                answer.send(Err(why));
             }
         }
     }
 
-    /// Makes an applied config the one in force: the planner keeps what it learned of the
-    /// tenants that stay, exchanges stand while a tenant's rate and mix stay as they were.
-    fn take_config(&mut self, cfg: Config, table: Vec<TenantInfo>) {
-        self.planner =
-            predicting(&cfg).then(|| Planner::new(&cfg, cfg.policy.mode, self.planner.take()));
-        // The planner made them from this config already (100,000 tenants' mixes and tiers
-        // looked up once, not twice).
-        self.profiles = match &self.planner {
-            Some(p) => p.profiles.clone(),
-            None => crate::planner::profiles(&cfg),
-        };
-        if let Some(c) = self.cluster.as_mut() {
-            c.reconfigure(&cfg);
-        }
+    /// Makes an applied config the one in force. Once the datapath enforces it and the API
+    /// shows it, `answer` hears so (how long after `started` is returned); then the planner
+    /// keeps what it learned of the tenants that stay, and exchanges stand while a tenant's
+    /// rate and mix stay as they were. At 100,000 tenants the planner's part is most of the
+    /// work and no part of what the caller waits for: it is done before the next cycle.
+    fn take_config(
+        &mut self,
+        cfg: Config,
+        table: Vec<TenantInfo>,
+        answer: &mut Answer,
+        started: std::time::Instant,
+    ) -> std::time::Duration {
         let cfg = Arc::new(cfg);
         let old = std::mem::replace(&mut self.cfg, cfg.clone());
         // Where each tenant of the new config was in the old one, if its rate and mix stayed:
@@ -117,11 +143,7 @@ impl Agent {
                 at.filter(|&i| old.tenants[i].rate == t.rate && old.tenants[i].mix == t.mix)
             })
             .collect();
-        let old_alloc = std::mem::take(&mut self.last_alloc);
-        self.last_alloc = kept
-            .iter()
-            .map(|k| k.and_then(|i| old_alloc.get(i).cloned().flatten()))
-            .collect();
+        drop(was);
         if !self.exchanged.is_empty() {
             let kept_names: std::collections::HashSet<&str> = cfg
                 .tenants
@@ -144,19 +166,42 @@ impl Agent {
                 warn!(tenant = %t.name, cause = %e, "cannot rewrite an exchange");
             }
         }
+        // Live: the datapath holds the new config, and so does the API's view of it.
+        *write_lock(&self.shared.config) = cfg.clone();
+        write_lock(&self.shared.health).reloads_ok += 1;
+        answer.send(Ok(table.len()));
+        let answered = started.elapsed();
+
+        self.planner =
+            predicting(&cfg).then(|| Planner::new(&cfg, cfg.policy.mode, self.planner.take()));
+        // The planner made them from this config already (100,000 tenants' mixes and tiers
+        // looked up once, not twice).
+        self.profiles = match &self.planner {
+            Some(p) => p.profiles.clone(),
+            None => crate::planner::profiles(&cfg),
+        };
+        if let Some(c) = self.cluster.as_mut() {
+            c.reconfigure(&cfg);
+        }
+        // Each old index is kept at most once (names are unique), so each moves.
+        let mut old_alloc = std::mem::take(&mut self.last_alloc);
+        self.last_alloc = kept
+            .iter()
+            .map(|k| k.and_then(|i| old_alloc.get_mut(i).and_then(Option::take)))
+            .collect();
         if let Err(e) = self.state.write_table(&table) {
             warn!(cause = %e, "cannot write the tenant table");
         }
         self.table = table;
         self.prev = None;
         self.last_pre.clear();
-        *write_lock(&self.shared.config) = cfg;
         // The config replaced is freed on a thread of its own: 100,000 tenants' strings are
-        // 20 ms of frees the reload's answer need not wait for. Where no thread can be made,
-        // the refused closure, and the config with it, is dropped here.
+        // 20 ms of frees no one need wait for. Where no thread can be made, the refused
+        // closure, and the config with it, is dropped here.
         let _ = std::thread::Builder::new()
             .name("shaper-free".into())
-            .spawn(move || drop(old));
+            .spawn(move || drop((old, old_alloc)));
+        answered
     }
 }
 
@@ -171,7 +216,12 @@ pub fn reload(
     current: (&Config, &[TenantInfo]),
     max_packet: Option<u64>,
 ) -> Result<(Config, Vec<TenantInfo>), AgentError> {
-    apply(dp, Config::load(path)?, current, max_packet)
+    apply(
+        dp,
+        Config::load_since(path, Some(current.0))?,
+        current,
+        max_packet,
+    )
 }
 
 /// [`reload`] of a config already loaded and validated.

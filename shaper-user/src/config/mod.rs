@@ -554,6 +554,12 @@ impl Config {
     /// in a directory only they can change. The file is opened once and the open file is
     /// checked (no window between the check and the read).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_since(path, None)
+    }
+
+    /// [`Config::load`] for a reload: validated knowing `in_force`, the config it replaces
+    /// (see [`Config::validate_since`]).
+    pub fn load_since(path: &Path, in_force: Option<&Config>) -> Result<Config, ConfigError> {
         use std::io::Read as _;
         use std::os::unix::fs::MetadataExt as _;
         let read = |source| ConfigError::Read {
@@ -615,12 +621,17 @@ impl Config {
         }
         let mut text = String::new();
         f.read_to_string(&mut text).map_err(read)?;
-        Config::parse(&text)
+        Config::parse_since(&text, in_force)
     }
 
     /// Parses and validates config text: JSON, with `//` and `/* */` comments allowed (blanked
     /// out in place, so an error's line and column still point into the file).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_since(text, None)
+    }
+
+    /// [`Config::parse`], validated knowing `in_force` (see [`Config::validate_since`]).
+    pub fn parse_since(text: &str, in_force: Option<&Config>) -> Result<Config, ConfigError> {
         // Comments are blanked only where there may be some (a 100,000-tenant file has none,
         // and the byte-by-byte pass over its 10 MB cost as much as parsing it).
         let mut plain = String::new();
@@ -641,7 +652,7 @@ impl Config {
         // The plain parser first; a config it refuses is parsed again with its path tracked
         // for the error message (tracking every element's path doubled a large load).
         if let Ok(cfg) = serde_json::from_str::<Config>(text) {
-            cfg.validate()?;
+            cfg.validate_since(in_force)?;
             return Ok(cfg);
         }
         let de = &mut serde_json::Deserializer::from_str(text);

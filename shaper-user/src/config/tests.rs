@@ -6,7 +6,9 @@ fn example() -> Value {
     serde_json::from_str(EXAMPLE).expect("example is JSON")
 }
 
-/// Applies `edit` to the example and returns the error text, which must name `path`.
+/// Applies `edit` to the example and returns the error text, which must name `path`. A
+/// reload of the same text over the example in force (validated knowing what changed) is
+/// refused with the same error.
 fn rejected(edit: impl FnOnce(&mut Value), path: &str) -> String {
     let mut v = example();
     edit(&mut v);
@@ -17,7 +19,40 @@ fn rejected(edit: impl FnOnce(&mut Value), path: &str) -> String {
         err.contains(&format!("at {path}:")),
         "expected path {path} in: {err}"
     );
+    let in_force = Config::parse(EXAMPLE).expect("valid");
+    let over = Config::parse_since(&v.to_string(), Some(&in_force))
+        .expect_err("refused as a reload too")
+        .to_string();
+    assert_eq!(over, err, "a reload over the example");
     err
+}
+
+/// A reload validated knowing the config in force: a tenant that changed is checked again,
+/// one that did not is checked again when a setting it depends on changed.
+#[test]
+fn a_reload_checks_what_changed_and_what_it_depends_on() {
+    let in_force = Config::parse(EXAMPLE).expect("valid");
+    let reload = |edit: &dyn Fn(&mut Value)| {
+        let mut v = example();
+        edit(&mut v);
+        Config::parse_since(&v.to_string(), Some(&in_force)).map_err(|e| e.to_string())
+    };
+    let cfg = reload(&|v| v["tenants"][1]["rate"] = json!("20mbit")).expect("a valid change");
+    assert_eq!(cfg.tenants[1].rate, Rate::parse("20mbit").expect("rate"));
+    let e = reload(&|v| v["tenants"][1]["rate"] = json!("20gbit")).expect_err("over the link");
+    assert!(e.contains("tenants[1].rate"), "{e}");
+    // Tenant 0 is unchanged, but its rate is now above the link's capacity.
+    let rate = in_force.tenants[0].rate;
+    let e = reload(&|v| v["link"]["capacity"] = json!(format!("{}bit", rate.bits_per_sec() - 1)))
+        .expect_err("a tenant over the new capacity");
+    assert!(e.contains("tenants[0].rate"), "{e}");
+    // Names and prefixes as they were, but a tier no longer defined.
+    let tier = tier_str(in_force.tenants[2].tier);
+    let e = reload(&|v| {
+        v["tiers"].as_object_mut().expect("tiers").remove(tier);
+    })
+    .expect_err("a tenant's tier removed");
+    assert!(e.contains("tier"), "{e}");
 }
 
 /// `shaper config example`: the annotated config is accepted, comments and all, and every

@@ -21,6 +21,42 @@ pub struct TenantInfo {
 /// agent or config applied) keeps its id, so its bucket state and counters carry over; new
 /// tenants take the lowest ids unused by either table (the datapath zeroes their state).
 pub fn tenant_table(cfg: &Config, previous: &[TenantInfo]) -> Vec<TenantInfo> {
+    let info = |t: &crate::config::Tenant, id| TenantInfo {
+        id,
+        name: t.name.as_str().into(),
+        tier: tier_str(t.tier).into(),
+        rate_bits: t.rate.bits_per_sec(),
+        burst_bytes: t.burst.bytes(),
+    };
+    // The same tenants in the same order (most reloads): the same ids, by index, and the
+    // same shared names and tiers, without the two sets of 100,000 entries and the 200,000
+    // strings the general case makes.
+    if previous.len() == cfg.tenants.len()
+        && previous
+            .iter()
+            .zip(&cfg.tenants)
+            .all(|(p, t)| *p.name == *t.name)
+    {
+        return cfg
+            .tenants
+            .iter()
+            .zip(previous)
+            .map(|(t, p)| {
+                let tier = tier_str(t.tier);
+                TenantInfo {
+                    id: p.id,
+                    name: p.name.clone(),
+                    tier: if *p.tier == *tier {
+                        p.tier.clone()
+                    } else {
+                        tier.into()
+                    },
+                    rate_bits: t.rate.bits_per_sec(),
+                    burst_bytes: t.burst.bytes(),
+                }
+            })
+            .collect();
+    }
     let old: std::collections::HashMap<&str, u32> =
         previous.iter().map(|t| (&*t.name, t.id)).collect();
     // Ids of the previous table are not reused in the same change, even those freed by it:
@@ -40,13 +76,7 @@ pub fn tenant_table(cfg: &Config, previous: &[TenantInfo]) -> Vec<TenantInfo> {
                     next
                 }
             };
-            TenantInfo {
-                id,
-                name: t.name.as_str().into(),
-                tier: tier_str(t.tier).into(),
-                rate_bits: t.rate.bits_per_sec(),
-                burst_bytes: t.burst.bytes(),
-            }
+            info(t, id)
         })
         .collect()
 }
