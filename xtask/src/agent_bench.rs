@@ -274,6 +274,8 @@ fn sample(addr: SocketAddr, secs: u64) -> Result<Sampled> {
     let mut per_stage: Vec<(String, Vec<f64>)> = Vec::new();
     let mut latencies = Vec::new();
     let mut last = health(addr)?;
+    // Each cycle's stages on stderr, to see where a p99 comes from.
+    let each = std::env::var_os("BENCH_EACH_CYCLE").is_some();
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(100));
@@ -284,6 +286,9 @@ fn sample(addr: SocketAddr, secs: u64) -> Result<Sampled> {
         };
         latencies.push(t.elapsed().as_secs_f64() * 1e3);
         if h.cycles > last.cycles {
+            if each {
+                eprintln!("cycle {}: {:.1} ms {:?}", h.cycles, h.last_cycle_ms, h.stage_ms);
+            }
             let stages = h
                 .stage_ms
                 .iter()

@@ -355,11 +355,22 @@ pub async fn run(
     let mut gone = false;
     tokio::pin!(shutdown);
     loop {
+        // In this order when several are ready: a stop, a reload (its caller is waiting; it
+        // is rate-limited), the cycle, then exchanges and cluster shares, which cannot starve
+        // the cycle since it comes back every interval.
         tokio::select! {
+            biased;
             () = &mut shutdown => break,
             Some((file, reply)) = loaded.recv() => {
                 let answer = reload::Answer::new(reply);
                 agent = on_agent_thread(agent, "reload", move |a| a.reload(file, answer)).await?.0;
+            }
+            _ = ticker.tick() => {
+                if agent.interface_gone(options, ifindex) {
+                    gone = true;
+                    break;
+                }
+                agent = on_agent_thread(agent, "cycle", Agent::tick).await?.0;
             }
             Some((body, reply)) = requests.exchange.recv() => {
                 let (a, r) = on_agent_thread(agent, "exchange", move |a| a.exchange(&body)).await?;
@@ -373,13 +384,6 @@ pub async fn run(
                 }
             } => {
                 agent = on_agent_thread(agent, "coordinate", Agent::shares_arrived).await?.0;
-            }
-            _ = ticker.tick() => {
-                if agent.interface_gone(options, ifindex) {
-                    gone = true;
-                    break;
-                }
-                agent = on_agent_thread(agent, "cycle", Agent::tick).await?.0;
             }
         }
     }
