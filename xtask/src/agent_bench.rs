@@ -287,7 +287,10 @@ fn sample(addr: SocketAddr, secs: u64) -> Result<Sampled> {
         latencies.push(t.elapsed().as_secs_f64() * 1e3);
         if h.cycles > last.cycles {
             if each {
-                eprintln!("cycle {}: {:.1} ms {:?}", h.cycles, h.last_cycle_ms, h.stage_ms);
+                eprintln!(
+                    "cycle {}: {:.1} ms {:?}",
+                    h.cycles, h.last_cycle_ms, h.stage_ms
+                );
             }
             let stages = h
                 .stage_ms

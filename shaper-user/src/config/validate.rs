@@ -14,7 +14,7 @@ impl Config {
     /// but the tenants is the same, and the tenants have the same names and prefixes in the
     /// same order (a reload that changes rates, bursts, tiers or mixes), only the tenants that
     /// differ are checked again; names stay unique and prefixes disjoint as they were. At
-    /// 100,000 tenants that is 1 ms instead of 40 of a one-tenant reload.
+    /// 100,000 tenants that is 6 ms instead of 34 of a one-tenant reload (comparing the two).
     pub fn validate_since(&self, in_force: Option<&Config>) -> Result<(), ConfigError> {
         let cap = self.link.capacity;
         if cap < MIN_RATE || cap > MAX_LINK {
