@@ -18,6 +18,7 @@ impl Agent {
     /// a snapshot to take rates from.
     pub(super) fn collect(&mut self) -> Result<Option<Collected>, AgentError> {
         let n = id_span(&self.table);
+        let started = std::time::Instant::now();
         let snap = stats::snapshot(
             self.dp.map(TENANT_COUNTERS)?,
             self.dp.map(TENANT_STATE)?,
@@ -30,8 +31,15 @@ impl Agent {
             self.prev = Some(snap);
             return Ok(None);
         };
+        let read = started.elapsed();
         let tenants = stats::tenant_stats(&self.table, &prev, &snap);
         self.prev = Some(snap);
+        // Where a slow collection went (`RUST_LOG=shaper::agent::collect=debug`).
+        tracing::debug!(
+            read_ms = read.as_secs_f64() * 1e3,
+            stats_ms = (started.elapsed() - read).as_secs_f64() * 1e3,
+            "collected"
+        );
         Ok(Some(Collected {
             tenants,
             classes: stats::class_stats(&classes),
