@@ -1147,7 +1147,7 @@ fn exchange_moves_rate_between_token_types_within_the_limit() {
         ],
     );
     let log = tmp.join("run.log");
-    let _agent = start_run(&lab, &config, &log);
+    let agent = start_run(&lab, &config, &log);
     api_up(&lab.dut_if, &log, 5, None);
     let exchange = |amount: &str, tenant: &str| {
         shaper()
@@ -1166,18 +1166,31 @@ fn exchange_moves_rate_between_token_types_within_the_limit() {
     let open = |n| shaper::datapath::open_pinned_map(&dir, n).expect("pinned");
     let configs = aya::maps::Map::Array(open(shaper::datapath::TENANT_CONFIG));
     let slots = aya::maps::Map::Array(open(shaper::datapath::TENANT_SLOT));
-    let live = shaper::datapath::live_tenant(&configs, &slots, 0).expect("acme");
     let mbit = |b: shaper_common::BucketParams| 8e9 * 65536.0 / b.cost_fp as f64 / 1e6;
-    let rates = live.types.map(mbit);
-    assert!(
-        (rates[0] - 30.0).abs() < 0.01
-            && (rates[1] - 120.0).abs() < 0.01
-            && (rates[2] - 50.0).abs() < 0.01,
-        "{rates:?}"
-    );
+    let exchanged = || {
+        let live = shaper::datapath::live_tenant(&configs, &slots, 0).expect("acme");
+        let rates = live.types.map(mbit);
+        assert!(
+            (rates[0] - 30.0).abs() < 0.01
+                && (rates[1] - 120.0).abs() < 0.01
+                && (rates[2] - 50.0).abs() < 0.01,
+            "{rates:?}"
+        );
+    };
+    exchanged();
     // 10 more would take 20 Mbit/s out of the configured mix; the limit is 20: refused at 11.
     assert_one_line_error(&exchange("11mbit", "acme"), "max_exchange_fraction");
     assert_one_line_error(&exchange("1mbit", "nobody"), "no tenant named 'nobody'");
+    // A reload that moves acme to the end of the list, its rate and mix as they were: the
+    // exchange stands (acme keeps id 0).
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("json");
+    let tenants = v["tenants"].as_array_mut().expect("tenants");
+    let acme = tenants.remove(0);
+    tenants.push(acme);
+    std::fs::write(&config, v.to_string()).expect("write");
+    sighup_and_wait(&agent, &log, "config reloaded", 1);
+    exchanged();
     let _ = std::fs::remove_dir_all(&tmp);
 }
 

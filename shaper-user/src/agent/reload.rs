@@ -144,6 +144,14 @@ impl Agent {
             })
             .collect();
         drop(was);
+        // In the new config's order before an exchange is rewritten (it starts from its
+        // tenant's last allocation). Each old index is kept at most once (names are unique),
+        // so each moves.
+        let mut old_alloc = std::mem::take(&mut self.last_alloc);
+        self.last_alloc = kept
+            .iter()
+            .map(|k| k.and_then(|i| old_alloc.get_mut(i).and_then(Option::take)))
+            .collect();
         if !self.exchanged.is_empty() {
             let kept_names: std::collections::HashSet<&str> = cfg
                 .tenants
@@ -183,12 +191,6 @@ impl Agent {
         if let Some(c) = self.cluster.as_mut() {
             c.reconfigure(&cfg);
         }
-        // Each old index is kept at most once (names are unique), so each moves.
-        let mut old_alloc = std::mem::take(&mut self.last_alloc);
-        self.last_alloc = kept
-            .iter()
-            .map(|k| k.and_then(|i| old_alloc.get_mut(i).and_then(Option::take)))
-            .collect();
         if let Err(e) = self.state.write_table(&table) {
             warn!(cause = %e, "cannot write the tenant table");
         }
