@@ -181,7 +181,7 @@ pub fn snapshot(
         );
         Ok((states, flows))
     };
-    let counters = || {
+    let count = || {
         let t = Instant::now();
         let v = read_tenant_counters(counters, n);
         tracing::debug!(counters_ms = ms(t), "read counters");
@@ -189,7 +189,7 @@ pub fn snapshot(
     };
     let (tenants, (states, flows)) = if n >= PARALLEL_FROM {
         std::thread::scope(|s| {
-            let counted = s.spawn(counters);
+            let counted = s.spawn(count);
             let rest = rest();
             let counted = counted
                 .join()
@@ -197,7 +197,7 @@ pub fn snapshot(
             Ok::<_, DatapathError>((counted?, rest?))
         })?
     } else {
-        (counters()?, rest()?)
+        (count()?, rest()?)
     };
     Ok(Snapshot {
         at,

@@ -40,7 +40,7 @@ impl Config {
         self.validate_pools()?;
         self.validate_tiers()?;
         self.validate_token_types()?;
-        match in_force.filter(|old| self.same_but_tenants_and_rates(old)) {
+        match in_force.filter(|old| self.same_settings_names_and_prefixes(old)) {
             Some(old) => self.validate_changed_tenants(old)?,
             None => self.validate_tenants()?,
         }
@@ -263,7 +263,7 @@ impl Config {
 
     /// Whether every setting but the tenants' own is the same as `old`'s, and the tenants
     /// have the same names and prefixes in the same order.
-    fn same_but_tenants_and_rates(&self, old: &Config) -> bool {
+    fn same_settings_names_and_prefixes(&self, old: &Config) -> bool {
         // Spelled out field by field, so a new setting cannot be left out of the comparison.
         let Config {
             link,

@@ -21,10 +21,10 @@ pub struct TenantInfo {
 /// agent or config applied) keeps its id, so its bucket state and counters carry over; new
 /// tenants take the lowest ids unused by either table (the datapath zeroes their state).
 pub fn tenant_table(cfg: &Config, previous: &[TenantInfo]) -> Vec<TenantInfo> {
-    let info = |t: &crate::config::Tenant, id| TenantInfo {
+    let info = |t: &crate::config::Tenant, id, name, tier| TenantInfo {
         id,
-        name: t.name.as_str().into(),
-        tier: tier_str(t.tier).into(),
+        name,
+        tier,
         rate_bits: t.rate.bits_per_sec(),
         burst_bytes: t.burst.bytes(),
     };
@@ -43,17 +43,12 @@ pub fn tenant_table(cfg: &Config, previous: &[TenantInfo]) -> Vec<TenantInfo> {
             .zip(previous)
             .map(|(t, p)| {
                 let tier = tier_str(t.tier);
-                TenantInfo {
-                    id: p.id,
-                    name: p.name.clone(),
-                    tier: if *p.tier == *tier {
-                        p.tier.clone()
-                    } else {
-                        tier.into()
-                    },
-                    rate_bits: t.rate.bits_per_sec(),
-                    burst_bytes: t.burst.bytes(),
-                }
+                let tier = if *p.tier == *tier {
+                    p.tier.clone()
+                } else {
+                    tier.into()
+                };
+                info(t, p.id, p.name.clone(), tier)
             })
             .collect();
     }
@@ -76,7 +71,7 @@ pub fn tenant_table(cfg: &Config, previous: &[TenantInfo]) -> Vec<TenantInfo> {
                     next
                 }
             };
-            info(t, id)
+            info(t, id, t.name.as_str().into(), tier_str(t.tier).into())
         })
         .collect()
 }
