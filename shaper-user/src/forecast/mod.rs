@@ -88,31 +88,52 @@ const FAST_MEMORY: f64 = 50.0;
 /// Samples of memory of the mixes' rolling errors.
 const MIX_MEMORY: f64 = 5000.0;
 
-/// A model's rolling error at a horizon: its one-step (`near`) and full-horizon (`far`)
-/// errors, interpolated in log h (errors grow fast at short horizons and slowly after) by the
-/// horizon's weight from [`log_weights`] (a table made once instead of two logarithms per
-/// model, horizon and memory: they were a sixth of a forecast's time).
-fn blend(near: f64, far: f64, w: f64) -> f64 {
+/// The horizon between one step and the full one at which every model's (and mix's) error
+/// is scored too: the geometric middle. Errors scored only at the two ends and interpolated
+/// in log h misjudged the horizons between: day ahead on half-hourly electricity demand the
+/// double-seasonal model, best one step out by far, looked best up to half a day out and
+/// `auto` followed it there, where the STL-like model was better by a fifth.
+pub fn middle_horizon(hmax: usize) -> usize {
+    ((hmax.max(1) as f64).sqrt().round() as usize).clamp(1, hmax.max(1))
+}
+
+/// A model's rolling error at a horizon: its errors one step (`near`), at the middle horizon
+/// (`mid`) and at the full one (`far`), interpolated in log h (errors grow fast at short
+/// horizons and slowly after) by the horizon's weight `w` from [`log_weights`]: 0..=1 between
+/// one step and the middle, 1..=2 between the middle and the full horizon (a table made once
+/// instead of logarithms per model, horizon and memory: they were a sixth of a forecast's
+/// time). An error not scored yet is interpolated from the others.
+fn blend(near: f64, mid: f64, far: f64, w: f64) -> f64 {
     if far <= 0.0 {
-        near
+        return near;
+    }
+    if mid <= 0.0 {
+        return near + (w * 0.5) * (far - near);
+    }
+    if w <= 1.0 {
+        near + w * (mid - near)
     } else {
-        near + w * (far - near)
+        mid + (w - 1.0) * (far - mid)
     }
 }
 
-/// Each horizon's weight of the full-horizon error, `ln h / ln hmax` (0 for one step): one
-/// table per `hmax`, made once per process (every update of every tenant reads it twice).
+/// Each horizon's weight for [`blend`]: `ln h / ln mid` up to the middle horizon, then
+/// `1 + ln(h / mid) / ln(hmax / mid)`: one table per `hmax`, made once per process (every
+/// update of every tenant reads it).
 fn log_weights(hmax: usize) -> &'static [f64; MAX_HORIZON] {
     static TABLES: std::sync::OnceLock<Vec<[f64; MAX_HORIZON]>> = std::sync::OnceLock::new();
     let tables = TABLES.get_or_init(|| {
         (0..=MAX_HORIZON)
             .map(|hmax| {
                 let mut w = [0.0; MAX_HORIZON];
-                if hmax > 1 {
-                    let top = (hmax as f64).ln();
-                    for (h, v) in w.iter_mut().enumerate().take(hmax) {
-                        *v = ((h + 1) as f64).ln() / top;
-                    }
+                let mid = middle_horizon(hmax) as f64;
+                for (i, v) in w.iter_mut().enumerate().take(hmax) {
+                    let h = (i + 1) as f64;
+                    *v = if h <= mid {
+                        if mid > 1.0 { h.ln() / mid.ln() } else { 1.0 }
+                    } else {
+                        1.0 + (h / mid).ln() / (hmax as f64 / mid).ln()
+                    };
                 }
                 w
             })
@@ -121,32 +142,36 @@ fn log_weights(hmax: usize) -> &'static [f64; MAX_HORIZON] {
     &tables[hmax.min(MAX_HORIZON)]
 }
 
+/// A model's rolling errors on one memory: one step, middle and full horizon.
+type Errors<'a> = (&'a [f64], &'a [f64], &'a [f64]);
+
 /// The mixes' point forecasts (`out[set * 2 + cutoff]`, see [`MIXES`]) at each horizon `i`
 /// for the mixes in `need[i]` (a bit per mix: the others are left at zero), and every model's
-/// full-horizon forecast (`far`, to score them). `sets` are the models' rolling errors (one
-/// step, full horizon) on the long and the short memory. One model, or `auto` before warm-up:
-/// its forecasts, in every mix.
+/// forecasts at the middle and the full horizon (`scored`, to score them). `sets` are the
+/// models' rolling errors on the long and the short memory. One model, or `auto` before
+/// warm-up: its forecasts, in every mix.
 #[allow(clippy::too_many_arguments)]
 fn combine(
     models: &[Model],
-    sets: [(&[f64], &[f64]); 2],
+    sets: [Errors; 2],
     selected: usize,
     warm: bool,
     out: &mut [[f64; MAX_HORIZON]; MIXES],
     need: &[u8],
     h: usize,
-    far: &mut [f64],
+    scored: &mut [(f64, f64)],
 ) {
+    let mid = middle_horizon(h);
     if models.len() == 1 || !warm {
         models[selected].forecast_into(&mut out[0][..h]);
         for m in 1..MIXES {
             out[m] = out[0];
         }
-        for (k, (m, f)) in models.iter().zip(far.iter_mut()).enumerate() {
+        for (k, (m, f)) in models.iter().zip(scored.iter_mut()).enumerate() {
             *f = if k == selected {
-                out[0][h - 1]
+                (out[0][mid - 1], out[0][h - 1])
             } else {
-                m.forecast(h)
+                (m.forecast(mid), m.forecast(h))
             };
         }
         return;
@@ -154,10 +179,10 @@ fn combine(
     let nm = models.len().min(MAX_MODELS);
     let ws = log_weights(h);
     let mut best = [[f64::INFINITY; MAX_HORIZON]; 2];
-    for (set, (near, far_err)) in sets.iter().enumerate() {
+    for (set, (near, mid_err, far_err)) in sets.iter().enumerate() {
         for k in 0..nm {
             for (b, w) in best[set][..h].iter_mut().zip(ws) {
-                *b = b.min(blend(near[k], far_err[k], *w));
+                *b = b.min(blend(near[k], mid_err[k], far_err[k], *w));
             }
         }
     }
@@ -167,11 +192,14 @@ fn combine(
         o[..h].iter_mut().for_each(|v| *v = 0.0);
     }
     let broad = MIX_CUTOFFS[1];
-    for (k, (m, f)) in models.iter().zip(far.iter_mut()).enumerate().take(nm) {
+    for (k, (m, f)) in models.iter().zip(scored.iter_mut()).enumerate().take(nm) {
         let ratio = |set: usize, i: usize| {
             let b = best[set][i].max(1e-9);
-            let (near, far_err) = sets[set];
-            (blend(near[k], far_err[k], ws[i]).max(b * 1e-3), b)
+            let (near, mid_err, far_err) = sets[set];
+            (
+                blend(near[k], mid_err[k], far_err[k], ws[i]).max(b * 1e-3),
+                b,
+            )
         };
         if (0..h).all(|i| {
             (0..2).all(|set| {
@@ -179,11 +207,11 @@ fn combine(
                 e > broad * b
             })
         }) {
-            *f = m.forecast(h);
+            *f = (m.forecast(mid), m.forecast(h));
             continue;
         }
         m.forecast_into(&mut tmp[..h]);
-        *f = tmp[h - 1];
+        *f = (tmp[mid - 1], tmp[h - 1]);
         for (i, &wanted) in need.iter().enumerate().take(h) {
             for set in 0..2 {
                 if wanted & (0b11 << (set * 2)) == 0 {
@@ -264,11 +292,12 @@ impl Settings {
         }
         if self.has_week() {
             k.push(ModelKind::WeeklyNaive);
-            // The double-seasonal model runs a grid of members side by side: worth its memory
-            // where forecasts are made at the seasons' resolution, not at one-second cycles
-            // whose horizon is far shorter than a slot (there the short-term models lead).
+            // The double-seasonal model runs a grid of members side by side, the STL-like one
+            // two more profiles: worth their memory where forecasts are made at the seasons'
+            // resolution, not at one-second cycles whose horizon is far shorter than a slot
+            // (there the short-term models lead).
             if self.at_seasons_resolution() {
-                k.push(ModelKind::Mstl);
+                k.extend([ModelKind::Mstl, ModelKind::Stl]);
             }
         }
         k
@@ -418,8 +447,17 @@ pub struct Forecaster {
     fast_errors: Vec<f64>,
     #[serde(default)]
     fast_far_errors: Vec<f64>,
+    /// Rolling errors at the middle horizon ([`middle_horizon`]), long and short memory.
+    #[serde(default)]
+    mid_errors: Vec<f64>,
+    #[serde(default)]
+    fast_mid_errors: Vec<f64>,
     /// Per model, its full-horizon forecasts of the last `horizon` updates (a ring).
     far: Rings,
+    /// Per model, its middle-horizon forecasts of the last `middle_horizon` updates.
+    #[serde(default)]
+    mid: Rings,
+
     /// The same for `auto`'s four mixes (see [`MIX_CUTOFFS`]): rolling errors one step and at
     /// the full horizon, full-horizon forecasts of the last `horizon` updates (a ring), and
     /// the one-step forecast of the last update.
@@ -469,12 +507,26 @@ struct Mixes {
     far_err: [f64; MIXES],
     far: Rings,
     next: [f64; MIXES],
+    #[serde(default)]
+    mid_err: [f64; MIXES],
+    #[serde(default)]
+    mid: Rings,
 }
 
 impl Mixes {
-    /// Scores the forecasts made for `value` (one step ago, and `horizon` updates ago at
-    /// ring `slot`).
-    fn score(&mut self, value: f64, slot: usize, weight: f64, first: bool) {
+    /// Scores the forecasts made for `value` (one step ago, and the middle and the full
+    /// horizon ago at ring slots `slots`).
+    fn score(&mut self, value: f64, slots: (usize, usize), weight: f64, first: bool) {
+        let ewma = |e: &mut f64, f: Option<f64>| {
+            if let Some(f) = f.filter(|f| *f >= 0.0) {
+                let err = (value - f).abs();
+                *e = if *e == 0.0 {
+                    err
+                } else {
+                    *e + weight * (err - *e)
+                };
+            }
+        };
         for m in 0..MIXES {
             let err = (value - self.next[m]).abs();
             self.near[m] = if first {
@@ -482,22 +534,15 @@ impl Mixes {
             } else {
                 self.near[m] + weight * (err - self.near[m])
             };
-            if let Some(f) = self.far.get(m, slot).filter(|f| *f >= 0.0) {
-                let err = (value - f).abs();
-                let e = &mut self.far_err[m];
-                *e = if *e == 0.0 {
-                    err
-                } else {
-                    *e + weight * (err - *e)
-                };
-            }
+            ewma(&mut self.mid_err[m], self.mid.get(m, slots.0));
+            ewma(&mut self.far_err[m], self.far.get(m, slots.1));
         }
     }
 
     /// Which mix forecasts the horizon of weight `w` ([`log_weights`]): the one with the
     /// lowest rolling error there.
     fn pick(&self, w: f64) -> usize {
-        let e = |m: usize| blend(self.near[m], self.far_err[m], w);
+        let e = |m: usize| blend(self.near[m], self.mid_err[m], self.far_err[m], w);
         (1..MIXES).fold(0, |b, m| if e(m) < e(b) { m } else { b })
     }
 }
@@ -530,9 +575,14 @@ impl Forecaster {
             far_errors: vec![0.0; kinds.len()],
             fast_errors: vec![0.0; kinds.len()],
             fast_far_errors: vec![0.0; kinds.len()],
+            mid_errors: vec![0.0; kinds.len()],
+            fast_mid_errors: vec![0.0; kinds.len()],
             far: Rings::new(kinds.len(), h, NO_FORECAST),
+            mid: Rings::new(kinds.len(), middle_horizon(h), NO_FORECAST),
+
             mixes: Mixes {
                 far: Rings::new(MIXES, h, NO_FORECAST),
+                mid: Rings::new(MIXES, middle_horizon(h), NO_FORECAST),
                 ..Mixes::default()
             },
             selected: 0,
@@ -690,6 +740,21 @@ impl Forecaster {
         if self.mixes.far.len() != h || self.mixes.far.count() != MIXES {
             self.mixes.far = Rings::new(MIXES, h, NO_FORECAST);
         }
+        // Saved before the middle horizon was scored: its errors start unknown (interpolated
+        // from the ends until scored).
+        let mid = middle_horizon(h);
+        if self.mid_errors.len() != nm || self.fast_mid_errors.len() != nm {
+            self.mid_errors = vec![0.0; nm];
+            self.fast_mid_errors = vec![0.0; nm];
+        }
+        if self.mid.len() != mid || self.mid.count() != nm {
+            self.mid = Rings::new(nm, mid, NO_FORECAST);
+        }
+
+        if self.mixes.mid.len() != mid || self.mixes.mid.count() != MIXES {
+            self.mixes.mid = Rings::new(MIXES, mid, NO_FORECAST);
+            self.mixes.mid_err = [0.0; MIXES];
+        }
     }
 
     /// Pending forecasts saved as full rows (`pending[slot * horizon + h - 1]`, before only
@@ -784,6 +849,7 @@ impl Forecaster {
     /// damped to `used`.
     fn learn(&mut self, value: f64, used: f64) {
         let slot = self.next_slot();
+        let mid_slot = self.mid_slot(self.n);
         let weight = self.error_weight();
         let ewma = |e: &mut f64, err: f64, w: f64, fresh: bool| {
             *e = if fresh { err } else { *e + w * (err - *e) };
@@ -804,6 +870,12 @@ impl Forecaster {
                 ewma(&mut self.far_errors[k], err, weight, fresh);
                 ewma(&mut self.fast_far_errors[k], err, 1.0 / FAST_MEMORY, fresh);
             }
+            if let Some(f) = self.mid.get(k, mid_slot).filter(|f| *f >= 0.0) {
+                let err = (used - f).abs();
+                let fresh = self.mid_errors[k] == 0.0;
+                ewma(&mut self.mid_errors[k], err, weight, fresh);
+                ewma(&mut self.fast_mid_errors[k], err, 1.0 / FAST_MEMORY, fresh);
+            }
             // Seasonal state and a naive's history take the sample as it is; a level model
             // takes it damped, so one counter glitch does not throw the level off for minutes.
             m.update(if m.is_seasonal() { value } else { used });
@@ -813,7 +885,7 @@ impl Forecaster {
             // judged on a long memory (a running mean, then MIX_MEMORY samples), so the
             // choice does not flip with noise.
             let w = (1.0 / (self.n + 1) as f64).max(1.0 / MIX_MEMORY);
-            self.mixes.score(used, slot, w, self.n == 0);
+            self.mixes.score(used, (mid_slot, slot), w, self.n == 0);
         }
         if let Some(naive) = &mut self.naive {
             naive.update(value);
@@ -869,7 +941,10 @@ impl Forecaster {
                 self.far_errors[k] = 0.0;
                 self.fast_errors[k] = worst;
                 self.fast_far_errors[k] = 0.0;
+                self.mid_errors[k] = 0.0;
+                self.fast_mid_errors[k] = 0.0;
                 self.far.ring_mut(k).fill(NO_FORECAST);
+                self.mid.ring_mut(k).fill(NO_FORECAST);
             }
         }
     }
@@ -891,7 +966,9 @@ impl Forecaster {
         self.pending.fill(NO_FORECAST);
         self.latest.fill(NO_FORECAST);
         self.far.all_mut().fill(NO_FORECAST);
+        self.mid.all_mut().fill(NO_FORECAST);
         self.mixes.far.all_mut().fill(NO_FORECAST);
+        self.mixes.mid.all_mut().fill(NO_FORECAST);
         self.next = None;
         self.next_model = None;
     }
@@ -910,17 +987,18 @@ impl Forecaster {
             self.settings.model,
             ModelChoice::Fixed(ModelKind::SeasonalNaive | ModelKind::WeeklyNaive)
         );
-        let mut far = [0.0f64; MAX_MODELS];
+        let mut scored = [(0.0f64, 0.0f64); MAX_MODELS];
         let nm = self.models.len();
+        let (mid, mid_slot) = (middle_horizon(h_max), self.mid_slot(self.n - 1));
         let mut mixed = [[0.0f64; MAX_HORIZON]; MIXES];
-        // Every mix is scored at one step and at the full horizon; in between, only the mix
-        // each horizon is forecast by is worth computing (it is picked on errors known now).
+        // Every mix is scored at the scored horizons; in between, only the mix each horizon
+        // is forecast by is worth computing (it is picked on errors known now).
         let ws = log_weights(h_max);
         let mut picks = [0u8; MAX_HORIZON];
         let mut need = [0u8; MAX_HORIZON];
         for i in 0..h_max {
             picks[i] = self.mixes.pick(ws[i]) as u8;
-            need[i] = if i == 0 || i + 1 == h_max {
+            need[i] = if i == 0 || i + 1 == mid || i + 1 == h_max {
                 (1 << MIXES) - 1
             } else {
                 1 << picks[i]
@@ -929,23 +1007,29 @@ impl Forecaster {
         combine(
             &self.models,
             [
-                (&self.errors, &self.far_errors),
-                (&self.fast_errors, &self.fast_far_errors),
+                (&self.errors, &self.mid_errors, &self.far_errors),
+                (
+                    &self.fast_errors,
+                    &self.fast_mid_errors,
+                    &self.fast_far_errors,
+                ),
             ],
             self.selected,
             self.n >= WARMUP,
             &mut mixed,
             &need[..h_max],
             h_max,
-            &mut far[..nm],
+            &mut scored[..nm],
         );
-        for (k, f) in far[..nm].iter().enumerate() {
+        for (k, (m, f)) in scored[..nm].iter().enumerate() {
+            self.mid.set(k, mid_slot, m.max(0.0));
             self.far.set(k, slot, f.max(0.0));
         }
         if nm > 1 {
             let mx = &mut self.mixes;
             for (m, (next, path)) in mx.next.iter_mut().zip(&mixed).enumerate() {
                 *next = path[0].max(0.0);
+                mx.mid.set(m, mid_slot, path[mid - 1].max(0.0));
                 mx.far.set(m, slot, path[h_max - 1].max(0.0));
             }
         }
@@ -993,6 +1077,8 @@ impl Forecaster {
         prefetch_all(&self.far_errors);
         prefetch_all(&self.fast_errors);
         prefetch_all(&self.fast_far_errors);
+        prefetch_all(&self.mid_errors);
+        prefetch_all(&self.fast_mid_errors);
         prefetch_all(&self.levels);
         prefetch_all(&self.bounds);
         // The anchors' pending forecasts are a few lines: all of them (each anchor scores a
@@ -1005,6 +1091,12 @@ impl Forecaster {
     /// scores and fills.
     fn next_slot(&self) -> usize {
         (self.n % self.settings.horizon.max(1) as u64) as usize
+    }
+
+    /// The middle-horizon rings' slot of update `n` (written by the forecast issued after
+    /// update `n`, read when the sample `middle_horizon` later is scored).
+    fn mid_slot(&self, n: u64) -> usize {
+        (n % middle_horizon(self.settings.horizon) as u64) as usize
     }
 
     /// The second step of [`Forecaster::prefetch`], once its lines are in: the models'
@@ -1023,6 +1115,9 @@ impl Forecaster {
                 prefetch(v);
             }
         }
+        // The middle rings are a few values per model: all of them.
+        prefetch_all(self.mid.all());
+        prefetch_all(self.mixes.mid.all());
     }
 
     /// The forecast `h` (1..=horizon) intervals after the last sample.

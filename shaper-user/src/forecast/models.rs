@@ -19,6 +19,9 @@ pub enum ModelKind {
     /// double-seasonal Holt-Winters, 2003), its smoothing parameters refitted every week:
     /// the online counterpart of MSTL's decomposition.
     Mstl,
+    /// Daily and weekly profiles learned on what a slow trend leaves, forecast from the latest
+    /// deseasonalised level: the online counterpart of MSTL as statsforecast forecasts with it.
+    Stl,
     Ar,
 }
 
@@ -31,6 +34,7 @@ impl ModelKind {
             ModelKind::Holt => "holt",
             ModelKind::HoltWinters => "holt_winters",
             ModelKind::Mstl => "mstl",
+            ModelKind::Stl => "stl",
             ModelKind::Ar => "ar",
         }
     }
@@ -155,6 +159,7 @@ pub enum Model {
     /// Boxed: the largest state by far, and only at the seasons' resolution; inline it made
     /// every model of every tenant as large (6 x 168 bytes per tenant instead of 6 x 136).
     Mstl(Box<Mstl>),
+    Stl(Box<Stl>),
     Ar(Ar),
 }
 
@@ -173,6 +178,7 @@ impl Model {
             ModelKind::Holt => Model::Holt(Holt::new(0.3, 0.05)),
             ModelKind::HoltWinters => Model::HoltWinters(HoltWinters::new(season, 0.2, 0.01, 0.25)),
             ModelKind::Mstl => Model::Mstl(Box::new(Mstl::new(season, weekly, horizon))),
+            ModelKind::Stl => Model::Stl(Box::new(Stl::new(season, weekly))),
             ModelKind::Ar => Model::Ar(Ar::new(8, 256, 128)),
         }
     }
@@ -185,6 +191,7 @@ impl Model {
             Model::Holt(_) => ModelKind::Holt,
             Model::HoltWinters(_) => ModelKind::HoltWinters,
             Model::Mstl(_) => ModelKind::Mstl,
+            Model::Stl(_) => ModelKind::Stl,
             Model::Ar(_) => ModelKind::Ar,
         }
     }
@@ -196,6 +203,7 @@ impl Model {
             Model::Holt(m) => m.update(y),
             Model::HoltWinters(m) => m.update(y),
             Model::Mstl(m) => m.update(y),
+            Model::Stl(m) => m.update(y),
             Model::Ar(m) => m.update(y),
         }
     }
@@ -208,6 +216,7 @@ impl Model {
             Model::Holt(m) => m.forecast(h),
             Model::HoltWinters(m) => m.forecast(h),
             Model::Mstl(m) => m.forecast(h),
+            Model::Stl(m) => m.forecast(h),
             Model::Ar(m) => m.forecast(h),
         }
     }
@@ -251,7 +260,7 @@ impl Model {
                 super::prefetch(&m.window[m.pos.min(m.window.len() - 1)]);
                 super::prefetch_all(&m.coef);
             }
-            Model::Ewma(_) | Model::Holt(_) | Model::Mstl(_) => {}
+            Model::Ewma(_) | Model::Holt(_) | Model::Mstl(_) | Model::Stl(_) => {}
         }
     }
 
@@ -268,6 +277,7 @@ impl Model {
                 m.level.is_finite() && m.trend.is_finite() && m.season[m.slots.last()].is_finite()
             }
             Model::Mstl(m) => m.is_finite(),
+            Model::Stl(m) => m.is_finite(),
             Model::Ar(m) => m.coef.iter().all(|v| v.is_finite()) && m.back(0).is_finite(),
         }
     }
@@ -780,6 +790,99 @@ impl Mstl {
     }
 }
 
+/// Weight of each day's new value in a daily slot, and of each week's in a weekly one: about
+/// the seasonal windows of MSTL's defaults (an 11-day and, over eight weeks, a nearly uniform
+/// mean: exponential means of about the same span). A slot's first visits take the running
+/// mean instead, so two weeks of history count as much as they would in a batch fit.
+const STL_DAILY: f64 = 1.0 / 6.0;
+const STL_WEEKLY: f64 = 0.2;
+/// Weight of the latest deseasonalised slot in the level the forecast starts from.
+const STL_LEVEL: f64 = 0.5;
+
+/// The online counterpart of MSTL (Bandara, Hyndman and Bergmeir, 2021) as statsforecast
+/// forecasts with it: the seasonal profiles are learned on what a trend of about a week leaves
+/// (slow enough that the day-of-week levels stay in the weekly profile), and the forecast is
+/// the latest deseasonalised level carried flat, plus the profiles. Against the double-seasonal
+/// Holt-Winters ([`Mstl`]), which forecasts from its slow level and lets an AR(1) carry the
+/// current deviation for a few slots, this keeps the deviation for the whole horizon: a
+/// hot or a quiet week stays so tomorrow. Only differences of the profiles reach the forecast
+/// (a constant in them cancels against the level), so they need no normalising.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Stl {
+    daily: Vec<f32>,
+    weekly: Vec<f32>,
+    s1: Slots,
+    s2: Slots,
+    /// The current slot's sum.
+    acc: f64,
+    /// Slots completed.
+    k: u64,
+    trend: f64,
+    level: f64,
+}
+
+impl Stl {
+    pub fn new(daily: usize, weekly: usize) -> Self {
+        let (s1, s2) = shared_slots(daily, weekly);
+        Stl {
+            daily: vec![0.0; s1.len],
+            weekly: vec![0.0; s2.len],
+            s1,
+            s2,
+            acc: 0.0,
+            k: 0,
+            trend: 0.0,
+            level: 0.0,
+        }
+    }
+
+    fn update(&mut self, y: f64) {
+        let (i, j) = (self.s1.pos, self.s2.pos);
+        self.acc += y;
+        self.s1.advance();
+        if self.s2.advance() {
+            let x = self.acc / self.s2.stride as f64;
+            self.acc = 0.0;
+            self.slot(x, i, j);
+        }
+    }
+
+    /// A completed slot of mean `x` at daily slot `i` and weekly slot `j`.
+    fn slot(&mut self, x: f64, i: usize, j: usize) {
+        // Every slot is visited once a pass, so a slot's visits so far are the passes done.
+        let gain = |g: f64, len: usize| g.max(1.0 / (self.k / len as u64 + 1) as f64);
+        let (gd, gw) = (gain(STL_DAILY, self.s1.len), gain(STL_WEEKLY, self.s2.len));
+        // The trend's memory is about a week; the running mean until then.
+        let gt = (1.0 / self.s2.len.max(2) as f64).max(1.0 / (self.k + 1) as f64);
+        let w = f64::from(self.weekly[j]);
+        let d = f64::from(self.daily[i]);
+        let d = d + gd * (x - self.trend - w - d);
+        let w = w + gw * (x - self.trend - d - w);
+        self.daily[i] = d as f32;
+        self.weekly[j] = w as f32;
+        let z = x - d - w;
+        self.trend += gt * (z - self.trend);
+        self.level = if self.k == 0 {
+            z
+        } else {
+            self.level + STL_LEVEL * (z - self.level)
+        };
+        self.k += 1;
+    }
+
+    fn forecast(&self, h: usize) -> f64 {
+        self.level + f64::from(self.daily[self.s1.at(h)]) + f64::from(self.weekly[self.s2.at(h)])
+    }
+
+    fn is_finite(&self) -> bool {
+        self.level.is_finite()
+            && self.trend.is_finite()
+            && self.acc.is_finite()
+            && self.daily[self.s1.last()].is_finite()
+            && self.weekly[self.s2.last()].is_finite()
+    }
+}
+
 /// AR(p) with an intercept, fitted by least squares on a sliding window, refitted every
 /// `refit` samples (O(p^2 W / refit) amortized per update, independent of history length).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -909,6 +1012,7 @@ mod tests {
             ModelKind::Holt,
             ModelKind::HoltWinters,
             ModelKind::Mstl,
+            ModelKind::Stl,
             ModelKind::Ar,
         ] {
             let mut m = Model::new(kind, 24, 168, 24);
@@ -954,15 +1058,51 @@ mod tests {
                 );
             }
         }
-        let mut m = Model::new(ModelKind::Mstl, 12, 84, 12);
-        feed(&mut m, (0..2000).map(season));
-        for h in 1..=24 {
-            assert!(
-                (m.forecast(h) - season(1999 + h)).abs() < 0.5,
-                "mstl h={h}: {}",
-                m.forecast(h)
-            );
+        for kind in [ModelKind::Mstl, ModelKind::Stl] {
+            let mut m = Model::new(kind, 12, 84, 12);
+            feed(&mut m, (0..2000).map(season));
+            for h in 1..=24 {
+                assert!(
+                    (m.forecast(h) - season(1999 + h)).abs() < 0.5,
+                    "{kind:?} h={h}: {}",
+                    m.forecast(h)
+                );
+            }
         }
+    }
+
+    /// A weekly pattern whose level moves up by a fifth of its mean and stays (a hot spell on
+    /// electricity demand): the STL-like model carries the new level a day ahead from the
+    /// next day on (its profiles learn on what a slow trend leaves, and its forecast starts
+    /// from the latest deseasonalised level), and does not fight the change after.
+    #[test]
+    fn stl_follows_a_level_shift_within_a_day() {
+        let (day, week) = (24, 168);
+        let shift_at = 6 * week + 2 * day;
+        let shape = |t: usize| {
+            let weekday = (t / day) % 7 < 5;
+            let hour = (t % day) as f64;
+            (if weekday { 1.0 } else { 0.6 })
+                * (1.0 + 0.5 * (hour / 24.0 * std::f64::consts::TAU).sin())
+        };
+        let y = |t: usize| 1000.0 * shape(t) + if t >= shift_at { 200.0 } else { 0.0 };
+        let mut m = Model::new(ModelKind::Stl, day, week, day);
+        let mut worst = Vec::new();
+        for t in 0..shift_at + 3 * week {
+            m.update(y(t));
+            let since = (t + 1).saturating_sub(shift_at);
+            if since > 0 && since % day == 0 {
+                let err = (1..=day)
+                    .map(|h| (m.forecast(h) - y(t + h)).abs() / y(t + h))
+                    .fold(0.0, f64::max);
+                worst.push(err);
+            }
+        }
+        // From one day after the shift, every day-ahead forecast is within 5% everywhere.
+        assert!(
+            worst.iter().all(|e| *e < 0.05),
+            "worst day-ahead errors by day: {worst:?}"
+        );
     }
 
     #[test]
