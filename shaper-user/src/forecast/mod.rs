@@ -104,16 +104,25 @@ pub fn middle_horizon(hmax: usize) -> usize {
 /// instead of logarithms per model, horizon and memory: they were a sixth of a forecast's
 /// time). An error not scored yet is interpolated from the others.
 fn blend(near: f64, mid: f64, far: f64, w: f64) -> f64 {
-    if far <= 0.0 {
-        return near;
-    }
-    if mid <= 0.0 {
-        return near + (w * 0.5) * (far - near);
-    }
+    let (near, mid, far) = known(near, mid, far);
     if w <= 1.0 {
         near + w * (mid - near)
     } else {
         mid + (w - 1.0) * (far - mid)
+    }
+}
+
+/// The three errors [`blend`] interpolates, an unknown one (0: not scored yet) filled from
+/// the others: no far error, the one-step one everywhere; no middle one, the ends' mean (so
+/// the interpolation is the straight one between the ends).
+#[inline]
+fn known(near: f64, mid: f64, far: f64) -> (f64, f64, f64) {
+    if far <= 0.0 {
+        (near, near, near)
+    } else if mid <= 0.0 {
+        (near, 0.5 * (near + far), far)
+    } else {
+        (near, mid, far)
     }
 }
 
@@ -178,12 +187,27 @@ fn combine(
     }
     let nm = models.len().min(MAX_MODELS);
     let ws = log_weights(h);
-    let mut best = [[f64::INFINITY; MAX_HORIZON]; 2];
+    let mid_i = mid.min(h) - 1;
+    // Each model's three errors on both memories, the unknown ones filled once; at horizon
+    // `i` its error is `at(set, k, i)`.
+    let mut ends = [[(0.0f64, 0.0f64, 0.0f64); MAX_MODELS]; 2];
     for (set, (near, mid_err, far_err)) in sets.iter().enumerate() {
         for k in 0..nm {
-            for (b, w) in best[set][..h].iter_mut().zip(ws) {
-                *b = b.min(blend(near[k], mid_err[k], far_err[k], *w));
-            }
+            ends[set][k] = known(near[k], mid_err[k], far_err[k]);
+        }
+    }
+    let at = |set: usize, k: usize, i: usize| {
+        let (n, m, f) = ends[set][k];
+        if i <= mid_i {
+            n + ws[i] * (m - n)
+        } else {
+            m + (ws[i] - 1.0) * (f - m)
+        }
+    };
+    let mut best = [[f64::INFINITY; MAX_HORIZON]; 2];
+    for (set, b) in best.iter_mut().enumerate() {
+        for (i, b) in b[..h].iter_mut().enumerate() {
+            *b = (0..nm).map(|k| at(set, k, i)).fold(*b, f64::min).max(1e-9);
         }
     }
     let mut tmp = [0.0f64; MAX_HORIZON];
@@ -194,12 +218,8 @@ fn combine(
     let broad = MIX_CUTOFFS[1];
     for (k, (m, f)) in models.iter().zip(scored.iter_mut()).enumerate().take(nm) {
         let ratio = |set: usize, i: usize| {
-            let b = best[set][i].max(1e-9);
-            let (near, mid_err, far_err) = sets[set];
-            (
-                blend(near[k], mid_err[k], far_err[k], ws[i]).max(b * 1e-3),
-                b,
-            )
+            let b = best[set][i];
+            (at(set, k, i).max(b * 1e-3), b)
         };
         if (0..h).all(|i| {
             (0..2).all(|set| {
