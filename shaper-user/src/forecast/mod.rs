@@ -92,10 +92,21 @@ const MIX_MEMORY: f64 = 5000.0;
 /// is scored too: the geometric middle. Errors scored only at the two ends and interpolated
 /// in log h misjudged the horizons between: day ahead on half-hourly electricity demand the
 /// double-seasonal model, best one step out by far, looked best up to half a day out and
-/// `auto` followed it there, where the STL-like model was better by a fifth.
+/// `auto` followed it there, where the STL-like model was better by a fifth. 0 (none) below
+/// [`MIDDLE_FROM`] steps.
 pub fn middle_horizon(hmax: usize) -> usize {
-    ((hmax.max(1) as f64).sqrt().round() as usize).clamp(1, hmax.max(1))
+    if hmax < MIDDLE_FROM {
+        0
+    } else {
+        ((hmax as f64).sqrt().round() as usize).clamp(1, hmax)
+    }
 }
+
+/// Horizons shorter than this are interpolated between one step and the full horizon alone:
+/// at the agent's default (ten one-second steps) a middle's rings and errors cost 0.5 kB
+/// per tenant and about a tenth of the planner's cycle at 100,000 tenants, and the errors a
+/// few steps apart differ little.
+const MIDDLE_FROM: usize = 16;
 
 /// A model's rolling error at a horizon: its errors one step (`near`), at the middle horizon
 /// (`mid`) and at the full one (`far`), interpolated in log h (errors grow fast at short
@@ -110,6 +121,11 @@ fn blend(near: f64, mid: f64, far: f64, w: f64) -> f64 {
     } else {
         mid + (w - 1.0) * (far - mid)
     }
+}
+
+/// Middle-horizon errors kept for `nm` models at horizon `h`: none without a middle.
+fn mids(h: usize, nm: usize) -> usize {
+    if middle_horizon(h) > 0 { nm } else { 0 }
 }
 
 /// The three errors [`blend`] interpolates, an unknown one (0: not scored yet) filled from
@@ -138,7 +154,15 @@ fn log_weights(hmax: usize) -> &'static [f64; MAX_HORIZON] {
                 let mid = middle_horizon(hmax) as f64;
                 for (i, v) in w.iter_mut().enumerate().take(hmax) {
                     let h = (i + 1) as f64;
-                    *v = if h <= mid {
+                    *v = if mid == 0.0 {
+                        // No middle: straight in log h between the ends (the middle error
+                        // [`known`] fills in is their mean).
+                        if hmax > 1 {
+                            2.0 * h.ln() / (hmax as f64).ln()
+                        } else {
+                            0.0
+                        }
+                    } else if h <= mid {
                         if mid > 1.0 { h.ln() / mid.ln() } else { 1.0 }
                     } else {
                         1.0 + (h / mid).ln() / (hmax as f64 / mid).ln()
@@ -171,6 +195,9 @@ fn combine(
     scored: &mut [(f64, f64)],
 ) {
     let mid = middle_horizon(h);
+    // A model's forecasts at the middle (0 without one) and the full horizon.
+    let ends = |m: &Model| (if mid > 0 { m.forecast(mid) } else { 0.0 }, m.forecast(h));
+    let of_path = |path: &[f64]| (if mid > 0 { path[mid - 1] } else { 0.0 }, path[h - 1]);
     if models.len() == 1 || !warm {
         models[selected].forecast_into(&mut out[0][..h]);
         for m in 1..MIXES {
@@ -178,30 +205,31 @@ fn combine(
         }
         for (k, (m, f)) in models.iter().zip(scored.iter_mut()).enumerate() {
             *f = if k == selected {
-                (out[0][mid - 1], out[0][h - 1])
+                of_path(&out[0])
             } else {
-                (m.forecast(mid), m.forecast(h))
+                ends(m)
             };
         }
         return;
     }
     let nm = models.len().min(MAX_MODELS);
     let ws = log_weights(h);
-    let mid_i = mid.min(h) - 1;
-    // Each model's three errors on both memories, the unknown ones filled once; at horizon
-    // `i` its error is `at(set, k, i)`.
-    let mut ends = [[(0.0f64, 0.0f64, 0.0f64); MAX_MODELS]; 2];
+    // Each model's three errors on both memories, the unknown ones filled once (no middle
+    // horizon: none kept); at horizon `i` its error is `at(set, k, i)`.
+    let mut errs = [[(0.0f64, 0.0f64, 0.0f64); MAX_MODELS]; 2];
     for (set, (near, mid_err, far_err)) in sets.iter().enumerate() {
         for k in 0..nm {
-            ends[set][k] = known(near[k], mid_err[k], far_err[k]);
+            let m = mid_err.get(k).copied().unwrap_or(0.0);
+            errs[set][k] = known(near[k], m, far_err[k]);
         }
     }
     let at = |set: usize, k: usize, i: usize| {
-        let (n, m, f) = ends[set][k];
-        if i <= mid_i {
-            n + ws[i] * (m - n)
+        let (n, m, f) = errs[set][k];
+        let w = ws[i];
+        if w <= 1.0 {
+            n + w * (m - n)
         } else {
-            m + (ws[i] - 1.0) * (f - m)
+            m + (w - 1.0) * (f - m)
         }
     };
     let mut best = [[f64::INFINITY; MAX_HORIZON]; 2];
@@ -227,11 +255,11 @@ fn combine(
                 e > broad * b
             })
         }) {
-            *f = (m.forecast(mid), m.forecast(h));
+            *f = ends(m);
             continue;
         }
         m.forecast_into(&mut tmp[..h]);
-        *f = (tmp[mid - 1], tmp[h - 1]);
+        *f = of_path(&tmp);
         for (i, &wanted) in need.iter().enumerate().take(h) {
             for set in 0..2 {
                 if wanted & (0b11 << (set * 2)) == 0 {
@@ -595,8 +623,8 @@ impl Forecaster {
             far_errors: vec![0.0; kinds.len()],
             fast_errors: vec![0.0; kinds.len()],
             fast_far_errors: vec![0.0; kinds.len()],
-            mid_errors: vec![0.0; kinds.len()],
-            fast_mid_errors: vec![0.0; kinds.len()],
+            mid_errors: vec![0.0; mids(h, kinds.len())],
+            fast_mid_errors: vec![0.0; mids(h, kinds.len())],
             far: Rings::new(kinds.len(), h, NO_FORECAST),
             mid: Rings::new(kinds.len(), middle_horizon(h), NO_FORECAST),
 
@@ -763,9 +791,10 @@ impl Forecaster {
         // Saved before the middle horizon was scored: its errors start unknown (interpolated
         // from the ends until scored).
         let mid = middle_horizon(h);
-        if self.mid_errors.len() != nm || self.fast_mid_errors.len() != nm {
-            self.mid_errors = vec![0.0; nm];
-            self.fast_mid_errors = vec![0.0; nm];
+        let n_mid = mids(h, nm);
+        if self.mid_errors.len() != n_mid || self.fast_mid_errors.len() != n_mid {
+            self.mid_errors = vec![0.0; n_mid];
+            self.fast_mid_errors = vec![0.0; n_mid];
         }
         if self.mid.len() != mid || self.mid.count() != nm {
             self.mid = Rings::new(nm, mid, NO_FORECAST);
@@ -961,8 +990,11 @@ impl Forecaster {
                 self.far_errors[k] = 0.0;
                 self.fast_errors[k] = worst;
                 self.fast_far_errors[k] = 0.0;
-                self.mid_errors[k] = 0.0;
-                self.fast_mid_errors[k] = 0.0;
+                for e in [&mut self.mid_errors, &mut self.fast_mid_errors] {
+                    if let Some(e) = e.get_mut(k) {
+                        *e = 0.0;
+                    }
+                }
                 self.far.ring_mut(k).fill(NO_FORECAST);
                 self.mid.ring_mut(k).fill(NO_FORECAST);
             }
@@ -1049,7 +1081,9 @@ impl Forecaster {
             let mx = &mut self.mixes;
             for (m, (next, path)) in mx.next.iter_mut().zip(&mixed).enumerate() {
                 *next = path[0].max(0.0);
-                mx.mid.set(m, mid_slot, path[mid - 1].max(0.0));
+                if mid > 0 {
+                    mx.mid.set(m, mid_slot, path[mid - 1].max(0.0));
+                }
                 mx.far.set(m, slot, path[h_max - 1].max(0.0));
             }
         }
@@ -1116,7 +1150,8 @@ impl Forecaster {
     /// The middle-horizon rings' slot of update `n` (written by the forecast issued after
     /// update `n`, read when the sample `middle_horizon` later is scored).
     fn mid_slot(&self, n: u64) -> usize {
-        (n % middle_horizon(self.settings.horizon) as u64) as usize
+        n.checked_rem(middle_horizon(self.settings.horizon) as u64)
+            .unwrap_or(0) as usize
     }
 
     /// The second step of [`Forecaster::prefetch`], once its lines are in: the models'
