@@ -796,11 +796,12 @@ impl Forecaster {
             self.mid_errors = vec![0.0; n_mid];
             self.fast_mid_errors = vec![0.0; n_mid];
         }
-        if self.mid.len() != mid || self.mid.count() != nm {
+        // Without a middle the rings are empty (a count of 0 whatever the models).
+        if self.mid.len() != mid || (mid > 0 && self.mid.count() != nm) {
             self.mid = Rings::new(nm, mid, NO_FORECAST);
         }
 
-        if self.mixes.mid.len() != mid || self.mixes.mid.count() != MIXES {
+        if self.mixes.mid.len() != mid || (mid > 0 && self.mixes.mid.count() != MIXES) {
             self.mixes.mid = Rings::new(MIXES, mid, NO_FORECAST);
             self.mixes.mid_err = [0.0; MIXES];
         }

@@ -594,6 +594,26 @@ pub fn shared_slots(daily: usize, weekly: usize) -> (Slots, Slots) {
     (at(daily), at(weekly))
 }
 
+/// Adds sample `y` to the current slot of the shared daily and weekly clocks (`acc`, its
+/// sum so far): the slot's mean and its daily and weekly positions when `y` completed it.
+fn completed_slot(
+    s1: &mut Slots,
+    s2: &mut Slots,
+    acc: &mut f64,
+    y: f64,
+) -> Option<(f64, usize, usize)> {
+    let (i, j) = (s1.pos, s2.pos);
+    *acc += y;
+    s1.advance();
+    if s2.advance() {
+        let x = *acc / s2.stride as f64;
+        *acc = 0.0;
+        Some((x, i, j))
+    } else {
+        None
+    }
+}
+
 /// What the double-seasonal model carries from slot to slot; a week-old copy is what a refit
 /// replays from.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -719,12 +739,7 @@ impl Mstl {
     }
 
     fn update(&mut self, y: f64) {
-        let (i, j) = (self.s1.pos, self.s2.pos);
-        self.acc += y;
-        self.s1.advance();
-        if self.s2.advance() {
-            let x = self.acc / self.s2.stride as f64;
-            self.acc = 0.0;
+        if let Some((x, i, j)) = completed_slot(&mut self.s1, &mut self.s2, &mut self.acc, y) {
             self.slot(x, i, j);
         }
     }
@@ -837,12 +852,7 @@ impl Stl {
     }
 
     fn update(&mut self, y: f64) {
-        let (i, j) = (self.s1.pos, self.s2.pos);
-        self.acc += y;
-        self.s1.advance();
-        if self.s2.advance() {
-            let x = self.acc / self.s2.stride as f64;
-            self.acc = 0.0;
+        if let Some((x, i, j)) = completed_slot(&mut self.s1, &mut self.s2, &mut self.acc, y) {
             self.slot(x, i, j);
         }
     }
