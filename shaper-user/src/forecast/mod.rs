@@ -115,12 +115,23 @@ const MIDDLE_FROM: usize = 16;
 /// instead of logarithms per model, horizon and memory: they were a sixth of a forecast's
 /// time). An error not scored yet is interpolated from the others.
 fn blend(near: f64, mid: f64, far: f64, w: f64) -> f64 {
-    let (near, mid, far) = known(near, mid, far);
+    interpolate(known(near, mid, far), w)
+}
+
+/// [`blend`] of three errors already filled by [`known`].
+#[inline]
+fn interpolate((near, mid, far): (f64, f64, f64), w: f64) -> f64 {
     if w <= 1.0 {
         near + w * (mid - near)
     } else {
         mid + (w - 1.0) * (far - mid)
     }
+}
+
+/// A rolling error's update with `err`, weight `w`: the error itself when `fresh`.
+#[inline]
+fn roll(e: &mut f64, err: f64, w: f64, fresh: bool) {
+    *e = if fresh { err } else { *e + w * (err - *e) };
 }
 
 /// Middle-horizon errors kept for `nm` models at horizon `h`: none without a middle.
@@ -223,15 +234,7 @@ fn combine(
             errs[set][k] = known(near[k], m, far_err[k]);
         }
     }
-    let at = |set: usize, k: usize, i: usize| {
-        let (n, m, f) = errs[set][k];
-        let w = ws[i];
-        if w <= 1.0 {
-            n + w * (m - n)
-        } else {
-            m + (w - 1.0) * (f - m)
-        }
-    };
+    let at = |set: usize, k: usize, i: usize| interpolate(errs[set][k], ws[i]);
     let mut best = [[f64::INFINITY; MAX_HORIZON]; 2];
     for (set, b) in best.iter_mut().enumerate() {
         for (i, b) in b[..h].iter_mut().enumerate() {
@@ -565,25 +568,21 @@ impl Mixes {
     /// Scores the forecasts made for `value` (one step ago, and the middle and the full
     /// horizon ago at ring slots `slots`).
     fn score(&mut self, value: f64, slots: (usize, usize), weight: f64, first: bool) {
-        let ewma = |e: &mut f64, f: Option<f64>| {
+        let scored = |e: &mut f64, f: Option<f64>| {
             if let Some(f) = f.filter(|f| *f >= 0.0) {
-                let err = (value - f).abs();
-                *e = if *e == 0.0 {
-                    err
-                } else {
-                    *e + weight * (err - *e)
-                };
+                let fresh = *e == 0.0;
+                roll(e, (value - f).abs(), weight, fresh);
             }
         };
         for m in 0..MIXES {
-            let err = (value - self.next[m]).abs();
-            self.near[m] = if first {
-                err
-            } else {
-                self.near[m] + weight * (err - self.near[m])
-            };
-            ewma(&mut self.mid_err[m], self.mid.get(m, slots.0));
-            ewma(&mut self.far_err[m], self.far.get(m, slots.1));
+            roll(
+                &mut self.near[m],
+                (value - self.next[m]).abs(),
+                weight,
+                first,
+            );
+            scored(&mut self.mid_err[m], self.mid.get(m, slots.0));
+            scored(&mut self.far_err[m], self.far.get(m, slots.1));
         }
     }
 
@@ -901,13 +900,10 @@ impl Forecaster {
         let slot = self.next_slot();
         let mid_slot = self.mid_slot(self.n);
         let weight = self.error_weight();
-        let ewma = |e: &mut f64, err: f64, w: f64, fresh: bool| {
-            *e = if fresh { err } else { *e + w * (err - *e) };
-        };
         for (k, m) in self.models.iter_mut().enumerate() {
             let err = (used - m.forecast(1)).abs();
-            ewma(&mut self.errors[k], err, weight, self.n == 0);
-            ewma(
+            roll(&mut self.errors[k], err, weight, self.n == 0);
+            roll(
                 &mut self.fast_errors[k],
                 err,
                 1.0 / FAST_MEMORY,
@@ -917,14 +913,14 @@ impl Forecaster {
             if let Some(f) = self.far.get(k, slot).filter(|f| *f >= 0.0) {
                 let err = (used - f).abs();
                 let fresh = self.far_errors[k] == 0.0;
-                ewma(&mut self.far_errors[k], err, weight, fresh);
-                ewma(&mut self.fast_far_errors[k], err, 1.0 / FAST_MEMORY, fresh);
+                roll(&mut self.far_errors[k], err, weight, fresh);
+                roll(&mut self.fast_far_errors[k], err, 1.0 / FAST_MEMORY, fresh);
             }
             if let Some(f) = self.mid.get(k, mid_slot).filter(|f| *f >= 0.0) {
                 let err = (used - f).abs();
                 let fresh = self.mid_errors[k] == 0.0;
-                ewma(&mut self.mid_errors[k], err, weight, fresh);
-                ewma(&mut self.fast_mid_errors[k], err, 1.0 / FAST_MEMORY, fresh);
+                roll(&mut self.mid_errors[k], err, weight, fresh);
+                roll(&mut self.fast_mid_errors[k], err, 1.0 / FAST_MEMORY, fresh);
             }
             // Seasonal state and a naive's history take the sample as it is; a level model
             // takes it damped, so one counter glitch does not throw the level off for minutes.
